@@ -1,0 +1,57 @@
+//! Every bound in the core, in one place, with the relations between them checked at compile
+//! time (TigerBeetle style). A queue, batch, frame or table without a bound here is a bug.
+
+/// Largest encoded frame (network) or record (disk) payload, in bytes. Anything claiming to be
+/// larger is refused before a byte of it is buffered.
+pub const FRAME_SIZE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Longest username, in characters (Unicode scalar values), as in the original service.
+pub const USERNAME_CHARS_MAX: usize = 20;
+
+/// Longest chat message, in characters (Unicode scalar values), as in the original service.
+pub const MESSAGE_CHARS_MAX: usize = 500;
+
+/// Longest glob pattern accepted by `list_account`, in characters.
+pub const PATTERN_CHARS_MAX: usize = 256;
+
+/// Most messages one `fetch_messages` reply carries; a client pages through a longer inbox by
+/// fetching again from the next id.
+pub const FETCH_MESSAGES_MAX: usize = 1000;
+
+/// Most client sessions the chat state machine remembers; the least recently used is evicted,
+/// and its client is told its session expired (Raft thesis §6.3) rather than risk a duplicate.
+pub const SESSIONS_MAX: usize = 16 * 1024;
+
+/// Largest chat snapshot, in bytes, that `Chat::restore` accepts, and the most a snapshot being
+/// decoded may claim to allocate. Inboxes grow with traffic, so the chat state can outgrow one
+/// frame; a snapshot is bounded by this instead of by `FRAME_SIZE_BYTES_MAX`.
+pub const CHAT_SNAPSHOT_SIZE_BYTES_MAX: usize = 1024 * 1024 * 1024;
+const _: () = assert!(CHAT_SNAPSHOT_SIZE_BYTES_MAX >= FRAME_SIZE_BYTES_MAX);
+
+/// Most log entries in one AppendEntries message.
+pub const APPEND_ENTRIES_MAX: usize = 1024;
+
+/// Most payload bytes of log entries in one AppendEntries message (a soft bound: one entry
+/// larger than this still travels alone).
+pub const APPEND_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most AppendEntries in flight to one follower in replicate mode (the pipeline window).
+pub const INFLIGHT_APPENDS_MAX: usize = 64;
+
+/// Most entries a leader holds proposed but uncommitted before it refuses new proposals.
+pub const UNCOMMITTED_ENTRIES_MAX: usize = 64 * 1024;
+
+/// Most committed entries handed to the state machine in one Ready.
+pub const APPLY_ENTRIES_MAX: usize = 4096;
+
+/// Largest cluster, in voters.
+pub const CLUSTER_SIZE_MAX: usize = 15;
+
+// Worst-case bytes of one fetch reply: each message carries a username and a message, at most
+// four UTF-8 bytes a character, plus framing slack; it must fit in one frame.
+const FETCH_REPLY_BYTES_MAX: usize =
+    FETCH_MESSAGES_MAX * (USERNAME_CHARS_MAX + MESSAGE_CHARS_MAX) * 4 + 64 * FETCH_MESSAGES_MAX;
+const _: () = assert!(FETCH_REPLY_BYTES_MAX < FRAME_SIZE_BYTES_MAX);
+const _: () = assert!(APPEND_BYTES_MAX * 2 < FRAME_SIZE_BYTES_MAX);
+const _: () = assert!(INFLIGHT_APPENDS_MAX >= 1);
+const _: () = assert!(APPEND_ENTRIES_MAX >= 1);

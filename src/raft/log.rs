@@ -1,0 +1,348 @@
+//! The in-memory Raft log: the entries, how far they are persisted, committed and applied.
+//!
+//! Invariant: `entries[k].index == first_index + k`, and terms never decrease along the log.
+//! Invariant: `applied_index <= commit_index <= last_index()`.
+//! Invariant: `stable_index <= last_index()`; entries after `stable_index` have not been handed
+//! to the host for persistence yet and go out in the next `Ready`.
+//!
+//! The log begins at `first_index`, which is 1 until snapshots compact it; `term(i)` answers for
+//! `first_index - 1` too (the snapshot's last entry), so compaction needs no other change here.
+
+use super::message::Entry;
+use crate::types::{LogIndex, Term};
+
+/// The replicated log as one node holds it.
+#[derive(Debug)]
+pub struct RaftLog {
+    entries: Vec<Entry>,
+    first_index: LogIndex,
+    /// Term of the entry at `first_index - 1` (0 when that is the empty prefix).
+    prefix_term: Term,
+    stable_index: LogIndex,
+    commit_index: LogIndex,
+    applied_index: LogIndex,
+}
+
+impl RaftLog {
+    /// An empty log.
+    pub fn new() -> RaftLog {
+        RaftLog {
+            entries: Vec::new(),
+            first_index: LogIndex(1),
+            prefix_term: Term(0),
+            stable_index: LogIndex(0),
+            commit_index: LogIndex(0),
+            applied_index: LogIndex(0),
+        }
+    }
+
+    /// A log recovered from storage: every entry is already stable. The caller has checked
+    /// that the entries are contiguous from 1 with non-decreasing terms.
+    pub fn restore(entries: Vec<Entry>, commit_index: LogIndex) -> RaftLog {
+        let mut log = RaftLog::new();
+        for (k, entry) in entries.iter().enumerate() {
+            assert_eq!(entry.index.0, k as u64 + 1);
+        }
+        log.entries = entries;
+        log.stable_index = log.last_index();
+        assert!(commit_index <= log.last_index());
+        log.commit_index = commit_index;
+        log
+    }
+
+    /// Index of the last entry (or of the compacted prefix when there is none).
+    pub fn last_index(&self) -> LogIndex {
+        LogIndex(self.first_index.0 + self.entries.len() as u64 - 1)
+    }
+
+    /// Term of the last entry.
+    pub fn last_term(&self) -> Term {
+        self.entries.last().map_or(self.prefix_term, |e| e.term)
+    }
+
+    /// Term of the entry at `index`, if the log holds it.
+    pub fn term(&self, index: LogIndex) -> Option<Term> {
+        if index.0 + 1 == self.first_index.0 {
+            return Some(self.prefix_term);
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        let offset = index.0.checked_sub(self.first_index.0)?;
+        self.entries.get(usize::try_from(offset).ok()?)
+    }
+
+    fn offset(&self, index: LogIndex) -> usize {
+        assert!(index >= self.first_index && index <= self.last_index().next());
+        (index.0 - self.first_index.0) as usize
+    }
+
+    /// Whether the log holds `index` with `term`: the AppendEntries consistency check (§5.3).
+    pub fn matches(&self, index: LogIndex, term: Term) -> bool {
+        self.term(index) == Some(term)
+    }
+
+    /// The commit index.
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit_index
+    }
+
+    /// Highest index handed to the state machine.
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied_index
+    }
+
+    /// Highest index known persisted.
+    pub fn stable_index(&self) -> LogIndex {
+        self.stable_index
+    }
+
+    /// Raft §5.4.1: a candidate's log is at least as up-to-date as ours if its last term is
+    /// greater, or equal with an index at least as large.
+    pub fn is_up_to_date(&self, last_log_index: LogIndex, last_log_term: Term) -> bool {
+        (last_log_term, last_log_index) >= (self.last_term(), self.last_index())
+    }
+
+    /// The largest index `<= index` whose term is `<= term`, or the start of the log. Terms are
+    /// non-decreasing along the log, so this is a binary search: it is how both sides of fast
+    /// backtracking skip a whole term per round trip.
+    pub fn last_index_with_term_at_most(&self, index: LogIndex, term: Term) -> LogIndex {
+        let index = index.min(self.last_index());
+        if index < self.first_index {
+            return index;
+        }
+        let searched = &self.entries[..=self.offset(index)];
+        let count = searched.partition_point(|e| e.term <= term);
+        LogIndex(self.first_index.0 + count as u64 - 1)
+    }
+
+    /// Appends entries created by this node as leader.
+    pub fn append(&mut self, entry: Entry) {
+        assert_eq!(entry.index, self.last_index().next());
+        assert!(entry.term >= self.last_term());
+        self.entries.push(entry);
+    }
+
+    /// Merges entries received from a leader after a successful consistency check at
+    /// `entries[0].index - 1`: entries that already match are kept, the first conflicting
+    /// entry and everything after it are replaced (§5.3). Returns the index of the last entry
+    /// of `entries`, which now matches the leader.
+    pub fn merge(&mut self, entries: Vec<Entry>) -> Option<LogIndex> {
+        let last_new = entries.last()?.index;
+        for entry in entries {
+            match self.term(entry.index) {
+                Some(term) if term == entry.term => continue,
+                Some(_) => {
+                    // Invariant: committed entries are never overwritten (§5.4, Leader Completeness).
+                    assert!(
+                        entry.index > self.commit_index,
+                        "truncating a committed entry"
+                    );
+                    self.truncate_after(entry.index.prev());
+                    self.append(entry);
+                }
+                None => self.append(entry),
+            }
+        }
+        Some(last_new)
+    }
+
+    fn truncate_after(&mut self, index: LogIndex) {
+        let keep = self.offset(index.next());
+        self.entries.truncate(keep);
+        self.stable_index = self.stable_index.min(index);
+    }
+
+    /// Clones up to `count_max` entries from `from`, stopping once `bytes_max` payload bytes are
+    /// reached (always at least one entry when any exist).
+    pub fn entries_from(&self, from: LogIndex, count_max: usize, bytes_max: usize) -> Vec<Entry> {
+        if from > self.last_index() {
+            return Vec::new();
+        }
+        let start = self.offset(from);
+        let mut bytes = 0usize;
+        let mut out = Vec::new();
+        for entry in self.entries[start..].iter().take(count_max) {
+            bytes = bytes.saturating_add(entry.payload_size_bytes());
+            if !out.is_empty() && bytes > bytes_max {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        out
+    }
+
+    /// Entries not yet handed to the host for persistence.
+    pub fn unstable_entries(&self) -> &[Entry] {
+        &self.entries[self.offset(self.stable_index.next())..]
+    }
+
+    /// Records that entries up to `index` are persisted.
+    pub fn stable_to(&mut self, index: LogIndex) {
+        assert!(index <= self.last_index());
+        self.stable_index = self.stable_index.max(index);
+    }
+
+    /// Advances the commit index; it never moves backwards.
+    pub fn commit_to(&mut self, index: LogIndex) -> bool {
+        assert!(index <= self.last_index(), "commit beyond the log");
+        if index > self.commit_index {
+            self.commit_index = index;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Committed entries not yet applied, at most `count_max`.
+    pub fn committed_unapplied(&self, count_max: usize) -> &[Entry] {
+        let start = self.offset(self.applied_index.next());
+        let end = self.offset(self.commit_index.next());
+        &self.entries[start..end.min(start + count_max)]
+    }
+
+    /// Records that entries up to `index` were handed to the state machine.
+    pub fn applied_to(&mut self, index: LogIndex) {
+        assert!(index <= self.commit_index, "applying an uncommitted entry");
+        assert!(index >= self.applied_index);
+        self.applied_index = index;
+    }
+
+    /// All entries, for tests and checkers.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+}
+
+impl Default for RaftLog {
+    fn default() -> RaftLog {
+        RaftLog::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::message::EntryData;
+
+    fn log_with_terms(terms: &[u64]) -> RaftLog {
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(k, &t)| Entry {
+                term: Term(t),
+                index: LogIndex(k as u64 + 1),
+                data: EntryData::Noop,
+            })
+            .collect();
+        RaftLog::restore(entries, LogIndex(0))
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            data: EntryData::Noop,
+        }
+    }
+
+    #[test]
+    fn empty_log_has_index_zero_term_zero() {
+        let log = RaftLog::new();
+        assert_eq!(log.last_index(), LogIndex(0));
+        assert_eq!(log.last_term(), Term(0));
+        assert!(log.matches(LogIndex(0), Term(0)));
+        assert!(!log.matches(LogIndex(1), Term(0)));
+    }
+
+    #[test]
+    fn up_to_date_compares_term_then_index() {
+        let log = log_with_terms(&[1, 1, 2]);
+        assert!(log.is_up_to_date(LogIndex(3), Term(2)));
+        assert!(log.is_up_to_date(LogIndex(1), Term(3)));
+        assert!(!log.is_up_to_date(LogIndex(2), Term(2)));
+        assert!(!log.is_up_to_date(LogIndex(9), Term(1)));
+    }
+
+    #[test]
+    fn last_index_with_term_at_most_table() {
+        let log = log_with_terms(&[1, 1, 2, 2, 2, 4, 5]);
+        let cases = [
+            (7, 5, 7),
+            (7, 4, 6),
+            (7, 3, 5),
+            (5, 9, 5),
+            (7, 1, 2),
+            (7, 0, 0),
+            (99, 2, 5),
+            (0, 9, 0),
+        ];
+        for (index, term, want) in cases {
+            assert_eq!(
+                log.last_index_with_term_at_most(LogIndex(index), Term(term)),
+                LogIndex(want),
+                "index {index} term {term}"
+            );
+        }
+    }
+
+    #[test]
+    fn merge_keeps_matching_entries_and_truncates_at_first_conflict() {
+        let mut log = log_with_terms(&[1, 1, 2, 2]);
+        let last = log.merge(vec![entry(2, 1), entry(3, 3)]);
+        assert_eq!(last, Some(LogIndex(3)));
+        let terms: Vec<u64> = log.entries().iter().map(|e| e.term.0).collect();
+        assert_eq!(terms, vec![1, 1, 3]);
+        assert_eq!(
+            log.stable_index(),
+            LogIndex(2),
+            "the replaced entry must be persisted again"
+        );
+    }
+
+    #[test]
+    fn merge_of_an_old_prefix_does_not_truncate_a_longer_log() {
+        let mut log = log_with_terms(&[1, 1, 2, 2]);
+        assert_eq!(log.merge(vec![entry(2, 1)]), Some(LogIndex(2)));
+        assert_eq!(log.last_index(), LogIndex(4));
+    }
+
+    #[test]
+    #[should_panic(expected = "truncating a committed entry")]
+    fn merge_refuses_to_overwrite_committed_entries() {
+        let mut log = log_with_terms(&[1, 1]);
+        log.commit_to(LogIndex(2));
+        log.merge(vec![entry(2, 2)]);
+    }
+
+    #[test]
+    fn entries_from_honours_count_and_byte_budgets() {
+        let mut log = RaftLog::new();
+        for i in 1..=10 {
+            let data = EntryData::Command(crate::raft::Payload::new(vec![0; 100]));
+            log.append(Entry {
+                term: Term(1),
+                index: LogIndex(i),
+                data,
+            });
+        }
+        assert_eq!(log.entries_from(LogIndex(3), 4, 10_000).len(), 4);
+        assert_eq!(log.entries_from(LogIndex(3), 100, 250).len(), 2);
+        assert_eq!(
+            log.entries_from(LogIndex(3), 100, 10).len(),
+            1,
+            "one entry always travels"
+        );
+        assert!(log.entries_from(LogIndex(11), 100, 10_000).is_empty());
+    }
+
+    #[test]
+    fn committed_unapplied_is_bounded() {
+        let mut log = log_with_terms(&[1, 1, 1, 1]);
+        log.commit_to(LogIndex(3));
+        assert_eq!(log.committed_unapplied(2).len(), 2);
+        log.applied_to(LogIndex(2));
+        assert_eq!(log.committed_unapplied(9).len(), 1);
+    }
+}

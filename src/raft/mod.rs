@@ -1,0 +1,1020 @@
+//! The Raft consensus state machine, sans I/O (Raft paper Figure 2 and §5; pre-vote and
+//! check-quorum from the thesis §9.6 and §6.2; pipelining, batching and fast backtracking as
+//! production engines do them).
+//!
+//! The host drives it through one funnel per kind of input, and takes every effect back as data:
+//!
+//! - `step(message)` for a peer's message, `tick()` for the passage of time, `propose(data)` for
+//!   a client command;
+//! - `ready()` returns a [`Ready`]: hard state and entries to persist, messages to send, and
+//!   committed entries to apply; then `advance()` says the host has done all of it.
+//!
+//! Role state lives in the role's variant of [`Role`], so leader-only state (the followers'
+//! progress) cannot exist on a follower. Nothing here reads a clock or the OS: time is `tick()`
+//! and randomness is the ChaCha generator the host seeds, so a run is a pure function of its
+//! inputs. Safety invariants are `assert!`s, on in release builds: a broken invariant stops the
+//! node rather than corrupting the cluster.
+
+mod log;
+mod message;
+mod progress;
+pub mod quorum;
+
+#[cfg(test)]
+mod tests;
+
+pub use log::RaftLog;
+pub use message::{AppendOutcome, Entry, EntryData, HardState, Message, MessageBody, Payload};
+pub use progress::{Progress, ProgressMode};
+
+use crate::limits;
+use crate::types::{LogIndex, NodeId, Term};
+use quorum::VoteResult;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Static configuration of one Raft node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every voting member, this node included.
+    pub voters: Vec<NodeId>,
+    /// Lower bound of the randomized election timeout, in ticks; also the check-quorum period
+    /// and the leader lease.
+    pub election_timeout_ticks_min: u32,
+    /// Upper bound (exclusive) of the randomized election timeout, in ticks.
+    pub election_timeout_ticks_max: u32,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_interval_ticks: u32,
+    /// Campaign only after a pre-vote round succeeds (thesis §9.6).
+    pub pre_vote: bool,
+    /// A leader that has not heard from a quorum within an election timeout steps down, and
+    /// followers that hear from a leader ignore vote requests for a while (thesis §6.2).
+    pub check_quorum: bool,
+    /// Most entries in one AppendEntries.
+    pub append_entries_max: usize,
+    /// Soft byte budget of one AppendEntries.
+    pub append_bytes_max: usize,
+    /// Most unacknowledged AppendEntries per follower.
+    pub inflight_appends_max: usize,
+    /// Most proposed-but-uncommitted entries before proposals are refused.
+    pub uncommitted_entries_max: usize,
+}
+
+impl Config {
+    /// A configuration with the usual timing (10-tick heartbeat-to-election ratio) and limits.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            voters,
+            election_timeout_ticks_min: 10,
+            election_timeout_ticks_max: 20,
+            heartbeat_interval_ticks: 1,
+            pre_vote: true,
+            check_quorum: true,
+            append_entries_max: limits::APPEND_ENTRIES_MAX,
+            append_bytes_max: limits::APPEND_BYTES_MAX,
+            inflight_appends_max: limits::INFLIGHT_APPENDS_MAX,
+            uncommitted_entries_max: limits::UNCOMMITTED_ENTRIES_MAX,
+        }
+    }
+
+    /// Checks the relations the protocol relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut sorted = self.voters.clone();
+        sorted.sort();
+        sorted.dedup();
+        let fail = |reason: &str| Err(ConfigError(reason.to_string()));
+        if sorted.len() != self.voters.len() {
+            return fail("voters contain a duplicate id");
+        }
+        if !self.voters.contains(&self.id) {
+            return fail("this node's id is not among the voters");
+        }
+        if self.voters.len() > limits::CLUSTER_SIZE_MAX {
+            return fail("more voters than CLUSTER_SIZE_MAX");
+        }
+        if self.heartbeat_interval_ticks == 0 {
+            return fail("heartbeat interval must be at least one tick");
+        }
+        if self.election_timeout_ticks_min <= self.heartbeat_interval_ticks {
+            return fail("election timeout must exceed the heartbeat interval");
+        }
+        if self.election_timeout_ticks_max <= self.election_timeout_ticks_min {
+            return fail("election timeout range is empty (max must exceed min)");
+        }
+        if self.append_entries_max == 0 || self.inflight_appends_max == 0 {
+            return fail("append batch and inflight window must be at least 1");
+        }
+        if self.uncommitted_entries_max == 0 {
+            return fail("uncommitted entry bound must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid raft configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Persisted state that cannot be a Raft node's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreError(pub String);
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "inconsistent persisted raft state: {}", self.0)
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
+/// Why a proposal was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// Only the leader accepts proposals; `leader` is whom this node believes leads, if anyone.
+    NotLeader {
+        /// The leader this node knows of in its current term.
+        leader: Option<NodeId>,
+    },
+    /// Too many entries are waiting to commit; the client should back off.
+    Busy,
+}
+
+/// The role a node plays, for status and traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RoleKind {
+    /// Follows a leader, or waits for one.
+    Follower,
+    /// Asking whether it could win an election, without disturbing anyone.
+    PreCandidate,
+    /// Campaigning in its term.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+impl RoleKind {
+    /// Lower-case name for output.
+    pub fn name(self) -> &'static str {
+        match self {
+            RoleKind::Follower => "follower",
+            RoleKind::PreCandidate => "pre_candidate",
+            RoleKind::Candidate => "candidate",
+            RoleKind::Leader => "leader",
+        }
+    }
+}
+
+/// A snapshot of a node's protocol state, for hosts, status commands and checkers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: RoleKind,
+    /// Its current term.
+    pub term: Term,
+    /// The leader of its term, if known.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit_index: LogIndex,
+    /// Highest index handed to the state machine.
+    pub applied_index: LogIndex,
+    /// Its last log index.
+    pub last_index: LogIndex,
+}
+
+/// Everything the host must do, in this order: persist `hard_state` and `entries` (entries
+/// replace any persisted entry at the same or a later index) and sync; THEN send `messages`,
+/// which may promise what was just persisted (a vote, an acknowledgement); then apply
+/// `committed_entries` in order; then call [`Raft::advance`]. Calling `ready()` again, or
+/// stepping the node, before `advance()` is a bug and panics.
+#[derive(Debug, Default)]
+#[must_use = "a Ready must be carried out and then acknowledged with advance()"]
+pub struct Ready {
+    /// The hard state to persist, if it changed.
+    pub hard_state: Option<HardState>,
+    /// Entries to persist, contiguous; the first may overwrite persisted entries from its index.
+    pub entries: Vec<Entry>,
+    /// Messages to send after persisting.
+    pub messages: Vec<Message>,
+    /// Committed entries to apply, in index order, after persisting.
+    pub committed_entries: Vec<Entry>,
+}
+
+impl Ready {
+    /// Whether anything must reach the disk (and be synced) before the messages go out.
+    pub fn must_persist(&self) -> bool {
+        self.hard_state.is_some() || !self.entries.is_empty()
+    }
+}
+
+/// What was handed out in the last `Ready`, so `advance` can record it.
+#[derive(Clone, Copy, Debug)]
+struct ReadyMark {
+    hard_state: HardState,
+    last_entry: Option<LogIndex>,
+    last_committed: Option<LogIndex>,
+}
+
+#[derive(Debug)]
+struct Follower {
+    leader: Option<NodeId>,
+}
+
+#[derive(Debug)]
+struct Candidate {
+    votes: BTreeMap<NodeId, bool>,
+}
+
+#[derive(Debug)]
+struct Leader {
+    progress: BTreeMap<NodeId, Progress>,
+    heartbeat_elapsed_ticks: u32,
+}
+
+#[derive(Debug)]
+enum Role {
+    Follower(Follower),
+    PreCandidate(Candidate),
+    Candidate(Candidate),
+    Leader(Leader),
+}
+
+/// One Raft node.
+pub struct Raft {
+    config: Config,
+    term: Term,
+    vote: Option<NodeId>,
+    log: RaftLog,
+    role: Role,
+    /// Ticks since the last election reset: a follower's timeout, a leader's check-quorum clock.
+    election_elapsed_ticks: u32,
+    election_timeout_ticks: u32,
+    rng: ChaCha8Rng,
+    messages: Vec<Message>,
+    persisted_hard_state: HardState,
+    pending: Option<ReadyMark>,
+}
+
+impl fmt::Debug for Raft {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Raft")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Raft {
+    /// A node that has never run: term 0, empty log.
+    pub fn new(config: Config, rng: ChaCha8Rng) -> Result<Raft, ConfigError> {
+        Raft::build(config, rng, HardState::default(), RaftLog::new())
+    }
+
+    /// A node restarting from what it persisted. Fails, naming the problem, if the entries are
+    /// not contiguous from index 1, their terms decrease or exceed the hard state's term, or
+    /// the commit index is beyond the log.
+    pub fn restart(
+        config: Config,
+        rng: ChaCha8Rng,
+        hard_state: HardState,
+        entries: Vec<Entry>,
+    ) -> Result<Raft, RestoreError> {
+        let mut previous_term = Term(0);
+        for (k, entry) in entries.iter().enumerate() {
+            if entry.index.0 != k as u64 + 1 {
+                return Err(RestoreError(format!(
+                    "entry {} found at position {}",
+                    entry.index,
+                    k + 1
+                )));
+            }
+            if entry.term < previous_term || entry.term > hard_state.term {
+                return Err(RestoreError(format!(
+                    "entry {} has out-of-order term {}",
+                    entry.index, entry.term
+                )));
+            }
+            previous_term = entry.term;
+        }
+        if hard_state.commit_index.0 > entries.len() as u64 {
+            return Err(RestoreError(format!(
+                "commit index {} beyond the last entry {}",
+                hard_state.commit_index,
+                entries.len()
+            )));
+        }
+        let log = RaftLog::restore(entries, hard_state.commit_index);
+        Raft::build(config, rng, hard_state, log).map_err(|e| RestoreError(e.to_string()))
+    }
+
+    fn build(
+        config: Config,
+        rng: ChaCha8Rng,
+        hard_state: HardState,
+        log: RaftLog,
+    ) -> Result<Raft, ConfigError> {
+        config.validate()?;
+        let mut raft = Raft {
+            config,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            log,
+            role: Role::Follower(Follower { leader: None }),
+            election_elapsed_ticks: 0,
+            election_timeout_ticks: 0,
+            rng,
+            messages: Vec::new(),
+            persisted_hard_state: hard_state,
+            pending: None,
+        };
+        raft.reset_election_timer();
+        Ok(raft)
+    }
+
+    // ----- inputs -----------------------------------------------------------------------------
+
+    /// Advances time by one tick: followers and candidates may start an election, a leader
+    /// sends heartbeats and checks it still hears from a quorum.
+    pub fn tick(&mut self) {
+        self.assert_not_pending();
+        match self.role {
+            Role::Leader(_) => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+    }
+
+    /// Proposes a command; on success it will appear at the returned index and term if this
+    /// leader keeps its leadership long enough to commit it.
+    pub fn propose(&mut self, data: Payload) -> Result<(LogIndex, Term), ProposeError> {
+        self.assert_not_pending();
+        if !matches!(self.role, Role::Leader(_)) {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let uncommitted = self.log.last_index().0 - self.log.commit_index().0;
+        if uncommitted >= self.config.uncommitted_entries_max as u64 {
+            return Err(ProposeError::Busy);
+        }
+        let index = self.log.last_index().next();
+        self.log.append(Entry {
+            term: self.term,
+            index,
+            data: EntryData::Command(data),
+        });
+        // The entry goes out with the next Ready, batched with every other proposal made before
+        // it: one AppendEntries per follower and one fsync carry them all.
+        Ok((index, self.term))
+    }
+
+    /// Handles a message from a peer. Messages from non-members, or addressed elsewhere, are
+    /// ignored: they are an operating error of the network, not a protocol event.
+    pub fn step(&mut self, message: Message) {
+        self.assert_not_pending();
+        let known = self.config.voters.contains(&message.from);
+        if message.to != self.config.id || message.from == self.config.id || !known {
+            return;
+        }
+        if !self.reconcile_term(&message) {
+            return;
+        }
+        let Message {
+            from, term, body, ..
+        } = message;
+        if let MessageBody::RequestVote {
+            pre_vote,
+            last_log_index,
+            last_log_term,
+        } = body
+        {
+            self.handle_request_vote(from, term, pre_vote, last_log_index, last_log_term);
+            return;
+        }
+        match self.role {
+            Role::Leader(_) => self.step_leader(from, body),
+            Role::Candidate(_) | Role::PreCandidate(_) => self.step_candidate(from, body),
+            Role::Follower(_) => self.step_follower(from, body),
+        }
+    }
+
+    // ----- outputs ----------------------------------------------------------------------------
+
+    /// Collects everything the host must do now, or `None` if there is nothing. See [`Ready`].
+    pub fn ready(&mut self) -> Option<Ready> {
+        assert!(
+            self.pending.is_none(),
+            "ready() called twice without advance()"
+        );
+        self.send_appends();
+        let hard_state = self.hard_state();
+        let ready = Ready {
+            hard_state: (hard_state != self.persisted_hard_state).then_some(hard_state),
+            entries: self.log.unstable_entries().to_vec(),
+            messages: std::mem::take(&mut self.messages),
+            committed_entries: self
+                .log
+                .committed_unapplied(limits::APPLY_ENTRIES_MAX)
+                .to_vec(),
+        };
+        let empty = !ready.must_persist() && ready.messages.is_empty();
+        if empty && ready.committed_entries.is_empty() {
+            return None;
+        }
+        self.pending = Some(ReadyMark {
+            hard_state,
+            last_entry: ready.entries.last().map(|e| e.index),
+            last_committed: ready.committed_entries.last().map(|e| e.index),
+        });
+        Some(ready)
+    }
+
+    /// Records that the last `Ready` was carried out: its state persisted, its messages sent,
+    /// its committed entries applied.
+    pub fn advance(&mut self) {
+        let mark = self
+            .pending
+            .take()
+            .expect("advance() without a pending ready()");
+        self.persisted_hard_state = mark.hard_state;
+        if let Some(index) = mark.last_entry {
+            self.log.stable_to(index);
+        }
+        if let Some(index) = mark.last_committed {
+            self.log.applied_to(index);
+        }
+        // The leader counts itself towards a quorum only for entries it has persisted.
+        self.maybe_commit();
+    }
+
+    // ----- queries ----------------------------------------------------------------------------
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Current term, vote and commit index.
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit_index: self.log.commit_index(),
+        }
+    }
+
+    /// The leader of the current term as far as this node knows.
+    pub fn leader(&self) -> Option<NodeId> {
+        match &self.role {
+            Role::Follower(f) => f.leader,
+            Role::Leader(_) => Some(self.config.id),
+            Role::PreCandidate(_) | Role::Candidate(_) => None,
+        }
+    }
+
+    /// The role, term, leader and log positions.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.config.id,
+            role: self.role_kind(),
+            term: self.term,
+            leader: self.leader(),
+            commit_index: self.log.commit_index(),
+            applied_index: self.log.applied_index(),
+            last_index: self.log.last_index(),
+        }
+    }
+
+    /// The log, for checkers and tests.
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+
+    /// A follower's replication progress as the leader sees it (None if not leader).
+    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        match &self.role {
+            Role::Leader(leader) => leader.progress.get(&peer),
+            _ => None,
+        }
+    }
+
+    fn role_kind(&self) -> RoleKind {
+        match self.role {
+            Role::Follower(_) => RoleKind::Follower,
+            Role::PreCandidate(_) => RoleKind::PreCandidate,
+            Role::Candidate(_) => RoleKind::Candidate,
+            Role::Leader(_) => RoleKind::Leader,
+        }
+    }
+
+    fn assert_not_pending(&self) {
+        assert!(
+            self.pending.is_none(),
+            "input while a Ready is outstanding; call advance() first"
+        );
+    }
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let id = self.config.id;
+        self.config.voters.iter().copied().filter(move |&v| v != id)
+    }
+
+    fn send(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        self.messages.push(Message {
+            from: self.config.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    // ----- time ------------------------------------------------------------------------------
+
+    fn tick_election(&mut self) {
+        self.election_elapsed_ticks += 1;
+        if self.election_elapsed_ticks >= self.election_timeout_ticks {
+            self.campaign();
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.election_elapsed_ticks += 1;
+        if self.election_elapsed_ticks >= self.config.election_timeout_ticks_min {
+            self.election_elapsed_ticks = 0;
+            if self.config.check_quorum && !self.quorum_recently_active() {
+                // Thesis §6.2: a leader cut off from a quorum steps down, so its clients go
+                // looking for the real leader instead of waiting on one that cannot commit.
+                self.become_follower(self.term, None);
+                return;
+            }
+        }
+        let Role::Leader(leader) = &mut self.role else {
+            unreachable!()
+        };
+        leader.heartbeat_elapsed_ticks += 1;
+        if leader.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
+            leader.heartbeat_elapsed_ticks = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// True if a quorum (counting this leader) answered since the last check; clears the marks.
+    fn quorum_recently_active(&mut self) -> bool {
+        let Role::Leader(leader) = &mut self.role else {
+            unreachable!()
+        };
+        let mut active = 1;
+        for progress in leader.progress.values_mut() {
+            active += usize::from(progress.recent_active);
+            progress.recent_active = false;
+        }
+        active >= quorum::majority(self.config.voters.len())
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed_ticks = 0;
+        let (min, max) = (
+            self.config.election_timeout_ticks_min,
+            self.config.election_timeout_ticks_max,
+        );
+        self.election_timeout_ticks = self.rng.gen_range(min..max);
+    }
+
+    /// Whether this node has heard from a live leader within the minimum election timeout.
+    /// Such a node refuses to help unseat that leader (thesis §4.2.3 and §9.6).
+    fn in_leader_lease(&self) -> bool {
+        self.leader().is_some()
+            && self.election_elapsed_ticks < self.config.election_timeout_ticks_min
+    }
+
+    // ----- role changes ----------------------------------------------------------------------
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        assert!(term >= self.term, "terms never go backwards");
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.role = Role::Follower(Follower { leader });
+        self.reset_election_timer();
+    }
+
+    fn campaign(&mut self) {
+        if self.config.pre_vote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate();
+        }
+    }
+
+    /// Thesis §9.6: ask first whether an election could be won, so that a node that cannot win
+    /// (stale log, or a healthy leader exists) never bumps everyone's term.
+    fn become_pre_candidate(&mut self) {
+        let votes = BTreeMap::from([(self.config.id, true)]);
+        self.role = Role::PreCandidate(Candidate { votes });
+        self.reset_election_timer();
+        self.request_votes(true);
+        self.tally_votes();
+    }
+
+    /// Raft §5.2: a new term, a vote for itself, and a RequestVote to every peer.
+    fn become_candidate(&mut self) {
+        self.term = self.term.next();
+        self.vote = Some(self.config.id);
+        let votes = BTreeMap::from([(self.config.id, true)]);
+        self.role = Role::Candidate(Candidate { votes });
+        self.reset_election_timer();
+        self.request_votes(false);
+        self.tally_votes();
+    }
+
+    fn request_votes(&mut self, pre_vote: bool) {
+        let term = if pre_vote {
+            self.term.next()
+        } else {
+            self.term
+        };
+        let body = MessageBody::RequestVote {
+            pre_vote,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        };
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send(peer, term, body.clone());
+        }
+    }
+
+    /// Raft §5.2 and §8: a new leader starts every follower in probe mode and appends a no-op
+    /// of its own term, whose commitment commits everything before it (§5.4.2).
+    fn become_leader(&mut self) {
+        let last_index = self.log.last_index();
+        let progress = self
+            .peers()
+            .map(|peer| (peer, Progress::new(last_index)))
+            .collect();
+        self.role = Role::Leader(Leader {
+            progress,
+            heartbeat_elapsed_ticks: 0,
+        });
+        self.election_elapsed_ticks = 0;
+        let index = last_index.next();
+        self.log.append(Entry {
+            term: self.term,
+            index,
+            data: EntryData::Noop,
+        });
+    }
+
+    // ----- messages --------------------------------------------------------------------------
+
+    /// Raft §5.1: a higher term makes any node a follower of that term; a lower term marks a
+    /// stale message. Returns false if the message must be dropped.
+    fn reconcile_term(&mut self, message: &Message) -> bool {
+        if message.term > self.term {
+            return self.handle_higher_term(message);
+        }
+        if message.term < self.term {
+            self.handle_lower_term(message);
+            return false;
+        }
+        true
+    }
+
+    fn handle_higher_term(&mut self, message: &Message) -> bool {
+        match message.body {
+            MessageBody::RequestVote { pre_vote, .. } => {
+                if (pre_vote || self.config.check_quorum) && self.in_leader_lease() {
+                    if pre_vote {
+                        self.send(
+                            message.from,
+                            self.term,
+                            MessageBody::RequestVoteResponse {
+                                pre_vote,
+                                granted: false,
+                            },
+                        );
+                    }
+                    return false;
+                }
+                if !pre_vote {
+                    self.become_follower(message.term, None);
+                }
+            }
+            // A granted pre-vote is answered in the term the pre-candidate would campaign in;
+            // it is not evidence of a real higher term.
+            MessageBody::RequestVoteResponse {
+                pre_vote: true,
+                granted: true,
+            } => {}
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                self.become_follower(message.term, Some(message.from));
+            }
+            _ => self.become_follower(message.term, None),
+        }
+        true
+    }
+
+    fn handle_lower_term(&mut self, message: &Message) {
+        match message.body {
+            // A stale leader learns of the newer term and steps down. Without this, a node whose
+            // term rose while it was cut off would ignore the leader forever, and, with
+            // check-quorum and pre-vote, never be able to disrupt it into a new election either.
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                self.send(message.from, self.term, MessageBody::HeartbeatResponse);
+            }
+            MessageBody::RequestVote { pre_vote: true, .. } => {
+                let body = MessageBody::RequestVoteResponse {
+                    pre_vote: true,
+                    granted: false,
+                };
+                self.send(message.from, self.term, body);
+            }
+            _ => {}
+        }
+    }
+
+    /// Raft §5.2 and §5.4.1: grant at most one vote per term, and only to a candidate whose log
+    /// is at least as up-to-date as ours. The vote is persisted (it is in the hard state of the
+    /// next Ready) before the response leaves.
+    fn handle_request_vote(
+        &mut self,
+        candidate: NodeId,
+        term: Term,
+        pre_vote: bool,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) {
+        let can_vote = self.vote == Some(candidate)
+            || (self.vote.is_none() && self.leader().is_none())
+            || (pre_vote && term > self.term);
+        let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        if granted && !pre_vote {
+            self.vote = Some(candidate);
+            self.reset_election_timer();
+        }
+        let reply_term = if granted { term } else { self.term };
+        self.send(
+            candidate,
+            reply_term,
+            MessageBody::RequestVoteResponse { pre_vote, granted },
+        );
+    }
+
+    fn step_candidate(&mut self, from: NodeId, body: MessageBody) {
+        match body {
+            MessageBody::RequestVoteResponse { pre_vote, granted } => {
+                let is_pre_candidate = matches!(self.role, Role::PreCandidate(_));
+                if pre_vote == is_pre_candidate {
+                    let (Role::PreCandidate(c) | Role::Candidate(c)) = &mut self.role else {
+                        unreachable!()
+                    };
+                    c.votes.insert(from, granted);
+                    self.tally_votes();
+                }
+            }
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                // Raft §5.2: another node won this term.
+                self.become_follower(self.term, Some(from));
+                self.step_follower(from, body);
+            }
+            _ => {}
+        }
+    }
+
+    fn tally_votes(&mut self) {
+        let (Role::PreCandidate(c) | Role::Candidate(c)) = &self.role else {
+            return;
+        };
+        let result = quorum::vote_result(&self.config.voters, &c.votes);
+        let is_pre_candidate = matches!(self.role, Role::PreCandidate(_));
+        match result {
+            VoteResult::Won if is_pre_candidate => self.become_candidate(),
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => self.become_follower(self.term, None),
+            VoteResult::Pending => {}
+        }
+    }
+
+    fn step_follower(&mut self, from: NodeId, body: MessageBody) {
+        match body {
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => {
+                self.election_elapsed_ticks = 0;
+                self.role = Role::Follower(Follower { leader: Some(from) });
+                self.handle_append_entries(
+                    from,
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                );
+            }
+            MessageBody::Heartbeat { leader_commit } => {
+                self.election_elapsed_ticks = 0;
+                self.role = Role::Follower(Follower { leader: Some(from) });
+                // The leader sends at most what it knows this follower holds, so no check is
+                // needed; the min guards against a log shortened by a bug, not by the protocol.
+                self.log.commit_to(leader_commit.min(self.log.last_index()));
+                self.send(from, self.term, MessageBody::HeartbeatResponse);
+            }
+            _ => {}
+        }
+    }
+
+    /// Raft §5.3: accept entries only after the log matches at `prev_log_index`; on a mismatch,
+    /// reply with a hint that lets the leader skip a whole term of entries per round trip.
+    fn handle_append_entries(
+        &mut self,
+        leader: NodeId,
+        mut prev_log_index: LogIndex,
+        mut prev_log_term: Term,
+        mut entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    ) {
+        let commit_index = self.log.commit_index();
+        if prev_log_index < commit_index {
+            // Committed entries match the leader's (Leader Completeness, §5.4), so only the part
+            // after the commit index needs the consistency check. This keeps a duplicated or
+            // reordered old append from being rejected and sending the leader back to probing.
+            let known = entries
+                .iter()
+                .take_while(|e| e.index <= commit_index)
+                .count();
+            entries.drain(..known);
+            prev_log_index = commit_index;
+            prev_log_term = self
+                .log
+                .term(commit_index)
+                .expect("the committed entry is in the log");
+        }
+        let outcome = if self.log.matches(prev_log_index, prev_log_term) {
+            let last_new = self.log.merge(entries).unwrap_or(prev_log_index);
+            self.log.commit_to(leader_commit.min(last_new));
+            AppendOutcome::Accepted {
+                match_index: last_new,
+            }
+        } else {
+            let hint_index = self
+                .log
+                .last_index_with_term_at_most(prev_log_index, prev_log_term);
+            let hint_term = self.log.term(hint_index).expect("the hint is in the log");
+            AppendOutcome::Rejected {
+                rejected_prev_index: prev_log_index,
+                hint_index,
+                hint_term,
+            }
+        };
+        self.send(
+            leader,
+            self.term,
+            MessageBody::AppendEntriesResponse(outcome),
+        );
+    }
+
+    fn step_leader(&mut self, from: NodeId, body: MessageBody) {
+        let inflight_max = self.config.inflight_appends_max;
+        let last_index = self.log.last_index();
+        let Role::Leader(leader) = &mut self.role else {
+            unreachable!()
+        };
+        let Some(progress) = leader.progress.get_mut(&from) else {
+            return;
+        };
+        match body {
+            MessageBody::AppendEntriesResponse(outcome) => {
+                progress.recent_active = true;
+                match outcome {
+                    AppendOutcome::Accepted { match_index } => {
+                        if match_index <= last_index && progress.accepted(match_index) {
+                            self.maybe_commit();
+                        }
+                    }
+                    AppendOutcome::Rejected {
+                        rejected_prev_index,
+                        hint_index,
+                        hint_term,
+                    } => {
+                        // Fast backtracking: our last entry at or before the hint whose term is
+                        // at most the hint's term is the furthest point the logs can agree.
+                        let agree = self.log.last_index_with_term_at_most(hint_index, hint_term);
+                        progress.rejected(rejected_prev_index, agree.next());
+                    }
+                }
+            }
+            MessageBody::HeartbeatResponse => {
+                progress.recent_active = true;
+                progress.heartbeat_answered(inflight_max, last_index);
+            }
+            _ => {}
+        }
+    }
+
+    /// Raft §5.3 and §5.4.2: the commit index is the highest index a quorum has persisted, but
+    /// only an entry of the leader's own term may be committed by counting replicas (Figure 8).
+    fn maybe_commit(&mut self) -> bool {
+        let Role::Leader(leader) = &self.role else {
+            return false;
+        };
+        let mut match_indexes = [LogIndex(0); limits::CLUSTER_SIZE_MAX];
+        match_indexes[0] = self.log.stable_index();
+        for (slot, progress) in match_indexes[1..].iter_mut().zip(leader.progress.values()) {
+            *slot = progress.match_index;
+        }
+        let candidate = quorum::committed_index(&mut match_indexes[..self.config.voters.len()]);
+        if self.log.term(candidate) == Some(self.term) {
+            return self.log.commit_to(candidate);
+        }
+        false
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let commit_index = self.log.commit_index();
+        let term = self.term;
+        let Role::Leader(leader) = &mut self.role else {
+            unreachable!()
+        };
+        for (&peer, progress) in leader.progress.iter_mut() {
+            let leader_commit = progress.match_index.min(commit_index);
+            progress.commit_sent = progress.commit_sent.max(leader_commit);
+            self.messages.push(Message {
+                from: self.config.id,
+                to: peer,
+                term,
+                body: MessageBody::Heartbeat { leader_commit },
+            });
+        }
+    }
+
+    /// Sends every follower what it lacks, as far as its mode and window allow, batching all
+    /// entries appended since the last Ready; a follower with nothing new to receive but a stale
+    /// commit index gets a heartbeat carrying the commit.
+    fn send_appends(&mut self) {
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let (term, commit_index) = (self.term, self.log.commit_index());
+        for (&peer, progress) in leader.progress.iter_mut() {
+            let mut sent_append = false;
+            while progress.wants_append(self.log.last_index(), self.config.inflight_appends_max) {
+                let prev_log_index = progress.next_index.prev();
+                let Some(prev_log_term) = self.log.term(prev_log_index) else {
+                    break;
+                };
+                let entries = self.log.entries_from(
+                    progress.next_index,
+                    self.config.append_entries_max,
+                    self.config.append_bytes_max,
+                );
+                let last = entries.last().map_or(prev_log_index, |e| e.index);
+                progress.sent(last, entries.len());
+                progress.commit_sent = progress.commit_sent.max(commit_index.min(last));
+                let body = MessageBody::AppendEntries {
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit: commit_index,
+                };
+                self.messages.push(Message {
+                    from: self.config.id,
+                    to: peer,
+                    term,
+                    body,
+                });
+                sent_append = true;
+            }
+            let leader_commit = progress.match_index.min(commit_index);
+            if !sent_append && progress.commit_sent < leader_commit {
+                progress.commit_sent = leader_commit;
+                let body = MessageBody::Heartbeat { leader_commit };
+                self.messages.push(Message {
+                    from: self.config.id,
+                    to: peer,
+                    term,
+                    body,
+                });
+            }
+        }
+    }
+}

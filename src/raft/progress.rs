@@ -1,0 +1,234 @@
+//! A leader's view of one follower's log (etcd's Progress), kept in the leader's role state.
+//!
+//! Two modes: `Probe` sends one AppendEntries at a time and waits, used after a rejection or
+//! when the leader knows nothing yet; `Replicate` streams AppendEntries optimistically, up to a
+//! window of `inflight_appends_max` unacknowledged messages (pipelining).
+//!
+//! Invariant: `match_index < next_index`.
+//! Invariant: in `Replicate`, `inflight` holds the last index of each unacknowledged append, in
+//! increasing order, and never more than the window.
+
+use crate::types::LogIndex;
+use std::collections::VecDeque;
+
+/// How the leader is sending to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Finding where the logs agree: one append in flight, then wait (`paused`) for its answer
+    /// or the next heartbeat response.
+    Probe {
+        /// True while a probe is unanswered.
+        paused: bool,
+    },
+    /// Logs agree up to `match_index`; entries stream ahead of acknowledgement.
+    Replicate,
+}
+
+/// One follower's replication state.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Highest index known to match the leader's log.
+    pub match_index: LogIndex,
+    /// Next index to send.
+    pub next_index: LogIndex,
+    /// Probe or replicate.
+    pub mode: ProgressMode,
+    /// Whether the follower answered since the last check-quorum round.
+    pub recent_active: bool,
+    /// Highest commit index this follower has been told.
+    pub commit_sent: LogIndex,
+    inflight: VecDeque<LogIndex>,
+    /// In replicate mode, send an append even with no new entries: the follower is behind and
+    /// something sent may have been lost, so probe the tail and let a rejection tell.
+    tail_probe_pending: bool,
+}
+
+impl Progress {
+    /// A follower the new leader knows nothing about: probe from just after its own last entry.
+    pub fn new(last_index: LogIndex) -> Progress {
+        Progress {
+            match_index: LogIndex(0),
+            next_index: last_index.next(),
+            mode: ProgressMode::Probe { paused: false },
+            recent_active: false,
+            commit_sent: LogIndex(0),
+            inflight: VecDeque::new(),
+            tail_probe_pending: false,
+        }
+    }
+
+    /// Whether the leader may send another append now.
+    pub fn can_send(&self, inflight_appends_max: usize) -> bool {
+        match self.mode {
+            ProgressMode::Probe { paused } => !paused,
+            ProgressMode::Replicate => self.inflight.len() < inflight_appends_max,
+        }
+    }
+
+    /// Whether the leader should send an append now, given its last index: a probe whenever
+    /// unpaused, entries whenever the window has room and there are some to send.
+    pub fn wants_append(&self, last_index: LogIndex, inflight_appends_max: usize) -> bool {
+        if !self.can_send(inflight_appends_max) {
+            return false;
+        }
+        match self.mode {
+            ProgressMode::Probe { .. } => true,
+            ProgressMode::Replicate => self.next_index <= last_index || self.tail_probe_pending,
+        }
+    }
+
+    /// Records an append ending at `last_index` was sent.
+    pub fn sent(&mut self, last_index: LogIndex, entry_count: usize) {
+        match &mut self.mode {
+            ProgressMode::Probe { paused } => *paused = true,
+            ProgressMode::Replicate => {
+                if entry_count > 0 {
+                    assert!(last_index.next() > self.next_index);
+                    self.next_index = last_index.next();
+                }
+                self.inflight.push_back(last_index);
+                self.tail_probe_pending = false;
+            }
+        }
+    }
+
+    /// Handles an acceptance up to `match_index`. Returns false for a stale one.
+    pub fn accepted(&mut self, match_index: LogIndex) -> bool {
+        while self.inflight.front().is_some_and(|&i| i <= match_index) {
+            self.inflight.pop_front();
+        }
+        if match_index <= self.match_index {
+            if let ProgressMode::Probe { paused } = &mut self.mode {
+                // A probe answered with nothing new still means the follower is listening.
+                *paused = false;
+            }
+            return false;
+        }
+        self.match_index = match_index;
+        self.next_index = self.next_index.max(match_index.next());
+        if let ProgressMode::Probe { .. } = self.mode {
+            self.become_replicate();
+        }
+        true
+    }
+
+    /// Handles a rejection of the append whose prev index was `rejected_prev_index`; `retry_from`
+    /// is where the leader computed the logs may agree. Returns false for a stale rejection.
+    pub fn rejected(&mut self, rejected_prev_index: LogIndex, retry_from: LogIndex) -> bool {
+        match self.mode {
+            ProgressMode::Replicate if rejected_prev_index <= self.match_index => false,
+            ProgressMode::Probe { .. } if rejected_prev_index.next() != self.next_index => false,
+            _ => {
+                self.become_probe();
+                self.next_index = retry_from.max(self.match_index.next());
+                true
+            }
+        }
+    }
+
+    /// A heartbeat answer: the follower is alive, so a paused probe may go again, and a full
+    /// pipeline whose head was lost frees one slot so the loss is discovered by a rejection.
+    pub fn heartbeat_answered(&mut self, inflight_appends_max: usize, last_index: LogIndex) {
+        match &mut self.mode {
+            ProgressMode::Probe { paused } => *paused = false,
+            ProgressMode::Replicate if self.match_index < last_index => {
+                if self.inflight.len() >= inflight_appends_max {
+                    self.inflight.pop_front();
+                }
+                self.tail_probe_pending = true;
+            }
+            ProgressMode::Replicate => {}
+        }
+    }
+
+    fn become_probe(&mut self) {
+        self.mode = ProgressMode::Probe { paused: false };
+        self.inflight.clear();
+    }
+
+    fn become_replicate(&mut self) {
+        self.mode = ProgressMode::Replicate;
+        self.next_index = self.match_index.next();
+        self.inflight.clear();
+        self.tail_probe_pending = false;
+    }
+
+    /// Unacknowledged appends, for tests and status.
+    pub fn inflight_count(&self) -> usize {
+        self.inflight.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_pauses_after_one_send_until_answered() {
+        let mut p = Progress::new(LogIndex(5));
+        assert!(p.can_send(4));
+        p.sent(LogIndex(5), 0);
+        assert!(!p.can_send(4));
+        p.heartbeat_answered(4, LogIndex(5));
+        assert!(p.can_send(4));
+    }
+
+    #[test]
+    fn acceptance_moves_probe_to_replicate() {
+        let mut p = Progress::new(LogIndex(5));
+        p.sent(LogIndex(5), 0);
+        assert!(p.accepted(LogIndex(5)));
+        assert_eq!(p.mode, ProgressMode::Replicate);
+        assert_eq!(p.next_index, LogIndex(6));
+    }
+
+    #[test]
+    fn replicate_window_bounds_inflight_appends() {
+        let mut p = Progress::new(LogIndex(0));
+        p.become_replicate();
+        for i in 1..=3 {
+            assert!(p.can_send(3));
+            p.sent(LogIndex(i), 1);
+        }
+        assert!(!p.can_send(3));
+        assert!(p.accepted(LogIndex(2)));
+        assert_eq!(p.inflight_count(), 1);
+        assert!(p.can_send(3));
+    }
+
+    #[test]
+    fn stale_rejection_in_replicate_is_ignored() {
+        let mut p = Progress::new(LogIndex(0));
+        p.sent(LogIndex(0), 0);
+        p.accepted(LogIndex(3));
+        assert!(!p.rejected(LogIndex(2), LogIndex(1)));
+        assert_eq!(p.mode, ProgressMode::Replicate);
+    }
+
+    #[test]
+    fn rejection_falls_back_to_probe_never_below_match() {
+        let mut p = Progress::new(LogIndex(0));
+        p.sent(LogIndex(0), 0);
+        p.accepted(LogIndex(3));
+        p.sent(LogIndex(7), 4);
+        assert!(p.rejected(LogIndex(7), LogIndex(2)));
+        assert_eq!(p.mode, ProgressMode::Probe { paused: false });
+        assert_eq!(p.next_index, LogIndex(4));
+    }
+
+    #[test]
+    fn full_window_frees_a_slot_on_heartbeat_answer() {
+        let mut p = Progress::new(LogIndex(0));
+        p.sent(LogIndex(0), 0);
+        p.accepted(LogIndex(1));
+        p.sent(LogIndex(2), 1);
+        p.sent(LogIndex(3), 1);
+        assert!(!p.can_send(2));
+        p.heartbeat_answered(2, LogIndex(3));
+        assert!(p.can_send(2));
+        assert!(
+            p.wants_append(LogIndex(3), 2),
+            "a behind follower gets a tail probe"
+        );
+    }
+}

@@ -1,0 +1,946 @@
+//! Raft's claims, one test each, named after the paper's sections (in the spirit of etcd's
+//! raft_paper_test.go), plus the production additions: pre-vote, check-quorum, fast
+//! backtracking, pipelining and batching. A tiny synchronous network drives whole clusters.
+
+use super::*;
+use rand::SeedableRng;
+use std::collections::BTreeSet;
+
+fn ids(n: u64) -> Vec<NodeId> {
+    (1..=n).map(NodeId).collect()
+}
+
+fn config(id: u64, n: u64) -> Config {
+    Config {
+        pre_vote: false,
+        check_quorum: false,
+        ..Config::new(NodeId(id), ids(n))
+    }
+}
+
+fn raft_with(config: Config) -> Raft {
+    let seed = config.id.0;
+    Raft::new(config, ChaCha8Rng::seed_from_u64(seed)).unwrap()
+}
+
+fn raft(id: u64, n: u64) -> Raft {
+    raft_with(config(id, n))
+}
+
+fn payload(text: &str) -> Payload {
+    Payload::new(text.as_bytes().to_vec())
+}
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        data: EntryData::Command(payload("x")),
+    }
+}
+
+/// A node restarted with the given log terms (indexes 1..) and hard-state term.
+fn raft_with_log(id: u64, n: u64, terms: &[u64], term: u64) -> Raft {
+    let entries = terms
+        .iter()
+        .enumerate()
+        .map(|(k, &t)| entry(k as u64 + 1, t))
+        .collect();
+    let hard_state = HardState {
+        term: Term(term),
+        vote: None,
+        commit_index: LogIndex(0),
+    };
+    Raft::restart(
+        config(id, n),
+        ChaCha8Rng::seed_from_u64(id),
+        hard_state,
+        entries,
+    )
+    .unwrap()
+}
+
+/// Carries out one Ready as a perfect host would; returns its messages.
+fn flush(raft: &mut Raft) -> Vec<Message> {
+    match raft.ready() {
+        Some(ready) => {
+            raft.advance();
+            ready.messages
+        }
+        None => Vec::new(),
+    }
+}
+
+fn message(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
+    Message {
+        from: NodeId(from),
+        to: NodeId(to),
+        term: Term(term),
+        body,
+    }
+}
+
+fn vote_request(from: u64, to: u64, term: u64, last_index: u64, last_term: u64) -> Message {
+    let body = MessageBody::RequestVote {
+        pre_vote: false,
+        last_log_index: LogIndex(last_index),
+        last_log_term: Term(last_term),
+    };
+    message(from, to, term, body)
+}
+
+fn append(
+    from: u64,
+    to: u64,
+    term: u64,
+    prev: (u64, u64),
+    entries: Vec<Entry>,
+    commit: u64,
+) -> Message {
+    let body = MessageBody::AppendEntries {
+        prev_log_index: LogIndex(prev.0),
+        prev_log_term: Term(prev.1),
+        entries,
+        leader_commit: LogIndex(commit),
+    };
+    message(from, to, term, body)
+}
+
+fn tick_until_campaign(raft: &mut Raft) {
+    for _ in 0..raft.config.election_timeout_ticks_max {
+        raft.tick();
+        if raft.role_kind() != RoleKind::Follower {
+            return;
+        }
+    }
+    panic!("no campaign within the maximum election timeout");
+}
+
+/// A synchronous in-memory network: delivers every message until none is left, except on cut
+/// links.
+struct Network {
+    nodes: BTreeMap<NodeId, Raft>,
+    cut: BTreeSet<(NodeId, NodeId)>,
+    delivered: usize,
+}
+
+impl Network {
+    fn new(nodes: Vec<Raft>) -> Network {
+        let nodes = nodes.into_iter().map(|r| (r.id(), r)).collect();
+        Network {
+            nodes,
+            cut: BTreeSet::new(),
+            delivered: 0,
+        }
+    }
+
+    fn of(n: u64) -> Network {
+        Network::new((1..=n).map(|id| raft(id, n)).collect())
+    }
+
+    fn node(&mut self, id: u64) -> &mut Raft {
+        self.nodes.get_mut(&NodeId(id)).unwrap()
+    }
+
+    fn isolate(&mut self, id: u64) {
+        for &other in self.nodes.keys() {
+            self.cut.insert((NodeId(id), other));
+            self.cut.insert((other, NodeId(id)));
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Delivers messages until quiet; returns how many were delivered.
+    fn settle(&mut self) -> usize {
+        let before = self.delivered;
+        loop {
+            let mut queue = Vec::new();
+            for raft in self.nodes.values_mut() {
+                queue.extend(flush(raft));
+            }
+            if queue.is_empty() {
+                return self.delivered - before;
+            }
+            for m in queue {
+                if !self.cut.contains(&(m.from, m.to)) {
+                    self.delivered += 1;
+                    self.nodes.get_mut(&m.to).unwrap().step(m);
+                }
+            }
+        }
+    }
+
+    fn elect(&mut self, id: u64) {
+        tick_until_campaign(self.node(id));
+        self.settle();
+        assert_eq!(
+            self.node(id).role_kind(),
+            RoleKind::Leader,
+            "node {id} did not win"
+        );
+    }
+
+    fn propose(&mut self, id: u64, text: &str) -> LogIndex {
+        let (index, _) = self.node(id).propose(payload(text)).unwrap();
+        self.settle();
+        index
+    }
+
+    fn tick_all(&mut self, ticks: u32) {
+        for _ in 0..ticks {
+            for raft in self.nodes.values_mut() {
+                raft.tick();
+            }
+            self.settle();
+        }
+    }
+}
+
+// ----- §5.1 terms --------------------------------------------------------------------------
+
+/// Raft §5.1: a node of any role that sees a higher term adopts it and becomes a follower.
+#[test]
+fn section_5_1_higher_term_makes_any_role_a_follower() {
+    for role in [RoleKind::Follower, RoleKind::Candidate, RoleKind::Leader] {
+        let mut r = raft(1, 3);
+        if role != RoleKind::Follower {
+            tick_until_campaign(&mut r);
+        }
+        if role == RoleKind::Leader {
+            r.step(message(
+                2,
+                1,
+                1,
+                MessageBody::RequestVoteResponse {
+                    pre_vote: false,
+                    granted: true,
+                },
+            ));
+        }
+        assert_eq!(r.role_kind(), role);
+        flush(&mut r);
+        r.step(append(2, 1, 5, (0, 0), vec![], 0));
+        assert_eq!(r.role_kind(), RoleKind::Follower, "from {role:?}");
+        assert_eq!(r.term, Term(5));
+        assert_eq!(r.leader(), Some(NodeId(2)));
+    }
+}
+
+/// Raft §5.1: a request with a stale term is rejected (here: an old leader's append is not
+/// accepted, and the answer carries the newer term so the old leader steps down).
+#[test]
+fn section_5_1_stale_term_messages_are_rejected() {
+    let mut r = raft_with_log(1, 3, &[], 3);
+    r.step(append(2, 1, 2, (0, 0), vec![entry(1, 2)], 0));
+    assert_eq!(r.log.last_index(), LogIndex(0));
+    let replies = flush(&mut r);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].term, Term(3));
+}
+
+// ----- §5.2 leader election ----------------------------------------------------------------
+
+/// Raft §5.2: on election timeout a follower increments its term, votes for itself, and sends
+/// RequestVote to every other server.
+#[test]
+fn section_5_2_follower_campaigns_after_election_timeout() {
+    let mut r = raft(1, 3);
+    tick_until_campaign(&mut r);
+    assert_eq!(r.role_kind(), RoleKind::Candidate);
+    assert_eq!(r.term, Term(1));
+    assert_eq!(r.vote, Some(NodeId(1)));
+    let ready = r.ready().unwrap();
+    assert_eq!(
+        ready.hard_state.map(|h| h.vote),
+        Some(Some(NodeId(1))),
+        "self-vote persisted"
+    );
+    let mut to: Vec<u64> = ready.messages.iter().map(|m| m.to.0).collect();
+    to.sort();
+    assert_eq!(to, vec![2, 3]);
+    assert!(ready.messages.iter().all(|m| matches!(
+        m.body,
+        MessageBody::RequestVote {
+            pre_vote: false,
+            ..
+        }
+    )));
+}
+
+/// Raft §5.2: election timeouts are drawn at random from [min, max), so that split votes are rare.
+#[test]
+fn section_5_2_election_timeouts_are_randomized_within_bounds() {
+    let mut seen = BTreeSet::new();
+    for seed in 0..200 {
+        let r = Raft::new(config(1, 3), ChaCha8Rng::seed_from_u64(seed)).unwrap();
+        assert!((10..20).contains(&r.election_timeout_ticks));
+        seen.insert(r.election_timeout_ticks);
+    }
+    assert!(seen.len() >= 8, "timeouts spread over the range: {seen:?}");
+}
+
+/// Raft §5.2: a candidate wins with votes from a majority, and only then.
+#[test]
+fn section_5_2_candidate_wins_with_a_majority() {
+    // (cluster size, granted peer votes, refused peer votes, expected role)
+    let cases = [
+        (1, 0, 0, RoleKind::Leader),
+        (3, 1, 0, RoleKind::Leader),
+        (3, 0, 1, RoleKind::Candidate),
+        (3, 0, 2, RoleKind::Follower),
+        (5, 1, 1, RoleKind::Candidate),
+        (5, 2, 0, RoleKind::Leader),
+        (5, 1, 3, RoleKind::Follower),
+    ];
+    for (n, granted, refused, want) in cases {
+        let mut r = raft(1, n);
+        tick_until_campaign(&mut r);
+        flush(&mut r);
+        let mut voter = 2;
+        for (count, grant) in [(granted, true), (refused, false)] {
+            for _ in 0..count {
+                r.step(message(
+                    voter,
+                    1,
+                    1,
+                    MessageBody::RequestVoteResponse {
+                        pre_vote: false,
+                        granted: grant,
+                    },
+                ));
+                voter += 1;
+            }
+        }
+        assert_eq!(
+            r.role_kind(),
+            want,
+            "n={n} granted={granted} refused={refused}"
+        );
+    }
+}
+
+/// Raft §5.2: each server votes for at most one candidate in a term, first come first served;
+/// asking again for the same candidate is answered the same way (a retried request).
+#[test]
+fn section_5_2_at_most_one_vote_per_term() {
+    let mut r = raft(1, 3);
+    r.step(vote_request(2, 1, 1, 0, 0));
+    r.step(vote_request(3, 1, 1, 0, 0));
+    r.step(vote_request(2, 1, 1, 0, 0));
+    let grants: Vec<(u64, bool)> = flush(&mut r)
+        .iter()
+        .map(|m| match m.body {
+            MessageBody::RequestVoteResponse { granted, .. } => (m.to.0, granted),
+            _ => panic!("unexpected {m:?}"),
+        })
+        .collect();
+    assert_eq!(grants, vec![(2, true), (3, false), (2, true)]);
+    assert_eq!(r.vote, Some(NodeId(2)));
+}
+
+/// Raft §5.2: a candidate that hears AppendEntries from a leader of its own term steps down.
+#[test]
+fn section_5_2_candidate_yields_to_a_leader_of_its_term() {
+    let mut r = raft(1, 3);
+    tick_until_campaign(&mut r);
+    flush(&mut r);
+    r.step(append(2, 1, 1, (0, 0), vec![], 0));
+    assert_eq!(r.role_kind(), RoleKind::Follower);
+    assert_eq!(r.leader(), Some(NodeId(2)));
+    assert_eq!(r.term, Term(1));
+}
+
+/// Raft §5.2: a candidate that neither wins nor loses times out and starts a new election in a
+/// higher term (split vote).
+#[test]
+fn section_5_2_split_vote_times_out_into_a_new_term() {
+    let mut r = raft(1, 3);
+    tick_until_campaign(&mut r);
+    flush(&mut r);
+    tick_until_campaign_again(&mut r, Term(1));
+    assert_eq!(r.role_kind(), RoleKind::Candidate);
+    assert_eq!(r.term, Term(2));
+}
+
+fn tick_until_campaign_again(r: &mut Raft, term: Term) {
+    for _ in 0..r.config.election_timeout_ticks_max {
+        r.tick();
+        if r.term > term {
+            return;
+        }
+    }
+    panic!("no new election");
+}
+
+/// Raft §5.2: in a healthy cluster exactly one leader is elected and everyone learns of it.
+#[test]
+fn section_5_2_cluster_elects_one_leader() {
+    let mut net = Network::of(5);
+    net.elect(1);
+    for id in 2..=5 {
+        assert_eq!(net.node(id).leader(), Some(NodeId(1)));
+        assert_eq!(net.node(id).term, Term(1));
+    }
+}
+
+// ----- §5.3 log replication ----------------------------------------------------------------
+
+/// Raft §5.3 and §8: a new leader appends a no-op of its term and replicates it to everyone;
+/// once a majority has it, it is committed and applied everywhere.
+#[test]
+fn section_5_3_new_leader_replicates_a_noop() {
+    let mut net = Network::of(3);
+    net.elect(1);
+    net.tick_all(1);
+    for id in 1..=3 {
+        let log = net.node(id).log();
+        assert_eq!(log.entries()[0].data, EntryData::Noop);
+        assert_eq!(log.entries()[0].term, Term(1));
+        assert_eq!(log.commit_index(), LogIndex(1), "node {id}");
+        assert_eq!(log.applied_index(), LogIndex(1), "node {id}");
+    }
+}
+
+/// Raft §5.3: a follower refuses entries unless its log holds `prev_log_index` with
+/// `prev_log_term`.
+#[test]
+fn section_5_3_follower_checks_prev_entry() {
+    // (follower log terms, prev (index, term), accepted)
+    let cases: &[(&[u64], (u64, u64), bool)] = &[
+        (&[], (0, 0), true),
+        (&[1, 1], (2, 1), true),
+        (&[1, 1], (1, 1), true),
+        (&[1, 1], (3, 1), false),
+        (&[1, 1], (2, 2), false),
+        (&[1, 2, 2], (3, 3), false),
+    ];
+    for (terms, prev, accepted) in cases {
+        let mut r = raft_with_log(2, 3, terms, 3);
+        r.step(append(1, 2, 3, *prev, vec![entry(prev.0 + 1, 3)], 0));
+        let reply = flush(&mut r).pop().unwrap();
+        let ok = matches!(
+            reply.body,
+            MessageBody::AppendEntriesResponse(AppendOutcome::Accepted { .. })
+        );
+        assert_eq!(ok, *accepted, "log {terms:?} prev {prev:?}");
+    }
+}
+
+/// Raft §5.3: a conflicting entry and everything after it are deleted and replaced by the
+/// leader's; matching entries are kept.
+#[test]
+fn section_5_3_conflicting_entries_are_replaced() {
+    let mut r = raft_with_log(2, 3, &[1, 1, 2, 2, 2], 4);
+    r.step(append(1, 2, 4, (2, 1), vec![entry(3, 2), entry(4, 4)], 0));
+    let terms: Vec<u64> = r.log.entries().iter().map(|e| e.term.0).collect();
+    assert_eq!(terms, vec![1, 1, 2, 4]);
+    let ready = r.ready().unwrap();
+    assert_eq!(
+        ready.entries.len(),
+        1,
+        "only the replaced entry is persisted again"
+    );
+    assert_eq!(ready.entries[0].index, LogIndex(4));
+}
+
+/// Raft §5.3, Log Matching: after replication, all logs are identical up to the leader's last.
+#[test]
+fn section_5_3_logs_match_after_replication() {
+    let mut net = Network::of(5);
+    net.elect(1);
+    for k in 0..20 {
+        net.propose(1, &format!("m{k}"));
+    }
+    net.tick_all(1);
+    let leader_log: Vec<Entry> = net.node(1).log().entries().to_vec();
+    assert_eq!(leader_log.len(), 21);
+    for id in 2..=5 {
+        assert_eq!(net.node(id).log().entries(), &leader_log[..], "node {id}");
+        assert_eq!(net.node(id).log().commit_index(), LogIndex(21));
+    }
+}
+
+/// Raft §5.3: a follower commits only what it knows matches the leader: min(leader_commit,
+/// last new entry), never an entry of its own beyond what the leader sent.
+#[test]
+fn section_5_3_follower_commit_is_bounded_by_last_new_entry() {
+    let mut r = raft_with_log(2, 3, &[1, 1, 1, 1], 2);
+    r.step(append(1, 2, 2, (1, 1), vec![entry(2, 1)], 4));
+    assert_eq!(r.log.commit_index(), LogIndex(2));
+}
+
+// ----- §5.4 safety -------------------------------------------------------------------------
+
+/// Raft §5.4.1: a vote is refused to a candidate whose log is less up-to-date (last term lower,
+/// or same last term and shorter).
+#[test]
+fn section_5_4_1_vote_requires_an_up_to_date_log() {
+    // voter log terms = [1, 2, 2]; (candidate last index, last term, granted)
+    let cases = [
+        (3, 2, true),
+        (4, 2, true),
+        (2, 2, false),
+        (9, 1, false),
+        (1, 3, true),
+    ];
+    for (last_index, last_term, granted) in cases {
+        let mut r = raft_with_log(1, 3, &[1, 2, 2], 2);
+        r.step(vote_request(2, 1, 3, last_index, last_term));
+        let reply = flush(&mut r).pop().unwrap();
+        assert_eq!(
+            reply.body,
+            MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                granted
+            },
+            "candidate ({last_index}, {last_term})"
+        );
+    }
+}
+
+/// Raft §5.4.2 and Figure 8: a leader never commits an entry from an earlier term by counting
+/// replicas, even when a majority stores it; it commits it only indirectly, once an entry of its
+/// own term is replicated on a majority.
+#[test]
+fn section_5_4_2_figure_8_prior_term_entries_commit_only_indirectly() {
+    // Node 1 leads term 3 with log [1, 2]; the index-2 entry is from term 2.
+    let mut leader = raft_with_log(1, 3, &[1, 2], 2);
+    tick_until_campaign(&mut leader);
+    flush(&mut leader);
+    leader.step(message(
+        2,
+        1,
+        3,
+        MessageBody::RequestVoteResponse {
+            pre_vote: false,
+            granted: true,
+        },
+    ));
+    assert_eq!(leader.role_kind(), RoleKind::Leader);
+    flush(&mut leader);
+    // A majority (node 2) now holds index 2, but not the term-3 no-op at index 3.
+    leader.step(message(
+        2,
+        1,
+        3,
+        MessageBody::AppendEntriesResponse(AppendOutcome::Accepted {
+            match_index: LogIndex(2),
+        }),
+    ));
+    assert_eq!(
+        leader.log.commit_index(),
+        LogIndex(0),
+        "term-2 entry must not commit by counting"
+    );
+    leader.step(message(
+        2,
+        1,
+        3,
+        MessageBody::AppendEntriesResponse(AppendOutcome::Accepted {
+            match_index: LogIndex(3),
+        }),
+    ));
+    assert_eq!(
+        leader.log.commit_index(),
+        LogIndex(3),
+        "committing the no-op commits index 2 too"
+    );
+}
+
+/// Raft §5.4.3, Leader Completeness, seen from the outside: an entry committed by one leader
+/// survives that leader's failure and is in every later leader's log.
+#[test]
+fn section_5_4_3_committed_entries_survive_leader_change() {
+    let mut net = Network::of(3);
+    net.elect(1);
+    let index = net.propose(1, "durable");
+    net.tick_all(1);
+    assert!(net.node(1).log().commit_index() >= index);
+    net.isolate(1);
+    net.elect(2);
+    let log = net.node(2).log();
+    assert_eq!(
+        log.entries()[index.0 as usize - 1].data,
+        EntryData::Command(payload("durable"))
+    );
+}
+
+// ----- persistence --------------------------------------------------------------------------
+
+/// Raft Figure 2: the vote is persistent state, so it is in the Ready's hard state together with
+/// (and therefore persisted before) the vote response.
+#[test]
+fn figure_2_vote_is_persisted_with_its_response() {
+    let mut r = raft(1, 3);
+    r.step(vote_request(2, 1, 1, 0, 0));
+    let ready = r.ready().unwrap();
+    assert_eq!(
+        ready.hard_state,
+        Some(HardState {
+            term: Term(1),
+            vote: Some(NodeId(2)),
+            commit_index: LogIndex(0)
+        })
+    );
+    assert!(ready.must_persist());
+    assert_eq!(ready.messages.len(), 1);
+}
+
+/// Raft Figure 2: a follower persists accepted entries before acknowledging them.
+#[test]
+fn figure_2_entries_are_persisted_with_their_acknowledgement() {
+    let mut r = raft(2, 3);
+    r.step(append(1, 2, 1, (0, 0), vec![entry(1, 1), entry(2, 1)], 0));
+    let ready = r.ready().unwrap();
+    assert_eq!(ready.entries.len(), 2);
+    assert!(matches!(
+        ready.messages[0].body,
+        MessageBody::AppendEntriesResponse(AppendOutcome::Accepted {
+            match_index: LogIndex(2)
+        })
+    ));
+}
+
+/// Raft Figure 2: a restarted node resumes with its persisted term, vote and log, and will not
+/// vote twice in the same term.
+#[test]
+fn figure_2_restart_restores_term_vote_and_log() {
+    let entries = vec![entry(1, 1), entry(2, 2)];
+    let hard_state = HardState {
+        term: Term(2),
+        vote: Some(NodeId(3)),
+        commit_index: LogIndex(1),
+    };
+    let mut r = Raft::restart(
+        config(1, 3),
+        ChaCha8Rng::seed_from_u64(1),
+        hard_state,
+        entries,
+    )
+    .unwrap();
+    assert_eq!(r.hard_state(), hard_state);
+    assert_eq!(r.log.last_index(), LogIndex(2));
+    let ready = r.ready().unwrap();
+    assert_eq!(ready.hard_state, None, "nothing new to persist");
+    assert_eq!(
+        ready.committed_entries.len(),
+        1,
+        "the committed prefix is re-applied"
+    );
+    r.advance();
+    r.step(vote_request(2, 1, 2, 9, 9));
+    assert!(matches!(
+        flush(&mut r)[0].body,
+        MessageBody::RequestVoteResponse { granted: false, .. }
+    ));
+}
+
+/// Persisted state that no correct node could have written is refused, not trusted.
+#[test]
+fn restart_refuses_inconsistent_persisted_state() {
+    let hs = |term, commit| HardState {
+        term: Term(term),
+        vote: None,
+        commit_index: LogIndex(commit),
+    };
+    let bad: Vec<(HardState, Vec<Entry>)> = vec![
+        (hs(2, 0), vec![entry(2, 1)]),
+        (hs(2, 0), vec![entry(1, 2), entry(2, 1)]),
+        (hs(1, 0), vec![entry(1, 2)]),
+        (hs(2, 3), vec![entry(1, 1)]),
+    ];
+    for (hard_state, entries) in bad {
+        let result = Raft::restart(
+            config(1, 3),
+            ChaCha8Rng::seed_from_u64(1),
+            hard_state,
+            entries.clone(),
+        );
+        assert!(result.is_err(), "{hard_state:?} {entries:?}");
+    }
+}
+
+// ----- host contract -------------------------------------------------------------------------
+
+/// The Ready contract: a second ready() before advance() is a host bug.
+#[test]
+#[should_panic(expected = "ready() called twice")]
+fn ready_twice_without_advance_panics() {
+    let mut r = raft(1, 1);
+    tick_until_campaign(&mut r);
+    let _first = r.ready().unwrap();
+    let _second = r.ready();
+}
+
+/// A proposal to a follower names the leader it knows, so the client can go straight there.
+#[test]
+fn propose_to_follower_redirects_to_the_leader() {
+    let mut net = Network::of(3);
+    net.elect(2);
+    assert_eq!(
+        net.node(1).propose(payload("x")),
+        Err(ProposeError::NotLeader {
+            leader: Some(NodeId(2))
+        })
+    );
+}
+
+/// The leader refuses proposals beyond its uncommitted bound instead of growing without limit.
+#[test]
+fn propose_is_refused_when_too_much_is_uncommitted() {
+    let mut cfg = config(1, 3);
+    cfg.uncommitted_entries_max = 3;
+    let mut net = Network::new(vec![raft_with(cfg), raft(2, 3), raft(3, 3)]);
+    net.elect(1);
+    net.isolate(1);
+    let results: Vec<_> = (0..4)
+        .map(|_| net.node(1).propose(payload("x")).is_ok())
+        .collect();
+    assert_eq!(results, vec![true, true, true, false]);
+    assert_eq!(net.node(1).propose(payload("x")), Err(ProposeError::Busy));
+}
+
+/// A single-node cluster elects itself and commits once its own disk has the entry.
+#[test]
+fn single_node_commits_after_persisting() {
+    let mut r = raft(1, 1);
+    tick_until_campaign(&mut r);
+    flush(&mut r);
+    assert_eq!(r.role_kind(), RoleKind::Leader);
+    let (index, _) = r.propose(payload("solo")).unwrap();
+    let ready = r.ready().unwrap();
+    assert!(
+        ready.committed_entries.iter().all(|e| e.index < index),
+        "not before persisting"
+    );
+    r.advance();
+    let ready = r.ready().unwrap();
+    assert_eq!(ready.committed_entries.last().map(|e| e.index), Some(index));
+    r.advance();
+}
+
+// ----- batching and pipelining ----------------------------------------------------------------
+
+/// Proposals made between two Readys travel in one AppendEntries per follower and one
+/// persistence batch.
+#[test]
+fn proposals_are_batched_into_one_append_per_follower() {
+    let mut net = Network::of(3);
+    net.elect(1);
+    for k in 0..50 {
+        net.node(1).propose(payload(&format!("m{k}"))).unwrap();
+    }
+    let ready = net.node(1).ready().unwrap();
+    assert_eq!(ready.entries.len(), 50);
+    let appends: Vec<&Message> = ready
+        .messages
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::AppendEntries { .. }))
+        .collect();
+    assert_eq!(appends.len(), 2);
+    for m in appends {
+        let MessageBody::AppendEntries { entries, .. } = &m.body else {
+            unreachable!()
+        };
+        assert_eq!(entries.len(), 50);
+    }
+    net.node(1).advance();
+}
+
+/// In replicate mode the leader streams appends without waiting for acknowledgements, up to
+/// the window, and no further.
+#[test]
+fn replication_is_pipelined_up_to_the_window() {
+    let mut cfg = config(1, 2);
+    cfg.inflight_appends_max = 3;
+    let mut net = Network::new(vec![raft_with(cfg), raft(2, 2)]);
+    net.elect(1);
+    net.isolate(2);
+    let mut appends = 0;
+    for k in 0..5 {
+        net.node(1).propose(payload(&format!("m{k}"))).unwrap();
+        appends += flush(net.node(1))
+            .iter()
+            .filter(|m| matches!(m.body, MessageBody::AppendEntries { .. }))
+            .count();
+    }
+    assert_eq!(appends, 3);
+    assert_eq!(net.node(1).progress(NodeId(2)).unwrap().inflight_count(), 3);
+}
+
+// ----- fast backtracking ----------------------------------------------------------------------
+
+/// With fast backtracking a divergent follower catches up in a number of round trips bounded by
+/// the number of distinct terms in the logs, not by the number of entries.
+#[test]
+fn fast_backtracking_needs_round_trips_per_term_not_per_entry() {
+    // Leader: 300 entries of term 1, then 300 of term 5. Follower: the same term-1 prefix, then
+    // 300 divergent entries of term 3 (from a leader that never committed them).
+    let leader_terms: Vec<u64> = [vec![1; 300], vec![5; 300]].concat();
+    let follower_terms: Vec<u64> = [vec![1; 300], vec![3; 300]].concat();
+    let mut leader = raft_with_log(1, 2, &leader_terms, 5);
+    let mut follower = raft_with_log(2, 2, &follower_terms, 5);
+    tick_until_campaign(&mut leader);
+    let votes = flush(&mut leader);
+    follower.step(votes[0].clone());
+    for m in flush(&mut follower) {
+        leader.step(m);
+    }
+    assert_eq!(leader.role_kind(), RoleKind::Leader);
+    let mut rejections = 0;
+    for _ in 0..100 {
+        let to_follower = flush(&mut leader);
+        if to_follower.is_empty() {
+            break;
+        }
+        for m in to_follower {
+            follower.step(m);
+        }
+        for m in flush(&mut follower) {
+            if matches!(
+                m.body,
+                MessageBody::AppendEntriesResponse(AppendOutcome::Rejected { .. })
+            ) {
+                rejections += 1;
+            }
+            leader.step(m);
+        }
+    }
+    assert_eq!(follower.log.entries(), leader.log.entries());
+    assert!(
+        rejections <= 2,
+        "{rejections} rejections for 300 divergent entries"
+    );
+}
+
+/// A far-behind follower (missing entries, no conflict) catches up with one rejection.
+#[test]
+fn fast_backtracking_far_behind_follower_catches_up_in_one_rejection() {
+    let mut net = Network::of(3);
+    net.elect(1);
+    net.isolate(3);
+    for k in 0..500 {
+        net.node(1).propose(payload(&format!("m{k}"))).unwrap();
+        if k % 50 == 0 {
+            net.settle();
+        }
+    }
+    net.settle();
+    net.heal();
+    let before = net.delivered;
+    net.tick_all(1);
+    assert_eq!(
+        net.node(3).log().last_index(),
+        net.node(1).log().last_index()
+    );
+    assert!(
+        net.delivered - before < 30,
+        "{} messages",
+        net.delivered - before
+    );
+}
+
+// ----- pre-vote (thesis §9.6) and check-quorum (thesis §6.2) ------------------------------------
+
+fn cluster(n: u64, pre_vote: bool, check_quorum: bool) -> Network {
+    let nodes = (1..=n)
+        .map(|id| {
+            raft_with(Config {
+                pre_vote,
+                check_quorum,
+                ..config(id, n)
+            })
+        })
+        .collect();
+    Network::new(nodes)
+}
+
+/// Thesis §9.6: a pre-candidate does not increment its term; only winning the pre-vote makes it
+/// a real candidate.
+#[test]
+fn thesis_9_6_pre_vote_does_not_change_terms() {
+    let mut net = cluster(3, true, false);
+    net.isolate(1);
+    for _ in 0..5 {
+        tick_until_campaign(net.node(1));
+        net.settle();
+    }
+    assert_eq!(
+        net.node(1).term,
+        Term(0),
+        "an isolated pre-candidate never bumps its term"
+    );
+    assert_eq!(net.node(1).role_kind(), RoleKind::PreCandidate);
+}
+
+/// Thesis §9.6: a node rejoining after a partition does not disrupt a healthy leader: its
+/// pre-vote fails, and no one's term changes.
+#[test]
+fn thesis_9_6_rejoining_node_does_not_disrupt_the_leader() {
+    let mut net = cluster(3, true, true);
+    net.elect(1);
+    net.isolate(3);
+    for _ in 0..3 {
+        tick_until_campaign(net.node(3));
+        net.settle();
+    }
+    net.heal();
+    tick_until_campaign(net.node(3));
+    net.settle();
+    assert_eq!(net.node(1).role_kind(), RoleKind::Leader);
+    assert_eq!(net.node(1).term, Term(1));
+    net.tick_all(3);
+    assert_eq!(net.node(3).leader(), Some(NodeId(1)));
+}
+
+/// Without pre-vote, the same rejoin forces an election: the contrast shows pre-vote matters.
+#[test]
+fn thesis_9_6_without_pre_vote_a_rejoining_node_forces_a_new_term() {
+    let mut net = cluster(3, false, false);
+    net.elect(1);
+    net.isolate(3);
+    tick_until_campaign(net.node(3));
+    net.settle();
+    net.heal();
+    net.tick_all(1);
+    assert!(net.node(1).term > Term(1));
+}
+
+/// Thesis §6.2: a leader that hears from no quorum for an election timeout steps down.
+#[test]
+fn thesis_6_2_check_quorum_deposes_an_isolated_leader() {
+    let mut net = cluster(3, true, true);
+    net.elect(1);
+    net.isolate(1);
+    for _ in 0..2 * net.node(1).config.election_timeout_ticks_min {
+        net.node(1).tick();
+        net.settle();
+    }
+    assert_eq!(net.node(1).role_kind(), RoleKind::Follower);
+}
+
+/// Thesis §6.2: a leader that keeps hearing from a quorum stays leader indefinitely.
+#[test]
+fn thesis_6_2_check_quorum_keeps_a_connected_leader() {
+    let mut net = cluster(5, true, true);
+    net.elect(1);
+    net.isolate(5);
+    net.isolate(4);
+    net.tick_all(100);
+    assert_eq!(net.node(1).role_kind(), RoleKind::Leader);
+    assert_eq!(net.node(1).term, Term(1));
+}
+
+/// Thesis §4.2.3: with check-quorum, a follower that heard from its leader within the minimum
+/// election timeout ignores a RequestVote of a higher term (leader lease).
+#[test]
+fn thesis_4_2_3_followers_in_lease_ignore_vote_requests() {
+    let mut net = cluster(3, false, true);
+    net.elect(1);
+    net.node(2).step(vote_request(3, 2, 9, 99, 9));
+    assert_eq!(net.node(2).term, Term(1));
+    assert!(flush(net.node(2)).is_empty());
+}
