@@ -18,6 +18,10 @@ pub const PATTERN_CHARS_MAX: usize = 256;
 /// fetching again from the next id.
 pub const FETCH_MESSAGES_MAX: usize = 1000;
 
+/// Most accounts at once; `create_account` beyond it answers GENERAL_ERROR. The bound keeps a
+/// `list_account` reply (every username) within one frame.
+pub const ACCOUNTS_MAX: usize = 64 * 1024;
+
 /// Most client sessions the chat state machine remembers; the least recently used is evicted,
 /// and its client is told its session expired (Raft thesis §6.3) rather than risk a duplicate.
 pub const SESSIONS_MAX: usize = 16 * 1024;
@@ -52,6 +56,8 @@ pub const CLUSTER_SIZE_MAX: usize = 15;
 const FETCH_REPLY_BYTES_MAX: usize =
     FETCH_MESSAGES_MAX * (USERNAME_CHARS_MAX + MESSAGE_CHARS_MAX) * 4 + 64 * FETCH_MESSAGES_MAX;
 const _: () = assert!(FETCH_REPLY_BYTES_MAX < FRAME_SIZE_BYTES_MAX);
+const LIST_REPLY_BYTES_MAX: usize = ACCOUNTS_MAX * (USERNAME_CHARS_MAX * 4 + 8) + 64;
+const _: () = assert!(LIST_REPLY_BYTES_MAX < FRAME_SIZE_BYTES_MAX);
 const _: () = assert!(APPEND_BYTES_MAX * 2 < FRAME_SIZE_BYTES_MAX);
 const _: () = assert!(INFLIGHT_APPENDS_MAX >= 1);
 const _: () = assert!(APPEND_ENTRIES_MAX >= 1);

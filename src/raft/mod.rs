@@ -21,6 +21,8 @@ mod progress;
 pub mod quorum;
 
 #[cfg(test)]
+mod harness_tests;
+#[cfg(test)]
 mod tests;
 
 pub use log::RaftLog;

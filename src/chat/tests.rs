@@ -1,0 +1,832 @@
+//! Tests of the chat state machine's operations, limits and sessions, one claim each. They drive
+//! [`Chat`] the way the replica does: every operation is a command under a session, applied at
+//! the next log index.
+
+use super::*;
+
+/// A chat with one registered client, applying commands at consecutive indexes.
+pub(super) struct Harness {
+    pub(super) chat: Chat,
+    pub(super) index: u64,
+    pub(super) client_id: ClientId,
+    pub(super) sequence: u64,
+}
+
+impl Harness {
+    pub(super) fn new() -> Harness {
+        Harness::with_chat(Chat::new())
+    }
+
+    pub(super) fn with_chat(mut chat: Chat) -> Harness {
+        let index = chat.applied_index().0 + 1;
+        let Outcome::Registered(client_id) = chat.apply(LogIndex(index), &Command::RegisterClient)
+        else {
+            panic!("registration failed");
+        };
+        Harness {
+            chat,
+            index,
+            client_id,
+            sequence: 0,
+        }
+    }
+
+    pub(super) fn next_index(&mut self) -> LogIndex {
+        self.index += 1;
+        LogIndex(self.index)
+    }
+
+    /// Applies `operation` as this client's next command and returns its fresh reply.
+    pub(super) fn run(&mut self, operation: Operation) -> Reply {
+        self.sequence += 1;
+        match self.submit(self.sequence, operation) {
+            Outcome::Replied {
+                reply,
+                duplicate: false,
+            } => reply,
+            other => panic!("expected a fresh reply, got {other:?}"),
+        }
+    }
+
+    /// Applies `operation` under this client's session with an explicit sequence.
+    pub(super) fn submit(&mut self, sequence: u64, operation: Operation) -> Outcome {
+        let command = Command::Client {
+            client_id: self.client_id,
+            sequence,
+            operation,
+        };
+        let index = self.next_index();
+        self.chat.apply(index, &command)
+    }
+
+    pub(super) fn register(&mut self) -> ClientId {
+        let index = self.next_index();
+        match self.chat.apply(index, &Command::RegisterClient) {
+            Outcome::Registered(client_id) => client_id,
+            other => panic!("expected registration, got {other:?}"),
+        }
+    }
+
+    pub(super) fn status(&mut self, operation: Operation) -> Status {
+        self.run(operation).status
+    }
+}
+
+pub(super) fn create(username: &str) -> Operation {
+    Operation::CreateAccount {
+        username: username.to_owned(),
+    }
+}
+
+pub(super) fn check(username: &str) -> Operation {
+    Operation::CheckAccount {
+        username: username.to_owned(),
+    }
+}
+
+pub(super) fn list(pattern: &str) -> Operation {
+    Operation::ListAccounts {
+        pattern: pattern.to_owned(),
+    }
+}
+
+pub(super) fn delete(username: &str) -> Operation {
+    Operation::DeleteAccount {
+        username: username.to_owned(),
+    }
+}
+
+pub(super) fn send(from: &str, to: &str, message: &str) -> Operation {
+    Operation::SendMessage {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+pub(super) fn fetch(username: &str, first_message_id: u64) -> Operation {
+    Operation::FetchMessages {
+        username: username.to_owned(),
+        first_message_id,
+    }
+}
+
+fn users(names: &[&str]) -> Reply {
+    Reply::with_users(names.iter().map(|name| name.to_string()).collect())
+}
+
+fn messages(pairs: &[(&str, &str)]) -> Reply {
+    let pairs = pairs
+        .iter()
+        .map(|&(from, text)| (from.to_owned(), text.to_owned()));
+    Reply::with_messages(pairs.collect())
+}
+
+/// A harness with these accounts created, in this order.
+fn with_accounts(names: &[&str]) -> Harness {
+    let mut harness = Harness::new();
+    for name in names {
+        assert_eq!(harness.status(create(name)), Status::Success, "{name}");
+    }
+    harness
+}
+
+// ----- Status and Operation -----
+
+#[test]
+fn status_codes_and_names_match_the_original_protocol() {
+    let table = [
+        (Status::Success, 0, "SUCCESS"),
+        (Status::NoElement, 1, "NO_ELEMENT"),
+        (
+            Status::OperationNotSupported,
+            100,
+            "OPERATION_NOT_SUPPORTED",
+        ),
+        (Status::InvalidUsername, 101, "INVALID_USERNAME"),
+        (Status::AccountNotExist, 102, "ACCOUNT_NOT_EXIST"),
+        (Status::MessageTooLong, 103, "MESSAGE_TOO_LONG"),
+        (Status::MessageIdTooLarge, 104, "MESSAGE_ID_TOO_LARGE"),
+        (Status::ServerError, 190, "SERVER_ERROR"),
+        (Status::GeneralError, 199, "GENERAL_ERROR"),
+    ];
+    assert_eq!(table.len(), Status::ALL.len());
+    for (status, code, name) in table {
+        assert_eq!(status.code(), code, "{name}");
+        assert_eq!(status.name(), name);
+        assert_eq!(status.to_string(), name);
+    }
+}
+
+#[test]
+fn status_from_code_inverts_code_and_rejects_unknown_codes() {
+    for status in Status::ALL {
+        assert_eq!(Status::from_code(status.code()), Some(status));
+    }
+    for code in [2, 99, 105, 189, 191, 198, 200, u16::MAX] {
+        assert_eq!(Status::from_code(code), None, "{code}");
+    }
+}
+
+#[test]
+fn operation_codes_are_one_to_six_and_reads_are_check_list_fetch() {
+    let table = [
+        (create("a"), 1, false),
+        (check("a"), 2, true),
+        (list("*"), 3, true),
+        (delete("a"), 4, false),
+        (send("a", "b", "m"), 5, false),
+        (fetch("a", 1), 6, true),
+    ];
+    for (operation, code, read_only) in table {
+        assert_eq!(operation.code(), code, "{operation:?}");
+        assert_eq!(operation.is_read_only(), read_only, "{operation:?}");
+    }
+}
+
+// ----- create_account and usernames -----
+
+#[test]
+fn create_account_succeeds_and_check_then_finds_it() {
+    let mut harness = Harness::new();
+    assert_eq!(harness.status(create("alice")), Status::Success);
+    assert_eq!(harness.status(check("alice")), Status::Success);
+    assert_eq!(harness.chat.account_count(), 1);
+}
+
+#[test]
+fn create_existing_account_is_general_error() {
+    let mut harness = with_accounts(&["alice"]);
+    assert_eq!(harness.status(create("alice")), Status::GeneralError);
+    assert_eq!(harness.chat.account_count(), 1);
+}
+
+#[test]
+fn username_of_20_characters_is_valid_and_21_is_invalid() {
+    let mut harness = Harness::new();
+    assert_eq!(harness.status(create(&"u".repeat(20))), Status::Success);
+    assert_eq!(
+        harness.status(create(&"v".repeat(21))),
+        Status::InvalidUsername
+    );
+    assert_eq!(
+        harness.status(check(&"v".repeat(21))),
+        Status::AccountNotExist
+    );
+}
+
+#[test]
+fn username_length_counts_characters_not_bytes() {
+    let mut harness = Harness::new();
+    assert_eq!(harness.status(create(&"é".repeat(20))), Status::Success);
+    assert_eq!(harness.status(create(&"🙂".repeat(20))), Status::Success);
+    assert_eq!(
+        harness.status(create(&"ü".repeat(21))),
+        Status::InvalidUsername
+    );
+}
+
+#[test]
+fn empty_username_is_invalid() {
+    let mut harness = Harness::new();
+    assert_eq!(harness.status(create("")), Status::InvalidUsername);
+}
+
+#[test]
+fn username_with_a_control_character_is_invalid() {
+    let mut harness = Harness::new();
+    for name in ["a\nb", "tab\t", "\0", "del\u{7f}", "c1\u{85}", "\u{1b}[31m"] {
+        assert_eq!(
+            harness.status(create(name)),
+            Status::InvalidUsername,
+            "{name:?}"
+        );
+    }
+    assert_eq!(harness.chat.account_count(), 0);
+}
+
+#[test]
+fn username_may_hold_spaces_punctuation_and_glob_characters() {
+    let mut harness = Harness::new();
+    for name in ["a b", "*", "[x]", "名前", "o'neil"] {
+        assert_eq!(harness.status(create(name)), Status::Success, "{name:?}");
+    }
+}
+
+// ----- check_account -----
+
+#[test]
+fn check_of_missing_account_is_account_not_exist() {
+    let mut harness = with_accounts(&["alice"]);
+    assert_eq!(harness.status(check("bob")), Status::AccountNotExist);
+    assert_eq!(harness.status(check("Alice")), Status::AccountNotExist);
+}
+
+#[test]
+fn check_of_invalid_username_is_account_not_exist() {
+    let mut harness = Harness::new();
+    assert_eq!(harness.status(check("")), Status::AccountNotExist);
+    assert_eq!(harness.status(check("a\n")), Status::AccountNotExist);
+}
+
+// ----- list_account -----
+
+#[test]
+fn list_star_returns_every_account_in_creation_order() {
+    let mut harness = with_accounts(&["carol", "alice", "bob"]);
+    assert_eq!(harness.run(list("*")), users(&["carol", "alice", "bob"]));
+}
+
+#[test]
+fn list_returns_only_accounts_matching_the_glob() {
+    let mut harness = with_accounts(&["alice", "albert", "bob", "al"]);
+    assert_eq!(harness.run(list("al*")), users(&["alice", "albert", "al"]));
+    assert_eq!(harness.run(list("?ob")), users(&["bob"]));
+    assert_eq!(
+        harness.run(list("[ab]l*")),
+        users(&["alice", "albert", "al"])
+    );
+    assert_eq!(harness.run(list("al")), users(&["al"]));
+}
+
+#[test]
+fn list_with_no_match_is_success_with_no_users() {
+    let mut harness = with_accounts(&["alice"]);
+    assert_eq!(harness.run(list("z*")), users(&[]));
+    assert_eq!(Harness::new().run(list("*")), users(&[]));
+}
+
+#[test]
+fn list_after_delete_and_recreate_puts_the_account_last() {
+    let mut harness = with_accounts(&["a", "b", "c"]);
+    assert_eq!(harness.status(delete("a")), Status::Success);
+    assert_eq!(harness.run(list("*")), users(&["b", "c"]));
+    assert_eq!(harness.status(create("a")), Status::Success);
+    assert_eq!(harness.run(list("*")), users(&["b", "c", "a"]));
+}
+
+#[test]
+fn list_pattern_of_256_characters_is_accepted_and_257_is_general_error() {
+    let mut harness = with_accounts(&["x"]);
+    let longest = "*".repeat(255) + "x";
+    assert_eq!(harness.run(list(&longest)), users(&["x"]));
+    let multibyte = "é".repeat(256);
+    assert_eq!(harness.run(list(&multibyte)), users(&[]));
+    let too_long = "*".repeat(257);
+    assert_eq!(
+        harness.run(list(&too_long)),
+        Reply::new(Status::GeneralError)
+    );
+}
+
+// ----- delete_account -----
+
+#[test]
+fn delete_of_missing_account_is_account_not_exist() {
+    let mut harness = with_accounts(&["alice"]);
+    assert_eq!(harness.status(delete("bob")), Status::AccountNotExist);
+    assert_eq!(harness.chat.account_count(), 1);
+}
+
+#[test]
+fn delete_removes_the_account() {
+    let mut harness = with_accounts(&["alice"]);
+    assert_eq!(harness.status(delete("alice")), Status::Success);
+    assert_eq!(harness.status(check("alice")), Status::AccountNotExist);
+    assert_eq!(harness.status(delete("alice")), Status::AccountNotExist);
+    assert_eq!(harness.chat.account_count(), 0);
+}
+
+#[test]
+fn delete_discards_received_messages_but_keeps_those_sent_to_others() {
+    let mut harness = with_accounts(&["alice", "bob"]);
+    assert_eq!(
+        harness.status(send("bob", "alice", "to alice")),
+        Status::Success
+    );
+    assert_eq!(
+        harness.status(send("alice", "bob", "to bob")),
+        Status::Success
+    );
+    assert_eq!(harness.status(delete("alice")), Status::Success);
+    assert_eq!(
+        harness.run(fetch("bob", 1)),
+        messages(&[("alice", "to bob")])
+    );
+    assert_eq!(harness.status(create("alice")), Status::Success);
+    assert_eq!(harness.status(fetch("alice", 1)), Status::NoElement);
+}
+
+// ----- send_message -----
+
+#[test]
+fn send_appends_the_message_to_the_target_inbox() {
+    let mut harness = with_accounts(&["alice", "bob"]);
+    assert_eq!(harness.status(send("alice", "bob", "hi")), Status::Success);
+    assert_eq!(
+        harness.status(send("alice", "bob", "again")),
+        Status::Success
+    );
+    let expected = messages(&[("alice", "hi"), ("alice", "again")]);
+    assert_eq!(harness.run(fetch("bob", 1)), expected);
+    assert_eq!(harness.status(fetch("alice", 1)), Status::NoElement);
+}
+
+#[test]
+fn send_from_missing_sender_is_account_not_exist_before_other_checks() {
+    let mut harness = with_accounts(&["bob"]);
+    assert_eq!(
+        harness.status(send("ghost", "bob", "hi")),
+        Status::AccountNotExist
+    );
+    let long = "m".repeat(501);
+    assert_eq!(
+        harness.status(send("ghost", "nobody", &long)),
+        Status::AccountNotExist
+    );
+    assert_eq!(harness.status(fetch("bob", 1)), Status::NoElement);
+}
+
+#[test]
+fn send_to_missing_target_is_account_not_exist_before_the_length_check() {
+    let mut harness = with_accounts(&["alice"]);
+    assert_eq!(
+        harness.status(send("alice", "ghost", "hi")),
+        Status::AccountNotExist
+    );
+    let long = "m".repeat(501);
+    assert_eq!(
+        harness.status(send("alice", "ghost", &long)),
+        Status::AccountNotExist
+    );
+}
+
+#[test]
+fn message_of_500_characters_is_sent_and_501_is_too_long() {
+    let mut harness = with_accounts(&["alice", "bob"]);
+    let longest = "m".repeat(500);
+    assert_eq!(
+        harness.status(send("alice", "bob", &longest)),
+        Status::Success
+    );
+    let too_long = "m".repeat(501);
+    assert_eq!(
+        harness.status(send("alice", "bob", &too_long)),
+        Status::MessageTooLong
+    );
+    assert_eq!(
+        harness.run(fetch("bob", 1)),
+        messages(&[("alice", &longest)])
+    );
+}
+
+#[test]
+fn message_length_counts_characters_not_bytes() {
+    let mut harness = with_accounts(&["alice", "bob"]);
+    let longest = "🙂".repeat(500);
+    assert_eq!(
+        harness.status(send("alice", "bob", &longest)),
+        Status::Success
+    );
+    let too_long = "é".repeat(501);
+    assert_eq!(
+        harness.status(send("alice", "bob", &too_long)),
+        Status::MessageTooLong
+    );
+}
+
+#[test]
+fn send_to_yourself_is_allowed() {
+    let mut harness = with_accounts(&["alice"]);
+    assert_eq!(
+        harness.status(send("alice", "alice", "note")),
+        Status::Success
+    );
+    assert_eq!(
+        harness.run(fetch("alice", 1)),
+        messages(&[("alice", "note")])
+    );
+}
+
+#[test]
+fn empty_message_is_allowed() {
+    let mut harness = with_accounts(&["alice", "bob"]);
+    assert_eq!(harness.status(send("alice", "bob", "")), Status::Success);
+    assert_eq!(harness.run(fetch("bob", 1)), messages(&[("alice", "")]));
+}
+
+// ----- fetch_messages -----
+
+/// Alice and bob, with `count` messages "m1", "m2", ... from alice in bob's inbox.
+fn with_inbox(count: usize) -> Harness {
+    let mut harness = with_accounts(&["alice", "bob"]);
+    for number in 1..=count {
+        let text = format!("m{number}");
+        assert_eq!(harness.status(send("alice", "bob", &text)), Status::Success);
+    }
+    harness
+}
+
+#[test]
+fn fetch_from_a_middle_id_returns_that_message_and_later_ones() {
+    let mut harness = with_inbox(3);
+    assert_eq!(
+        harness.run(fetch("bob", 2)),
+        messages(&[("alice", "m2"), ("alice", "m3")])
+    );
+}
+
+#[test]
+fn fetch_from_the_last_id_returns_one_message() {
+    let mut harness = with_inbox(3);
+    assert_eq!(harness.run(fetch("bob", 3)), messages(&[("alice", "m3")]));
+}
+
+#[test]
+fn fetch_from_id_zero_is_general_error() {
+    let mut harness = with_inbox(3);
+    assert_eq!(
+        harness.run(fetch("bob", 0)),
+        Reply::new(Status::GeneralError)
+    );
+}
+
+#[test]
+fn fetch_past_the_end_is_no_element() {
+    let mut harness = with_inbox(3);
+    assert_eq!(harness.run(fetch("bob", 4)), Reply::new(Status::NoElement));
+    assert_eq!(
+        harness.run(fetch("bob", u64::MAX)),
+        Reply::new(Status::NoElement)
+    );
+    assert_eq!(
+        harness.run(fetch("alice", 1)),
+        Reply::new(Status::NoElement)
+    );
+}
+
+#[test]
+fn fetch_of_missing_account_is_account_not_exist_before_the_id_check() {
+    let mut harness = with_inbox(1);
+    assert_eq!(harness.status(fetch("ghost", 1)), Status::AccountNotExist);
+    assert_eq!(harness.status(fetch("ghost", 0)), Status::AccountNotExist);
+}
+
+#[test]
+fn fetch_returns_at_most_fetch_messages_max_and_the_client_pages_on() {
+    let total = FETCH_MESSAGES_MAX + 5;
+    let mut harness = with_inbox(total);
+    let first_page = harness.run(fetch("bob", 1));
+    assert_eq!(first_page.messages.len(), FETCH_MESSAGES_MAX);
+    assert_eq!(first_page.messages[0].1, "m1");
+    let next_id = FETCH_MESSAGES_MAX as u64 + 1;
+    let second_page = harness.run(fetch("bob", next_id));
+    assert_eq!(second_page.messages.len(), 5);
+    assert_eq!(second_page.messages[0].1, format!("m{next_id}"));
+    assert_eq!(second_page.messages[4].1, format!("m{total}"));
+}
+
+// ----- query -----
+
+#[test]
+fn query_gives_the_reply_apply_gives_for_read_only_operations() {
+    let mut harness = with_inbox(3);
+    let reads = [
+        check("bob"),
+        check("ghost"),
+        list("*"),
+        list(&"x".repeat(300)),
+    ];
+    let more_reads = [
+        fetch("bob", 2),
+        fetch("bob", 0),
+        fetch("bob", 9),
+        fetch("ghost", 1),
+    ];
+    for operation in reads.into_iter().chain(more_reads) {
+        let queried = harness.chat.query(&operation);
+        assert_eq!(harness.run(operation.clone()), queried, "{operation:?}");
+    }
+}
+
+#[test]
+fn query_of_a_write_is_operation_not_supported_and_changes_nothing() {
+    let harness = with_accounts(&["alice", "bob"]);
+    let before = harness.chat.clone();
+    for operation in [create("carol"), delete("alice"), send("alice", "bob", "hi")] {
+        let reply = harness.chat.query(&operation);
+        assert_eq!(
+            reply,
+            Reply::new(Status::OperationNotSupported),
+            "{operation:?}"
+        );
+    }
+    assert_eq!(harness.chat, before);
+}
+
+// ----- sessions -----
+
+#[test]
+fn register_names_the_client_after_its_log_index() {
+    let mut chat = Chat::new();
+    let outcome = chat.apply(LogIndex(7), &Command::RegisterClient);
+    assert_eq!(outcome, Outcome::Registered(ClientId(7)));
+    assert_eq!(chat.session_count(), 1);
+}
+
+#[test]
+fn retry_with_the_same_sequence_returns_the_same_reply_and_does_not_send_twice() {
+    let mut harness = with_accounts(&["alice", "bob"]);
+    let sequence = harness.sequence + 1;
+    let first = harness.submit(sequence, send("alice", "bob", "once"));
+    let retry = harness.submit(sequence, send("alice", "bob", "once"));
+    let success = Reply::new(Status::Success);
+    assert_eq!(
+        first,
+        Outcome::Replied {
+            reply: success.clone(),
+            duplicate: false
+        }
+    );
+    assert_eq!(
+        retry,
+        Outcome::Replied {
+            reply: success,
+            duplicate: true
+        }
+    );
+    harness.sequence = sequence;
+    assert_eq!(harness.run(fetch("bob", 1)), messages(&[("alice", "once")]));
+}
+
+#[test]
+fn retried_create_returns_its_first_success_not_general_error() {
+    let mut harness = Harness::new();
+    assert_eq!(harness.status(create("alice")), Status::Success);
+    let retry = harness.submit(harness.sequence, create("alice"));
+    let expected = Outcome::Replied {
+        reply: Reply::new(Status::Success),
+        duplicate: true,
+    };
+    assert_eq!(retry, expected);
+}
+
+/// A retried read is evaluated again at the index the retry commits at: that state lies inside
+/// the operation's window, so the answer is linearizable, and sessions never hold fetch replies.
+#[test]
+fn retried_read_is_evaluated_again_at_its_new_index() {
+    let mut harness = with_inbox(1);
+    let first = harness.run(fetch("bob", 1));
+    assert_eq!(first.messages.len(), 1);
+    let other = harness.register();
+    let command = Command::Client {
+        client_id: other,
+        sequence: 1,
+        operation: send("alice", "bob", "later"),
+    };
+    let index = harness.next_index();
+    harness.chat.apply(index, &command);
+    let retry = harness.submit(harness.sequence, fetch("bob", 1));
+    let Outcome::Replied {
+        reply,
+        duplicate: true,
+    } = retry
+    else {
+        panic!("expected a duplicate reply, got {retry:?}");
+    };
+    assert_eq!(
+        reply.messages.len(),
+        2,
+        "the retry sees the state at its own index"
+    );
+}
+
+/// Create refuses a new account once ACCOUNTS_MAX exist, so a list reply fits one frame.
+#[test]
+fn create_account_is_refused_beyond_the_account_bound() {
+    let mut chat = Chat::new();
+    let mut index = 0;
+    let mut create = |chat: &mut Chat, name: String| {
+        index += 1;
+        let register = Command::RegisterClient;
+        if index == 1 {
+            chat.apply(LogIndex(index), &register);
+            index += 1;
+        }
+        let operation = Operation::CreateAccount { username: name };
+        let command = Command::Client {
+            client_id: ClientId(1),
+            sequence: index,
+            operation,
+        };
+        match chat.apply(LogIndex(index), &command) {
+            Outcome::Replied { reply, .. } => reply.status,
+            other => panic!("{other:?}"),
+        }
+    };
+    for k in 0..crate::limits::ACCOUNTS_MAX {
+        assert_eq!(create(&mut chat, format!("u{k}")), Status::Success);
+    }
+    assert_eq!(
+        create(&mut chat, "one-too-many".into()),
+        Status::GeneralError
+    );
+    assert_eq!(chat.account_count(), crate::limits::ACCOUNTS_MAX);
+}
+
+#[test]
+fn stale_sequence_applies_nothing() {
+    let mut harness = with_accounts(&["alice", "bob"]);
+    assert_eq!(harness.status(send("alice", "bob", "new")), Status::Success);
+    let stale = harness.sequence - 1;
+    let before = harness.chat.query(&fetch("bob", 1));
+    assert_eq!(
+        harness.submit(stale, send("alice", "bob", "old")),
+        Outcome::StaleSequence
+    );
+    assert_eq!(harness.chat.query(&fetch("bob", 1)), before);
+}
+
+#[test]
+fn sequence_zero_is_stale_even_on_a_fresh_session() {
+    let mut harness = Harness::new();
+    assert_eq!(harness.submit(0, create("alice")), Outcome::StaleSequence);
+    assert_eq!(harness.chat.account_count(), 0);
+}
+
+#[test]
+fn sequence_may_skip_ahead_and_then_lower_ones_are_stale() {
+    let mut harness = Harness::new();
+    let outcome = harness.submit(5, create("alice"));
+    let expected = Outcome::Replied {
+        reply: Reply::new(Status::Success),
+        duplicate: false,
+    };
+    assert_eq!(outcome, expected);
+    assert_eq!(harness.submit(4, create("bob")), Outcome::StaleSequence);
+    assert_eq!(harness.chat.account_count(), 1);
+}
+
+#[test]
+fn unknown_session_is_expired_and_applies_nothing() {
+    let mut chat = Chat::new();
+    let command = Command::Client {
+        client_id: ClientId(42),
+        sequence: 1,
+        operation: create("alice"),
+    };
+    assert_eq!(chat.apply(LogIndex(1), &command), Outcome::SessionExpired);
+    assert_eq!(chat.account_count(), 0);
+    assert_eq!(chat.applied_index(), LogIndex(1));
+}
+
+/// A chat that keeps two sessions, with `first` and `second` registered at indexes 1 and 2.
+fn two_session_harness() -> (Harness, ClientId) {
+    let mut harness = Harness::with_chat(Chat::with_sessions_max(2));
+    let second = harness.register();
+    (harness, second)
+}
+
+fn is_expired(harness: &mut Harness, client_id: ClientId) -> bool {
+    let command = Command::Client {
+        client_id,
+        sequence: 1,
+        operation: check("x"),
+    };
+    let index = harness.next_index();
+    harness.chat.apply(index, &command) == Outcome::SessionExpired
+}
+
+#[test]
+fn registering_past_the_bound_evicts_the_least_recently_active_session() {
+    let (mut harness, second) = two_session_harness();
+    let first = harness.client_id;
+    assert_eq!(harness.status(check("x")), Status::AccountNotExist);
+    let third = harness.register();
+    assert_eq!(harness.chat.session_count(), 2);
+    assert!(is_expired(&mut harness, second));
+    assert!(!is_expired(&mut harness, first));
+    assert!(!is_expired(&mut harness, third));
+}
+
+#[test]
+fn with_no_activity_the_oldest_registration_is_evicted_first() {
+    let (mut harness, second) = two_session_harness();
+    let first = harness.client_id;
+    let _third = harness.register();
+    assert!(is_expired(&mut harness, first));
+    assert!(!is_expired(&mut harness, second));
+}
+
+#[test]
+fn a_duplicate_answer_refreshes_the_session() {
+    let (mut harness, second) = two_session_harness();
+    let first = harness.client_id;
+    assert_eq!(harness.status(check("x")), Status::AccountNotExist);
+    let _touch_second = is_expired(&mut harness, second);
+    let retry = harness.submit(harness.sequence, check("x"));
+    assert!(matches!(
+        retry,
+        Outcome::Replied {
+            duplicate: true,
+            ..
+        }
+    ));
+    let _third = harness.register();
+    assert!(is_expired(&mut harness, second));
+    assert!(!is_expired(&mut harness, first));
+}
+
+#[test]
+fn a_stale_sequence_does_not_refresh_the_session() {
+    let (mut harness, second) = two_session_harness();
+    let first = harness.client_id;
+    assert_eq!(harness.submit(0, check("x")), Outcome::StaleSequence);
+    let _third = harness.register();
+    assert!(is_expired(&mut harness, first));
+    assert!(!is_expired(&mut harness, second));
+}
+
+#[test]
+fn session_table_never_exceeds_its_bound() {
+    let mut harness = Harness::with_chat(Chat::with_sessions_max(3));
+    for _ in 0..10 {
+        harness.register();
+        assert!(harness.chat.session_count() <= 3);
+    }
+    assert_eq!(harness.chat.session_count(), 3);
+}
+
+// ----- applied index -----
+
+#[test]
+fn applied_index_starts_at_zero_and_follows_apply_and_noop() {
+    let mut chat = Chat::new();
+    assert_eq!(chat.applied_index(), LogIndex(0));
+    chat.apply_noop(LogIndex(1));
+    assert_eq!(chat.applied_index(), LogIndex(1));
+    chat.apply(LogIndex(5), &Command::RegisterClient);
+    assert_eq!(chat.applied_index(), LogIndex(5));
+}
+
+#[test]
+#[should_panic(expected = "applied after")]
+fn apply_at_a_repeated_index_panics() {
+    let mut chat = Chat::new();
+    chat.apply(LogIndex(3), &Command::RegisterClient);
+    chat.apply(LogIndex(3), &Command::RegisterClient);
+}
+
+#[test]
+#[should_panic(expected = "applied after")]
+fn noop_at_a_lower_index_panics() {
+    let mut chat = Chat::new();
+    chat.apply_noop(LogIndex(3));
+    chat.apply_noop(LogIndex(2));
+}
+
+#[test]
+#[should_panic(expected = "applied after")]
+fn apply_at_index_zero_panics() {
+    Chat::new().apply_noop(LogIndex(0));
+}
