@@ -12,4 +12,7 @@ pub mod chat;
 pub mod codec;
 pub mod limits;
 pub mod raft;
+pub mod replica;
+pub mod storage;
 pub mod types;
+pub mod wire;

@@ -14,6 +14,10 @@ pub const MESSAGE_CHARS_MAX: usize = 500;
 /// Longest glob pattern accepted by `list_account`, in characters.
 pub const PATTERN_CHARS_MAX: usize = 256;
 
+/// Largest encoded chat command in a log entry. Commands are bounded before they are proposed
+/// (every string cut to one past its limit), so this holds for any client input.
+pub const COMMAND_SIZE_BYTES_MAX: usize = 4096;
+
 /// Most messages one `fetch_messages` reply carries; a client pages through a longer inbox by
 /// fetching again from the next id.
 pub const FETCH_MESSAGES_MAX: usize = 1000;
@@ -58,6 +62,11 @@ const FETCH_REPLY_BYTES_MAX: usize =
 const _: () = assert!(FETCH_REPLY_BYTES_MAX < FRAME_SIZE_BYTES_MAX);
 const LIST_REPLY_BYTES_MAX: usize = ACCOUNTS_MAX * (USERNAME_CHARS_MAX * 4 + 8) + 64;
 const _: () = assert!(LIST_REPLY_BYTES_MAX < FRAME_SIZE_BYTES_MAX);
+// A bounded send_message: two usernames and a message one past their limits, four UTF-8 bytes a
+// character, plus the command's fixed fields.
+const _: () = assert!(
+    ((USERNAME_CHARS_MAX + 1) * 2 + MESSAGE_CHARS_MAX + 1) * 4 + 64 <= COMMAND_SIZE_BYTES_MAX
+);
 const _: () = assert!(APPEND_BYTES_MAX * 2 < FRAME_SIZE_BYTES_MAX);
 const _: () = assert!(INFLIGHT_APPENDS_MAX >= 1);
 const _: () = assert!(APPEND_ENTRIES_MAX >= 1);

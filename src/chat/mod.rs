@@ -184,6 +184,48 @@ impl Operation {
             | Operation::SendMessage { .. } => false,
         }
     }
+
+    /// The same operation with every string cut to one character past its limit. The reply is
+    /// identical in every state (a string over its limit fails the same check whatever its
+    /// length), and the encoded command, which is replicated and stored, stays small however
+    /// large the client's input was.
+    pub fn bounded(self) -> Operation {
+        let user = |s: String| cut_chars(s, USERNAME_CHARS_MAX + 1);
+        match self {
+            Operation::CreateAccount { username } => Operation::CreateAccount {
+                username: user(username),
+            },
+            Operation::CheckAccount { username } => Operation::CheckAccount {
+                username: user(username),
+            },
+            Operation::DeleteAccount { username } => Operation::DeleteAccount {
+                username: user(username),
+            },
+            Operation::ListAccounts { pattern } => Operation::ListAccounts {
+                pattern: cut_chars(pattern, PATTERN_CHARS_MAX + 1),
+            },
+            Operation::SendMessage { from, to, message } => Operation::SendMessage {
+                from: user(from),
+                to: user(to),
+                message: cut_chars(message, MESSAGE_CHARS_MAX + 1),
+            },
+            Operation::FetchMessages {
+                username,
+                first_message_id,
+            } => Operation::FetchMessages {
+                username: user(username),
+                first_message_id,
+            },
+        }
+    }
+}
+
+/// `s` cut to at most `chars_max` characters.
+fn cut_chars(mut s: String, chars_max: usize) -> String {
+    if let Some((byte_index, _)) = s.char_indices().nth(chars_max) {
+        s.truncate(byte_index);
+    }
+    s
 }
 
 /// The answer to one operation.

@@ -830,3 +830,73 @@ fn noop_at_a_lower_index_panics() {
 fn apply_at_index_zero_panics() {
     Chat::new().apply_noop(LogIndex(0));
 }
+
+/// Cutting over-long strings never changes a reply: a table of operations over and under every
+/// limit, applied to twin states, one with the original and one with the bounded operation.
+#[test]
+fn bounded_operations_get_identical_replies() {
+    let long_name = "n".repeat(5000);
+    let long_message = "m".repeat(100_000);
+    let long_pattern = "*".repeat(10_000);
+    let operations = vec![
+        Operation::CreateAccount {
+            username: long_name.clone(),
+        },
+        Operation::CreateAccount {
+            username: "a".repeat(21),
+        },
+        Operation::CheckAccount {
+            username: long_name.clone(),
+        },
+        Operation::DeleteAccount {
+            username: long_name.clone(),
+        },
+        Operation::ListAccounts {
+            pattern: long_pattern,
+        },
+        Operation::ListAccounts {
+            pattern: "*".repeat(256),
+        },
+        Operation::SendMessage {
+            from: "alice".into(),
+            to: "bob".into(),
+            message: long_message.clone(),
+        },
+        Operation::SendMessage {
+            from: "alice".into(),
+            to: "bob".into(),
+            message: "é".repeat(500),
+        },
+        Operation::SendMessage {
+            from: long_name.clone(),
+            to: "bob".into(),
+            message: "hi".into(),
+        },
+        Operation::SendMessage {
+            from: "alice".into(),
+            to: long_name.clone(),
+            message: long_message,
+        },
+        Operation::FetchMessages {
+            username: long_name,
+            first_message_id: 1,
+        },
+    ];
+    for operation in operations {
+        let mut original = with_accounts(&["alice", "bob"]);
+        let mut bounded = with_accounts(&["alice", "bob"]);
+        let want = original.run(operation.clone());
+        let got = bounded.run(operation.clone().bounded());
+        assert_eq!(got, want, "{:?}", operation.code());
+    }
+}
+
+#[test]
+fn bounded_keeps_operations_within_limits_unchanged() {
+    let operation = Operation::SendMessage {
+        from: "alice".into(),
+        to: "bob".into(),
+        message: "ü".repeat(500),
+    };
+    assert_eq!(operation.clone().bounded(), operation);
+}

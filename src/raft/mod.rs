@@ -34,6 +34,7 @@ use crate::types::{LogIndex, NodeId, Term};
 use quorum::VoteResult;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -155,7 +156,7 @@ pub enum ProposeError {
 }
 
 /// The role a node plays, for status and traces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum RoleKind {
     /// Follows a leader, or waits for one.
     Follower,
@@ -180,7 +181,7 @@ impl RoleKind {
 }
 
 /// A snapshot of a node's protocol state, for hosts, status commands and checkers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// The node.
     pub id: NodeId,

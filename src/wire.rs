@@ -1,0 +1,267 @@
+//! Every message on the network, as serde types, and their framing.
+//!
+//! One frame type serves peer and client connections alike: a connection's first frame says
+//! what it is (`PeerHello` for a Raft peer; a `Request` for a client). Framing is
+//! `codec`'s: a length, a CRC-32 and a bincode payload; decoding garbage, truncated or oversized
+//! input returns an error and never panics, so a bad peer can only get its connection closed.
+
+use crate::chat::{Command, Outcome};
+use crate::codec::{self, CodecError};
+use crate::raft::{Message, Status};
+use crate::types::{LogIndex, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// The protocol version spoken; a peer or client speaking another is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Everything that travels over a raftchat connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// The first frame on a connection a peer opens: who is calling, in which cluster.
+    PeerHello {
+        /// Must equal [`PROTOCOL_VERSION`].
+        version: u32,
+        /// The calling node.
+        from: NodeId,
+        /// Identifies the cluster, so two clusters sharing hosts never talk to each other.
+        cluster_id: u64,
+    },
+    /// A Raft protocol message, on a peer connection.
+    Raft(Message),
+    /// A client's request.
+    Request(Request),
+    /// The server's answer to the request with the same id.
+    Response(Response),
+}
+
+/// A client's request; `id` is chosen by the client to match the response on its connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Correlates the response.
+    pub id: u64,
+    /// What is asked.
+    pub body: RequestBody,
+}
+
+/// What a client can ask.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestBody {
+    /// Replicate and apply a chat command (register a session, or an operation in one).
+    Command(Command),
+    /// This node's Raft status.
+    Status,
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's id.
+    pub id: u64,
+    /// The answer.
+    pub body: ResponseBody,
+}
+
+/// The possible answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseBody {
+    /// The command was committed and applied at `index`, with this outcome.
+    Applied {
+        /// Where in the log it took effect.
+        index: LogIndex,
+        /// What the chat state machine answered.
+        outcome: Outcome,
+    },
+    /// This node does not lead; `leader` is the one it knows of. Nothing was applied.
+    NotLeader {
+        /// The leader to try, if known.
+        leader: Option<NodeId>,
+    },
+    /// The leader has too much uncommitted work; nothing was applied; retry later.
+    Busy,
+    /// The command was accepted but leadership changed before it applied: it may or may not
+    /// take effect. Retrying under the same session and sequence is safe.
+    Unknown,
+    /// The command's log entry was replaced by another leader's: it was certainly not applied.
+    Dropped,
+    /// This node's status.
+    Status(Status),
+}
+
+/// Appends one frame to `out`.
+pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    codec::encode_frame(frame, out)
+}
+
+/// Decodes the first frame of `buf`: `Ok(None)` until a whole frame is buffered, then the frame
+/// and the bytes it used. Garbage, a bad checksum or an oversized length is an error.
+pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, CodecError> {
+    codec::decode_frame(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{Operation, Reply, Status as ChatStatus};
+    use crate::raft::{AppendOutcome, Entry, EntryData, MessageBody, Payload, RoleKind};
+    use crate::types::{ClientId, Term};
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Frame> {
+        let entry = Entry {
+            term: Term(3),
+            index: LogIndex(9),
+            data: EntryData::Command(Payload::new(b"hello".to_vec())),
+        };
+        let append = MessageBody::AppendEntries {
+            prev_log_index: LogIndex(8),
+            prev_log_term: Term(2),
+            entries: vec![
+                entry.clone(),
+                Entry {
+                    data: EntryData::Noop,
+                    ..entry
+                },
+            ],
+            leader_commit: LogIndex(7),
+        };
+        let operation = Operation::SendMessage {
+            from: "alice".into(),
+            to: "bób".into(),
+            message: "ünïcode ✓".into(),
+        };
+        let command = Command::Client {
+            client_id: ClientId(4),
+            sequence: 2,
+            operation,
+        };
+        let status = Status {
+            id: NodeId(1),
+            role: RoleKind::Leader,
+            term: Term(3),
+            leader: Some(NodeId(1)),
+            commit_index: LogIndex(5),
+            applied_index: LogIndex(5),
+            last_index: LogIndex(6),
+        };
+        let reply = Reply::with_messages(vec![("a".into(), "b".into())]);
+        vec![
+            Frame::PeerHello {
+                version: PROTOCOL_VERSION,
+                from: NodeId(2),
+                cluster_id: 77,
+            },
+            Frame::Raft(Message {
+                from: NodeId(1),
+                to: NodeId(2),
+                term: Term(3),
+                body: append,
+            }),
+            Frame::Raft(Message {
+                from: NodeId(2),
+                to: NodeId(1),
+                term: Term(3),
+                body: MessageBody::AppendEntriesResponse(AppendOutcome::Rejected {
+                    rejected_prev_index: LogIndex(8),
+                    hint_index: LogIndex(4),
+                    hint_term: Term(1),
+                }),
+            }),
+            Frame::Request(Request {
+                id: 1,
+                body: RequestBody::Command(command),
+            }),
+            Frame::Request(Request {
+                id: 2,
+                body: RequestBody::Status,
+            }),
+            Frame::Response(Response {
+                id: 1,
+                body: ResponseBody::Applied {
+                    index: LogIndex(9),
+                    outcome: Outcome::Replied {
+                        reply,
+                        duplicate: false,
+                    },
+                },
+            }),
+            Frame::Response(Response {
+                id: 3,
+                body: ResponseBody::NotLeader { leader: None },
+            }),
+            Frame::Response(Response {
+                id: 4,
+                body: ResponseBody::Status(status),
+            }),
+            Frame::Response(Response {
+                id: 5,
+                body: ResponseBody::Applied {
+                    index: LogIndex(1),
+                    outcome: Outcome::Replied {
+                        reply: Reply::new(ChatStatus::MessageTooLong),
+                        duplicate: true,
+                    },
+                },
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_frame_kind_round_trips() {
+        for frame in samples() {
+            let mut buf = Vec::new();
+            encode(&frame, &mut buf).unwrap();
+            let (decoded, used) = decode(&buf).unwrap().unwrap();
+            assert_eq!(decoded, frame);
+            assert_eq!(used, buf.len());
+        }
+    }
+
+    #[test]
+    fn every_truncation_waits_for_more_bytes() {
+        for frame in samples() {
+            let mut buf = Vec::new();
+            encode(&frame, &mut buf).unwrap();
+            for cut in 0..buf.len() {
+                assert_eq!(decode(&buf[..cut]), Ok(None), "{frame:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_single_byte_corruption_is_detected_or_waits() {
+        for frame in samples() {
+            let mut buf = Vec::new();
+            encode(&frame, &mut buf).unwrap();
+            for position in 0..buf.len() {
+                let mut bad = buf.clone();
+                bad[position] ^= 0x5a;
+                match decode(&bad) {
+                    Err(_) | Ok(None) => {}
+                    Ok(Some((decoded, _))) => panic!("corruption at {position} gave {decoded:?}"),
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn garbage_behind_a_valid_header_is_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            // A frame whose checksum matches its garbage payload must still not decode into a
+            // frame unless the payload really is one.
+            let mut buf = Vec::new();
+            buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+            buf.extend_from_slice(&bytes);
+            if let Ok(Some((frame, _))) = decode(&buf) {
+                let mut again = Vec::new();
+                encode(&frame, &mut again).unwrap();
+                prop_assert_eq!(again, buf);
+            }
+        }
+    }
+}
