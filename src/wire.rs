@@ -28,6 +28,13 @@ pub enum Frame {
     },
     /// A Raft protocol message, on a peer connection.
     Raft(Message),
+    /// The receiver of a peer connection acknowledges that frames are arriving. Raft's own
+    /// answers travel on the other node's connection, so without this a sender could not tell
+    /// a stalled connection from an idle one.
+    PeerAck {
+        /// Frames received on this connection so far.
+        received_count: u64,
+    },
     /// A client's request.
     Request(Request),
     /// The server's answer to the request with the same id.
@@ -84,7 +91,17 @@ pub enum ResponseBody {
     /// The command's log entry was replaced by another leader's: it was certainly not applied.
     Dropped,
     /// This node's status.
-    Status(Status),
+    Status(NodeStatus),
+}
+
+/// A node's status as reported to clients and operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Raft's view: role, term, leader, commit and applied index.
+    pub raft: Status,
+    /// Digest of the chat state at `raft.applied_index`; equal on replicas that applied the
+    /// same prefix.
+    pub chat_digest: u64,
 }
 
 /// Appends one frame to `out`.
@@ -190,8 +207,12 @@ mod tests {
             }),
             Frame::Response(Response {
                 id: 4,
-                body: ResponseBody::Status(status),
+                body: ResponseBody::Status(NodeStatus {
+                    raft: status,
+                    chat_digest: 99,
+                }),
             }),
+            Frame::PeerAck { received_count: 12 },
             Frame::Response(Response {
                 id: 5,
                 body: ResponseBody::Applied {

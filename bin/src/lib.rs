@@ -1,3 +1,12 @@
-//! raftchat's node runtime: the async host of one replica, the transport, the durable log and
-//! the client library. Written against madsim-tokio so the simulator runs this very code.
+//! raftchat's node runtime: the async host of one replica, the TCP transport, the durable log
+//! and the client library. Written against madsim-tokio, so the simulator runs this very code
+//! on its simulated network and clock, and the real server runs it on tokio.
 #![deny(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod disk;
+pub mod frame_io;
+pub mod host;
+pub mod observer;
+pub mod transport;

@@ -1,0 +1,309 @@
+//! The client library: finds the leader, retries under a session, and tells the caller
+//! honestly whether an operation took effect.
+//!
+//! Every operation runs under a session (client id, sequence number): a retry reuses the
+//! sequence, so the state machine answers it from its session table instead of applying it
+//! twice (Raft paper §8). The client goes straight to the leader a server names; without a
+//! name it tries the members in turn, backing off with jitter.
+//!
+//! An operation ends in one of three ways, as a Jepsen history needs them: applied (with the
+//! reply and the log index), certainly not applied (`Failed`), or unknown (`Unknown`: an
+//! attempt may have reached a leader that then lost contact, so it may yet take effect, until
+//! this client's next operation applies).
+
+use crate::frame_io::{write_frames, FrameError, FrameReader};
+use raftchat::chat::{Command, Operation, Outcome, Reply};
+use raftchat::types::{ClientId, LogIndex, NodeId};
+use raftchat::wire::{Frame, NodeStatus, Request, RequestBody, ResponseBody};
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::{sleep, timeout, Instant};
+
+/// How a client finds and talks to the cluster.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Every member and its address.
+    pub members: BTreeMap<NodeId, SocketAddr>,
+    /// How long one operation may take, retries included, before it ends `Unknown`.
+    pub operation_timeout: Duration,
+    /// How long one attempt against one server may take.
+    pub attempt_timeout: Duration,
+    /// Retry backoff: first and largest delay (jittered).
+    pub backoff: (Duration, Duration),
+    /// Seed of the jitter RNG.
+    pub seed: u64,
+}
+
+impl ClientConfig {
+    /// Defaults suited to a local cluster.
+    pub fn new(members: BTreeMap<NodeId, SocketAddr>) -> ClientConfig {
+        ClientConfig {
+            members,
+            operation_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_millis(500),
+            backoff: (Duration::from_millis(10), Duration::from_millis(200)),
+            seed: 0,
+        }
+    }
+}
+
+/// How an operation ended, when it did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// Certainly not applied: no attempt could have taken effect.
+    #[error("not applied: {0}")]
+    Failed(String),
+    /// Perhaps applied: an attempt may have reached a leader before contact was lost.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// A successful operation: the reply and the log index at which it took effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completed {
+    /// The chat state machine's reply.
+    pub reply: Reply,
+    /// Where in the log the operation took effect (for a read, the state it saw).
+    pub index: LogIndex,
+}
+
+struct Connection {
+    reader: FrameReader<ReadHalf<TcpStream>>,
+    writer: WriteHalf<TcpStream>,
+}
+
+/// What one attempt against one server gave.
+enum Attempt {
+    Answer(ResponseBody),
+    /// The request may have been delivered; no answer came.
+    Lost(String),
+    /// The request certainly was not delivered.
+    NotSent(String),
+}
+
+/// A connection to a raftchat cluster, with its own session.
+pub struct Client {
+    config: ClientConfig,
+    session: Option<ClientId>,
+    sequence: u64,
+    leader: Option<NodeId>,
+    connections: BTreeMap<NodeId, Connection>,
+    next_request_id: u64,
+    rng: ChaCha8Rng,
+    scratch: Vec<u8>,
+}
+
+impl Client {
+    /// A client; it connects lazily.
+    pub fn new(config: ClientConfig) -> Client {
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        Client {
+            config,
+            session: None,
+            sequence: 0,
+            leader: None,
+            connections: BTreeMap::new(),
+            next_request_id: 1,
+            rng,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The leader this client last heard of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// Runs one chat operation to completion: applied, certainly not applied, or unknown.
+    pub async fn execute(&mut self, operation: Operation) -> Result<Completed, ClientError> {
+        let deadline = Instant::now() + self.config.operation_timeout;
+        let client_id = self.ensure_session(deadline).await?;
+        self.sequence += 1;
+        let command = Command::Client {
+            client_id,
+            sequence: self.sequence,
+            operation,
+        };
+        let (index, outcome) = self.submit(command, deadline).await?;
+        match outcome {
+            Outcome::Replied { reply, .. } => Ok(Completed { reply, index }),
+            Outcome::SessionExpired => {
+                // Nothing was applied now, but an earlier attempt under the lost session could
+                // have been; the next operation opens a new session.
+                self.session = None;
+                Err(ClientError::Unknown("session expired".into()))
+            }
+            Outcome::StaleSequence | Outcome::Registered(_) => Err(ClientError::Unknown(format!(
+                "unexpected outcome {outcome:?}"
+            ))),
+        }
+    }
+
+    /// Asks one node for its status.
+    pub async fn status(&mut self, node: NodeId) -> Result<NodeStatus, ClientError> {
+        match self.attempt(node, RequestBody::Status).await {
+            Attempt::Answer(ResponseBody::Status(status)) => Ok(status),
+            Attempt::Answer(other) => Err(ClientError::Failed(format!("unexpected {other:?}"))),
+            Attempt::Lost(why) | Attempt::NotSent(why) => Err(ClientError::Failed(why)),
+        }
+    }
+
+    async fn ensure_session(&mut self, deadline: Instant) -> Result<ClientId, ClientError> {
+        if let Some(client_id) = self.session {
+            return Ok(client_id);
+        }
+        // A registration whose outcome is unknown leaves at most an unused session behind,
+        // which the state machine evicts in time; so any failure here is just a failure.
+        match self.submit(Command::RegisterClient, deadline).await {
+            Ok((_, Outcome::Registered(client_id))) => {
+                self.session = Some(client_id);
+                self.sequence = 0;
+                Ok(client_id)
+            }
+            Ok((_, other)) => Err(ClientError::Failed(format!("registration gave {other:?}"))),
+            Err(ClientError::Unknown(why) | ClientError::Failed(why)) => {
+                Err(ClientError::Failed(format!("cannot open a session: {why}")))
+            }
+        }
+    }
+
+    /// Sends `command` until a leader applies it or the deadline passes.
+    async fn submit(
+        &mut self,
+        command: Command,
+        deadline: Instant,
+    ) -> Result<(LogIndex, Outcome), ClientError> {
+        let mut maybe_applied = false;
+        let mut backoff = self.config.backoff.0;
+        let mut last_problem = String::from("no attempt made");
+        while Instant::now() < deadline {
+            let target = self.pick_target();
+            let request = RequestBody::Command(command.clone());
+            let retry_now = match self.attempt(target, request).await {
+                Attempt::Answer(ResponseBody::Applied { index, outcome }) => {
+                    self.leader = Some(target);
+                    return Ok((index, outcome));
+                }
+                Attempt::Answer(ResponseBody::NotLeader { leader }) => {
+                    last_problem = format!("{target} is not the leader");
+                    self.leader = leader.filter(|&l| l != target);
+                    self.leader.is_some()
+                }
+                Attempt::Answer(ResponseBody::Unknown) => {
+                    maybe_applied = true;
+                    last_problem = format!("{target} lost leadership before applying");
+                    self.leader = None;
+                    false
+                }
+                Attempt::Answer(ResponseBody::Dropped) => {
+                    last_problem = format!("{target}'s entry was replaced by a new leader");
+                    self.leader = None;
+                    false
+                }
+                Attempt::Answer(ResponseBody::Busy) => {
+                    last_problem = format!("{target} is busy");
+                    false
+                }
+                Attempt::Answer(ResponseBody::Status(_)) => {
+                    last_problem = format!("{target} answered a command with a status");
+                    false
+                }
+                Attempt::Lost(why) => {
+                    maybe_applied = true;
+                    last_problem = why;
+                    self.leader = None;
+                    false
+                }
+                Attempt::NotSent(why) => {
+                    last_problem = why;
+                    self.leader = None;
+                    false
+                }
+            };
+            if !retry_now {
+                let jitter = self.rng.gen_range(0.5..1.0);
+                let pause = backoff
+                    .mul_f64(jitter)
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                sleep(pause).await;
+                backoff = (backoff * 2).min(self.config.backoff.1);
+            }
+        }
+        let why = format!("timed out; last: {last_problem}");
+        Err(if maybe_applied {
+            ClientError::Unknown(why)
+        } else {
+            ClientError::Failed(why)
+        })
+    }
+
+    fn pick_target(&mut self) -> NodeId {
+        if let Some(leader) = self.leader.filter(|l| self.config.members.contains_key(l)) {
+            return leader;
+        }
+        let members: Vec<NodeId> = self.config.members.keys().copied().collect();
+        members[self.rng.gen_range(0..members.len())]
+    }
+
+    /// One request to one server, with the attempt timeout.
+    async fn attempt(&mut self, node: NodeId, body: RequestBody) -> Attempt {
+        let Some(&address) = self.config.members.get(&node) else {
+            return Attempt::NotSent(format!("{node} is not a member"));
+        };
+        if !self.connections.contains_key(&node) {
+            match timeout(self.config.attempt_timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (read_half, writer) = tokio::io::split(stream);
+                    let reader = FrameReader::new(read_half);
+                    self.connections.insert(node, Connection { reader, writer });
+                }
+                Ok(Err(error)) => return Attempt::NotSent(format!("cannot reach {node}: {error}")),
+                Err(_) => return Attempt::NotSent(format!("cannot reach {node}: timed out")),
+            }
+        }
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let attempt_timeout = self.config.attempt_timeout;
+        let connection = self.connections.get_mut(&node).expect("just inserted");
+        let frame = Frame::Request(Request { id, body });
+        if let Err(error) = write_frames(&mut connection.writer, [&frame], &mut self.scratch).await
+        {
+            self.connections.remove(&node);
+            return Attempt::Lost(format!("sending to {node}: {error}"));
+        }
+        let answer = timeout(attempt_timeout, read_response(&mut connection.reader, id)).await;
+        match answer {
+            Ok(Ok(body)) => Attempt::Answer(body),
+            Ok(Err(error)) => {
+                self.connections.remove(&node);
+                Attempt::Lost(format!("waiting for {node}: {error}"))
+            }
+            Err(_) => {
+                // The connection may deliver this answer later; a fresh one avoids confusion.
+                self.connections.remove(&node);
+                Attempt::Lost(format!("{node} did not answer in time"))
+            }
+        }
+    }
+}
+
+/// Reads frames until the response to request `id`.
+async fn read_response(
+    reader: &mut FrameReader<ReadHalf<TcpStream>>,
+    id: u64,
+) -> Result<ResponseBody, FrameError> {
+    loop {
+        match reader.next().await? {
+            Some(Frame::Response(response)) if response.id == id => return Ok(response.body),
+            Some(_) => continue,
+            None => return Err(FrameError::Truncated),
+        }
+    }
+}

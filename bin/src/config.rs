@@ -1,0 +1,161 @@
+//! The runtime configuration of one node: who its peers are, where they listen, its timing.
+//! Parsing of cluster files lives with the binaries; this is the validated, typed form.
+
+use raftchat::limits;
+use raftchat::raft;
+use raftchat::types::NodeId;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A node's timer rate, in parts per million of real time (1,000,000 = exact). A simulated
+/// clock drift changes it while the node runs; a real node leaves it at 1.
+#[derive(Clone, Debug)]
+pub struct ClockRate(Arc<AtomicU64>);
+
+impl ClockRate {
+    /// A clock running at `factor` times real speed (ticks come `1 / factor` as often).
+    pub fn new(factor: f64) -> ClockRate {
+        let rate = ClockRate(Arc::new(AtomicU64::new(1_000_000)));
+        rate.set(factor);
+        rate
+    }
+
+    /// Changes the rate.
+    pub fn set(&self, factor: f64) {
+        assert!(
+            factor.is_finite() && factor > 0.0,
+            "clock rate must be positive"
+        );
+        self.0
+            .store((factor * 1e6).round().max(1.0) as u64, Ordering::Relaxed);
+    }
+
+    /// The real duration of `nominal` on this clock.
+    pub fn scale(&self, nominal: Duration) -> Duration {
+        let ppm = self.0.load(Ordering::Relaxed).max(1);
+        let nanos = nominal.as_nanos() * 1_000_000 / u128::from(ppm);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+impl Default for ClockRate {
+    fn default() -> ClockRate {
+        ClockRate::new(1.0)
+    }
+}
+
+/// Everything one node's runtime needs to run.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node.
+    pub id: NodeId,
+    /// Identifies the cluster; peers from another cluster are refused.
+    pub cluster_id: u64,
+    /// Every member and the address it listens on, this node included.
+    pub members: BTreeMap<NodeId, SocketAddr>,
+    /// Where this node listens (usually its own member address).
+    pub listen: SocketAddr,
+    /// Length of one Raft tick.
+    pub tick_interval: Duration,
+    /// Election timeout range in ticks, `[min, max)`.
+    pub election_ticks: (u32, u32),
+    /// Ticks between heartbeats.
+    pub heartbeat_ticks: u32,
+    /// Raft pre-vote (thesis §9.6).
+    pub pre_vote: bool,
+    /// Raft check-quorum (thesis §6.2).
+    pub check_quorum: bool,
+    /// A peer connection whose receiver has acknowledged nothing for this long, while frames
+    /// were sent, is considered stalled and replaced by a new one.
+    pub peer_silence_timeout: Duration,
+    /// Reconnection backoff to a peer: first and largest delay.
+    pub reconnect_backoff: (Duration, Duration),
+    /// Seed of the election-timeout RNG; give each node life its own.
+    pub seed: u64,
+    /// The timer rate (simulated clock drift).
+    pub clock: ClockRate,
+}
+
+impl NodeConfig {
+    /// A configuration with default timing for `id` in a cluster of `members`.
+    pub fn new(id: NodeId, members: BTreeMap<NodeId, SocketAddr>) -> NodeConfig {
+        let listen = members
+            .get(&id)
+            .copied()
+            .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+        NodeConfig {
+            id,
+            cluster_id: 0,
+            members,
+            listen,
+            tick_interval: Duration::from_millis(10),
+            election_ticks: (15, 30),
+            heartbeat_ticks: 3,
+            pre_vote: true,
+            check_quorum: true,
+            peer_silence_timeout: Duration::from_millis(500),
+            reconnect_backoff: (Duration::from_millis(20), Duration::from_millis(500)),
+            seed: id.0,
+            clock: ClockRate::default(),
+        }
+    }
+
+    /// The Raft configuration this runtime configuration implies.
+    pub fn raft_config(&self) -> raft::Config {
+        let mut config = raft::Config::new(self.id, self.members.keys().copied().collect());
+        config.election_timeout_ticks_min = self.election_ticks.0;
+        config.election_timeout_ticks_max = self.election_ticks.1;
+        config.heartbeat_interval_ticks = self.heartbeat_ticks;
+        config.pre_vote = self.pre_vote;
+        config.check_quorum = self.check_quorum;
+        config
+    }
+
+    /// Checks the configuration, naming the first problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.members.contains_key(&self.id) {
+            return Err(format!("node {} is not a member of the cluster", self.id));
+        }
+        if self.members.len() > limits::CLUSTER_SIZE_MAX {
+            return Err(format!("at most {} members", limits::CLUSTER_SIZE_MAX));
+        }
+        if self.tick_interval.is_zero() {
+            return Err("tick interval must be positive".into());
+        }
+        self.raft_config().validate().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_rate_scales_durations() {
+        let rate = ClockRate::new(2.0);
+        assert_eq!(
+            rate.scale(Duration::from_millis(10)),
+            Duration::from_millis(5)
+        );
+        rate.set(0.5);
+        assert_eq!(
+            rate.scale(Duration::from_millis(10)),
+            Duration::from_millis(20)
+        );
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        let members = BTreeMap::from([(NodeId(1), "127.0.0.1:1".parse().unwrap())]);
+        assert_eq!(NodeConfig::new(NodeId(1), members).validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_non_member_is_refused() {
+        let members = BTreeMap::from([(NodeId(1), "127.0.0.1:1".parse().unwrap())]);
+        assert!(NodeConfig::new(NodeId(2), members).validate().is_err());
+    }
+}

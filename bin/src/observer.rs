@@ -1,0 +1,59 @@
+//! What a node reports about itself as it runs: a hook for traces and checkers. The production
+//! server installs none; the simulator installs one that records a trace and checks safety
+//! properties after every event. Per-message events are only produced when asked for, so a node
+//! without a tracing observer pays nothing for them.
+
+use raftchat::raft::{HardState, Message, Status};
+use raftchat::replica::Applied;
+use raftchat::types::NodeId;
+
+/// Something that happened in a node's runtime.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The node recovered its state from disk and is about to run.
+    Recovered {
+        /// The recovered hard state.
+        hard_state: HardState,
+        /// Entries in the recovered log.
+        entry_count: usize,
+        /// Bytes of torn tail that were cut off.
+        torn_tail_bytes: u64,
+    },
+    /// Role, term, leader, commit or applied index changed.
+    Status(Status),
+    /// A batch was written and synced.
+    Persisted {
+        /// Bytes written.
+        bytes: usize,
+    },
+    /// A Raft message was handed to the transport.
+    Sent(&'a Message),
+    /// A Raft message arrived from a peer.
+    Received(&'a Message),
+    /// A committed entry was applied.
+    Applied(&'a Applied),
+    /// The node stopped on a fatal error.
+    Stopped {
+        /// Why.
+        reason: &'a str,
+    },
+}
+
+/// Receives a node's events. Implementations must be cheap: they run inside the node's loop.
+pub trait Observer: Send + Sync + 'static {
+    /// Whether `Sent` and `Received` events are wanted.
+    fn wants_messages(&self) -> bool {
+        false
+    }
+
+    /// Called for every event, in the order they happen.
+    fn event(&self, node: NodeId, event: &Event<'_>);
+}
+
+/// An observer that ignores everything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn event(&self, _node: NodeId, _event: &Event<'_>) {}
+}

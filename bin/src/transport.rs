@@ -1,0 +1,325 @@
+//! The TCP transport: peer connections for Raft messages, client connections for requests.
+//!
+//! Each peer gets one outbound connection, fed by a bounded queue and driven by its own task:
+//! it connects (with backoff), introduces itself with `PeerHello`, then streams batches of
+//! frames, flushing after each. Raft tolerates loss, so a full queue drops and a broken
+//! connection discards what was queued while it was down: stale messages are worth nothing.
+//!
+//! The receiver acknowledges frames on the same connection (`PeerAck`). A sender whose frames
+//! go unacknowledged for `peer_silence_timeout` drops the connection and dials again: a stalled
+//! TCP stream (a partition that healed, a peer that froze) must not stall Raft for as long as the
+//! operating system, or madsim's simulated TCP with its retransmission backoff, takes to notice.
+//!
+//! Inbound connections say what they are with their first frame: a `PeerHello` from a member
+//! of this cluster, or a client's first `Request`. Anything else, and any frame that fails to
+//! decode, closes that connection and nothing else.
+
+use crate::config::NodeConfig;
+use crate::frame_io::{write_frames, FrameError, FrameReader};
+use raftchat::raft::Message;
+use raftchat::types::NodeId;
+use raftchat::wire::{Frame, Request, Response, ResponseBody, PROTOCOL_VERSION};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep, timeout, Instant};
+
+/// Messages queued for one peer before new ones are dropped.
+pub const PEER_QUEUE_MAX: usize = 4096;
+/// Frames written in one batch (one write, one flush).
+const PEER_BATCH_FRAMES_MAX: usize = 256;
+/// An inbound connection acknowledges at least every this many frames.
+const ACK_EVERY_FRAMES: u64 = 64;
+/// How long a new inbound connection may take to say what it is.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the transport hands to the node's loop.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A Raft message from a peer.
+    Peer(Message),
+    /// A client request and where to send its answer.
+    Request {
+        /// The request.
+        request: Request,
+        /// Receives the answer.
+        reply: oneshot::Sender<ResponseBody>,
+    },
+}
+
+/// Where the node's loop sends Raft messages. The production implementation is
+/// [`PeerOutbox`]; the simulator wraps it in a fault layer.
+pub trait Outbox: Send + 'static {
+    /// Sends, or drops, one message. Never blocks.
+    fn send(&mut self, message: Message);
+}
+
+/// Sends Raft messages to peers over TCP, one queue and one task per peer.
+#[derive(Clone, Debug)]
+pub struct PeerOutbox {
+    queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+}
+
+impl PeerOutbox {
+    /// Starts one sender task per peer.
+    pub fn start(config: &NodeConfig) -> PeerOutbox {
+        let config = Arc::new(config.clone());
+        let mut queues = BTreeMap::new();
+        for (&peer, &address) in &config.members {
+            if peer == config.id {
+                continue;
+            }
+            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
+            queues.insert(peer, sender);
+            tokio::spawn(run_peer_sender(config.clone(), peer, address, receiver));
+        }
+        PeerOutbox { queues }
+    }
+}
+
+impl Outbox for PeerOutbox {
+    fn send(&mut self, message: Message) {
+        if let Some(queue) = self.queues.get(&message.to) {
+            // A full queue means the peer is far behind or unreachable; Raft resends.
+            let _ = queue.try_send(message);
+        }
+    }
+}
+
+async fn run_peer_sender(
+    config: Arc<NodeConfig>,
+    peer: NodeId,
+    address: SocketAddr,
+    mut queue: mpsc::Receiver<Message>,
+) {
+    let (backoff_min, backoff_max) = config.reconnect_backoff;
+    let mut backoff = backoff_min;
+    loop {
+        let connected = timeout(config.peer_silence_timeout, TcpStream::connect(address)).await;
+        if let Ok(Ok(stream)) = connected {
+            let _ = stream.set_nodelay(true);
+            backoff = backoff_min;
+            match run_peer_connection(&config, stream, &mut queue).await {
+                Ok(()) => return, // the node is shutting down
+                Err(error) => tracing::debug!(%peer, %error, "peer connection dropped"),
+            }
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(backoff_max);
+        while queue.try_recv().is_ok() {}
+        if queue.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Why an outbound peer connection was given up.
+#[derive(Debug)]
+enum PeerLinkError {
+    Frame(FrameError),
+    Closed,
+    Silent,
+    Unexpected,
+}
+
+impl std::fmt::Display for PeerLinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerLinkError::Frame(e) => write!(f, "{e}"),
+            PeerLinkError::Closed => write!(f, "closed by the peer"),
+            PeerLinkError::Silent => write!(f, "no acknowledgement within the silence timeout"),
+            PeerLinkError::Unexpected => write!(f, "unexpected frame from the peer"),
+        }
+    }
+}
+
+async fn run_peer_connection(
+    config: &NodeConfig,
+    stream: TcpStream,
+    queue: &mut mpsc::Receiver<Message>,
+) -> Result<(), PeerLinkError> {
+    let (read_half, mut write_half) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(read_half);
+    let mut scratch = Vec::new();
+    let hello = Frame::PeerHello {
+        version: PROTOCOL_VERSION,
+        from: config.id,
+        cluster_id: config.cluster_id,
+    };
+    write_frames(&mut write_half, [&hello], &mut scratch)
+        .await
+        .map_err(PeerLinkError::Frame)?;
+    let (mut sent_count, mut acked_count) = (1u64, 0u64);
+    let mut waiting_since = Instant::now();
+    let mut batch: Vec<Frame> = Vec::with_capacity(PEER_BATCH_FRAMES_MAX);
+    loop {
+        tokio::select! {
+            biased;
+            frame = reader.next() => match frame.map_err(PeerLinkError::Frame)? {
+                Some(Frame::PeerAck { received_count }) => {
+                    if received_count > acked_count {
+                        acked_count = received_count.min(sent_count);
+                        waiting_since = Instant::now();
+                    }
+                }
+                Some(_) => return Err(PeerLinkError::Unexpected),
+                None => return Err(PeerLinkError::Closed),
+            },
+            message = queue.recv() => {
+                let Some(message) = message else { return Ok(()) };
+                batch.clear();
+                batch.push(Frame::Raft(message));
+                while batch.len() < PEER_BATCH_FRAMES_MAX {
+                    let Ok(message) = queue.try_recv() else { break };
+                    batch.push(Frame::Raft(message));
+                }
+                if acked_count == sent_count {
+                    waiting_since = Instant::now();
+                }
+                sent_count += batch.len() as u64;
+                write_frames(&mut write_half, &batch, &mut scratch)
+                    .await
+                    .map_err(PeerLinkError::Frame)?;
+            },
+            _ = sleep(config.peer_silence_timeout / 4) => {}
+        }
+        let stalled = waiting_since.elapsed() > config.peer_silence_timeout;
+        if acked_count < sent_count && stalled {
+            return Err(PeerLinkError::Silent);
+        }
+    }
+}
+
+/// Accepts connections forever, serving each on its own task.
+pub async fn run_acceptor(
+    listener: TcpListener,
+    config: Arc<NodeConfig>,
+    inbox: mpsc::Sender<Inbound>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(stream, config.clone(), inbox.clone()));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    config: Arc<NodeConfig>,
+    inbox: mpsc::Sender<Inbound>,
+) {
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(read_half);
+    let first = match timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Err(error)) => return tracing::warn!(%error, "closing a connection"),
+        _ => return,
+    };
+    let result = match first {
+        Frame::PeerHello {
+            version,
+            from,
+            cluster_id,
+        } => {
+            let known = config.members.contains_key(&from) && from != config.id;
+            if version != PROTOCOL_VERSION || cluster_id != config.cluster_id || !known {
+                return tracing::warn!(%from, version, cluster_id, "refusing a peer");
+            }
+            serve_peer(&config, from, reader, write_half, &inbox).await
+        }
+        Frame::Request(request) => serve_client(request, reader, write_half, &inbox).await,
+        _ => return tracing::warn!("closing a connection that opened with an unexpected frame"),
+    };
+    if let Err(error) = result {
+        tracing::warn!(%error, "closing a connection");
+    }
+}
+
+async fn serve_peer<R, W>(
+    config: &NodeConfig,
+    from: NodeId,
+    mut reader: FrameReader<R>,
+    mut writer: W,
+    inbox: &mpsc::Sender<Inbound>,
+) -> Result<(), FrameError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let ack_interval = config.peer_silence_timeout / 4;
+    let mut acked_count = 0u64;
+    let mut last_ack = Instant::now();
+    let mut scratch = Vec::new();
+    loop {
+        let ack_due = reader.frames_read() > acked_count;
+        tokio::select! {
+            biased;
+            frame = reader.next() => match frame? {
+                Some(Frame::Raft(message)) if message.from == from && message.to == config.id => {
+                    // A full inbox drops the message: Raft tolerates loss, not unbounded queues.
+                    let _ = inbox.try_send(Inbound::Peer(message));
+                }
+                Some(_) => return Err(FrameError::Codec(raftchat::codec::CodecError::Decode(
+                    "unexpected frame on a peer connection".into(),
+                ))),
+                None => return Ok(()),
+            },
+            _ = sleep(ack_interval), if ack_due => {}
+        }
+        let unacked = reader.frames_read() - acked_count;
+        if unacked > 0 && (unacked >= ACK_EVERY_FRAMES || last_ack.elapsed() >= ack_interval) {
+            let ack = Frame::PeerAck {
+                received_count: reader.frames_read(),
+            };
+            write_frames(&mut writer, [&ack], &mut scratch).await?;
+            acked_count = reader.frames_read();
+            last_ack = Instant::now();
+        }
+    }
+}
+
+async fn serve_client<R, W>(
+    first: Request,
+    mut reader: FrameReader<R>,
+    mut writer: W,
+    inbox: &mpsc::Sender<Inbound>,
+) -> Result<(), FrameError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut scratch = Vec::new();
+    let mut next = Some(first);
+    loop {
+        let request = match next.take() {
+            Some(request) => request,
+            None => match reader.next().await? {
+                Some(Frame::Request(request)) => request,
+                Some(_) => return Ok(()),
+                None => return Ok(()),
+            },
+        };
+        let id = request.id;
+        let (reply, answer) = oneshot::channel();
+        let body = match inbox.try_send(Inbound::Request { request, reply }) {
+            Ok(()) => match answer.await {
+                Ok(body) => body,
+                Err(_) => return Ok(()), // the node is stopping
+            },
+            Err(_) => ResponseBody::Busy,
+        };
+        let response = Frame::Response(Response { id, body });
+        write_frames(&mut writer, [&response], &mut scratch).await?;
+    }
+}
