@@ -120,6 +120,14 @@ impl Client {
         self.leader
     }
 
+    /// The session and sequence number of the last operation this client sent, if any: the
+    /// identity under which that operation is (or may yet be) applied.
+    pub fn last_command(&self) -> Option<(ClientId, u64)> {
+        self.session
+            .filter(|_| self.sequence > 0)
+            .map(|session| (session, self.sequence))
+    }
+
     /// Runs one chat operation to completion: applied, certainly not applied, or unknown.
     pub async fn execute(&mut self, operation: Operation) -> Result<Completed, ClientError> {
         let deadline = Instant::now() + self.config.operation_timeout;

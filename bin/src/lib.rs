@@ -6,6 +6,7 @@
 pub mod client;
 pub mod config;
 pub mod disk;
+pub mod file_disk;
 pub mod frame_io;
 pub mod host;
 pub mod observer;

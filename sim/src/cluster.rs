@@ -1,0 +1,416 @@
+//! One seeded run: a fresh madsim runtime, a cluster of real node runtimes on simulated disks,
+//! clients running the real client library, and the nemesis; then the liveness and
+//! convergence phases and the end-of-run checks. Nothing outlives the runtime, so a seed that
+//! fails in a sweep fails the same way alone.
+//!
+//! Phases: (1) faults: the workload runs while the nemesis injects timed and random faults;
+//! (2) liveness: every fault is healed and every node restarted, and a new command must commit
+//! within the scenario's bound; (3) convergence: every running node must reach the same applied
+//! index and chat digest within the bound.
+
+use crate::checker::Failure;
+use crate::disk::{DiskStats, SimDiskHandle};
+use crate::faults::{FaultyOutbox, MessageFaults};
+use crate::history::{Completion, HistoryEvent};
+use crate::nemesis::{Nemesis, SimNode};
+use crate::random_faults::RandomFaults;
+use crate::scenario::{Drawn, Scenario};
+use crate::workload;
+use crate::world::{Stats, Violation, World};
+use raftchat::chat::Operation;
+use raftchat::types::NodeId;
+use raftchat_node::client::{Client, ClientConfig};
+use raftchat_node::config::{ClockRate, NodeConfig};
+use raftchat_node::host::run_node;
+use raftchat_node::observer::Observer;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options of one run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Record the event trace.
+    pub trace: bool,
+}
+
+/// Everything a run produced.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The drawn swarm parameters, one line.
+    pub drawn: String,
+    /// The first violation, if any.
+    pub violation: Option<Violation>,
+    /// The trace (JSON lines), if recorded.
+    pub trace: Option<Vec<u8>>,
+    /// The history (JSON lines).
+    pub history: Vec<u8>,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+    /// Message and disk counters.
+    pub stats: Stats,
+    /// Client operations: ok, fail, info.
+    pub operations: (usize, usize, usize),
+    /// Log entries applied.
+    pub applied_entries: usize,
+    /// Terms that had a leader.
+    pub leader_terms: usize,
+    /// Time from the last heal to the first new commit.
+    pub recovery: Option<Duration>,
+    /// Disk activity summed over every node.
+    pub disk: DiskStats,
+}
+
+const NODE_PORT: u16 = 7000;
+const SALT_NEMESIS: u64 = 0x6e65_6d65_7369_7300;
+const SALT_CLIENT: u64 = 0x636c_6965_6e74_0000;
+const SALT_NODE: u64 = 0x6e6f_6465_0000_0000;
+
+fn node_address(id: NodeId) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id.0 as u8)), NODE_PORT)
+}
+
+fn client_ip(k: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 1, (k / 250) as u8, (k % 250 + 1) as u8))
+}
+
+/// Runs one seed of one scenario in a fresh runtime on this thread.
+pub fn run_seed(scenario: &Scenario, seed: u64, options: RunOptions) -> RunReport {
+    let drawn = scenario.draw(seed);
+    let summary = drawn.summary(scenario);
+    let mut config = madsim::Config::default();
+    let (min, max) = drawn.latency_ms;
+    config.net.send_latency =
+        Duration::from_millis(min)..Duration::from_millis(max) + Duration::from_micros(1);
+    let mut runtime = madsim::runtime::Runtime::with_seed_and_config(seed, config);
+    let limit = drawn.duration_secs + 4 * drawn.liveness_bound_secs + 120;
+    runtime.set_time_limit(Duration::from_secs(limit));
+    let drawn_for_run = drawn.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(simulate(drawn_for_run, seed, options))
+    }));
+    match result {
+        Ok(mut report) => {
+            report.drawn = summary;
+            report
+        }
+        Err(panic) => panic_report(summary, panic),
+    }
+}
+
+fn panic_report(drawn: String, panic: Box<dyn std::any::Any + Send>) -> RunReport {
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into());
+    let check = if message.contains("time limit") {
+        "time_limit"
+    } else {
+        "panic"
+    };
+    let failure = Failure {
+        check,
+        node: None,
+        detail: message,
+    };
+    RunReport {
+        drawn,
+        violation: Some(Violation {
+            failure,
+            time: Duration::ZERO,
+            context: String::new(),
+        }),
+        trace: None,
+        history: Vec::new(),
+        simulated: Duration::ZERO,
+        stats: Stats::default(),
+        operations: (0, 0, 0),
+        applied_entries: 0,
+        leader_terms: 0,
+        recovery: None,
+        disk: DiskStats::default(),
+    }
+}
+
+fn node_config(drawn: &Drawn, id: NodeId, members: &BTreeMap<NodeId, SocketAddr>) -> NodeConfig {
+    let mut config = NodeConfig::new(id, members.clone());
+    config.tick_interval = Duration::from_millis(drawn.tick_ms);
+    config.election_ticks = drawn.election_ticks;
+    config.heartbeat_ticks = drawn.heartbeat_ticks;
+    config.pre_vote = drawn.pre_vote;
+    config.check_quorum = drawn.check_quorum;
+    let election_timeout = Duration::from_millis(drawn.tick_ms * u64::from(drawn.election_ticks.0));
+    config.peer_silence_timeout = (election_timeout / 2).max(Duration::from_millis(50));
+    config
+}
+
+/// Creates one node whose every life recovers from the same simulated disk.
+fn spawn_node(
+    drawn: &Drawn,
+    seed: u64,
+    id: NodeId,
+    members: &BTreeMap<NodeId, SocketAddr>,
+    world: &Arc<World>,
+) -> SimNode {
+    let disk = SimDiskHandle::new(seed ^ SALT_NODE ^ id.0);
+    let drift = drawn
+        .clock_drift
+        .get(id.0 as usize - 1)
+        .copied()
+        .unwrap_or(1.0);
+    let clock = ClockRate::new(drift);
+    let faults = MessageFaults {
+        loss: drawn.loss,
+        duplicate: drawn.duplicate,
+        reorder: drawn.reorder,
+        reorder_delay_ms: drawn.reorder_delay_ms,
+    };
+    let lives = Arc::new(AtomicU64::new(0));
+    let base = node_config(drawn, id, members);
+    let (init_disk, init_clock, init_world) = (disk.clone(), clock.clone(), world.clone());
+    let init = move || {
+        let life = lives.fetch_add(1, Ordering::Relaxed);
+        let life_seed = seed ^ SALT_NODE ^ (id.0 << 40) ^ life;
+        let mut config = base.clone();
+        config.seed = life_seed;
+        config.clock = init_clock.clone();
+        let disk = init_disk.disk();
+        let world = init_world.clone();
+        let rng = ChaCha8Rng::seed_from_u64(life_seed.rotate_left(17));
+        async move {
+            let observer: Arc<dyn Observer> = world.clone();
+            let wrap = |outbox| FaultyOutbox::new(outbox, faults, rng, world, id);
+            // A node that refuses its log has reported why; it stays down.
+            let _ = run_node(config, disk, wrap, observer).await;
+        }
+    };
+    let address = node_address(id);
+    let node = madsim::runtime::Handle::current()
+        .create_node()
+        .name(format!("n{}", id.0))
+        .ip(address.ip())
+        .init(init)
+        .build();
+    SimNode::new(node.id(), disk, clock, drift)
+}
+
+fn client_config(drawn: &Drawn, members: &BTreeMap<NodeId, SocketAddr>, seed: u64) -> ClientConfig {
+    let mut config = ClientConfig::new(members.clone());
+    config.operation_timeout = Duration::from_millis(drawn.request_timeout_ms);
+    let election_timeout = Duration::from_millis(drawn.tick_ms * u64::from(drawn.election_ticks.1));
+    config.attempt_timeout = (election_timeout * 2).min(config.operation_timeout);
+    config.seed = seed;
+    config
+}
+
+async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
+    let world = Arc::new(World::new(options.trace));
+    let members: BTreeMap<NodeId, SocketAddr> = (1..=u64::from(drawn.nodes))
+        .map(|i| (NodeId(i), node_address(NodeId(i))))
+        .collect();
+    let nodes = members
+        .keys()
+        .map(|&id| (id, spawn_node(&drawn, seed, id, &members, &world)))
+        .collect();
+    let mut nemesis = Nemesis::new(
+        world.clone(),
+        nodes,
+        ChaCha8Rng::seed_from_u64(seed ^ SALT_NEMESIS),
+    );
+    let fault_end = Duration::from_secs(drawn.duration_secs);
+    let handle = madsim::runtime::Handle::current();
+    for k in 0..drawn.clients {
+        let client_seed = seed ^ SALT_CLIENT ^ u64::from(k);
+        let config = client_config(&drawn, &members, client_seed);
+        let node = handle
+            .create_node()
+            .name(format!("c{k}"))
+            .ip(client_ip(k))
+            .build();
+        let rng = ChaCha8Rng::seed_from_u64(client_seed.rotate_left(29));
+        node.spawn(workload::run_client(
+            k,
+            config,
+            drawn.clone(),
+            world.clone(),
+            rng,
+            fault_end,
+        ));
+    }
+    RandomFaults::new(&drawn)
+        .run(&mut nemesis, &world, fault_end)
+        .await;
+    nemesis.heal_all();
+    let probe = handle
+        .create_node()
+        .name("probe")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1)))
+        .build();
+    let recovery = if world.violated() {
+        None
+    } else {
+        let task = liveness_and_convergence(drawn.clone(), members.clone(), world.clone(), seed);
+        probe.spawn(task).await.ok().flatten()
+    };
+    // Let operations still in flight finish or time out before the history is closed.
+    tokio::time::sleep(Duration::from_millis(drawn.request_timeout_ms)).await;
+    finish(&world, recovery, nemesis.disk_totals())
+}
+
+/// Phase 2 and 3: a new command commits within the bound; then all running nodes converge.
+async fn liveness_and_convergence(
+    drawn: Drawn,
+    members: BTreeMap<NodeId, SocketAddr>,
+    world: Arc<World>,
+    seed: u64,
+) -> Option<Duration> {
+    let bound = Duration::from_secs(drawn.liveness_bound_secs);
+    let healed_at = world.now();
+    let mut config = client_config(&drawn, &members, seed ^ SALT_CLIENT ^ 0xffff);
+    config.operation_timeout = bound;
+    let mut client = Client::new(config);
+    let operation = Operation::CreateAccount {
+        username: "probe".into(),
+    };
+    let process = drawn.clients;
+    record_probe(&world, process, &operation, None);
+    match client.execute(operation.clone()).await {
+        Ok(done) => record_probe(
+            &world,
+            process,
+            &operation,
+            Some((Completion::Ok, Some(done))),
+        ),
+        Err(error) => {
+            record_probe(&world, process, &operation, Some((Completion::Info, None)));
+            let detail = format!(
+                "no command committed within {bound:?} after the last fault healed: {error}"
+            );
+            world.violate(Failure {
+                check: "liveness",
+                node: None,
+                detail,
+            });
+            return None;
+        }
+    }
+    let recovery = world.now() - healed_at;
+    converge(&mut client, &members, &world, healed_at + bound).await;
+    Some(recovery)
+}
+
+fn record_probe(
+    world: &World,
+    process: u32,
+    operation: &Operation,
+    completion: Option<(Completion, Option<raftchat_node::client::Completed>)>,
+) {
+    let time = world.now();
+    let (completion, done) = match completion {
+        Some((c, done)) => (Some(c), done),
+        None => (None, None),
+    };
+    let event = HistoryEvent {
+        process,
+        completion,
+        operation: operation.clone(),
+        index: done.as_ref().map(|d| d.index),
+        reply: done.map(|d| d.reply),
+        command_id: None,
+        time,
+    };
+    world.with(|s| s.history.events.push(event));
+}
+
+async fn converge(
+    client: &mut Client,
+    members: &BTreeMap<NodeId, SocketAddr>,
+    world: &World,
+    deadline: Duration,
+) {
+    let stopped = world.with(|s| s.checker.stopped_nodes());
+    let mut last = BTreeMap::new();
+    while world.now() < deadline {
+        last.clear();
+        for &node in members.keys().filter(|n| !stopped.contains_key(n)) {
+            let status = client.status(node).await.ok();
+            last.insert(node, status.map(|s| (s.raft.applied_index, s.chat_digest)));
+        }
+        let values: Vec<_> = last.values().collect();
+        if values.iter().all(|v| v.is_some()) && values.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let detail = format!("replicas did not converge: (applied index, digest) per node {last:?}");
+    world.violate(Failure {
+        check: "convergence",
+        node: None,
+        detail,
+    });
+}
+
+/// Closes the run: fills in the index of unknown operations, checks durability, and reports.
+fn finish(world: &World, recovery: Option<Duration>, disk: DiskStats) -> RunReport {
+    let simulated = world.now();
+    world.with(|s| {
+        for event in s.history.events.iter_mut() {
+            let Some((client_id, sequence)) = event.command_id else {
+                continue;
+            };
+            let applied_at = s.checker.command_index(client_id, sequence);
+            match event.completion {
+                Some(Completion::Info) => event.index = applied_at,
+                // A write takes effect where it was first applied; a retried read was evaluated
+                // again, so its index is the state its reply saw.
+                Some(Completion::Ok) if !event.operation.is_read_only() => {
+                    if applied_at.is_none() && s.violation.is_none() {
+                        let detail =
+                            format!("acknowledged {:?} is not in the log", event.operation);
+                        let failure = Failure {
+                            check: "durability",
+                            node: None,
+                            detail,
+                        };
+                        s.violation = Some(Violation {
+                            failure,
+                            time: simulated,
+                            context: String::new(),
+                        });
+                    }
+                    event.index = applied_at.or(event.index);
+                }
+                _ => {}
+            }
+        }
+        let count = |c: Completion| {
+            s.history
+                .events
+                .iter()
+                .filter(|e| e.completion == Some(c))
+                .count()
+        };
+        RunReport {
+            drawn: String::new(),
+            violation: s.violation.clone(),
+            trace: s.trace.as_ref().map(|t| t.bytes().to_vec()),
+            history: s.history.to_json_lines(),
+            simulated,
+            stats: s.stats,
+            operations: (
+                count(Completion::Ok),
+                count(Completion::Fail),
+                count(Completion::Info),
+            ),
+            applied_entries: s.checker.applied_count(),
+            leader_terms: s.checker.leader_terms(),
+            recovery,
+            disk,
+        }
+    })
+}

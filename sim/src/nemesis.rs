@@ -1,0 +1,368 @@
+//! The nemesis: faults from outside the nodes, through madsim's handles (kill, restart, pause,
+//! clog) and the simulated disks (power loss, torn and corrupted tails), timed by the scenario
+//! or drawn at random from the seed.
+//!
+//! Random faults follow a Poisson process per kind, at the scenario's rates; each heals after a
+//! random downtime. With `max_down = "minority"`, a random fault never impairs a majority at
+//! once (down, paused or cut off), so the cluster should stay available while it is faulted;
+//! timed events are carried out as written, whatever they do to availability.
+
+use crate::disk::{DiskStats, SimDiskHandle};
+use crate::world::World;
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+use raftchat::types::NodeId;
+use raftchat_node::config::ClockRate;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One fault or repair, with nodes resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Kill a node's process (unsynced writes survive in the page cache).
+    Crash(NodeId),
+    /// Start a killed node again.
+    Restart(NodeId),
+    /// Kill a node and cut its power: unsynced writes are lost, or torn, or corrupted.
+    PowerLoss {
+        /// The node.
+        node: NodeId,
+        /// Keep a torn prefix of the unsynced tail.
+        torn: bool,
+        /// Flip a byte in what survives.
+        corrupt: bool,
+    },
+    /// Freeze every task of a node.
+    Pause(NodeId),
+    /// Unfreeze.
+    Resume(NodeId),
+    /// Cut a node off from everyone (peers and clients).
+    Isolate(NodeId),
+    /// Cut these nodes off from the other nodes.
+    Split(Vec<NodeId>),
+    /// Drop traffic from one node to another, not the reverse.
+    OneWay(NodeId, NodeId),
+    /// Split the others in two halves that only `node` connects.
+    Bridge(NodeId),
+    /// Remove every partition.
+    Heal,
+    /// Change the network latency range.
+    Latency(Duration, Duration),
+    /// Change a node's timer rate.
+    ClockDrift(NodeId, f64),
+    /// Kill a node mid-append: a half-written, corrupt record at its log's end.
+    CorruptTail(NodeId),
+    /// Kill every node.
+    CrashAll,
+    /// Power loss on every node.
+    PowerLossAll {
+        /// Keep torn prefixes.
+        torn: bool,
+    },
+    /// Start every killed node again.
+    RestartAll,
+}
+
+/// What the nemesis knows of a node.
+pub struct SimNode {
+    /// madsim's handle to the node.
+    pub madsim_id: madsim::task::NodeId,
+    /// Its disk, which outlives its processes.
+    pub disk: SimDiskHandle,
+    /// Its timer rate.
+    pub clock: ClockRate,
+    /// Its clock drift as drawn for the seed.
+    pub drift: f64,
+    up: bool,
+    paused: bool,
+}
+
+impl SimNode {
+    /// A running node.
+    pub fn new(
+        madsim_id: madsim::task::NodeId,
+        disk: SimDiskHandle,
+        clock: ClockRate,
+        drift: f64,
+    ) -> SimNode {
+        SimNode {
+            madsim_id,
+            disk,
+            clock,
+            drift,
+            up: true,
+            paused: false,
+        }
+    }
+}
+
+/// Carries out actions and keeps track of what is broken.
+pub struct Nemesis {
+    world: Arc<World>,
+    handle: Handle,
+    nodes: BTreeMap<NodeId, SimNode>,
+    /// Directed links currently clogged between nodes.
+    clogged_links: BTreeSet<(NodeId, NodeId)>,
+    isolated: BTreeSet<NodeId>,
+    /// Nodes a partition leaves on the losing side (unable to be part of a quorum).
+    cut_off: BTreeSet<NodeId>,
+    rng: ChaCha8Rng,
+}
+
+impl Nemesis {
+    /// A nemesis over `nodes`.
+    pub fn new(world: Arc<World>, nodes: BTreeMap<NodeId, SimNode>, rng: ChaCha8Rng) -> Nemesis {
+        let handle = Handle::current();
+        Nemesis {
+            world,
+            handle,
+            nodes,
+            clogged_links: BTreeSet::new(),
+            isolated: BTreeSet::new(),
+            cut_off: BTreeSet::new(),
+            rng,
+        }
+    }
+
+    /// Node ids.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Disk activity summed over every node.
+    pub fn disk_totals(&self) -> DiskStats {
+        let mut total = DiskStats::default();
+        for node in self.nodes.values() {
+            let stats = node.disk.stats();
+            total.appends += stats.appends;
+            total.syncs += stats.syncs;
+            total.bytes_written += stats.bytes_written;
+        }
+        total
+    }
+
+    /// Whether a node is running (not killed).
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(|n| n.up)
+    }
+
+    /// Nodes that are down, paused or cut off: impaired for availability.
+    pub fn impaired(&self) -> BTreeSet<NodeId> {
+        let mut impaired: BTreeSet<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.up || n.paused)
+            .map(|(&id, _)| id)
+            .collect();
+        impaired.extend(self.cut_off.iter().copied());
+        // A node that refused its log stays down for good.
+        impaired.extend(self.world.with(|s| s.checker.stopped_nodes()).into_keys());
+        impaired
+    }
+
+    /// Whether any partition is in force.
+    pub fn partitioned(&self) -> bool {
+        !self.clogged_links.is_empty() || !self.isolated.is_empty()
+    }
+
+    /// The drawn rng, for callers that pick targets.
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// Carries out one action.
+    pub fn apply(&mut self, action: &Action) {
+        self.world.trace(
+            None,
+            "nemesis",
+            || json!({ "action": format!("{action:?}") }),
+        );
+        match action {
+            Action::Crash(node) => self.kill(*node),
+            Action::Restart(node) => self.restart(*node),
+            Action::PowerLoss {
+                node,
+                torn,
+                corrupt,
+            } => self.power_loss(*node, *torn, *corrupt),
+            Action::Pause(node) => self.pause(*node, true),
+            Action::Resume(node) => self.pause(*node, false),
+            Action::Isolate(node) => self.isolate(*node),
+            Action::Split(minority) => self.split(minority),
+            Action::OneWay(from, to) => {
+                self.cut_off.insert(*from);
+                self.clog(*from, *to);
+            }
+            Action::Bridge(node) => self.bridge(*node),
+            Action::Heal => self.heal(),
+            Action::Latency(min, max) => {
+                let (min, max) = (*min, *max);
+                NetSim::current().update_config(|c| {
+                    c.send_latency = min..max.max(min + Duration::from_nanos(1))
+                });
+            }
+            Action::ClockDrift(node, factor) => {
+                if let Some(n) = self.nodes.get(node) {
+                    n.clock.set(*factor);
+                }
+            }
+            Action::CorruptTail(node) => self.corrupt_tail(*node),
+            Action::CrashAll => self.node_ids().into_iter().for_each(|n| self.kill(n)),
+            Action::PowerLossAll { torn } => {
+                let torn = *torn;
+                self.node_ids()
+                    .into_iter()
+                    .for_each(|n| self.power_loss(n, torn, false));
+            }
+            Action::RestartAll => self.node_ids().into_iter().for_each(|n| self.restart(n)),
+        }
+    }
+
+    fn kill(&mut self, node: NodeId) {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        if !n.up {
+            return;
+        }
+        n.up = false;
+        n.paused = false;
+        self.handle.kill(n.madsim_id);
+        self.world.with(|s| s.checker.node_killed(node));
+        self.world.trace(Some(node), "crash", || json!({}));
+    }
+
+    fn restart(&mut self, node: NodeId) {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        if n.up {
+            return;
+        }
+        n.up = true;
+        n.clock.set(n.drift);
+        self.handle.restart(n.madsim_id);
+        self.world.trace(Some(node), "restart", || json!({}));
+    }
+
+    fn power_loss(&mut self, node: NodeId, torn: bool, corrupt: bool) {
+        self.kill(node);
+        let Some(n) = self.nodes.get(&node) else {
+            return;
+        };
+        let what = n.disk.power_fail(&mut self.rng, torn, corrupt);
+        self.world
+            .trace(Some(node), "power_loss", || json!({ "disk": what }));
+    }
+
+    fn corrupt_tail(&mut self, node: NodeId) {
+        self.kill(node);
+        let Some(n) = self.nodes.get(&node) else {
+            return;
+        };
+        let garbage_len = self.rng.gen_range(1..64);
+        let garbage: Vec<u8> = (0..garbage_len).map(|_| self.rng.gen()).collect();
+        n.disk.append_unsynced_garbage(&garbage);
+        let what = n.disk.power_fail(&mut self.rng, true, true);
+        self.world
+            .trace(Some(node), "corrupt_tail", || json!({ "disk": what }));
+    }
+
+    fn pause(&mut self, node: NodeId, pause: bool) {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        if !n.up || n.paused == pause {
+            return;
+        }
+        n.paused = pause;
+        if pause {
+            self.handle.pause(n.madsim_id);
+        } else {
+            self.handle.resume(n.madsim_id);
+        }
+        let kind = if pause { "pause" } else { "resume" };
+        self.world.trace(Some(node), kind, || json!({}));
+    }
+
+    fn isolate(&mut self, node: NodeId) {
+        let Some(n) = self.nodes.get(&node) else {
+            return;
+        };
+        NetSim::current().clog_node(n.madsim_id);
+        self.isolated.insert(node);
+        self.cut_off.insert(node);
+        self.world
+            .trace(Some(node), "partition", || json!({ "kind": "isolate" }));
+    }
+
+    fn clog(&mut self, from: NodeId, to: NodeId) {
+        let (Some(a), Some(b)) = (self.nodes.get(&from), self.nodes.get(&to)) else {
+            return;
+        };
+        NetSim::current().clog_link(a.madsim_id, b.madsim_id);
+        self.clogged_links.insert((from, to));
+        self.world.trace(
+            None,
+            "partition",
+            || json!({ "kind": "link", "from": format!("{from}"), "to": format!("{to}") }),
+        );
+    }
+
+    fn split(&mut self, minority: &[NodeId]) {
+        let others: Vec<NodeId> = self
+            .node_ids()
+            .into_iter()
+            .filter(|n| !minority.contains(n))
+            .collect();
+        self.cut_off.extend(minority.iter().copied());
+        for &a in minority {
+            for &b in &others {
+                self.clog(a, b);
+                self.clog(b, a);
+            }
+        }
+    }
+
+    fn bridge(&mut self, bridge: NodeId) {
+        let others: Vec<NodeId> = self
+            .node_ids()
+            .into_iter()
+            .filter(|&n| n != bridge)
+            .collect();
+        let (left, right) = others.split_at(others.len() / 2);
+        self.cut_off.extend(left.iter().copied());
+        for &a in left {
+            for &b in right {
+                self.clog(a, b);
+                self.clog(b, a);
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        let net = NetSim::current();
+        for node in std::mem::take(&mut self.isolated) {
+            net.unclog_node(self.nodes[&node].madsim_id);
+        }
+        for (from, to) in std::mem::take(&mut self.clogged_links) {
+            net.unclog_link(self.nodes[&from].madsim_id, self.nodes[&to].madsim_id);
+        }
+        self.cut_off.clear();
+        self.world.trace(None, "heal", || json!({}));
+    }
+
+    /// Ends every fault: heal partitions, resume paused nodes, restart killed ones, restore
+    /// each node's drawn clock rate. Nodes that refused to start (a corrupt log) stay down.
+    pub fn heal_all(&mut self) {
+        self.heal();
+        for node in self.node_ids() {
+            self.pause(node, false);
+            self.restart(node);
+        }
+    }
+}

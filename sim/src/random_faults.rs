@@ -1,0 +1,253 @@
+//! The fault phase's timeline: the scenario's timed events, plus random faults drawn as a
+//! Poisson process per kind at the scenario's rates, each repaired after a random downtime.
+
+use crate::nemesis::{Action, Nemesis};
+use crate::scenario::{self, Drawn, MaxDown, NodeRef};
+use crate::world::World;
+use raftchat::types::NodeId;
+use rand::Rng;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The kinds of random fault.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Crash,
+    PowerLoss,
+    Partition,
+    Pause,
+}
+
+/// The timeline of one fault phase.
+pub struct RandomFaults {
+    /// Per kind, expected faults per simulated millisecond.
+    rates: Vec<(Kind, f64)>,
+    downtime_ms: (u64, u64),
+    torn_writes: f64,
+    corrupt_tail: f64,
+    /// Most nodes random faults may impair at once.
+    impaired_max: usize,
+    events: Vec<scenario::Event>,
+}
+
+impl RandomFaults {
+    /// The timeline a draw describes.
+    pub fn new(drawn: &Drawn) -> RandomFaults {
+        let per_ms = |per_min: f64| per_min / 60_000.0;
+        let rates = vec![
+            (Kind::Crash, per_ms(drawn.crash_per_min)),
+            (Kind::PowerLoss, per_ms(drawn.power_loss_per_min)),
+            (Kind::Partition, per_ms(drawn.partition_per_min)),
+            (Kind::Pause, per_ms(drawn.pause_per_min)),
+        ];
+        let nodes = drawn.nodes as usize;
+        let impaired_max = match drawn.max_down {
+            MaxDown::Minority => (nodes - 1) / 2,
+            MaxDown::Any => nodes,
+        };
+        RandomFaults {
+            rates: rates.into_iter().filter(|(_, rate)| *rate > 0.0).collect(),
+            downtime_ms: drawn.downtime_ms,
+            torn_writes: drawn.torn_writes,
+            corrupt_tail: drawn.corrupt_tail,
+            impaired_max,
+            events: drawn.events.clone(),
+        }
+    }
+
+    fn total_rate(&self) -> f64 {
+        self.rates.iter().map(|(_, r)| r).sum()
+    }
+
+    fn next_random(&self, nemesis: &mut Nemesis, after: Duration) -> Option<Duration> {
+        let total = self.total_rate();
+        if total <= 0.0 {
+            return None;
+        }
+        let wait_ms = -(1.0 - nemesis.rng().gen::<f64>()).ln() / total;
+        Some(after + Duration::from_micros((wait_ms * 1000.0) as u64))
+    }
+
+    /// Runs the timeline until `end` (simulated time since the start) or a violation.
+    pub async fn run(self, nemesis: &mut Nemesis, world: &World, end: Duration) {
+        let mut repairs: BTreeMap<(Duration, u64), Action> = BTreeMap::new();
+        let mut repair_count = 0u64;
+        let mut timed = self.events.iter().peekable();
+        let mut next_random = self.next_random(nemesis, world.now());
+        loop {
+            let next_timed = timed.peek().map(|e| Duration::from_millis(e.at_ms));
+            let next_repair = repairs.keys().next().map(|(at, _)| *at);
+            let due = [next_timed, next_repair, next_random, Some(end)]
+                .into_iter()
+                .flatten()
+                .min();
+            let due = due.expect("end is always there");
+            if world.violated() {
+                return;
+            }
+            if due >= end {
+                tokio::time::sleep(end.saturating_sub(world.now())).await;
+                return;
+            }
+            tokio::time::sleep(due.saturating_sub(world.now())).await;
+            if next_repair == Some(due) {
+                let (_, action) = repairs.pop_first().expect("a repair is due");
+                nemesis.apply(&action);
+            } else if next_timed == Some(due) {
+                let event = timed.next().expect("an event is due");
+                match resolve(&event.action, nemesis, world) {
+                    Some(action) => nemesis.apply(&action),
+                    None => world.trace(
+                        None,
+                        "nemesis_skipped",
+                        || json!({ "event": event.action.name() }),
+                    ),
+                }
+            } else {
+                if let Some((action, repair)) = self.draw_fault(nemesis, world) {
+                    nemesis.apply(&action);
+                    let (min, max) = self.downtime_ms;
+                    let downtime = Duration::from_millis(nemesis.rng().gen_range(min..=max));
+                    repair_count += 1;
+                    repairs.insert((due + downtime, repair_count), repair);
+                }
+                next_random = self.next_random(nemesis, due);
+            }
+        }
+    }
+
+    /// Draws one random fault and the action that repairs it, if the fault budget allows one.
+    fn draw_fault(&self, nemesis: &mut Nemesis, world: &World) -> Option<(Action, Action)> {
+        let total = self.total_rate();
+        let mut pick = nemesis.rng().gen::<f64>() * total;
+        let kind = self.rates.iter().find(|(_, rate)| {
+            pick -= rate;
+            pick <= 0.0
+        });
+        let kind = kind.map_or(self.rates[0].0, |(k, _)| *k);
+        let impaired = nemesis.impaired();
+        if impaired.len() >= self.impaired_max {
+            return None;
+        }
+        let healthy: Vec<NodeId> = nemesis
+            .node_ids()
+            .into_iter()
+            .filter(|n| !impaired.contains(n))
+            .collect();
+        let target = healthy[nemesis.rng().gen_range(0..healthy.len())];
+        match kind {
+            Kind::Crash => Some((Action::Crash(target), Action::Restart(target))),
+            Kind::PowerLoss => {
+                let torn = nemesis.rng().gen_bool(self.torn_writes);
+                let corrupt = torn && nemesis.rng().gen_bool(self.corrupt_tail);
+                Some((
+                    Action::PowerLoss {
+                        node: target,
+                        torn,
+                        corrupt,
+                    },
+                    Action::Restart(target),
+                ))
+            }
+            Kind::Pause => Some((Action::Pause(target), Action::Resume(target))),
+            Kind::Partition if nemesis.partitioned() => None,
+            Kind::Partition => Some((
+                self.draw_partition(nemesis, world, &healthy, target),
+                Action::Heal,
+            )),
+        }
+    }
+
+    fn draw_partition(
+        &self,
+        nemesis: &mut Nemesis,
+        world: &World,
+        healthy: &[NodeId],
+        target: NodeId,
+    ) -> Action {
+        let budget = self.impaired_max - nemesis.impaired().len();
+        let leader = world
+            .with(|s| s.checker.current_leader())
+            .filter(|l| healthy.contains(l));
+        match nemesis.rng().gen_range(0..5) {
+            0 => Action::Isolate(leader.unwrap_or(target)),
+            1 if budget >= 2 && healthy.len() >= 3 => {
+                let mut side = healthy.to_vec();
+                let size = nemesis.rng().gen_range(1..=budget.min(side.len() - 1));
+                while side.len() > size {
+                    let k = nemesis.rng().gen_range(0..side.len());
+                    side.remove(k);
+                }
+                Action::Split(side)
+            }
+            2 => {
+                let others: Vec<NodeId> = nemesis
+                    .node_ids()
+                    .into_iter()
+                    .filter(|&n| n != target)
+                    .collect();
+                let to = others[nemesis.rng().gen_range(0..others.len())];
+                Action::OneWay(target, to)
+            }
+            3 if nemesis.node_ids().len() >= 3 && budget >= (nemesis.node_ids().len() - 1) / 2 => {
+                Action::Bridge(target)
+            }
+            _ => Action::Isolate(target),
+        }
+    }
+}
+
+/// Resolves a scenario event's node references at the moment it fires.
+fn resolve(action: &scenario::Action, nemesis: &mut Nemesis, world: &World) -> Option<Action> {
+    use scenario::Action as A;
+    let mut node = |r: &NodeRef| resolve_node(*r, nemesis, world);
+    Some(match action {
+        A::Crash { node: n } => Action::Crash(node(n)?),
+        A::Restart { node: n } => Action::Restart(node(n)?),
+        A::PowerLoss {
+            node: n,
+            torn,
+            corrupt,
+        } => Action::PowerLoss {
+            node: node(n)?,
+            torn: *torn,
+            corrupt: *corrupt,
+        },
+        A::Pause { node: n } => Action::Pause(node(n)?),
+        A::Resume { node: n } => Action::Resume(node(n)?),
+        A::Isolate { node: n } => Action::Isolate(node(n)?),
+        A::Split { minority } => {
+            Action::Split(minority.iter().map(&mut node).collect::<Option<_>>()?)
+        }
+        A::OneWay { from, to } => Action::OneWay(node(from)?, node(to)?),
+        A::Bridge { node: n } => Action::Bridge(node(n)?),
+        A::Heal => Action::Heal,
+        A::Latency { ms } => {
+            Action::Latency(Duration::from_millis(ms[0]), Duration::from_millis(ms[1]))
+        }
+        A::ClockDrift { node: n, factor } => Action::ClockDrift(node(n)?, *factor),
+        A::CorruptTail { node: n } => Action::CorruptTail(node(n)?),
+        A::RestartAll => Action::RestartAll,
+        A::CrashAll => Action::CrashAll,
+        A::PowerLossAll { torn } => Action::PowerLossAll { torn: *torn },
+    })
+}
+
+fn resolve_node(node: NodeRef, nemesis: &mut Nemesis, world: &World) -> Option<NodeId> {
+    let leader = world
+        .with(|s| s.checker.current_leader())
+        .filter(|&l| nemesis.is_up(l));
+    match node {
+        NodeRef::Id(id) => Some(NodeId(u64::from(id))),
+        NodeRef::Leader => leader,
+        NodeRef::Follower => {
+            let followers: Vec<NodeId> = nemesis
+                .node_ids()
+                .into_iter()
+                .filter(|&n| Some(n) != leader && nemesis.is_up(n))
+                .collect();
+            (!followers.is_empty()).then(|| followers[nemesis.rng().gen_range(0..followers.len())])
+        }
+    }
+}

@@ -1,0 +1,2692 @@
+//! Scenario files: one fault story per TOML file, and the per-seed draw of its parameters.
+//!
+//! A scenario tells the simulator which cluster to build, how long to run it, what the network
+//! and the clients do, and which faults to inject: at random (`[faults]`, as expected counts per
+//! simulated minute) and on a timetable (`[[events]]`). A run has two phases: the fault phase
+//! (`run.duration_secs` of workload and faults), then the liveness phase, in which every fault
+//! heals and a leader must be elected and a new command committed within
+//! `run.liveness_bound_secs`.
+//!
+//! The first line of a scenario is a comment telling its story (`# the leader crashes while a
+//! client retries`); it becomes [`Scenario::story`]. A file without one loads with an empty
+//! story; callers that require one check it themselves.
+//!
+//! # Swarm parameters
+//!
+//! Keys marked *param* take one value or an inclusive range `[min, max]`. A range is drawn anew
+//! for every seed ([`Scenario::draw`]), so a sweep explores many configurations, as
+//! TigerBeetle's VOPR does (swarm testing): `loss = [0.0, 0.1]` gives each seed its own loss
+//! probability. `cluster.nodes` takes one count or a list to pick from (`nodes = [3, 5, 7]`).
+//! The drawn values are printed next to the seed ([`Drawn::summary`]), and the same scenario and
+//! seed always draw the same values. Keys marked *pair* always take `[min, max]` and are not
+//! drawn: the whole range is used within every run (one latency per message, one downtime per
+//! fault, and so on).
+//!
+//! # Every key, with its default
+//!
+//! Every section and every key is optional. The file below is the empty file spelled out: each
+//! key is set to its default (the one `[[events]]` table is an example; there are no events
+//! by default).
+//!
+//! ```toml
+//! # the story: what this scenario exercises, in one line
+//!
+//! [cluster]
+//! nodes = 3                  # 1..=7, or a list to pick one from per seed, e.g. [3, 5, 7]
+//! tick_ms = 10               # param, 1..=1000: simulated length of one Raft tick
+//! election_ticks = [10, 20]  # [min, max): election timeout in ticks; min > heartbeat_ticks
+//!                            #   (its max, if a range), max > min, max <= 10000
+//! heartbeat_ticks = 2        # param, >= 1: ticks between a leader's heartbeats
+//! pre_vote = true            # Raft thesis §9.6
+//! check_quorum = true        # a leader steps down when it cannot hear a quorum
+//!
+//! [run]
+//! duration_secs = 30         # param, 1..=3600: simulated seconds of workload and faults
+//! liveness_bound_secs = 20   # 1..=3600: once every fault heals, a leader must appear and a
+//!                            #   new command commit within this many simulated seconds
+//!
+//! [network]
+//! latency_ms = [1, 5]        # pair, or one number for a fixed latency; 0..=10000: one-way
+//!                            #   latency of every message, uniform in [min, max]
+//! loss = 0.0                 # param, in [0, 1): probability a Raft message is dropped
+//! duplicate = 0.0            # param, in [0, 1): probability a Raft message is delivered twice
+//! reorder = 0.0              # param, in [0, 1): probability a Raft message is held back by
+//!                            #   an extra delay, so later messages overtake it
+//! reorder_delay_ms = [5, 50] # pair, 0..=60000: that extra delay
+//!
+//! [workload]
+//! clients = 4                # param, 1..=256: concurrent clients, one operation open each
+//! users = 8                  # 1..=1000: size of the username pool the clients draw from
+//! rate_per_client = 10.0     # param, in (0, 10000]: mean operations per simulated second per
+//!                            #   client (clients think between operations)
+//! request_timeout_ms = 1000  # 1..=600000: an operation unanswered this long completes as
+//!                            #   "info" (outcome unknown)
+//! mix = { create = 2, check = 1, list = 1, delete = 1, send = 6, fetch = 3 }
+//!                            # relative weights of the six operations; at least one > 0. When
+//!                            #   `mix` is given, an operation it leaves out weighs 0.
+//! message_chars = [1, 40]    # pair, 0..=1000: length of sent messages in characters (above
+//!                            #   500 the service answers MESSAGE_TOO_LONG)
+//!
+//! [faults]                   # random faults; each rate is the expected number of such faults
+//!                            #   per simulated minute: param, in [0, 600]
+//! crash = 0.0                # kill a node, restart it after a downtime
+//! power_loss = 0.0           # kill a node and lose its unsynced writes, restart it later
+//! partition = 0.0            # a random partition (isolate a node, majority/minority split,
+//!                            #   isolate the leader, one-way link, bridge), healed later
+//! pause = 0.0                # pause a node (like a long GC pause), resume it later
+//! clock_drift = [1.0, 1.0]   # pair, each in (0.1, 10]: timer rate factor, drawn once per node
+//!                            #   per seed (e.g. [0.8, 1.25])
+//! torn_writes = 0.0          # param, in [0, 1]: probability a power loss keeps a torn prefix
+//!                            #   of the unsynced tail instead of losing it cleanly
+//! corrupt_tail = 0.0         # param, in [0, 1]: probability a power loss also flips a byte in
+//!                            #   the surviving tail
+//! downtime_ms = [200, 3000]  # pair, 1..=3600000: how long a crashed, paused or partitioned
+//!                            #   thing stays down
+//! max_down = "minority"      # "minority": random faults never take down a majority at once;
+//!                            #   "any": they may
+//!
+//! [[events]]                 # timed faults, on top of the random ones; run in at_ms order
+//! at_ms = 5000               # simulated ms into the run; < run.duration_secs * 1000 (its max)
+//! action = "crash"           # one of the actions below
+//! node = 1                   # the node it acts on: see "Naming nodes"
+//! ```
+//!
+//! # Actions
+//!
+//! Each `[[events]]` table has `at_ms`, `action`, and exactly the keys its action lists.
+//!
+//! | action | keys | effect |
+//! |---|---|---|
+//! | `crash` | `node` | kill the node (it stays down until `restart` or `restart_all`) |
+//! | `restart` | `node` | restart a crashed node |
+//! | `power_loss` | `node`, `torn` = false, `corrupt` = false | kill the node and lose its unsynced writes; `torn` keeps a torn prefix of them, `corrupt` flips a byte in the surviving tail |
+//! | `pause` | `node` | stop the node's tasks, like a long GC pause |
+//! | `resume` | `node` | resume a paused node |
+//! | `isolate` | `node` | cut the node off from every other node |
+//! | `split` | `minority` (a list of nodes) | partition those nodes from the rest |
+//! | `one_way` | `from`, `to` | drop messages from `from` to `to`; the reverse direction flows |
+//! | `bridge` | `node` | split the others into two halves that can each talk only to `node` |
+//! | `heal` | | remove every partition |
+//! | `latency` | `ms` (a pair) | change the one-way latency of every message |
+//! | `clock_drift` | `node`, `factor` in (0.1, 10] | set the node's timer rate factor |
+//! | `corrupt_tail` | `node` | flip a byte in the node's last record on disk; the node must detect it at its next restart |
+//! | `restart_all` | | restart every node that is down |
+//! | `crash_all` | | kill every node |
+//! | `power_loss_all` | `torn` = false | power loss on every node at once |
+//!
+//! # Naming nodes
+//!
+//! A node is a number from 1 to `cluster.nodes` (its largest choice), or `"leader"` (whoever
+//! leads when the event fires) or `"follower"` (a random node that does not lead then). When
+//! `cluster.nodes` is a list, a seed that draws fewer nodes than an event names drops that
+//! event; [`Drawn::events_dropped`] counts them.
+//!
+//! # Errors
+//!
+//! Every error is one line naming the file and the key, e.g.
+//! `scenarios/x.toml: workload.clients: must be between 1 and 256, got 0`, with
+//! `(line L, column C)` added when the TOML parser located it. Unknown keys, wrong types, bad
+//! values and contradictions between values are all errors; `[[events]]` tables are counted
+//! from 0 in file order (`events[2].node`). No input makes the loader panic.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use rand::distributions::uniform::SampleUniform;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+// Every bound on a scenario value, in one place. Bounds beyond what the format needs keep
+// callers' arithmetic (milliseconds to nanoseconds, rates times durations) far from overflow.
+const NODES_MAX: u32 = 7;
+const TICK_MS_MAX: u64 = 1000;
+const ELECTION_TICKS_MAX: u32 = 10_000;
+const DURATION_SECS_MAX: u64 = 3600;
+const LIVENESS_BOUND_SECS_MAX: u64 = 3600;
+const LATENCY_MS_MAX: u64 = 10_000;
+const REORDER_DELAY_MS_MAX: u64 = 60_000;
+const CLIENTS_MAX: u32 = 256;
+const USERS_MAX: u32 = 1000;
+const RATE_PER_CLIENT_MAX: f64 = 10_000.0;
+const REQUEST_TIMEOUT_MS_MAX: u64 = 600_000;
+const MESSAGE_CHARS_MAX: u32 = 1000;
+const FAULTS_PER_MIN_MAX: f64 = 600.0;
+const CLOCK_DRIFT_MIN_EXCLUSIVE: f64 = 0.1;
+const CLOCK_DRIFT_MAX: f64 = 10.0;
+const DOWNTIME_MS_MAX: u64 = 3_600_000;
+
+const _: () = assert!(ELECTION_TICKS_MAX > 1 && NODES_MAX >= 3);
+const _: () = assert!(DURATION_SECS_MAX * 1000 * 1_000_000 < u64::MAX / 1024);
+
+/// Mixed into the seed before drawing, so the swarm draw is independent of the simulator's own
+/// random stream, which starts from the bare seed.
+const DRAW_SEED_SALT: u64 = 0x5CE4_A210_D7A3_F00D;
+
+/// A value, or an inclusive range `[min, max]` drawn per seed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Param<T> {
+    /// The same value for every seed.
+    Fixed(T),
+    /// A value drawn uniformly from `[min, max]` for each seed.
+    Range([T; 2]),
+}
+
+impl<T: Copy + PartialOrd + SampleUniform> Param<T> {
+    /// The smallest value this parameter can take.
+    pub fn min(&self) -> T {
+        match *self {
+            Param::Fixed(value) => value,
+            Param::Range([min, _]) => min,
+        }
+    }
+
+    /// The largest value this parameter can take.
+    pub fn max(&self) -> T {
+        match *self {
+            Param::Fixed(value) => value,
+            Param::Range([_, max]) => max,
+        }
+    }
+
+    /// Whether every seed gets the same value.
+    pub fn is_fixed(&self) -> bool {
+        self.min() == self.max()
+    }
+
+    /// The value for one seed: uniform over `[min, max]`. Uses no randomness when fixed.
+    pub fn draw(&self, rng: &mut impl Rng) -> T {
+        let (min, max) = (self.min(), self.max());
+        assert!(min <= max, "Param::draw on an unvalidated range");
+        if self.is_fixed() {
+            min
+        } else {
+            rng.gen_range(min..=max)
+        }
+    }
+}
+
+impl<T: Copy + PartialOrd + fmt::Display> Param<T> {
+    /// Checks each bound against `ok` (described by `want`), then that min <= max.
+    fn validate(&self, key: &str, ok: impl Fn(T) -> bool, want: &str) -> Result<(), Invalid> {
+        match *self {
+            Param::Fixed(value) => check_value(key, value, ok, want),
+            Param::Range(pair) => check_pair(key, pair, ok, want),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Param<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Through a `toml::Value`, so a wrong element type names the type it wanted instead of
+        // serde's untagged "data did not match any variant".
+        match toml::Value::deserialize(deserializer)? {
+            value @ toml::Value::Array(_) => pair(value)
+                .map(Param::Range)
+                .map_err(|e| de::Error::custom(e.message())),
+            value => T::deserialize(value)
+                .map(Param::Fixed)
+                .map_err(|e| de::Error::custom(format!("{}, or a [min, max] pair", e.message()))),
+        }
+    }
+}
+
+/// Deserializes a `[min, max]` pair. Not `<[T; 2]>::deserialize`: through the toml parser that
+/// silently ignores elements after the second.
+fn pair<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<[T; 2], D::Error> {
+    let values = Vec::<T>::deserialize(deserializer)?;
+    <[T; 2]>::try_from(values).map_err(|values| {
+        de::Error::custom(format!(
+            "expected a [min, max] pair, got {} values",
+            values.len()
+        ))
+    })
+}
+
+fn optional_pair<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<[T; 2]>, D::Error> {
+    pair(deserializer).map(Some)
+}
+
+/// One value, or a list of values to pick one from per seed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Choice<T> {
+    /// The same value for every seed.
+    One(T),
+    /// One of these, picked uniformly for each seed (never empty once validated).
+    AnyOf(Vec<T>),
+}
+
+impl<T: Copy + Ord> Choice<T> {
+    /// Every value this choice can take.
+    pub fn values(&self) -> &[T] {
+        match self {
+            Choice::One(value) => std::slice::from_ref(value),
+            Choice::AnyOf(values) => values,
+        }
+    }
+
+    /// The largest value this choice can take.
+    pub fn max(&self) -> T {
+        let max = self.values().iter().max().copied();
+        max.expect("Choice::max on an unvalidated empty list")
+    }
+
+    /// Whether every seed gets the same value.
+    pub fn is_fixed(&self) -> bool {
+        self.values().windows(2).all(|pair| pair[0] == pair[1])
+    }
+
+    /// The value for one seed, picked uniformly. Uses no randomness when fixed.
+    pub fn draw(&self, rng: &mut impl Rng) -> T {
+        let values = self.values();
+        assert!(
+            !values.is_empty(),
+            "Choice::draw on an unvalidated empty list"
+        );
+        if self.is_fixed() {
+            values[0]
+        } else {
+            values[rng.gen_range(0..values.len())]
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Choice<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(deserializer)? {
+            value @ toml::Value::Array(_) => Vec::<T>::deserialize(value)
+                .map(Choice::AnyOf)
+                .map_err(|e| de::Error::custom(format!("{} (a list to pick from)", e.message()))),
+            value => T::deserialize(value)
+                .map(Choice::One)
+                .map_err(|e| de::Error::custom(format!("{}, or a list to pick from", e.message()))),
+        }
+    }
+}
+
+/// `[cluster]`: the Raft cluster under test.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [cluster] table")]
+pub struct ClusterSpec {
+    /// How many nodes (1..=7), or counts to pick from per seed.
+    pub nodes: Choice<u32>,
+    /// Simulated milliseconds in one Raft tick.
+    pub tick_ms: Param<u64>,
+    /// Election timeout range `[min, max)` in ticks.
+    #[serde(deserialize_with = "pair")]
+    pub election_ticks: [u32; 2],
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: Param<u32>,
+    /// Whether candidates run a pre-vote first (Raft thesis §9.6).
+    pub pre_vote: bool,
+    /// Whether a leader steps down when it stops hearing from a quorum.
+    pub check_quorum: bool,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            nodes: Choice::One(3),
+            tick_ms: Param::Fixed(10),
+            election_ticks: [10, 20],
+            heartbeat_ticks: Param::Fixed(2),
+            pre_vote: true,
+            check_quorum: true,
+        }
+    }
+}
+
+/// `[run]`: how long the two phases of a run last.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [run] table")]
+pub struct RunSpec {
+    /// Simulated seconds of the fault phase (workload and faults).
+    pub duration_secs: Param<u64>,
+    /// Once faults heal, the simulated seconds within which a leader must appear and a new
+    /// command commit.
+    pub liveness_bound_secs: u64,
+}
+
+impl Default for RunSpec {
+    fn default() -> Self {
+        RunSpec {
+            duration_secs: Param::Fixed(30),
+            liveness_bound_secs: 20,
+        }
+    }
+}
+
+/// `[network]`: latency, and the fault layer's loss, duplication and reordering.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [network] table")]
+pub struct NetworkSpec {
+    /// One-way latency bounds in ms (not drawn: both bounds go to the network; a single
+    /// number means a fixed latency).
+    pub latency_ms: Param<u64>,
+    /// Probability each Raft message is dropped.
+    pub loss: Param<f64>,
+    /// Probability each Raft message is delivered twice.
+    pub duplicate: Param<f64>,
+    /// Probability each Raft message is held back by an extra delay.
+    pub reorder: Param<f64>,
+    /// Bounds of that extra delay, in ms.
+    #[serde(deserialize_with = "pair")]
+    pub reorder_delay_ms: [u64; 2],
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            latency_ms: Param::Range([1, 5]),
+            loss: Param::Fixed(0.0),
+            duplicate: Param::Fixed(0.0),
+            reorder: Param::Fixed(0.0),
+            reorder_delay_ms: [5, 50],
+        }
+    }
+}
+
+/// `[workload]`: the chat clients.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [workload] table")]
+pub struct WorkloadSpec {
+    /// Concurrent clients.
+    pub clients: Param<u32>,
+    /// Size of the username pool the clients draw from.
+    pub users: u32,
+    /// Mean operations per simulated second per client.
+    pub rate_per_client: Param<f64>,
+    /// An operation unanswered for this long completes as "info" (unknown outcome).
+    pub request_timeout_ms: u64,
+    /// Relative weights of the six operations.
+    pub mix: Mix,
+    /// Bounds of a sent message's length, in characters.
+    #[serde(deserialize_with = "pair")]
+    pub message_chars: [u32; 2],
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        WorkloadSpec {
+            clients: Param::Fixed(4),
+            users: 8,
+            rate_per_client: Param::Fixed(10.0),
+            request_timeout_ms: 1000,
+            mix: Mix::default(),
+            message_chars: [1, 40],
+        }
+    }
+}
+
+/// Relative weights of the chat operations a client issues. In a file, an operation left out
+/// of a given `mix` weighs 0; without `mix`, [`Mix::default`] applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of operation weights")]
+pub struct Mix {
+    /// Weight of create_account.
+    #[serde(default)]
+    pub create: u32,
+    /// Weight of check_account.
+    #[serde(default)]
+    pub check: u32,
+    /// Weight of list_account.
+    #[serde(default)]
+    pub list: u32,
+    /// Weight of delete_account.
+    #[serde(default)]
+    pub delete: u32,
+    /// Weight of send_message.
+    #[serde(default)]
+    pub send: u32,
+    /// Weight of fetch_messages.
+    #[serde(default)]
+    pub fetch: u32,
+}
+
+impl Default for Mix {
+    /// Sends and fetches dominate, as in a chat; account churn keeps every error path busy.
+    fn default() -> Self {
+        Mix {
+            create: 2,
+            check: 1,
+            list: 1,
+            delete: 1,
+            send: 6,
+            fetch: 3,
+        }
+    }
+}
+
+impl Mix {
+    /// Each operation with its weight, in [`OpKind::ALL`] order.
+    pub fn weights(&self) -> [(OpKind, u32); 6] {
+        [
+            (OpKind::Create, self.create),
+            (OpKind::Check, self.check),
+            (OpKind::List, self.list),
+            (OpKind::Delete, self.delete),
+            (OpKind::Send, self.send),
+            (OpKind::Fetch, self.fetch),
+        ]
+    }
+
+    /// The sum of the weights (at least 1 once validated).
+    pub fn total(&self) -> u64 {
+        self.weights()
+            .iter()
+            .map(|&(_, weight)| u64::from(weight))
+            .sum()
+    }
+
+    /// Picks an operation with probability proportional to its weight.
+    pub fn pick(&self, rng: &mut impl Rng) -> OpKind {
+        let total = self.total();
+        assert!(
+            total > 0,
+            "Mix::pick with every weight zero (the loader rejects this)"
+        );
+        let mut ticket = rng.gen_range(0..total);
+        for (op, weight) in self.weights() {
+            if ticket < u64::from(weight) {
+                return op;
+            }
+            ticket -= u64::from(weight);
+        }
+        unreachable!("a ticket below the total weight always lands on an operation")
+    }
+}
+
+/// A chat operation, as the workload and the history name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OpKind {
+    /// create_account.
+    Create,
+    /// check_account.
+    Check,
+    /// list_account.
+    List,
+    /// delete_account.
+    Delete,
+    /// send_message.
+    Send,
+    /// fetch_messages.
+    Fetch,
+}
+
+impl OpKind {
+    /// Every operation, in protocol code order.
+    #[cfg(test)]
+    pub const ALL: [OpKind; 6] = [
+        OpKind::Create,
+        OpKind::Check,
+        OpKind::List,
+        OpKind::Delete,
+        OpKind::Send,
+        OpKind::Fetch,
+    ];
+
+    /// The name used in `mix` and in the history's `"f"` field.
+    #[cfg(test)]
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Create => "create",
+            OpKind::Check => "check",
+            OpKind::List => "list",
+            OpKind::Delete => "delete",
+            OpKind::Send => "send",
+            OpKind::Fetch => "fetch",
+        }
+    }
+}
+
+/// Whether random faults may take down a majority of the nodes at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaxDown {
+    /// Random faults never take down a majority at once.
+    #[default]
+    Minority,
+    /// Random faults may take down any number of nodes.
+    Any,
+}
+
+/// `[faults]`: the random fault profile.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [faults] table")]
+pub struct FaultSpec {
+    /// Expected crashes per simulated minute.
+    pub crash: Param<f64>,
+    /// Expected power losses per simulated minute.
+    pub power_loss: Param<f64>,
+    /// Expected partitions per simulated minute.
+    pub partition: Param<f64>,
+    /// Expected pauses per simulated minute.
+    pub pause: Param<f64>,
+    /// Bounds of the per-node timer rate factor, drawn once per node per seed.
+    #[serde(deserialize_with = "pair")]
+    pub clock_drift: [f64; 2],
+    /// Probability a power loss keeps a torn prefix of the unsynced tail.
+    pub torn_writes: Param<f64>,
+    /// Probability a power loss also flips a byte in the surviving tail.
+    pub corrupt_tail: Param<f64>,
+    /// Bounds of how long a crashed, paused or partitioned thing stays down, in ms.
+    #[serde(deserialize_with = "pair")]
+    pub downtime_ms: [u64; 2],
+    /// Whether random faults may take down a majority at once.
+    pub max_down: MaxDown,
+}
+
+impl Default for FaultSpec {
+    fn default() -> Self {
+        FaultSpec {
+            crash: Param::Fixed(0.0),
+            power_loss: Param::Fixed(0.0),
+            partition: Param::Fixed(0.0),
+            pause: Param::Fixed(0.0),
+            clock_drift: [1.0, 1.0],
+            torn_writes: Param::Fixed(0.0),
+            corrupt_tail: Param::Fixed(0.0),
+            downtime_ms: [200, 3000],
+            max_down: MaxDown::Minority,
+        }
+    }
+}
+
+/// A node named by an event: by id, or by its role when the event fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeRef {
+    /// The node with this id (1-based).
+    Id(u32),
+    /// Whoever leads when the event fires.
+    Leader,
+    /// A random node that does not lead when the event fires.
+    Follower,
+}
+
+impl fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeRef::Id(id) => write!(f, "{id}"),
+            NodeRef::Leader => f.write_str("leader"),
+            NodeRef::Follower => f.write_str("follower"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeRefVisitor)
+    }
+}
+
+struct NodeRefVisitor;
+
+impl Visitor<'_> for NodeRefVisitor {
+    type Value = NodeRef;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a node id, \"leader\" or \"follower\"")
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<NodeRef, E> {
+        u32::try_from(value)
+            .map(NodeRef::Id)
+            .map_err(|_| E::custom(format!("node id {value} is out of range")))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<NodeRef, E> {
+        u32::try_from(value)
+            .map(NodeRef::Id)
+            .map_err(|_| E::custom(format!("node id {value} is out of range")))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<NodeRef, E> {
+        match value {
+            "leader" => Ok(NodeRef::Leader),
+            "follower" => Ok(NodeRef::Follower),
+            _ => Err(E::custom(format!(
+                "unknown node `{value}`, expected a node id, \"leader\" or \"follower\""
+            ))),
+        }
+    }
+}
+
+/// One timed fault: what happens, and when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Simulated milliseconds into the run.
+    pub at_ms: u64,
+    /// What happens.
+    pub action: Action,
+}
+
+/// What a timed fault does (see the module docs for each action's effect).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Kill the node.
+    Crash {
+        /// The node.
+        node: NodeRef,
+    },
+    /// Restart a crashed node.
+    Restart {
+        /// The node.
+        node: NodeRef,
+    },
+    /// Kill the node and lose its unsynced writes.
+    PowerLoss {
+        /// The node.
+        node: NodeRef,
+        /// Keep a torn prefix of the unsynced tail instead of losing it cleanly.
+        torn: bool,
+        /// Also flip a byte in the surviving tail.
+        corrupt: bool,
+    },
+    /// Stop the node's tasks, like a long GC pause.
+    Pause {
+        /// The node.
+        node: NodeRef,
+    },
+    /// Resume a paused node.
+    Resume {
+        /// The node.
+        node: NodeRef,
+    },
+    /// Cut the node off from every other node.
+    Isolate {
+        /// The node.
+        node: NodeRef,
+    },
+    /// Partition these nodes from the rest.
+    Split {
+        /// The smaller side (never empty, never every node).
+        minority: Vec<NodeRef>,
+    },
+    /// Drop messages from `from` to `to`; the reverse direction flows.
+    OneWay {
+        /// The sender whose messages are dropped.
+        from: NodeRef,
+        /// The receiver that no longer hears `from`.
+        to: NodeRef,
+    },
+    /// Split the others into two halves that can each talk only to this node.
+    Bridge {
+        /// The bridge node.
+        node: NodeRef,
+    },
+    /// Remove every partition.
+    Heal,
+    /// Change the one-way latency of every message.
+    Latency {
+        /// New latency bounds `[min, max]` in ms.
+        ms: [u64; 2],
+    },
+    /// Set a node's timer rate factor.
+    ClockDrift {
+        /// The node.
+        node: NodeRef,
+        /// Timer rate factor, in (0.1, 10].
+        factor: f64,
+    },
+    /// Flip a byte in the node's last record on disk.
+    CorruptTail {
+        /// The node.
+        node: NodeRef,
+    },
+    /// Restart every node that is down.
+    RestartAll,
+    /// Kill every node.
+    CrashAll,
+    /// Power loss on every node at once.
+    PowerLossAll {
+        /// Keep torn prefixes of the unsynced tails.
+        torn: bool,
+    },
+}
+
+impl Action {
+    /// The action's name, as written in scenario files.
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    fn kind(&self) -> ActionKind {
+        match self {
+            Action::Crash { .. } => ActionKind::Crash,
+            Action::Restart { .. } => ActionKind::Restart,
+            Action::PowerLoss { .. } => ActionKind::PowerLoss,
+            Action::Pause { .. } => ActionKind::Pause,
+            Action::Resume { .. } => ActionKind::Resume,
+            Action::Isolate { .. } => ActionKind::Isolate,
+            Action::Split { .. } => ActionKind::Split,
+            Action::OneWay { .. } => ActionKind::OneWay,
+            Action::Bridge { .. } => ActionKind::Bridge,
+            Action::Heal => ActionKind::Heal,
+            Action::Latency { .. } => ActionKind::Latency,
+            Action::ClockDrift { .. } => ActionKind::ClockDrift,
+            Action::CorruptTail { .. } => ActionKind::CorruptTail,
+            Action::RestartAll => ActionKind::RestartAll,
+            Action::CrashAll => ActionKind::CrashAll,
+            Action::PowerLossAll { .. } => ActionKind::PowerLossAll,
+        }
+    }
+
+    /// Every node the action names.
+    pub fn nodes(&self) -> Vec<NodeRef> {
+        match self {
+            Action::Crash { node }
+            | Action::Restart { node }
+            | Action::PowerLoss { node, .. }
+            | Action::Pause { node }
+            | Action::Resume { node }
+            | Action::Isolate { node }
+            | Action::Bridge { node }
+            | Action::ClockDrift { node, .. }
+            | Action::CorruptTail { node } => vec![*node],
+            Action::Split { minority } => minority.clone(),
+            Action::OneWay { from, to } => vec![*from, *to],
+            Action::Heal
+            | Action::Latency { .. }
+            | Action::RestartAll
+            | Action::CrashAll
+            | Action::PowerLossAll { .. } => Vec::new(),
+        }
+    }
+
+    /// Whether the action still makes sense in a cluster of `nodes` nodes: every id it names
+    /// exists, and a split leaves someone on the other side.
+    pub fn fits(&self, nodes: u32) -> bool {
+        let ids_exist = self.nodes().iter().all(|node| match node {
+            NodeRef::Id(id) => (1..=nodes).contains(id),
+            NodeRef::Leader | NodeRef::Follower => true,
+        });
+        let split_leaves_rest = match self {
+            Action::Split { minority } => minority.len() < nodes as usize,
+            _ => true,
+        };
+        ids_exist && split_leaves_rest
+    }
+}
+
+/// The action names of scenario files; the data each one needs is checked separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ActionKind {
+    Crash,
+    Restart,
+    PowerLoss,
+    Pause,
+    Resume,
+    Isolate,
+    Split,
+    OneWay,
+    Bridge,
+    Heal,
+    Latency,
+    ClockDrift,
+    CorruptTail,
+    RestartAll,
+    CrashAll,
+    PowerLossAll,
+}
+
+impl ActionKind {
+    fn name(self) -> &'static str {
+        match self {
+            ActionKind::Crash => "crash",
+            ActionKind::Restart => "restart",
+            ActionKind::PowerLoss => "power_loss",
+            ActionKind::Pause => "pause",
+            ActionKind::Resume => "resume",
+            ActionKind::Isolate => "isolate",
+            ActionKind::Split => "split",
+            ActionKind::OneWay => "one_way",
+            ActionKind::Bridge => "bridge",
+            ActionKind::Heal => "heal",
+            ActionKind::Latency => "latency",
+            ActionKind::ClockDrift => "clock_drift",
+            ActionKind::CorruptTail => "corrupt_tail",
+            ActionKind::RestartAll => "restart_all",
+            ActionKind::CrashAll => "crash_all",
+            ActionKind::PowerLossAll => "power_loss_all",
+        }
+    }
+
+    /// The keys an `[[events]]` table with this action may have besides `at_ms` and `action`.
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            ActionKind::Crash
+            | ActionKind::Restart
+            | ActionKind::Pause
+            | ActionKind::Resume
+            | ActionKind::Isolate
+            | ActionKind::Bridge
+            | ActionKind::CorruptTail => &["node"],
+            ActionKind::PowerLoss => &["node", "torn", "corrupt"],
+            ActionKind::Split => &["minority"],
+            ActionKind::OneWay => &["from", "to"],
+            ActionKind::Latency => &["ms"],
+            ActionKind::ClockDrift => &["node", "factor"],
+            ActionKind::PowerLossAll => &["torn"],
+            ActionKind::Heal | ActionKind::RestartAll | ActionKind::CrashAll => &[],
+        }
+    }
+}
+
+/// An `[[events]]` table as written: one flat struct, so the TOML parser locates a wrong type
+/// on the exact key (an internally tagged enum would buffer the table and lose the position),
+/// and so a key the action does not take gets its own message.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [[events]] table")]
+struct RawEvent {
+    at_ms: u64,
+    action: ActionKind,
+    node: Option<NodeRef>,
+    torn: Option<bool>,
+    corrupt: Option<bool>,
+    minority: Option<Vec<NodeRef>>,
+    from: Option<NodeRef>,
+    to: Option<NodeRef>,
+    #[serde(default, deserialize_with = "optional_pair")]
+    ms: Option<[u64; 2]>,
+    factor: Option<f64>,
+}
+
+impl RawEvent {
+    fn present_keys(&self) -> Vec<&'static str> {
+        let present = [
+            ("node", self.node.is_some()),
+            ("torn", self.torn.is_some()),
+            ("corrupt", self.corrupt.is_some()),
+            ("minority", self.minority.is_some()),
+            ("from", self.from.is_some()),
+            ("to", self.to.is_some()),
+            ("ms", self.ms.is_some()),
+            ("factor", self.factor.is_some()),
+        ];
+        present
+            .iter()
+            .filter(|(_, is)| *is)
+            .map(|&(key, _)| key)
+            .collect()
+    }
+}
+
+/// The whole file as written, before validation.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a scenario table")]
+struct ScenarioFile {
+    cluster: ClusterSpec,
+    run: RunSpec,
+    network: NetworkSpec,
+    workload: WorkloadSpec,
+    faults: FaultSpec,
+    events: Vec<RawEvent>,
+}
+
+/// A loaded, validated scenario.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    /// The file stem (`leader-crash` for `scenarios/leader-crash.toml`).
+    pub name: String,
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// The first line's comment, without the `#`; empty if the first line is not a comment.
+    pub story: String,
+    /// `[cluster]`.
+    pub cluster: ClusterSpec,
+    /// `[run]`.
+    pub run: RunSpec,
+    /// `[network]`.
+    pub network: NetworkSpec,
+    /// `[workload]`.
+    pub workload: WorkloadSpec,
+    /// `[faults]`.
+    pub faults: FaultSpec,
+    /// `[[events]]`, sorted by `at_ms` (events at the same time keep their file order).
+    pub events: Vec<Event>,
+}
+
+impl Scenario {
+    /// Reads and parses a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ScenarioError::new(path, None, &format!("cannot read: {e}")))?;
+        Scenario::parse(path, &text)
+    }
+
+    /// Parses scenario text; `path` names the file in errors and gives the scenario its name.
+    pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+        let file: ScenarioFile =
+            toml::from_str(text).map_err(|e| ScenarioError::from_toml(path, text, &e))?;
+        let invalid = |e: Invalid| ScenarioError::new(path, Some(&e.key), &e.message);
+        validate_cluster(&file.cluster).map_err(invalid)?;
+        validate_run(&file.run).map_err(invalid)?;
+        validate_network(&file.network).map_err(invalid)?;
+        validate_workload(&file.workload).map_err(invalid)?;
+        validate_faults(&file.faults).map_err(invalid)?;
+        let limits = EventLimits {
+            nodes_max: file.cluster.nodes.max(),
+            at_ms_end: file.run.duration_secs.max().saturating_mul(1000),
+        };
+        let mut events = Vec::with_capacity(file.events.len());
+        for (index, raw) in file.events.iter().enumerate() {
+            events.push(build_event(index, raw, &limits).map_err(invalid)?);
+        }
+        // A stable sort: events at the same millisecond fire in file order.
+        events.sort_by_key(|event| event.at_ms);
+        Ok(Scenario {
+            name: path
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: path.to_path_buf(),
+            story: story(text),
+            cluster: file.cluster,
+            run: file.run,
+            network: file.network,
+            workload: file.workload,
+            faults: file.faults,
+            events,
+        })
+    }
+
+    /// Draws every swarm parameter for one seed: same seed, same draw.
+    pub fn draw(&self, seed: u64) -> Drawn {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ DRAW_SEED_SALT);
+        let rng = &mut rng;
+        let nodes = self.cluster.nodes.draw(rng);
+        let duration_secs = self.run.duration_secs.draw(rng);
+        let [drift_min, drift_max] = self.faults.clock_drift;
+        let clock_drift = (0..nodes)
+            .map(|_| {
+                if drift_min < drift_max {
+                    rng.gen_range(drift_min..=drift_max)
+                } else {
+                    drift_min
+                }
+            })
+            .collect();
+        let at_ms_end = duration_secs * 1000;
+        let (events, dropped): (Vec<Event>, Vec<Event>) = self
+            .events
+            .iter()
+            .cloned()
+            .partition(|event| event.action.fits(nodes) && event.at_ms < at_ms_end);
+        let network = &self.network;
+        let workload = &self.workload;
+        let faults = &self.faults;
+        Drawn {
+            nodes,
+            tick_ms: self.cluster.tick_ms.draw(rng),
+            election_ticks: (
+                self.cluster.election_ticks[0],
+                self.cluster.election_ticks[1],
+            ),
+            heartbeat_ticks: self.cluster.heartbeat_ticks.draw(rng),
+            pre_vote: self.cluster.pre_vote,
+            check_quorum: self.cluster.check_quorum,
+            duration_secs,
+            liveness_bound_secs: self.run.liveness_bound_secs,
+            latency_ms: (network.latency_ms.min(), network.latency_ms.max()),
+            loss: network.loss.draw(rng),
+            duplicate: network.duplicate.draw(rng),
+            reorder: network.reorder.draw(rng),
+            reorder_delay_ms: (network.reorder_delay_ms[0], network.reorder_delay_ms[1]),
+            clients: workload.clients.draw(rng),
+            users: workload.users,
+            rate_per_client: workload.rate_per_client.draw(rng),
+            request_timeout_ms: workload.request_timeout_ms,
+            mix: workload.mix,
+            message_chars: (workload.message_chars[0], workload.message_chars[1]),
+            crash_per_min: faults.crash.draw(rng),
+            power_loss_per_min: faults.power_loss.draw(rng),
+            partition_per_min: faults.partition.draw(rng),
+            pause_per_min: faults.pause.draw(rng),
+            clock_drift,
+            torn_writes: faults.torn_writes.draw(rng),
+            corrupt_tail: faults.corrupt_tail.draw(rng),
+            downtime_ms: (faults.downtime_ms[0], faults.downtime_ms[1]),
+            max_down: faults.max_down,
+            events,
+            events_dropped: dropped.len(),
+        }
+    }
+}
+
+/// Every parameter of one seeded run, with ranges and choices drawn.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Drawn {
+    /// Cluster size.
+    pub nodes: u32,
+    /// Simulated milliseconds per Raft tick.
+    pub tick_ms: u64,
+    /// Election timeout range `[min, max)` in ticks.
+    pub election_ticks: (u32, u32),
+    /// Ticks between heartbeats.
+    pub heartbeat_ticks: u32,
+    /// Whether pre-vote is on.
+    pub pre_vote: bool,
+    /// Whether check-quorum is on.
+    pub check_quorum: bool,
+    /// Simulated seconds of the fault phase.
+    pub duration_secs: u64,
+    /// Simulated seconds the liveness phase may take.
+    pub liveness_bound_secs: u64,
+    /// One-way latency bounds in ms.
+    pub latency_ms: (u64, u64),
+    /// Probability a Raft message is dropped.
+    pub loss: f64,
+    /// Probability a Raft message is duplicated.
+    pub duplicate: f64,
+    /// Probability a Raft message is held back.
+    pub reorder: f64,
+    /// Bounds of the hold-back delay in ms.
+    pub reorder_delay_ms: (u64, u64),
+    /// Concurrent clients.
+    pub clients: u32,
+    /// Username pool size.
+    pub users: u32,
+    /// Mean operations per simulated second per client.
+    pub rate_per_client: f64,
+    /// Client operation timeout in ms.
+    pub request_timeout_ms: u64,
+    /// Operation weights.
+    pub mix: Mix,
+    /// Bounds of message length in characters.
+    pub message_chars: (u32, u32),
+    /// Expected crashes per simulated minute.
+    pub crash_per_min: f64,
+    /// Expected power losses per simulated minute.
+    pub power_loss_per_min: f64,
+    /// Expected partitions per simulated minute.
+    pub partition_per_min: f64,
+    /// Expected pauses per simulated minute.
+    pub pause_per_min: f64,
+    /// Timer rate factor of each node: `clock_drift[i]` is node `i + 1`'s.
+    pub clock_drift: Vec<f64>,
+    /// Probability a power loss tears the unsynced tail.
+    pub torn_writes: f64,
+    /// Probability a power loss corrupts the surviving tail.
+    pub corrupt_tail: f64,
+    /// Bounds of fault downtime in ms.
+    pub downtime_ms: (u64, u64),
+    /// Whether random faults may take down a majority.
+    pub max_down: MaxDown,
+    /// The timed events that fit this draw, sorted by `at_ms`.
+    pub events: Vec<Event>,
+    /// How many of the scenario's events this draw dropped: they named a node beyond
+    /// `nodes`, split off every node, or fell after the drawn duration.
+    pub events_dropped: usize,
+}
+
+impl Drawn {
+    /// One line listing every drawn value that came from a range or choice, e.g.
+    /// `nodes=5 tick_ms=7 loss=0.031 clients=12`, plus `events_dropped=N` when N > 0; empty
+    /// when nothing was drawn. Printed next to the seed; floats have three decimals.
+    pub fn summary(&self, scenario: &Scenario) -> String {
+        let (cluster, network) = (&scenario.cluster, &scenario.network);
+        let (workload, faults) = (&scenario.workload, &scenario.faults);
+        let mut parts = Vec::new();
+        let mut int = |fixed: bool, name: &str, value: u64| {
+            if !fixed {
+                parts.push(format!("{name}={value}"));
+            }
+        };
+        int(cluster.nodes.is_fixed(), "nodes", self.nodes.into());
+        int(cluster.tick_ms.is_fixed(), "tick_ms", self.tick_ms);
+        int(
+            cluster.heartbeat_ticks.is_fixed(),
+            "heartbeat_ticks",
+            self.heartbeat_ticks.into(),
+        );
+        int(
+            scenario.run.duration_secs.is_fixed(),
+            "duration_secs",
+            self.duration_secs,
+        );
+        int(workload.clients.is_fixed(), "clients", self.clients.into());
+        let floats = [
+            (network.loss, "loss", self.loss),
+            (network.duplicate, "duplicate", self.duplicate),
+            (network.reorder, "reorder", self.reorder),
+            (
+                workload.rate_per_client,
+                "rate_per_client",
+                self.rate_per_client,
+            ),
+            (faults.crash, "crash_per_min", self.crash_per_min),
+            (
+                faults.power_loss,
+                "power_loss_per_min",
+                self.power_loss_per_min,
+            ),
+            (
+                faults.partition,
+                "partition_per_min",
+                self.partition_per_min,
+            ),
+            (faults.pause, "pause_per_min", self.pause_per_min),
+            (faults.torn_writes, "torn_writes", self.torn_writes),
+            (faults.corrupt_tail, "corrupt_tail", self.corrupt_tail),
+        ];
+        for (param, name, value) in floats {
+            if !param.is_fixed() {
+                parts.push(format!("{name}={value:.3}"));
+            }
+        }
+        if faults.clock_drift[0] < faults.clock_drift[1] {
+            let factors: Vec<String> = self.clock_drift.iter().map(|f| format!("{f:.3}")).collect();
+            parts.push(format!("clock_drift={}", factors.join(",")));
+        }
+        if self.events_dropped > 0 {
+            parts.push(format!("events_dropped={}", self.events_dropped));
+        }
+        parts.join(" ")
+    }
+}
+
+/// Why a scenario did not load; its `Display` is one line: `FILE: KEY: what is wrong`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScenarioError {
+    path: PathBuf,
+    key: Option<String>,
+    message: String,
+}
+
+impl ScenarioError {
+    fn new(path: &Path, key: Option<&str>, message: &str) -> ScenarioError {
+        ScenarioError {
+            path: path.to_path_buf(),
+            key: key.filter(|key| !key.is_empty()).map(one_line),
+            message: one_line(message),
+        }
+    }
+
+    /// Turns a TOML syntax or type error into one line naming the key it points at.
+    fn from_toml(path: &Path, text: &str, error: &toml::de::Error) -> ScenarioError {
+        let mut message = plain_types(&one_line(error.message()));
+        let Some(span) = error.span() else {
+            return ScenarioError::new(path, None, &message);
+        };
+        let (line, column) = line_column(text, span.start);
+        let mut key = locate_key(text, &span);
+        if let Some(field) = quoted_after(&message, "missing field `") {
+            key = Some(join_key(key.as_deref().unwrap_or(""), &field));
+            message = "missing".to_string();
+        } else if let Some(field) = quoted_after(&message, "unknown field `") {
+            let expected = message
+                .split_once("`, ")
+                .map_or("", |(_, rest)| rest)
+                .to_string();
+            if key.is_none() {
+                key = Some(key_segment(&field));
+            }
+            message = format!("unknown key; {expected}");
+        } else if let Some(rest) = message.strip_prefix("unknown variant") {
+            message = format!("unknown value{rest}");
+        }
+        let message = format!("{message} (line {line}, column {column})");
+        ScenarioError::new(path, key.as_deref(), &message)
+    }
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.path.display())?;
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+/// A validation failure, before it is given the file name.
+struct Invalid {
+    key: String,
+    message: String,
+}
+
+fn invalid(key: &str, message: String) -> Invalid {
+    Invalid {
+        key: key.to_string(),
+        message,
+    }
+}
+
+fn check_value<T: PartialOrd + fmt::Display>(
+    key: &str,
+    value: T,
+    ok: impl Fn(T) -> bool,
+    want: &str,
+) -> Result<(), Invalid> {
+    let shown = value.to_string();
+    if ok(value) {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("must be {want}, got {shown}")))
+    }
+}
+
+/// Checks a `[min, max]` pair: each bound satisfies `ok`, and min <= max.
+fn check_pair<T: Copy + PartialOrd + fmt::Display>(
+    key: &str,
+    [min, max]: [T; 2],
+    ok: impl Fn(T) -> bool,
+    want: &str,
+) -> Result<(), Invalid> {
+    for bound in [min, max] {
+        if !ok(bound) {
+            return Err(invalid(
+                key,
+                format!("each bound must be {want}, got {bound}"),
+            ));
+        }
+    }
+    if min <= max {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("[{min}, {max}]: min must not exceed max"),
+        ))
+    }
+}
+
+fn is_probability(value: f64) -> bool {
+    (0.0..1.0).contains(&value)
+}
+
+fn is_fraction(value: f64) -> bool {
+    (0.0..=1.0).contains(&value)
+}
+
+fn validate_cluster(cluster: &ClusterSpec) -> Result<(), Invalid> {
+    let nodes = cluster.nodes.values();
+    if nodes.is_empty() {
+        return Err(invalid(
+            "cluster.nodes",
+            "must list at least one node count".into(),
+        ));
+    }
+    for &count in nodes {
+        let ok = |n| (1..=NODES_MAX).contains(&n);
+        check_value(
+            "cluster.nodes",
+            count,
+            ok,
+            &format!("between 1 and {NODES_MAX}"),
+        )?;
+    }
+    let ok = |ms| (1..=TICK_MS_MAX).contains(&ms);
+    cluster.tick_ms.validate(
+        "cluster.tick_ms",
+        ok,
+        &format!("between 1 and {TICK_MS_MAX}"),
+    )?;
+    cluster
+        .heartbeat_ticks
+        .validate("cluster.heartbeat_ticks", |t| t >= 1, "at least 1")?;
+    let [min, max] = cluster.election_ticks;
+    let heartbeat_max = cluster.heartbeat_ticks.max();
+    if min <= heartbeat_max {
+        let message = format!("min ({min}) must exceed heartbeat_ticks ({heartbeat_max})");
+        return Err(invalid("cluster.election_ticks", message));
+    }
+    if max <= min {
+        let message = format!("max ({max}) must exceed min ({min}): the range is [min, max)");
+        return Err(invalid("cluster.election_ticks", message));
+    }
+    if max > ELECTION_TICKS_MAX {
+        let message = format!("max must be at most {ELECTION_TICKS_MAX}, got {max}");
+        return Err(invalid("cluster.election_ticks", message));
+    }
+    Ok(())
+}
+
+fn validate_run(run: &RunSpec) -> Result<(), Invalid> {
+    let ok = |secs| (1..=DURATION_SECS_MAX).contains(&secs);
+    let want = format!("between 1 and {DURATION_SECS_MAX}");
+    run.duration_secs.validate("run.duration_secs", ok, &want)?;
+    let ok = |secs| (1..=LIVENESS_BOUND_SECS_MAX).contains(&secs);
+    let want = format!("between 1 and {LIVENESS_BOUND_SECS_MAX}");
+    check_value(
+        "run.liveness_bound_secs",
+        run.liveness_bound_secs,
+        ok,
+        &want,
+    )
+}
+
+fn validate_network(network: &NetworkSpec) -> Result<(), Invalid> {
+    let ok = |ms| ms <= LATENCY_MS_MAX;
+    let want = format!("at most {LATENCY_MS_MAX}");
+    network
+        .latency_ms
+        .validate("network.latency_ms", ok, &want)?;
+    network
+        .loss
+        .validate("network.loss", is_probability, "in [0, 1)")?;
+    network
+        .duplicate
+        .validate("network.duplicate", is_probability, "in [0, 1)")?;
+    network
+        .reorder
+        .validate("network.reorder", is_probability, "in [0, 1)")?;
+    let ok = |ms| ms <= REORDER_DELAY_MS_MAX;
+    let want = format!("at most {REORDER_DELAY_MS_MAX}");
+    check_pair(
+        "network.reorder_delay_ms",
+        network.reorder_delay_ms,
+        ok,
+        &want,
+    )
+}
+
+fn validate_workload(workload: &WorkloadSpec) -> Result<(), Invalid> {
+    let ok = |n| (1..=CLIENTS_MAX).contains(&n);
+    let want = format!("between 1 and {CLIENTS_MAX}");
+    workload.clients.validate("workload.clients", ok, &want)?;
+    let ok = |n| (1..=USERS_MAX).contains(&n);
+    check_value(
+        "workload.users",
+        workload.users,
+        ok,
+        &format!("between 1 and {USERS_MAX}"),
+    )?;
+    let ok = |rate: f64| rate > 0.0 && rate <= RATE_PER_CLIENT_MAX;
+    let want = format!("in (0, {RATE_PER_CLIENT_MAX}]");
+    workload
+        .rate_per_client
+        .validate("workload.rate_per_client", ok, &want)?;
+    let ok = |ms| (1..=REQUEST_TIMEOUT_MS_MAX).contains(&ms);
+    let want = format!("between 1 and {REQUEST_TIMEOUT_MS_MAX}");
+    check_value(
+        "workload.request_timeout_ms",
+        workload.request_timeout_ms,
+        ok,
+        &want,
+    )?;
+    if workload.mix.total() == 0 {
+        return Err(invalid(
+            "workload.mix",
+            "at least one weight must be above 0".into(),
+        ));
+    }
+    let ok = |chars| chars <= MESSAGE_CHARS_MAX;
+    let want = format!("at most {MESSAGE_CHARS_MAX}");
+    check_pair("workload.message_chars", workload.message_chars, ok, &want)
+}
+
+fn validate_faults(faults: &FaultSpec) -> Result<(), Invalid> {
+    let rates = [
+        ("faults.crash", &faults.crash),
+        ("faults.power_loss", &faults.power_loss),
+        ("faults.partition", &faults.partition),
+        ("faults.pause", &faults.pause),
+    ];
+    let want = format!("in [0, {FAULTS_PER_MIN_MAX}]");
+    for (key, rate) in rates {
+        rate.validate(key, |r| (0.0..=FAULTS_PER_MIN_MAX).contains(&r), &want)?;
+    }
+    let want = format!("in ({CLOCK_DRIFT_MIN_EXCLUSIVE}, {CLOCK_DRIFT_MAX}]");
+    check_pair(
+        "faults.clock_drift",
+        faults.clock_drift,
+        is_clock_factor,
+        &want,
+    )?;
+    faults
+        .torn_writes
+        .validate("faults.torn_writes", is_fraction, "in [0, 1]")?;
+    faults
+        .corrupt_tail
+        .validate("faults.corrupt_tail", is_fraction, "in [0, 1]")?;
+    let ok = |ms| (1..=DOWNTIME_MS_MAX).contains(&ms);
+    let want = format!("between 1 and {DOWNTIME_MS_MAX}");
+    check_pair("faults.downtime_ms", faults.downtime_ms, ok, &want)
+}
+
+fn is_clock_factor(factor: f64) -> bool {
+    factor > CLOCK_DRIFT_MIN_EXCLUSIVE && factor <= CLOCK_DRIFT_MAX
+}
+
+/// What the rest of the file allows an event to name.
+struct EventLimits {
+    nodes_max: u32,
+    /// Events must come before this millisecond (the longest drawable duration).
+    at_ms_end: u64,
+}
+
+/// Checks one `[[events]]` table (the `index`th in the file) and builds its event.
+fn build_event(index: usize, raw: &RawEvent, limits: &EventLimits) -> Result<Event, Invalid> {
+    let key = |name: &str| format!("events[{index}].{name}");
+    let kind = raw.action;
+    if raw.at_ms >= limits.at_ms_end {
+        let end = limits.at_ms_end;
+        let message = format!(
+            "must be less than run.duration_secs * 1000 = {end} (its max), got {}",
+            raw.at_ms
+        );
+        return Err(invalid(&key("at_ms"), message));
+    }
+    for present in raw.present_keys() {
+        if !kind.keys().contains(&present) {
+            let takes = match kind.keys() {
+                [] => "takes no other keys".to_string(),
+                keys => format!("takes {}", keys.join(", ")),
+            };
+            let message = format!("not a key of action `{}`, which {takes}", kind.name());
+            return Err(invalid(&key(present), message));
+        }
+    }
+    let required = |value: Option<NodeRef>, name: &str| {
+        let node = value.ok_or_else(|| {
+            invalid(
+                &key(name),
+                format!("missing: action `{}` needs it", kind.name()),
+            )
+        })?;
+        check_node(&key(name), node, limits.nodes_max)
+    };
+    let action = match kind {
+        ActionKind::Crash => Action::Crash {
+            node: required(raw.node, "node")?,
+        },
+        ActionKind::Restart => Action::Restart {
+            node: required(raw.node, "node")?,
+        },
+        ActionKind::PowerLoss => Action::PowerLoss {
+            node: required(raw.node, "node")?,
+            torn: raw.torn.unwrap_or(false),
+            corrupt: raw.corrupt.unwrap_or(false),
+        },
+        ActionKind::Pause => Action::Pause {
+            node: required(raw.node, "node")?,
+        },
+        ActionKind::Resume => Action::Resume {
+            node: required(raw.node, "node")?,
+        },
+        ActionKind::Isolate => Action::Isolate {
+            node: required(raw.node, "node")?,
+        },
+        ActionKind::Split => build_split(&key("minority"), raw.minority.as_deref(), limits)?,
+        ActionKind::OneWay => {
+            let (from, to) = (required(raw.from, "from")?, required(raw.to, "to")?);
+            if from == to && from != NodeRef::Follower {
+                return Err(invalid(
+                    &key("to"),
+                    format!("must differ from `from` ({from})"),
+                ));
+            }
+            Action::OneWay { from, to }
+        }
+        ActionKind::Bridge => Action::Bridge {
+            node: required(raw.node, "node")?,
+        },
+        ActionKind::Heal => Action::Heal,
+        ActionKind::Latency => {
+            let missing = || invalid(&key("ms"), "missing: action `latency` needs it".into());
+            let ms = raw.ms.ok_or_else(missing)?;
+            let want = format!("at most {LATENCY_MS_MAX}");
+            check_pair(&key("ms"), ms, |ms| ms <= LATENCY_MS_MAX, &want)?;
+            Action::Latency { ms }
+        }
+        ActionKind::ClockDrift => {
+            let node = required(raw.node, "node")?;
+            let missing = || {
+                invalid(
+                    &key("factor"),
+                    "missing: action `clock_drift` needs it".into(),
+                )
+            };
+            let factor = raw.factor.ok_or_else(missing)?;
+            let want = format!("in ({CLOCK_DRIFT_MIN_EXCLUSIVE}, {CLOCK_DRIFT_MAX}]");
+            check_value(&key("factor"), factor, is_clock_factor, &want)?;
+            Action::ClockDrift { node, factor }
+        }
+        ActionKind::CorruptTail => Action::CorruptTail {
+            node: required(raw.node, "node")?,
+        },
+        ActionKind::RestartAll => Action::RestartAll,
+        ActionKind::CrashAll => Action::CrashAll,
+        ActionKind::PowerLossAll => Action::PowerLossAll {
+            torn: raw.torn.unwrap_or(false),
+        },
+    };
+    Ok(Event {
+        at_ms: raw.at_ms,
+        action,
+    })
+}
+
+fn build_split(
+    key: &str,
+    minority: Option<&[NodeRef]>,
+    limits: &EventLimits,
+) -> Result<Action, Invalid> {
+    let minority =
+        minority.ok_or_else(|| invalid(key, "missing: action `split` needs it".into()))?;
+    if minority.is_empty() {
+        return Err(invalid(key, "must name at least one node".into()));
+    }
+    if minority.len() >= limits.nodes_max as usize {
+        let message = format!(
+            "names {} nodes, but the cluster has at most {}: the other side would be empty",
+            minority.len(),
+            limits.nodes_max
+        );
+        return Err(invalid(key, message));
+    }
+    for (position, &node) in minority.iter().enumerate() {
+        check_node(key, node, limits.nodes_max)?;
+        if matches!(node, NodeRef::Id(_) | NodeRef::Leader) && minority[..position].contains(&node)
+        {
+            return Err(invalid(key, format!("names {node} twice")));
+        }
+    }
+    Ok(Action::Split {
+        minority: minority.to_vec(),
+    })
+}
+
+fn check_node(key: &str, node: NodeRef, nodes_max: u32) -> Result<NodeRef, Invalid> {
+    match node {
+        NodeRef::Id(0) => Err(invalid(key, "node ids start at 1, got 0".into())),
+        NodeRef::Id(id) if id > nodes_max => Err(invalid(
+            key,
+            format!("node {id} does not exist: cluster.nodes is at most {nodes_max}"),
+        )),
+        node => Ok(node),
+    }
+}
+
+/// The story: the first line, if it is a comment, without its `#` and surrounding spaces.
+fn story(text: &str) -> String {
+    let first = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or(text)
+        .lines()
+        .next()
+        .unwrap_or("");
+    match first.trim_start().strip_prefix('#') {
+        Some(comment) => comment.trim().to_string(),
+        None => String::new(),
+    }
+}
+
+/// Joins the lines of a message with "; " and blanks other control characters, so an error
+/// always prints as one line.
+fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .join("; ")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Says "a non-negative integer" where serde says "u64", for people who write TOML.
+fn plain_types(message: &str) -> String {
+    message
+        .replace("expected u32", "expected an integer from 0 to 4294967295")
+        .replace("expected u64", "expected a non-negative integer")
+        .replace("expected f64", "expected a number")
+}
+
+/// The text between `prefix` (at the start of `message`) and the next backquote.
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.split_once('`').map(|(quoted, _)| quoted.to_string())
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// A key as one segment of a dotted path: bare if TOML allows it bare, quoted otherwise.
+fn key_segment(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.escape_debug())
+    }
+}
+
+fn join_key(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        key_segment(name)
+    } else {
+        format!("{parent}.{}", key_segment(name))
+    }
+}
+
+/// Names the key whose name or value covers `span` (an error's position): `cluster.nodes`,
+/// `events[1].node`. Parses the text again into a tree of spans; None if that fails.
+fn locate_key(text: &str, span: &Range<usize>) -> Option<String> {
+    let tree: Node = toml::from_str(text).ok()?;
+    let mut path = String::new();
+    tree.locate(span, &mut path).then_some(path)
+}
+
+/// A TOML value reduced to its shape and the spans of its keys and values, as far as the
+/// parser knows them (the implicit parent tables of dotted keys have none).
+struct Node {
+    shape: Shape,
+    span: Option<Range<usize>>,
+}
+
+enum Shape {
+    Table(Vec<(Key, Node)>),
+    Array(Vec<Node>),
+    Leaf,
+}
+
+/// A table key with its span, when the parser knows it.
+struct Key {
+    name: String,
+    span: Option<Range<usize>>,
+}
+
+fn covers(outer: Option<&Range<usize>>, inner: &Range<usize>) -> bool {
+    outer.is_some_and(|o| o.start <= inner.start && inner.end <= o.end && o.start < o.end)
+}
+
+impl Node {
+    /// Extends `path` to the deepest key or value covering `span`; false if none does.
+    fn locate(&self, span: &Range<usize>, path: &mut String) -> bool {
+        let parent_len = path.len();
+        match &self.shape {
+            Shape::Table(entries) => {
+                for (key, value) in entries {
+                    path.truncate(parent_len);
+                    if parent_len > 0 {
+                        path.push('.');
+                    }
+                    path.push_str(&key_segment(&key.name));
+                    let on_key = covers(key.span.as_ref(), span);
+                    if on_key || value.locate(span, path) || covers(value.span.as_ref(), span) {
+                        return true;
+                    }
+                }
+            }
+            Shape::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    path.truncate(parent_len);
+                    path.push_str(&format!("[{index}]"));
+                    if item.locate(span, path) || covers(item.span.as_ref(), span) {
+                        return true;
+                    }
+                }
+            }
+            Shape::Leaf => {}
+        }
+        path.truncate(parent_len);
+        false
+    }
+}
+
+// The toml crate hands out spans only through `toml::Spanned`, whose protocol is this struct
+// name and these fields: asked for that struct, the parser answers with a map of the three
+// fields when it knows the span, and with the bare value when it does not. `Spanned` itself
+// fails on the latter, so the locator speaks the protocol directly. Should it ever change, no
+// spans arrive, and errors keep their line and column but name no key.
+const SPANNED_NAME: &str = "$__serde_spanned_private_Spanned";
+const SPANNED_START: &str = "$__serde_spanned_private_start";
+const SPANNED_END: &str = "$__serde_spanned_private_end";
+const SPANNED_VALUE: &str = "$__serde_spanned_private_value";
+const SPANNED_FIELDS: &[&str] = &[SPANNED_START, SPANNED_END, SPANNED_VALUE];
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_struct(SPANNED_NAME, SPANNED_FIELDS, NodeVisitor)
+    }
+}
+
+/// The value inside a span wrapper; asking for a span again would wrap it again.
+struct Unspanned(Node);
+
+impl<'de> Deserialize<'de> for Unspanned {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor).map(Unspanned)
+    }
+}
+
+struct NodeVisitor;
+
+impl NodeVisitor {
+    fn leaf<E>(self) -> Result<Node, E> {
+        Ok(Node {
+            shape: Shape::Leaf,
+            span: None,
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any TOML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node, E> {
+        self.leaf()
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node, E> {
+        self.leaf()
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node, E> {
+        self.leaf()
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
+        self.leaf()
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Node, E> {
+        self.leaf()
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node {
+            shape: Shape::Array(items),
+            span: None,
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let Some(first) = map.next_key::<Key>()? else {
+            return Ok(Node {
+                shape: Shape::Table(Vec::new()),
+                span: None,
+            });
+        };
+        if first.name == SPANNED_START && first.span.is_none() {
+            return visit_span_wrapper(map);
+        }
+        let mut entries = vec![(first, map.next_value()?)];
+        while let Some(key) = map.next_key::<Key>()? {
+            entries.push((key, map.next_value()?));
+        }
+        Ok(Node {
+            shape: Shape::Table(entries),
+            span: None,
+        })
+    }
+}
+
+/// Reads the rest of a span wrapper whose start field was just read as a key.
+fn visit_span_wrapper<'de, A: MapAccess<'de>>(mut map: A) -> Result<Node, A::Error> {
+    let start = map.next_value::<usize>()?;
+    let (mut end, mut node) = (None, None);
+    while let Some(field) = map.next_key::<String>()? {
+        match field.as_str() {
+            SPANNED_END => end = Some(map.next_value::<usize>()?),
+            SPANNED_VALUE => node = Some(map.next_value::<Unspanned>()?.0),
+            _ => map.next_value::<de::IgnoredAny>().map(|_| ())?,
+        }
+    }
+    let mut node = node.ok_or_else(|| de::Error::missing_field(SPANNED_VALUE))?;
+    node.span = end.map(|end| start..end);
+    Ok(node)
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_struct(SPANNED_NAME, SPANNED_FIELDS, KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table key")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
+        Ok(Key {
+            name: name.to_string(),
+            span: None,
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Key, A::Error> {
+        let (mut start, mut end, mut name) = (None, None, None);
+        while let Some(field) = map.next_key::<String>()? {
+            match field.as_str() {
+                SPANNED_START => start = Some(map.next_value::<usize>()?),
+                SPANNED_END => end = Some(map.next_value::<usize>()?),
+                SPANNED_VALUE => name = Some(map.next_value::<String>()?),
+                _ => map.next_value::<de::IgnoredAny>().map(|_| ())?,
+            }
+        }
+        let name = name.ok_or_else(|| de::Error::missing_field(SPANNED_VALUE))?;
+        let span = start.zip(end).map(|(start, end)| start..end);
+        Ok(Key { name, span })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(Path::new("scenarios/x.toml"), text)
+    }
+
+    fn parse_ok(text: &str) -> Scenario {
+        match parse(text) {
+            Ok(scenario) => scenario,
+            Err(e) => panic!("expected {text:?} to parse, got: {e}"),
+        }
+    }
+
+    /// The error line for `text`, which must fail.
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("expected {text:?} to be an error"),
+            Err(e) => {
+                let line = e.to_string();
+                assert!(!line.contains('\n'), "not one line: {line:?}");
+                line
+            }
+        }
+    }
+
+    fn assert_error_names(text: &str, key: &str) {
+        let line = error(text);
+        let prefix = format!("scenarios/x.toml: {key}: ");
+        assert!(
+            line.starts_with(&prefix),
+            "for {text:?}: expected {prefix:?}, got {line:?}"
+        );
+    }
+
+    const FULL: &str = r#"# a full example: every section, ranges, and every action
+[cluster]
+nodes = [3, 5]
+tick_ms = [5, 20]
+election_ticks = [12, 24]
+heartbeat_ticks = [1, 3]
+pre_vote = false
+check_quorum = false
+
+[run]
+duration_secs = [20, 40]
+liveness_bound_secs = 15
+
+[network]
+latency_ms = 2
+loss = [0.0, 0.1]
+duplicate = 0.01
+reorder = [0, 0.2]
+reorder_delay_ms = [10, 30]
+
+[workload]
+clients = [2, 16]
+users = 20
+rate_per_client = [1.0, 20.0]
+request_timeout_ms = 500
+mix = { send = 5, fetch = 2 }
+message_chars = [0, 600]
+
+[faults]
+crash = [0.0, 2.0]
+power_loss = 1
+partition = 0.5
+pause = [0, 1]
+clock_drift = [0.8, 1.25]
+torn_writes = 0.5
+corrupt_tail = [0.0, 0.3]
+downtime_ms = [100, 2000]
+max_down = "any"
+
+[[events]]
+at_ms = 9000
+action = "heal"
+
+[[events]]
+at_ms = 1000
+action = "crash"
+node = "leader"
+
+[[events]]
+at_ms = 1000
+action = "restart"
+node = 5
+
+[[events]]
+at_ms = 2000
+action = "power_loss"
+node = 2
+torn = true
+
+[[events]]
+at_ms = 3000
+action = "pause"
+node = "follower"
+
+[[events]]
+at_ms = 3500
+action = "resume"
+node = "follower"
+
+[[events]]
+at_ms = 4000
+action = "isolate"
+node = 1
+
+[[events]]
+at_ms = 5000
+action = "split"
+minority = [1, "leader"]
+
+[[events]]
+at_ms = 6000
+action = "one_way"
+from = "leader"
+to = 3
+
+[[events]]
+at_ms = 7000
+action = "bridge"
+node = 2
+
+[[events]]
+at_ms = 8000
+action = "latency"
+ms = [10, 20]
+
+[[events]]
+at_ms = 8500
+action = "clock_drift"
+node = 1
+factor = 1.5
+
+[[events]]
+at_ms = 10000
+action = "corrupt_tail"
+node = 3
+
+[[events]]
+at_ms = 11000
+action = "crash_all"
+
+[[events]]
+at_ms = 12000
+action = "power_loss_all"
+torn = true
+
+[[events]]
+at_ms = 13000
+action = "restart_all"
+"#;
+
+    #[test]
+    fn full_example_parses_every_section_and_action() {
+        let s = parse_ok(FULL);
+        assert_eq!(s.name, "x");
+        assert_eq!(
+            s.story,
+            "a full example: every section, ranges, and every action"
+        );
+        assert_eq!(s.cluster.nodes, Choice::AnyOf(vec![3, 5]));
+        assert_eq!(s.cluster.tick_ms, Param::Range([5, 20]));
+        assert_eq!(s.cluster.election_ticks, [12, 24]);
+        assert_eq!(s.cluster.heartbeat_ticks, Param::Range([1, 3]));
+        assert!(!s.cluster.pre_vote && !s.cluster.check_quorum);
+        assert_eq!(s.run.duration_secs, Param::Range([20, 40]));
+        assert_eq!(s.run.liveness_bound_secs, 15);
+        assert_eq!(s.network.latency_ms, Param::Fixed(2));
+        assert_eq!(s.network.loss, Param::Range([0.0, 0.1]));
+        assert_eq!(s.network.reorder, Param::Range([0.0, 0.2]));
+        assert_eq!(
+            s.workload.mix,
+            Mix {
+                send: 5,
+                fetch: 2,
+                ..Mix::zero()
+            }
+        );
+        assert_eq!(s.workload.message_chars, [0, 600]);
+        assert_eq!(s.faults.power_loss, Param::Fixed(1.0));
+        assert_eq!(s.faults.max_down, MaxDown::Any);
+        let times: Vec<u64> = s.events.iter().map(|e| e.at_ms).collect();
+        let mut sorted = times.clone();
+        sorted.sort();
+        assert_eq!(times, sorted, "events are sorted by at_ms");
+        let names: Vec<&str> = s.events.iter().map(|e| e.action.name()).collect();
+        assert_eq!(
+            &names[..2],
+            ["crash", "restart"],
+            "same at_ms keeps file order"
+        );
+        assert_eq!(names.len(), 16);
+        assert_eq!(
+            s.events[0].action,
+            Action::Crash {
+                node: NodeRef::Leader
+            }
+        );
+        let power_loss = Action::PowerLoss {
+            node: NodeRef::Id(2),
+            torn: true,
+            corrupt: false,
+        };
+        assert_eq!(s.events[2].action, power_loss);
+        let split = Action::Split {
+            minority: vec![NodeRef::Id(1), NodeRef::Leader],
+        };
+        assert!(s.events.iter().any(|e| e.action == split));
+        let one_way = Action::OneWay {
+            from: NodeRef::Leader,
+            to: NodeRef::Id(3),
+        };
+        assert!(s.events.iter().any(|e| e.action == one_way));
+        assert!(s
+            .events
+            .iter()
+            .any(|e| e.action == Action::Latency { ms: [10, 20] }));
+        let drift = Action::ClockDrift {
+            node: NodeRef::Id(1),
+            factor: 1.5,
+        };
+        assert!(s.events.iter().any(|e| e.action == drift));
+        assert!(s
+            .events
+            .iter()
+            .any(|e| e.action == Action::PowerLossAll { torn: true }));
+        assert_eq!(
+            s.events.last().map(|e| &e.action),
+            Some(&Action::RestartAll)
+        );
+    }
+
+    impl Mix {
+        fn zero() -> Mix {
+            Mix {
+                create: 0,
+                check: 0,
+                list: 0,
+                delete: 0,
+                send: 0,
+                fetch: 0,
+            }
+        }
+    }
+
+    #[test]
+    fn empty_file_is_every_documented_default() {
+        let s = parse_ok("");
+        assert_eq!(s.story, "");
+        assert_eq!(s.cluster.nodes, Choice::One(3));
+        assert_eq!(s.cluster.tick_ms, Param::Fixed(10));
+        assert_eq!(s.cluster.election_ticks, [10, 20]);
+        assert_eq!(s.cluster.heartbeat_ticks, Param::Fixed(2));
+        assert!(s.cluster.pre_vote);
+        assert!(s.cluster.check_quorum);
+        assert_eq!(s.run.duration_secs, Param::Fixed(30));
+        assert_eq!(s.run.liveness_bound_secs, 20);
+        assert_eq!(s.network.latency_ms, Param::Range([1, 5]));
+        assert_eq!(s.network.loss, Param::Fixed(0.0));
+        assert_eq!(s.network.duplicate, Param::Fixed(0.0));
+        assert_eq!(s.network.reorder, Param::Fixed(0.0));
+        assert_eq!(s.network.reorder_delay_ms, [5, 50]);
+        assert_eq!(s.workload.clients, Param::Fixed(4));
+        assert_eq!(s.workload.users, 8);
+        assert_eq!(s.workload.rate_per_client, Param::Fixed(10.0));
+        assert_eq!(s.workload.request_timeout_ms, 1000);
+        let mix = Mix {
+            create: 2,
+            check: 1,
+            list: 1,
+            delete: 1,
+            send: 6,
+            fetch: 3,
+        };
+        assert_eq!(s.workload.mix, mix);
+        assert_eq!(s.workload.message_chars, [1, 40]);
+        assert_eq!(s.faults.crash, Param::Fixed(0.0));
+        assert_eq!(s.faults.power_loss, Param::Fixed(0.0));
+        assert_eq!(s.faults.partition, Param::Fixed(0.0));
+        assert_eq!(s.faults.pause, Param::Fixed(0.0));
+        assert_eq!(s.faults.clock_drift, [1.0, 1.0]);
+        assert_eq!(s.faults.torn_writes, Param::Fixed(0.0));
+        assert_eq!(s.faults.corrupt_tail, Param::Fixed(0.0));
+        assert_eq!(s.faults.downtime_ms, [200, 3000]);
+        assert_eq!(s.faults.max_down, MaxDown::Minority);
+        assert!(s.events.is_empty());
+        // Empty sections are the defaults too.
+        let sections = "[cluster]\n[run]\n[network]\n[workload]\n[faults]\n";
+        let with_sections = parse_ok(sections);
+        assert_eq!(
+            (with_sections.cluster, with_sections.faults),
+            (s.cluster, s.faults)
+        );
+    }
+
+    /// The example in the module docs sets every key to its default: the docs cannot drift.
+    #[test]
+    fn module_doc_example_spells_out_the_defaults() {
+        let source = include_str!("scenario.rs");
+        let example: Vec<&str> = source
+            .lines()
+            .skip_while(|line| *line != "//! ```toml")
+            .skip(1)
+            .take_while(|line| *line != "//! ```")
+            .map(|line| {
+                line.strip_prefix("//! ")
+                    .unwrap_or(line.trim_start_matches("//!"))
+            })
+            .collect();
+        assert!(example.len() > 40, "the module docs hold the full example");
+        let documented = parse_ok(&example.join("\n"));
+        let defaults = parse_ok("");
+        assert_eq!(
+            documented.story,
+            "the story: what this scenario exercises, in one line"
+        );
+        assert_eq!(documented.cluster, defaults.cluster);
+        assert_eq!(documented.run, defaults.run);
+        assert_eq!(documented.network, defaults.network);
+        assert_eq!(documented.workload, defaults.workload);
+        assert_eq!(documented.faults, defaults.faults);
+        let crash = Event {
+            at_ms: 5000,
+            action: Action::Crash {
+                node: NodeRef::Id(1),
+            },
+        };
+        assert_eq!(documented.events, vec![crash]);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        assert_error_names("bogus = 1", "bogus");
+        assert_error_names("[bogus]\nx = 1", "bogus");
+        for section in ["cluster", "run", "network", "workload", "faults"] {
+            assert_error_names(
+                &format!("[{section}]\nbogus = 1\n"),
+                &format!("{section}.bogus"),
+            );
+            let inline = format!("{section} = {{ bogus = 1 }}\n");
+            assert_error_names(&inline, &format!("{section}.bogus"));
+            assert_error_names(
+                &format!("{section}.bogus = 1\n"),
+                &format!("{section}.bogus"),
+            );
+        }
+        let line = error("[cluster]\nnodes = 3\nnode = 3\n");
+        assert!(
+            line.contains("unknown key") && line.contains("`nodes`"),
+            "{line}"
+        );
+        assert!(line.ends_with("(line 3, column 1)"), "{line}");
+        assert_error_names("[workload]\nmix = { post = 1 }", "workload.mix.post");
+        let event = "[[events]]\nat_ms = 1\naction = \"heal\"\nbogus = 1\n";
+        assert_error_names(event, "events[0].bogus");
+    }
+
+    #[test]
+    fn wrong_types_are_errors_naming_the_key() {
+        assert_error_names("[cluster]\nnodes = \"three\"", "cluster.nodes");
+        assert_error_names("[cluster]\nnodes = [3, \"x\"]", "cluster.nodes");
+        assert_error_names("[cluster]\npre_vote = 1", "cluster.pre_vote");
+        assert_error_names(
+            "[cluster]\nelection_ticks = [10, \"x\"]",
+            "cluster.election_ticks[1]",
+        );
+        assert_error_names(
+            "[cluster]\nelection_ticks = [10, 20, 30]",
+            "cluster.election_ticks",
+        );
+        assert_error_names("[cluster]\ntick_ms = 1.5", "cluster.tick_ms");
+        assert_error_names("[cluster]\ntick_ms = -1", "cluster.tick_ms");
+        assert_error_names("cluster = 3", "cluster");
+        assert_error_names(
+            "[run]\nliveness_bound_secs = \"x\"",
+            "run.liveness_bound_secs",
+        );
+        assert_error_names("[network]\nloss = \"x\"", "network.loss");
+        assert_error_names("[workload]\nusers = 5000000000", "workload.users");
+        assert_error_names("[faults]\nmax_down = \"all\"", "faults.max_down");
+        assert_error_names("[faults]\nclock_drift = 1.0", "faults.clock_drift");
+        assert_error_names("events = 3", "events");
+        let line = error("[cluster]\ntick_ms = \"x\"");
+        assert!(
+            line.contains("non-negative integer, or a [min, max] pair"),
+            "{line}"
+        );
+        assert!(line.ends_with("(line 2, column 11)"), "{line}");
+    }
+
+    #[test]
+    fn syntax_errors_are_one_line_with_a_position() {
+        let line = error("[cluster\nnodes = 3\n");
+        assert!(line.starts_with("scenarios/x.toml: "), "{line}");
+        assert!(line.contains("(line 1, column 9)"), "{line}");
+        let line = error("[cluster]\nnodes = 3\nnodes = 5\n");
+        assert!(line.contains("line 3"), "{line}");
+    }
+
+    #[test]
+    fn bad_cluster_values_are_errors() {
+        assert_error_names("[cluster]\nnodes = 0", "cluster.nodes");
+        assert_error_names("[cluster]\nnodes = 8", "cluster.nodes");
+        assert_error_names("[cluster]\nnodes = [3, 8]", "cluster.nodes");
+        assert_error_names("[cluster]\nnodes = []", "cluster.nodes");
+        let line = error("[cluster]\nnodes = 8");
+        assert_eq!(
+            line,
+            "scenarios/x.toml: cluster.nodes: must be between 1 and 7, got 8"
+        );
+        assert_error_names(
+            "[cluster]\nelection_ticks = [2, 20]",
+            "cluster.election_ticks",
+        );
+        assert_error_names(
+            "[cluster]\nelection_ticks = [10, 10]",
+            "cluster.election_ticks",
+        );
+        assert_error_names(
+            "[cluster]\nelection_ticks = [10, 9]",
+            "cluster.election_ticks",
+        );
+        let heartbeat = "[cluster]\nheartbeat_ticks = [1, 10]\nelection_ticks = [10, 20]";
+        assert_error_names(heartbeat, "cluster.election_ticks");
+        assert_error_names("[cluster]\nheartbeat_ticks = 0", "cluster.heartbeat_ticks");
+        assert_error_names("[cluster]\ntick_ms = 0", "cluster.tick_ms");
+        assert_error_names("[cluster]\ntick_ms = 1001", "cluster.tick_ms");
+    }
+
+    #[test]
+    fn bad_values_in_other_sections_are_errors() {
+        assert_error_names("[run]\nduration_secs = 0", "run.duration_secs");
+        assert_error_names("[run]\nduration_secs = [1, 3601]", "run.duration_secs");
+        assert_error_names("[run]\nliveness_bound_secs = 0", "run.liveness_bound_secs");
+        assert_error_names("[network]\nloss = 1.5", "network.loss");
+        assert_error_names("[network]\nloss = 1.0", "network.loss");
+        assert_error_names("[network]\nloss = nan", "network.loss");
+        assert_error_names("[network]\nduplicate = -0.1", "network.duplicate");
+        assert_error_names(
+            "[network]\nreorder_delay_ms = [50, 5]",
+            "network.reorder_delay_ms",
+        );
+        assert_error_names("[workload]\nclients = 0", "workload.clients");
+        assert_error_names("[workload]\nclients = 257", "workload.clients");
+        assert_error_names("[workload]\nusers = 0", "workload.users");
+        assert_error_names(
+            "[workload]\nrate_per_client = 0",
+            "workload.rate_per_client",
+        );
+        assert_error_names(
+            "[workload]\nrate_per_client = inf",
+            "workload.rate_per_client",
+        );
+        assert_error_names(
+            "[workload]\nrequest_timeout_ms = 0",
+            "workload.request_timeout_ms",
+        );
+        let zero = "[workload]\nmix = { create = 0, send = 0 }";
+        assert_error_names(zero, "workload.mix");
+        assert_error_names("[workload]\nmix = {}", "workload.mix");
+        assert_error_names(
+            "[workload]\nmessage_chars = [5, 1]",
+            "workload.message_chars",
+        );
+        assert_error_names("[faults]\ncrash = -1", "faults.crash");
+        assert_error_names("[faults]\nclock_drift = [0.1, 1.0]", "faults.clock_drift");
+        assert_error_names("[faults]\ntorn_writes = 1.5", "faults.torn_writes");
+        assert_error_names("[faults]\ndowntime_ms = [0, 10]", "faults.downtime_ms");
+        assert_error_names(
+            "[faults]\ntorn_writes = 1.0\ncorrupt_tail = 2",
+            "faults.corrupt_tail",
+        );
+    }
+
+    #[test]
+    fn ranges_with_min_above_max_are_errors() {
+        assert_error_names("[cluster]\ntick_ms = [20, 5]", "cluster.tick_ms");
+        assert_error_names("[network]\nloss = [0.2, 0.1]", "network.loss");
+        assert_error_names("[faults]\nclock_drift = [2.0, 1.0]", "faults.clock_drift");
+        let line = error("[workload]\nclients = [16, 2]");
+        assert!(
+            line.ends_with("workload.clients: [16, 2]: min must not exceed max"),
+            "{line}"
+        );
+    }
+
+    fn event(body: &str) -> String {
+        format!("[[events]]\nat_ms = 100\naction = \"heal\"\n\n[[events]]\n{body}\n")
+    }
+
+    #[test]
+    fn bad_events_are_errors_naming_the_event_and_key() {
+        let beyond =
+            "[run]\nduration_secs = [10, 20]\n[[events]]\nat_ms = 20000\naction = \"heal\"";
+        assert_error_names(beyond, "events[0].at_ms");
+        let within =
+            "[run]\nduration_secs = [10, 20]\n[[events]]\nat_ms = 19999\naction = \"heal\"";
+        parse_ok(within);
+        let nine = format!(
+            "[cluster]\nnodes = 3\n{}",
+            event("at_ms = 1\naction = \"crash\"\nnode = 9")
+        );
+        assert_error_names(&nine, "events[1].node");
+        assert_error_names(
+            &event("at_ms = 1\naction = \"crash\"\nnode = 0"),
+            "events[1].node",
+        );
+        assert_error_names(
+            &event("at_ms = 1\naction = \"explode\""),
+            "events[1].action",
+        );
+        assert_error_names(&event("at_ms = 1\naction = \"crash\""), "events[1].node");
+        assert_error_names(&event("at_ms = 1\nnode = 1"), "events[1].action");
+        assert_error_names(&event("action = \"heal\""), "events[1].at_ms");
+        assert_error_names(
+            &event("at_ms = \"soon\"\naction = \"heal\""),
+            "events[1].at_ms",
+        );
+        let node_type = "at_ms = 1\naction = \"crash\"\nnode = \"boss\"";
+        assert_error_names(&event(node_type), "events[1].node");
+        let extra = "at_ms = 1\naction = \"crash\"\nnode = 1\nfactor = 2.0";
+        assert_error_names(&event(extra), "events[1].factor");
+        assert_error_names(
+            &event("at_ms = 1\naction = \"heal\"\nnode = 1"),
+            "events[1].node",
+        );
+        let split = "at_ms = 1\naction = \"split\"\nminority = []";
+        assert_error_names(&event(split), "events[1].minority");
+        let split_all = "at_ms = 1\naction = \"split\"\nminority = [1, 2, 3]";
+        assert_error_names(&event(split_all), "events[1].minority");
+        let twice = "[cluster]\nnodes = 5\n".to_string()
+            + &event("at_ms = 1\naction = \"split\"\nminority = [1, 1]");
+        assert_error_names(&twice, "events[1].minority");
+        let self_link = "at_ms = 1\naction = \"one_way\"\nfrom = 1\nto = 1";
+        assert_error_names(&event(self_link), "events[1].to");
+        assert_error_names(
+            &event("at_ms = 1\naction = \"one_way\"\nfrom = 1"),
+            "events[1].to",
+        );
+        let latency = "at_ms = 1\naction = \"latency\"\nms = [5, 1]";
+        assert_error_names(&event(latency), "events[1].ms");
+        let drift = "at_ms = 1\naction = \"clock_drift\"\nnode = 1\nfactor = 0.05";
+        assert_error_names(&event(drift), "events[1].factor");
+        let torn = "at_ms = 1\naction = \"power_loss\"\nnode = 1\ntorn = \"yes\"";
+        assert_error_names(&event(torn), "events[1].torn");
+        let inline =
+            "events = [{ at_ms = 1, action = \"heal\" }, { at_ms = 2, action = \"crash\" }]";
+        assert_error_names(inline, "events[1].node");
+    }
+
+    #[test]
+    fn story_is_the_first_comment_line() {
+        assert_eq!(
+            parse_ok("# the leader crashes\n[run]\n").story,
+            "the leader crashes"
+        );
+        assert_eq!(parse_ok("#tight\n").story, "tight");
+        assert_eq!(
+            parse_ok("# postmortem: lost write  \r\n").story,
+            "postmortem: lost write"
+        );
+        assert_eq!(parse_ok("[run]\n# not first\n").story, "");
+        assert_eq!(parse_ok("\n# second line\n").story, "");
+    }
+
+    #[test]
+    fn load_reads_the_file_and_reports_a_missing_one_in_one_line() {
+        let dir = std::env::temp_dir().join(format!("raftchat-scenario-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("leader-crash.toml");
+        std::fs::write(&path, "# the leader crashes\n[cluster]\nnodes = 5\n").expect("write");
+        let loaded = Scenario::load(&path).expect("loads");
+        assert_eq!(
+            (loaded.name.as_str(), loaded.story.as_str()),
+            ("leader-crash", "the leader crashes")
+        );
+        assert_eq!(loaded.path, path);
+        let missing = dir.join("missing.toml");
+        let line = Scenario::load(&missing)
+            .expect_err("missing file")
+            .to_string();
+        assert!(
+            line.starts_with(&format!("{}: cannot read: ", missing.display())),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn draw_is_deterministic_per_seed_and_varies_across_seeds() {
+        let s = parse_ok(FULL);
+        for seed in 0..50 {
+            assert_eq!(s.draw(seed), s.draw(seed));
+        }
+        let draws: Vec<Drawn> = (0..50).map(|seed| s.draw(seed)).collect();
+        let distinct = |f: &dyn Fn(&Drawn) -> String| {
+            let mut values: Vec<String> = draws.iter().map(f).collect();
+            values.sort();
+            values.dedup();
+            values.len()
+        };
+        assert!(distinct(&|d| d.tick_ms.to_string()) > 5);
+        assert!(distinct(&|d| d.clients.to_string()) > 5);
+        assert!(distinct(&|d| format!("{:.6}", d.loss)) > 40);
+        assert!(distinct(&|d| format!("{:?}", d.clock_drift)) > 40);
+        assert_eq!(distinct(&|d| d.nodes.to_string()), 2);
+        for d in &draws {
+            assert!((5..=20).contains(&d.tick_ms));
+            assert!((1..=3).contains(&d.heartbeat_ticks));
+            assert!((20..=40).contains(&d.duration_secs));
+            assert!((0.0..=0.1).contains(&d.loss));
+            assert!((1.0..=20.0).contains(&d.rate_per_client));
+            assert_eq!(d.clock_drift.len(), d.nodes as usize);
+            assert!(d.clock_drift.iter().all(|f| (0.8..=1.25).contains(f)));
+        }
+    }
+
+    #[test]
+    fn fixed_params_never_vary() {
+        let s = parse_ok(FULL);
+        let first = s.draw(0);
+        for seed in 1..100 {
+            let d = s.draw(seed);
+            assert_eq!(d.election_ticks, (12, 24));
+            assert_eq!(d.latency_ms, (2, 2));
+            assert_eq!(d.duplicate, 0.01);
+            assert_eq!(d.users, 20);
+            assert_eq!(d.request_timeout_ms, 500);
+            assert_eq!(d.power_loss_per_min, 1.0);
+            assert_eq!(d.partition_per_min, 0.5);
+            assert_eq!(d.torn_writes, 0.5);
+            assert_eq!(d.reorder_delay_ms, (10, 30));
+            assert_eq!(d.downtime_ms, (100, 2000));
+            assert_eq!((d.max_down, d.mix), (first.max_down, first.mix));
+            assert!(!d.pre_vote && !d.check_quorum);
+        }
+        let defaults = parse_ok("");
+        let d = defaults.draw(7);
+        assert_eq!(d, defaults.draw(8));
+        assert_eq!((d.nodes, d.tick_ms, d.clients, d.loss), (3, 10, 4, 0.0));
+        assert_eq!(d.clock_drift, vec![1.0; 3]);
+        assert_eq!(d.summary(&defaults), "");
+    }
+
+    #[test]
+    fn choice_picks_only_listed_values() {
+        let s = parse_ok("[cluster]\nnodes = [3, 5, 7]\n");
+        let mut seen: Vec<u32> = (0..200).map(|seed| s.draw(seed).nodes).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, [3, 5, 7]);
+    }
+
+    #[test]
+    fn events_naming_nodes_beyond_the_draw_are_dropped_and_counted() {
+        let s = parse_ok(FULL);
+        let three = (0..100)
+            .map(|seed| s.draw(seed))
+            .find(|d| d.nodes == 3)
+            .expect("a 3");
+        let five = (0..100)
+            .map(|seed| s.draw(seed))
+            .find(|d| d.nodes == 5)
+            .expect("a 5");
+        // `restart node 5` needs five nodes; `heal` at 9000 ms is within any duration.
+        assert_eq!(five.events.len() + five.events_dropped, s.events.len());
+        assert_eq!(three.events_dropped, 1);
+        assert!(three.events.iter().all(|e| e.action.fits(3)));
+        assert!(five.events.iter().any(|e| e.action
+            == Action::Restart {
+                node: NodeRef::Id(5)
+            }));
+        let late = "[run]\nduration_secs = [1, 60]\n[[events]]\nat_ms = 30000\naction = \"heal\"";
+        let s = parse_ok(late);
+        for seed in 0..20 {
+            let d = s.draw(seed);
+            assert_eq!(d.events.len() + d.events_dropped, 1);
+            assert_eq!(d.events_dropped == 1, d.duration_secs <= 30);
+        }
+    }
+
+    #[test]
+    fn summary_lists_drawn_range_values_only() {
+        let s = parse_ok(FULL);
+        let d = s.draw(42);
+        let summary = d.summary(&s);
+        assert!(summary.starts_with(&format!("nodes={} tick_ms={} ", d.nodes, d.tick_ms)));
+        for expected in [
+            format!("heartbeat_ticks={}", d.heartbeat_ticks),
+            format!("duration_secs={}", d.duration_secs),
+            format!("clients={}", d.clients),
+            format!("loss={:.3}", d.loss),
+            format!("reorder={:.3}", d.reorder),
+            format!("rate_per_client={:.3}", d.rate_per_client),
+            format!("crash_per_min={:.3}", d.crash_per_min),
+            format!("pause_per_min={:.3}", d.pause_per_min),
+            format!("corrupt_tail={:.3}", d.corrupt_tail),
+            "clock_drift=".to_string(),
+        ] {
+            assert!(
+                summary.contains(&expected),
+                "{expected:?} missing from {summary:?}"
+            );
+        }
+        for fixed in [
+            "duplicate=",
+            "users=",
+            "power_loss_per_min=",
+            "torn_writes=",
+            "latency",
+        ] {
+            assert!(
+                !summary.contains(fixed),
+                "{fixed:?} is fixed but in {summary:?}"
+            );
+        }
+        assert!(!summary.contains('\n'));
+        assert_eq!(summary, s.draw(42).summary(&s));
+    }
+
+    #[test]
+    fn mix_picks_by_weight() {
+        let mix = Mix {
+            send: 3,
+            fetch: 1,
+            ..Mix::zero()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let picks: Vec<OpKind> = (0..4000).map(|_| mix.pick(&mut rng)).collect();
+        let sends = picks.iter().filter(|&&op| op == OpKind::Send).count();
+        let fetches = picks.iter().filter(|&&op| op == OpKind::Fetch).count();
+        assert_eq!(
+            sends + fetches,
+            picks.len(),
+            "zero weights are never picked"
+        );
+        assert!(
+            (2800..3200).contains(&sends),
+            "sends {sends} of 4000 at weight 3/4"
+        );
+        let names: Vec<&str> = OpKind::ALL.iter().map(OpKind::name).collect();
+        assert_eq!(
+            names,
+            ["create", "check", "list", "delete", "send", "fetch"]
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics_and_errors_are_one_line() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0x6A5B);
+        let alphabet = b"[]{}=\"'#.,\n\t -_0123456789abcdefxyz";
+        for case in 0..600 {
+            let text = match case % 3 {
+                0 => {
+                    let bytes: Vec<u8> = (0..rng.gen_range(0..200)).map(|_| rng.gen()).collect();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+                1 => (0..rng.gen_range(0..200))
+                    .map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())]))
+                    .collect(),
+                _ => {
+                    // Mutations of a valid file reach deep into the validation.
+                    let mut bytes = FULL.as_bytes().to_vec();
+                    for _ in 0..rng.gen_range(1..4) {
+                        let at = rng.gen_range(0..bytes.len());
+                        bytes[at] = alphabet[rng.gen_range(0..alphabet.len())];
+                    }
+                    bytes.truncate(rng.gen_range(bytes.len() / 2..=bytes.len()));
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+            };
+            match parse(&text) {
+                Ok(scenario) => {
+                    let drawn = scenario.draw(case);
+                    assert!(!drawn.summary(&scenario).contains('\n'));
+                }
+                Err(e) => {
+                    let line = e.to_string();
+                    assert!(!line.contains('\n'), "not one line: {line:?}");
+                    assert!(line.starts_with("scenarios/x.toml: "), "{line:?}");
+                }
+            }
+        }
+    }
+}

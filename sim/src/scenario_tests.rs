@@ -1,0 +1,98 @@
+//! Every scenario in `scenarios/` runs as a test: a handful of seeds each must pass every
+//! check, and one seed run twice must produce byte-identical traces and histories.
+
+use crate::cluster::{run_seed, RunOptions};
+use crate::scenario::Scenario;
+use crate::trace::fnv1a;
+use std::path::PathBuf;
+
+/// Seeds per scenario in the test suite; sweeps run many more.
+const SEEDS_PER_SCENARIO: u64 = 4;
+
+fn scenarios() -> Vec<Scenario> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("the scenarios directory")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no scenarios in {}", dir.display());
+    paths
+        .iter()
+        .map(|p| Scenario::load(p).unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
+#[test]
+fn every_scenario_passes_its_seeds() {
+    let mut failures = Vec::new();
+    for scenario in scenarios() {
+        assert!(
+            !scenario.story.is_empty(),
+            "{}: the first line must tell its story",
+            scenario.name
+        );
+        for seed in 0..SEEDS_PER_SCENARIO {
+            let report = run_seed(&scenario, seed, RunOptions::default());
+            if let Some(v) = report.violation {
+                failures.push(format!(
+                    "{} seed {seed}: {} at {:?}: {}",
+                    scenario.name, v.failure.check, v.time, v.failure.detail
+                ));
+            } else {
+                assert!(
+                    report.operations.0 > 0,
+                    "{} seed {seed}: no operation succeeded",
+                    scenario.name
+                );
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "failing seeds:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_scenario_replays_byte_for_byte() {
+    for scenario in scenarios() {
+        let options = RunOptions { trace: true };
+        let first = run_seed(&scenario, 7, options);
+        let second = run_seed(&scenario, 7, options);
+        let trace = |r: &crate::cluster::RunReport| fnv1a(r.trace.as_deref().unwrap_or_default());
+        assert!(
+            first.trace.as_ref().is_some_and(|t| !t.is_empty()),
+            "{}: empty trace",
+            scenario.name
+        );
+        assert_eq!(
+            trace(&first),
+            trace(&second),
+            "{}: traces differ",
+            scenario.name
+        );
+        assert_eq!(
+            fnv1a(&first.history),
+            fnv1a(&second.history),
+            "{}: histories differ",
+            scenario.name
+        );
+    }
+}
+
+#[test]
+fn a_broken_scenario_file_is_one_clear_error() {
+    let dir = std::env::temp_dir().join(format!("raftchat-sim-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "# bad\n[workload]\nclients = 0\n").unwrap();
+    let error = Scenario::load(&path).unwrap_err().to_string();
+    assert!(
+        error.contains("bad.toml") && error.contains("workload.clients"),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "{error}");
+}

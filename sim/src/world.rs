@@ -1,0 +1,214 @@
+//! What one simulated run shares among its nodes, clients and nemesis: the trace, the history,
+//! the online checker, and the first violation. Every node's runtime reports to it through the
+//! `Observer` hook; everything runs on madsim's single thread, so a plain mutex never contends.
+
+use crate::checker::{Checker, Failure};
+use crate::history::History;
+use crate::trace::Trace;
+use raftchat::raft::MessageBody;
+use raftchat::types::NodeId;
+use raftchat_node::observer::{Event, Observer};
+use serde_json::json;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The first broken property of a run, with when and where.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    /// The failed check.
+    pub failure: Failure,
+    /// Simulated time since the start of the run.
+    pub time: Duration,
+    /// The end of the trace (or history) leading to it.
+    pub context: String,
+}
+
+/// Counters for the benchmark and the summary.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Raft messages handed to the transport.
+    pub messages_sent: u64,
+    /// Messages dropped, duplicated, or delayed by the fault layer.
+    pub messages_dropped: u64,
+    /// Duplicated.
+    pub messages_duplicated: u64,
+    /// Delayed (reordered).
+    pub messages_delayed: u64,
+    /// Sync batches written.
+    pub persisted_batches: u64,
+}
+
+/// The mutable part of the world.
+#[derive(Default)]
+pub struct WorldState {
+    /// The trace, when enabled.
+    pub trace: Option<Trace>,
+    /// The client history.
+    pub history: History,
+    /// The online checker.
+    pub checker: Checker,
+    /// The first violation.
+    pub violation: Option<Violation>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// The shared world of one run.
+pub struct World {
+    start: Instant,
+    state: Mutex<WorldState>,
+    tracing: bool,
+}
+
+impl World {
+    /// A world starting now, with or without a trace.
+    pub fn new(tracing: bool) -> World {
+        let state = WorldState {
+            trace: tracing.then(Trace::default),
+            ..WorldState::default()
+        };
+        World {
+            start: Instant::now(),
+            state: Mutex::new(state),
+            tracing,
+        }
+    }
+
+    /// Simulated time since the start.
+    pub fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Runs `f` on the state.
+    pub fn with<R>(&self, f: impl FnOnce(&mut WorldState) -> R) -> R {
+        f(&mut self.state.lock().expect("world lock"))
+    }
+
+    /// Records a trace event, if tracing; `fields` is built only then.
+    pub fn trace(
+        &self,
+        node: Option<NodeId>,
+        kind: &str,
+        fields: impl FnOnce() -> serde_json::Value,
+    ) {
+        if !self.tracing {
+            return;
+        }
+        let time = self.now();
+        self.with(|s| {
+            if let Some(trace) = s.trace.as_mut() {
+                trace.record(time, node.map(|n| n.0), kind, fields());
+            }
+        });
+    }
+
+    /// Records a violation unless one is already recorded.
+    pub fn violate(&self, failure: Failure) {
+        let time = self.now();
+        self.with(|s| {
+            if s.violation.is_none() {
+                let context = s.trace.as_ref().map(|t| t.tail(30)).unwrap_or_default();
+                s.violation = Some(Violation {
+                    failure,
+                    time,
+                    context,
+                });
+            }
+        });
+    }
+
+    /// Whether a violation has been recorded.
+    pub fn violated(&self) -> bool {
+        self.with(|s| s.violation.is_some())
+    }
+
+    fn check(&self, result: Result<(), Failure>) {
+        if let Err(failure) = result {
+            self.violate(failure);
+        }
+    }
+}
+
+fn message_fields(message: &raftchat::raft::Message) -> serde_json::Value {
+    let mut fields = json!({
+        "from": format!("{}", message.from),
+        "to": format!("{}", message.to),
+        "term": message.term.0,
+        "message": message.body.kind(),
+    });
+    if let MessageBody::AppendEntries {
+        prev_log_index,
+        entries,
+        leader_commit,
+        ..
+    } = &message.body
+    {
+        fields["prev_index"] = json!(prev_log_index.0);
+        fields["entries"] = json!(entries.len());
+        fields["commit"] = json!(leader_commit.0);
+    }
+    fields
+}
+
+impl Observer for World {
+    fn wants_messages(&self) -> bool {
+        true
+    }
+
+    fn event(&self, node: NodeId, event: &Event<'_>) {
+        match event {
+            Event::Recovered {
+                hard_state,
+                entry_count,
+                torn_tail_bytes,
+            } => {
+                self.with(|s| s.checker.node_started(node));
+                self.trace(Some(node), "recovered", || {
+                    json!({
+                        "term": hard_state.term.0,
+                        "entries": entry_count,
+                        "commit": hard_state.commit_index.0,
+                        "torn_tail_bytes": torn_tail_bytes,
+                    })
+                });
+            }
+            Event::Status(status) => {
+                let result = self.with(|s| s.checker.status(node, *status));
+                self.trace(Some(node), "status", || {
+                    json!({
+                        "role": status.role.name(),
+                        "term": status.term.0,
+                        "leader": status.leader.map(|l| l.0),
+                        "commit": status.commit_index.0,
+                        "applied": status.applied_index.0,
+                    })
+                });
+                self.check(result);
+            }
+            Event::Persisted { bytes } => {
+                self.with(|s| s.stats.persisted_batches += 1);
+                self.trace(Some(node), "persist", || json!({ "bytes": bytes }));
+            }
+            Event::Sent(message) => {
+                self.with(|s| s.stats.messages_sent += 1);
+                self.trace(Some(node), "send", || message_fields(message));
+            }
+            Event::Received(message) => {
+                self.trace(Some(node), "receive", || message_fields(message));
+            }
+            Event::Applied(applied) => {
+                let result = self.with(|s| s.checker.applied(node, applied));
+                self.trace(Some(node), "apply", || {
+                    json!({ "index": applied.index.0, "term": applied.term.0,
+                            "command": applied.command.as_ref().map(|c| format!("{c:?}")) })
+                });
+                self.check(result);
+            }
+            Event::Stopped { reason } => {
+                self.with(|s| s.checker.node_stopped(node, reason));
+                self.trace(Some(node), "stopped", || json!({ "reason": reason }));
+            }
+        }
+    }
+}
