@@ -62,7 +62,7 @@ impl RaftLog {
 
     /// Term of the entry at `index`, if the log holds it.
     pub fn term(&self, index: LogIndex) -> Option<Term> {
-        if index.0 + 1 == self.first_index.0 {
+        if index.0.checked_add(1) == Some(self.first_index.0) {
             return Some(self.prefix_term);
         }
         self.entry(index).map(|e| e.term)

@@ -106,8 +106,9 @@ impl Config {
         if self.election_timeout_ticks_min <= self.heartbeat_interval_ticks {
             return fail("election timeout must exceed the heartbeat interval");
         }
-        if self.election_timeout_ticks_max <= self.election_timeout_ticks_min {
-            return fail("election timeout range is empty (max must exceed min)");
+        if self.election_timeout_ticks_max < self.election_timeout_ticks_min + 2 {
+            // A fixed timeout lets candidates that started together split the vote forever.
+            return fail("election timeout range needs at least two values (max >= min + 2)");
         }
         if self.append_entries_max == 0 || self.inflight_appends_max == 0 {
             return fail("append batch and inflight window must be at least 1");
@@ -298,17 +299,12 @@ impl Raft {
         let mut previous_term = Term(0);
         for (k, entry) in entries.iter().enumerate() {
             if entry.index.0 != k as u64 + 1 {
-                return Err(RestoreError(format!(
-                    "entry {} found at position {}",
-                    entry.index,
-                    k + 1
-                )));
+                let reason = format!("entry {} found at position {}", entry.index, k + 1);
+                return Err(RestoreError(reason));
             }
-            if entry.term < previous_term || entry.term > hard_state.term {
-                return Err(RestoreError(format!(
-                    "entry {} has out-of-order term {}",
-                    entry.index, entry.term
-                )));
+            if entry.term < previous_term {
+                let reason = format!("entry {} has out-of-order term {}", entry.index, entry.term);
+                return Err(RestoreError(reason));
             }
             previous_term = entry.term;
         }
@@ -319,8 +315,23 @@ impl Raft {
                 entries.len()
             )));
         }
+        // A torn batch can keep its entries yet lose the hard state written after them. Nothing
+        // in that lost record was promised to anyone (a Ready's messages leave only after its
+        // batch is synced), so the node adopts its last entry's term, with no vote. The next
+        // Ready persists it.
+        let mut effective = hard_state;
+        if previous_term > hard_state.term {
+            effective = HardState {
+                term: previous_term,
+                vote: None,
+                ..hard_state
+            };
+        }
         let log = RaftLog::restore(entries, hard_state.commit_index);
-        Raft::build(config, rng, hard_state, log).map_err(|e| RestoreError(e.to_string()))
+        let mut raft =
+            Raft::build(config, rng, effective, log).map_err(|e| RestoreError(e.to_string()))?;
+        raft.persisted_hard_state = hard_state;
+        Ok(raft)
     }
 
     fn build(
@@ -389,6 +400,10 @@ impl Raft {
         self.assert_not_pending();
         let known = self.config.voters.contains(&message.from);
         if message.to != self.config.id || message.from == self.config.id || !known {
+            return;
+        }
+        if !is_well_formed(&message) {
+            // Checksums make this a peer's bug, not line noise; it must not become ours.
             return;
         }
         if !self.reconcile_term(&message) {
@@ -1020,4 +1035,35 @@ impl Raft {
             }
         }
     }
+}
+
+/// Terms beyond this are refused from the network: no real cluster gets near it, and a term that
+/// could overflow when incremented must never be adopted.
+const TERM_MAX: u64 = u64::MAX / 2;
+
+/// Whether a message is internally consistent: a sane term, and AppendEntries entries that are
+/// contiguous from `prev_log_index + 1` with terms between `prev_log_term` and the sender's term.
+fn is_well_formed(message: &Message) -> bool {
+    if message.term.0 > TERM_MAX {
+        return false;
+    }
+    let MessageBody::AppendEntries {
+        prev_log_index,
+        prev_log_term,
+        entries,
+        ..
+    } = &message.body
+    else {
+        return true;
+    };
+    let mut expected_index = prev_log_index.0.checked_add(1);
+    let mut previous_term = *prev_log_term;
+    for entry in entries {
+        if Some(entry.index.0) != expected_index || entry.term < previous_term {
+            return false;
+        }
+        expected_index = entry.index.0.checked_add(1);
+        previous_term = entry.term;
+    }
+    previous_term <= message.term
 }

@@ -649,7 +649,6 @@ fn restart_refuses_inconsistent_persisted_state() {
     let bad: Vec<(HardState, Vec<Entry>)> = vec![
         (hs(2, 0), vec![entry(2, 1)]),
         (hs(2, 0), vec![entry(1, 2), entry(2, 1)]),
-        (hs(1, 0), vec![entry(1, 2)]),
         (hs(2, 3), vec![entry(1, 1)]),
     ];
     for (hard_state, entries) in bad {
@@ -943,4 +942,68 @@ fn thesis_4_2_3_followers_in_lease_ignore_vote_requests() {
     net.node(2).step(vote_request(3, 2, 9, 99, 9));
     assert_eq!(net.node(2).term, Term(1));
     assert!(flush(net.node(2)).is_empty());
+}
+
+/// A power loss can tear a batch after its entries and before its hard state. The node must
+/// still start: it adopts its last entry's term with no vote, since the lost hard state was
+/// never acted upon, and persists that term in its next Ready.
+#[test]
+fn restart_after_a_torn_batch_adopts_the_last_entry_term() {
+    let entries = vec![entry(1, 1), entry(2, 3)];
+    let hard_state = HardState {
+        term: Term(1),
+        vote: Some(NodeId(2)),
+        commit_index: LogIndex(1),
+    };
+    let mut r = Raft::restart(
+        config(1, 3),
+        ChaCha8Rng::seed_from_u64(1),
+        hard_state,
+        entries,
+    )
+    .unwrap();
+    assert_eq!(r.term, Term(3));
+    assert_eq!(r.vote, None);
+    let ready = r.ready().unwrap();
+    assert_eq!(
+        ready.hard_state.map(|h| (h.term, h.vote)),
+        Some((Term(3), None))
+    );
+    r.advance();
+}
+
+/// A single-node cluster's election batch (the no-op and its term) torn before the hard state.
+#[test]
+fn single_node_restarts_after_losing_the_hard_state_of_its_election_batch() {
+    let mut r = raft(1, 1);
+    tick_until_campaign(&mut r);
+    let ready = r.ready().unwrap();
+    let restarted = Raft::restart(
+        config(1, 1),
+        ChaCha8Rng::seed_from_u64(9),
+        HardState::default(),
+        ready.entries,
+    );
+    assert!(restarted.is_ok(), "{:?}", restarted.err());
+}
+
+/// Malformed AppendEntries from the network are dropped, never trusted and never a panic.
+#[test]
+fn malformed_append_entries_are_dropped() {
+    let bad: Vec<Message> = vec![
+        append(1, 2, 2, (0, 0), vec![entry(2, 1)], 0),
+        append(1, 2, 2, (0, 0), vec![entry(1, 2), entry(3, 2)], 0),
+        append(1, 2, 2, (0, 0), vec![entry(1, 2), entry(2, 1)], 0),
+        append(1, 2, 2, (0, 0), vec![entry(1, 3)], 0),
+        append(1, 2, 2, (3, 5), vec![entry(4, 2)], 0),
+        append(1, 2, 2, (u64::MAX, 1), vec![entry(0, 2)], 0),
+        append(1, 2, 2, (u64::MAX, 1), vec![], 0),
+        append(1, 2, u64::MAX, (0, 0), vec![], 0),
+    ];
+    for m in bad {
+        let mut r = raft(2, 3);
+        r.step(m.clone());
+        assert_eq!(r.log.last_index(), LogIndex(0), "{m:?}");
+        let _ = flush(&mut r);
+    }
 }
