@@ -54,6 +54,16 @@ enum Command {
         #[arg(long)]
         check_determinism: bool,
     },
+    /// Measure the simulator: wall time per seed, simulated seconds per wall second, messages
+    /// per wall second, on one core (seeds run one after another).
+    Bench {
+        /// The scenario (default: the standard 5-node, 16-client, 60-second chaos scenario).
+        #[arg(default_value = "sim/bench/standard.toml")]
+        scenario: PathBuf,
+        /// How many seeds.
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+    },
 }
 
 /// Runs the command line; returns the exit code.
@@ -86,6 +96,7 @@ pub fn main() -> i32 {
             jobs,
             check_determinism,
         } => sweep(&scenarios, seeds, from, jobs, check_determinism),
+        Command::Bench { scenario, seeds } => bench(&scenario, seeds),
     };
     match result {
         Ok(code) => code,
@@ -292,4 +303,39 @@ fn sweep(
         failed.len()
     );
     Ok(if failed.is_empty() { 0 } else { 1 })
+}
+
+fn bench(path: &Path, seeds: u64) -> Result<i32, String> {
+    let scenario = Scenario::load(path).map_err(|e| e.to_string())?;
+    let (mut wall_total, mut simulated_total, mut messages_total) = (0.0, 0.0, 0u64);
+    let mut failed = 0;
+    for seed in 0..seeds {
+        let started = Instant::now();
+        let report = run_seed(&scenario, seed, RunOptions::default());
+        let wall = started.elapsed().as_secs_f64();
+        let simulated = report.simulated.as_secs_f64();
+        failed += usize::from(report.violation.is_some());
+        println!(
+            "seed {seed}: {wall:.2}s wall, {simulated:.1}s simulated ({:.0} sim-s/s), {} messages \
+             ({:.0}/s), {} operations",
+            simulated / wall,
+            report.stats.messages_sent,
+            report.stats.messages_sent as f64 / wall,
+            report.operations.0 + report.operations.1 + report.operations.2,
+        );
+        wall_total += wall;
+        simulated_total += simulated;
+        messages_total += report.stats.messages_sent;
+    }
+    let n = seeds.max(1) as f64;
+    println!(
+        "{}: {:.2}s wall per seed; {:.0} simulated seconds per wall second; {:.0} messages per \
+         wall second; {:.2} seeds per second per core",
+        scenario.name,
+        wall_total / n,
+        simulated_total / wall_total.max(1e-9),
+        messages_total as f64 / wall_total.max(1e-9),
+        n / wall_total.max(1e-9),
+    );
+    Ok(if failed == 0 { 0 } else { 1 })
 }
