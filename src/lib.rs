@@ -11,6 +11,8 @@
 pub mod chat;
 pub mod codec;
 pub mod limits;
+#[cfg(feature = "mutants")]
+pub mod mutants;
 pub mod raft;
 pub mod replica;
 pub mod storage;

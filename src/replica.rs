@@ -31,6 +31,7 @@ pub struct Work {
     pub write: Vec<u8>,
     /// Messages to send AFTER the write is synced.
     pub messages: Vec<Message>,
+    entries: Vec<crate::raft::Entry>,
     committed: Vec<crate::raft::Entry>,
 }
 
@@ -38,6 +39,11 @@ impl Work {
     /// Whether the host must write and sync before sending.
     pub fn must_sync(&self) -> bool {
         !self.write.is_empty()
+    }
+
+    /// The log entries `write` persists (for observers; the bytes are what matters).
+    pub fn entries(&self) -> &[crate::raft::Entry] {
+        &self.entries
     }
 
     /// How many committed entries `complete` will apply.
@@ -129,6 +135,7 @@ impl Replica {
         Some(Work {
             write,
             messages: ready.messages,
+            entries: ready.entries,
             committed: ready.committed_entries,
         })
     }

@@ -68,6 +68,8 @@ pub struct NodeConfig {
     pub pre_vote: bool,
     /// Raft check-quorum (thesis §6.2).
     pub check_quorum: bool,
+    /// Most entries in one AppendEntries.
+    pub append_entries_max: usize,
     /// A peer connection whose receiver has acknowledged nothing for this long, while frames
     /// were sent, is considered stalled and replaced by a new one.
     pub peer_silence_timeout: Duration,
@@ -96,6 +98,7 @@ impl NodeConfig {
             heartbeat_ticks: 3,
             pre_vote: true,
             check_quorum: true,
+            append_entries_max: limits::APPEND_ENTRIES_MAX,
             peer_silence_timeout: Duration::from_millis(500),
             reconnect_backoff: (Duration::from_millis(20), Duration::from_millis(500)),
             seed: id.0,
@@ -111,6 +114,7 @@ impl NodeConfig {
         config.heartbeat_interval_ticks = self.heartbeat_ticks;
         config.pre_vote = self.pre_vote;
         config.check_quorum = self.check_quorum;
+        config.append_entries_max = self.append_entries_max;
         config
     }
 

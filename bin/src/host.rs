@@ -146,7 +146,7 @@ async fn recover<D: Disk>(
         config.id,
         &Event::Recovered {
             hard_state: recovered.hard_state,
-            entry_count: recovered.entries.len(),
+            entries: &recovered.entries,
             torn_tail_bytes,
         },
     );
@@ -208,7 +208,17 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             let _ = reply.send(ResponseBody::Busy);
             return;
         }
+        #[cfg(feature = "mutants")]
+        let premature = self.premature_answer(&command);
         match self.replica.propose(command) {
+            #[cfg(feature = "mutants")]
+            Ok((index, _)) if premature.is_some() => {
+                let premature = premature.expect("checked just above");
+                let _ = reply.send(ResponseBody::Applied {
+                    index,
+                    outcome: premature(index),
+                });
+            }
             Ok((index, term)) => {
                 let previous = self.waiters.insert(index, Waiter { term, reply });
                 // A fresh index is never reused by the same leader.
@@ -223,6 +233,38 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         }
     }
 
+    /// Mutant `reply-before-apply`: the answer a careless server gives at proposal time: success
+    /// for every write, and reads served from the local, possibly stale, state.
+    #[cfg(feature = "mutants")]
+    fn premature_answer(
+        &self,
+        command: &raftchat::chat::Command,
+    ) -> Option<impl FnOnce(LogIndex) -> raftchat::chat::Outcome> {
+        use raftchat::chat::{Command, Outcome, Reply, Status};
+        use raftchat::mutants::{is_active, Mutant};
+        if !is_active(Mutant::ReplyBeforeApply) {
+            return None;
+        }
+        let read = match command {
+            Command::Client { operation, .. } if operation.is_read_only() => {
+                Some(self.replica.chat().query(operation))
+            }
+            _ => None,
+        };
+        let registering = matches!(command, Command::RegisterClient);
+        Some(move |index: LogIndex| match (registering, read) {
+            (true, _) => Outcome::Registered(raftchat::types::ClientId(index.0)),
+            (false, Some(reply)) => Outcome::Replied {
+                reply,
+                duplicate: false,
+            },
+            (false, None) => Outcome::Replied {
+                reply: Reply::new(Status::Success),
+                duplicate: false,
+            },
+        })
+    }
+
     /// Executes the replica's work in its prescribed order until it has none.
     async fn process_ready(&mut self) -> Result<(), NodeError> {
         while let Some(mut work) = self.replica.ready() {
@@ -232,9 +274,11 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     .await
                     .map_err(NodeError::Disk)?;
                 self.disk.sync().await.map_err(NodeError::Disk)?;
-                let bytes = work.write.len();
-                self.observer
-                    .event(self.config.id, &Event::Persisted { bytes });
+                let event = Event::Persisted {
+                    bytes: work.write.len(),
+                    entries: work.entries(),
+                };
+                self.observer.event(self.config.id, &event);
             }
             for message in std::mem::take(&mut work.messages) {
                 if self.observer.wants_messages() {

@@ -3,7 +3,7 @@
 //! properties after every event. Per-message events are only produced when asked for, so a node
 //! without a tracing observer pays nothing for them.
 
-use raftchat::raft::{HardState, Message, Status};
+use raftchat::raft::{Entry, HardState, Message, Status};
 use raftchat::replica::Applied;
 use raftchat::types::NodeId;
 
@@ -14,8 +14,8 @@ pub enum Event<'a> {
     Recovered {
         /// The recovered hard state.
         hard_state: HardState,
-        /// Entries in the recovered log.
-        entry_count: usize,
+        /// The recovered log.
+        entries: &'a [Entry],
         /// Bytes of torn tail that were cut off.
         torn_tail_bytes: u64,
     },
@@ -25,6 +25,8 @@ pub enum Event<'a> {
     Persisted {
         /// Bytes written.
         bytes: usize,
+        /// The log entries it held; each replaces any entry at its index or later.
+        entries: &'a [Entry],
     },
     /// A Raft message was handed to the transport.
     Sent(&'a Message),

@@ -2,8 +2,8 @@
 //!
 //! Each peer gets one outbound connection, fed by a bounded queue and driven by its own task:
 //! it connects (with backoff), introduces itself with `PeerHello`, then streams batches of
-//! frames, flushing after each. Raft tolerates loss, so a full queue drops and a broken
-//! connection discards what was queued while it was down: stale messages are worth nothing.
+//! frames, flushing after each. Raft tolerates loss, so a full queue drops, and while a
+//! connection is down only the newest messages are kept for the next one.
 //!
 //! The receiver acknowledges frames on the same connection (`PeerAck`). A sender whose frames
 //! go unacknowledged for `peer_silence_timeout` drops the connection and dials again: a stalled
@@ -30,6 +30,8 @@ use tokio::time::{sleep, timeout, Instant};
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MAX: usize = 4096;
+/// Messages kept queued for a peer across a reconnection; older ones are dropped.
+const PEER_BACKLOG_KEPT: usize = 256;
 /// Frames written in one batch (one write, one flush).
 const PEER_BATCH_FRAMES_MAX: usize = 256;
 /// An inbound connection acknowledges at least every this many frames.
@@ -110,7 +112,8 @@ async fn run_peer_sender(
         }
         sleep(backoff).await;
         backoff = (backoff * 2).min(backoff_max);
-        while queue.try_recv().is_ok() {}
+        // Keep only the newest messages for the next connection: the oldest are the stalest.
+        while queue.len() > PEER_BACKLOG_KEPT && queue.try_recv().is_ok() {}
         if queue.is_closed() {
             return;
         }

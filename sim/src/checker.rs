@@ -8,9 +8,19 @@
 //!   proves that nothing committed was lost across crashes and power loss: a node that lost a
 //!   committed entry applies something else at that index, or stalls below it.
 //! - Exactly once: no session command is applied (not answered from the session table) twice.
+//! - Log matching: two nodes' logs holding an entry of the same index and term are identical up
+//!   to it. Each node's persisted log is mirrored with a hash chained over every entry.
+//! - Leader completeness: a new leader's log holds every entry applied anywhere before it was
+//!   elected (checked at its first persisted batch, when its whole log is on disk).
+//! - One vote per term: a node never grants its vote in a term to two candidates, even across
+//!   restarts (Raft Figure 2: the vote is persistent state).
+//! - The commitment rule (Raft §5.4.2): a leader advances its commit index only onto an entry
+//!   of its own term; older entries are committed only indirectly.
+//! - Committed entries stay durable: after every recovery (the one moment a power loss can
+//!   take data away), every applied entry is still in the logs of a majority.
 
 use raftchat::chat::{Command, Outcome};
-use raftchat::raft::{RoleKind, Status};
+use raftchat::raft::{Entry, EntryData, RoleKind, Status};
 use raftchat::replica::Applied;
 use raftchat::types::{ClientId, LogIndex, NodeId, Term};
 use std::collections::BTreeMap;
@@ -41,6 +51,45 @@ struct Life {
     applied_index: LogIndex,
     status: Option<Status>,
     stopped: Option<String>,
+    /// Set when the node became leader: the term, and how far the log was applied anywhere at
+    /// that moment; checked against its log at its next persisted batch.
+    completeness_due: Option<(Term, LogIndex)>,
+}
+
+/// A node's log as it last persisted it: per index, the entry's term and a hash chained over
+/// every entry up to it. Equal chains at an index mean equal logs up to it.
+#[derive(Clone, Debug, Default)]
+struct LogMirror {
+    entries: Vec<(Term, u64)>,
+}
+
+impl LogMirror {
+    /// Applies a persisted batch: each entry replaces its index and everything after.
+    fn write(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            let position = entry.index.0 as usize - 1;
+            self.entries.truncate(position);
+            let previous = self.entries.last().map_or(0, |&(_, chain)| chain);
+            self.entries.push((entry.term, chain_hash(previous, entry)));
+        }
+    }
+
+    fn term(&self, index: LogIndex) -> Option<Term> {
+        let position = usize::try_from(index.0).ok()?.checked_sub(1)?;
+        self.entries.get(position).map(|&(term, _)| term)
+    }
+}
+
+fn chain_hash(previous: u64, entry: &Entry) -> u64 {
+    let payload: &[u8] = match &entry.data {
+        EntryData::Noop => b"noop",
+        EntryData::Command(payload) => payload.as_bytes(),
+    };
+    let mut bytes = Vec::with_capacity(16 + payload.len());
+    bytes.extend_from_slice(&previous.to_le_bytes());
+    bytes.extend_from_slice(&entry.term.0.to_le_bytes());
+    bytes.extend_from_slice(payload);
+    crate::trace::fnv1a(&bytes)
 }
 
 /// One applied entry, as first seen.
@@ -58,12 +107,109 @@ pub struct Checker {
     applied: BTreeMap<LogIndex, AppliedEntry>,
     /// Where each session command first took effect (applied, not deduplicated).
     command_index: BTreeMap<(ClientId, u64), LogIndex>,
+    /// Each node's persisted log.
+    logs: BTreeMap<NodeId, LogMirror>,
+    /// The chain hash first seen for each (index, term).
+    chains: BTreeMap<(LogIndex, Term), u64>,
+    /// Voters in the cluster.
+    voter_count: usize,
+    /// The candidate each node voted for in each term, across its restarts.
+    votes: BTreeMap<(NodeId, Term), NodeId>,
 }
 
 impl Checker {
-    /// A node (re)started: its volatile state begins again.
-    pub fn node_started(&mut self, node: NodeId) {
+    /// A checker for a cluster of `voter_count` nodes.
+    pub fn new(voter_count: usize) -> Checker {
+        Checker {
+            voter_count,
+            ..Checker::default()
+        }
+    }
+
+    /// A node (re)started from its recovered log: its volatile state begins again, its log
+    /// mirror is what it read back, and every committed entry must still be on a majority.
+    pub fn node_started(&mut self, node: NodeId, entries: &[Entry]) -> Result<(), Failure> {
         self.lives.insert(node, Life::default());
+        let mut mirror = LogMirror::default();
+        mirror.write(entries);
+        self.logs.insert(node, mirror);
+        self.check_log_matching(node, entries)?;
+        self.check_committed_on_majority(node)
+    }
+
+    /// A node persisted a batch.
+    pub fn persisted(&mut self, node: NodeId, entries: &[Entry]) -> Result<(), Failure> {
+        self.logs.entry(node).or_default().write(entries);
+        self.check_log_matching(node, entries)?;
+        let due = self
+            .lives
+            .get_mut(&node)
+            .and_then(|life| life.completeness_due.take());
+        match due {
+            Some((term, applied)) => self.check_leader_completeness(node, term, applied),
+            None => Ok(()),
+        }
+    }
+
+    fn check_log_matching(&mut self, node: NodeId, entries: &[Entry]) -> Result<(), Failure> {
+        let mirror = &self.logs[&node];
+        for entry in entries {
+            let (term, chain) = mirror.entries[entry.index.0 as usize - 1];
+            let first = *self.chains.entry((entry.index, term)).or_insert(chain);
+            if first != chain {
+                let detail = format!(
+                    "entry {} of {term} differs from another node's, or follows a different log",
+                    entry.index
+                );
+                return fail("log_matching", node, detail);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every entry applied anywhere before `node` was elected for `term` is in its log.
+    fn check_leader_completeness(
+        &self,
+        node: NodeId,
+        term: Term,
+        applied: LogIndex,
+    ) -> Result<(), Failure> {
+        let mirror = &self.logs[&node];
+        for (&index, entry) in self.applied.range(..=applied) {
+            if mirror.term(index) != Some(entry.term) {
+                let detail = format!(
+                    "leader of {term} lacks committed entry {index} of {} (has {:?})",
+                    entry.term,
+                    mirror.term(index)
+                );
+                return fail("leader_completeness", node, detail);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every applied (hence committed) entry is in the persisted logs of a majority.
+    fn check_committed_on_majority(&self, node: NodeId) -> Result<(), Failure> {
+        if self.voter_count == 0 {
+            return Ok(());
+        }
+        let majority = self.voter_count / 2 + 1;
+        for (&index, entry) in &self.applied {
+            let holders = self
+                .logs
+                .values()
+                .filter(|log| log.term(index) == Some(entry.term))
+                .count();
+            if holders < majority {
+                let detail = format!(
+                    "after {node} recovered, committed entry {index} of {} is on {holders} \
+                     node(s), fewer than a majority",
+                    entry.term
+                );
+                return fail("committed_entry_lost", node, detail);
+            }
+        }
+        Ok(())
     }
 
     /// A node stopped on a fatal error (e.g. it refused a corrupt log).
@@ -76,9 +222,36 @@ impl Checker {
         self.lives.remove(&node);
     }
 
+    /// A node granted its vote in `term` to `candidate`.
+    pub fn vote_granted(
+        &mut self,
+        node: NodeId,
+        term: Term,
+        candidate: NodeId,
+    ) -> Result<(), Failure> {
+        let first = *self.votes.entry((node, term)).or_insert(candidate);
+        if first != candidate {
+            let detail = format!("voted for {first} and then for {candidate} in {term}");
+            return fail("one_vote_per_term", node, detail);
+        }
+        Ok(())
+    }
+
     /// A node reported a status change.
     pub fn status(&mut self, node: NodeId, status: Status) -> Result<(), Failure> {
+        let mirror_term = self
+            .logs
+            .get(&node)
+            .and_then(|log| log.term(status.commit_index));
         let life = self.lives.entry(node).or_default();
+        let advanced = status.commit_index > life.commit_index;
+        if status.role == RoleKind::Leader && advanced && mirror_term != Some(status.term) {
+            let detail = format!(
+                "leader of {} advanced its commit index to {}, an entry of {:?}",
+                status.term, status.commit_index, mirror_term
+            );
+            return fail("commitment_rule", node, detail);
+        }
         if status.commit_index < life.commit_index {
             let detail = format!(
                 "commit index went from {} to {}",
@@ -87,7 +260,14 @@ impl Checker {
             return fail("commit_monotonic", node, detail);
         }
         life.commit_index = status.commit_index;
+        let was_leading = life
+            .status
+            .is_some_and(|s| s.role == RoleKind::Leader && s.term == status.term);
         life.status = Some(status);
+        if status.role == RoleKind::Leader && !was_leading {
+            let applied = self.applied.keys().next_back().copied().unwrap_or_default();
+            life.completeness_due = Some((status.term, applied));
+        }
         if status.role == RoleKind::Leader {
             let first = *self.leaders.entry(status.term).or_insert(node);
             if first != node {
@@ -255,7 +435,7 @@ mod tests {
         assert!(checker
             .status(NodeId(1), status(RoleKind::Follower, 1, 5))
             .is_ok());
-        checker.node_started(NodeId(1));
+        checker.node_started(NodeId(1), &[]).unwrap();
         assert!(checker
             .status(NodeId(1), status(RoleKind::Follower, 1, 0))
             .is_ok());

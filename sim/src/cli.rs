@@ -35,6 +35,10 @@ enum Command {
         /// Run twice and require byte-identical traces and histories.
         #[arg(long)]
         check_determinism: bool,
+        /// Switch on one known bug (see `cargo sim mutants`).
+        #[cfg(feature = "mutants")]
+        #[arg(long)]
+        mutant: Option<String>,
     },
     /// Run many seeds of one or more scenarios in parallel; exit 1 if any seed fails.
     Sweep {
@@ -53,7 +57,14 @@ enum Command {
         /// Run every seed twice and require identical traces.
         #[arg(long)]
         check_determinism: bool,
+        /// Switch on one known bug (see `cargo sim mutants`).
+        #[cfg(feature = "mutants")]
+        #[arg(long)]
+        mutant: Option<String>,
     },
+    /// List the known bugs `--mutant` can switch on, one per line.
+    #[cfg(feature = "mutants")]
+    Mutants,
     /// Measure the simulator: wall time per seed, simulated seconds per wall second, messages
     /// per wall second, on one core (seeds run one after another).
     Bench {
@@ -82,21 +93,39 @@ pub fn main() -> i32 {
             trace,
             history,
             check_determinism,
-        } => run(
-            &scenario,
-            seed,
-            trace.as_deref(),
-            history.as_deref(),
-            check_determinism,
-        ),
+            #[cfg(feature = "mutants")]
+            mutant,
+        } => {
+            #[cfg(feature = "mutants")]
+            let selected = parse_mutant(mutant);
+            #[cfg(not(feature = "mutants"))]
+            let selected: Result<Selected, String> = Ok(());
+            let (trace, history) = (trace.as_deref(), history.as_deref());
+            selected.and_then(|m| run(&scenario, seed, trace, history, check_determinism, m))
+        }
         Command::Sweep {
             scenarios,
             seeds,
             from,
             jobs,
             check_determinism,
-        } => sweep(&scenarios, seeds, from, jobs, check_determinism),
+            #[cfg(feature = "mutants")]
+            mutant,
+        } => {
+            #[cfg(feature = "mutants")]
+            let selected = parse_mutant(mutant);
+            #[cfg(not(feature = "mutants"))]
+            let selected: Result<Selected, String> = Ok(());
+            selected.and_then(|m| sweep(&scenarios, seeds, from, jobs, check_determinism, m))
+        }
         Command::Bench { scenario, seeds } => bench(&scenario, seeds),
+        #[cfg(feature = "mutants")]
+        Command::Mutants => {
+            for mutant in raftchat::mutants::Mutant::ALL {
+                println!("{}", mutant.name());
+            }
+            Ok(0)
+        }
     };
     match result {
         Ok(code) => code,
@@ -105,6 +134,40 @@ pub fn main() -> i32 {
             2
         }
     }
+}
+
+/// The known bug a run switches on, if the simulator is built with them.
+#[cfg(feature = "mutants")]
+type Selected = Option<raftchat::mutants::Mutant>;
+/// Without the `mutants` feature there is nothing to select.
+#[cfg(not(feature = "mutants"))]
+type Selected = ();
+
+#[cfg(feature = "mutants")]
+fn parse_mutant(name: Option<String>) -> Result<Selected, String> {
+    let Some(name) = name else { return Ok(None) };
+    match raftchat::mutants::Mutant::from_name(&name) {
+        Some(mutant) => Ok(Some(mutant)),
+        None => Err(format!(
+            "unknown mutant `{name}`; `cargo sim mutants` lists them"
+        )),
+    }
+}
+
+/// Switches the selected bug on for this thread; madsim runs each simulation on its caller's.
+#[cfg_attr(not(feature = "mutants"), allow(unused_variables))]
+fn activate(selected: Selected) {
+    #[cfg(feature = "mutants")]
+    raftchat::mutants::activate(selected);
+}
+
+fn mutant_flag(selected: Selected) -> String {
+    #[cfg(feature = "mutants")]
+    if let Some(mutant) = selected {
+        return format!(" --mutant {}", mutant.name());
+    }
+    let _ = selected;
+    String::new()
 }
 
 fn replay_command(scenario: &Path, seed: u64) -> String {
@@ -120,8 +183,10 @@ fn run(
     trace_path: Option<&Path>,
     history_path: Option<&Path>,
     check_determinism: bool,
+    mutant: Selected,
 ) -> Result<i32, String> {
     let scenario = Scenario::load(path).map_err(|e| e.to_string())?;
+    activate(mutant);
     let options = RunOptions {
         trace: trace_path.is_some() || check_determinism,
     };
@@ -142,6 +207,7 @@ fn run(
         std::fs::write(file, &report.history).map_err(|e| format!("{}: {e}", file.display()))?;
     }
     println!("{} seed {seed}: {}", scenario.name, report.drawn);
+    println!("linearizability: {}", report.linearizability);
     Ok(match &report.violation {
         None => {
             println!("PASS {}", describe(&report, wall));
@@ -159,7 +225,11 @@ fn run(
             if !violation.context.is_empty() {
                 println!("the events leading to it:\n{}", violation.context);
             }
-            println!("replay: {}", replay_command(path, seed));
+            println!(
+                "replay: {}{}",
+                replay_command(path, seed),
+                mutant_flag(mutant)
+            );
             1
         }
     })
@@ -229,6 +299,7 @@ fn sweep(
     from: u64,
     jobs: Option<usize>,
     check_determinism: bool,
+    mutant: Selected,
 ) -> Result<i32, String> {
     let scenarios: Vec<Scenario> = paths
         .iter()
@@ -258,6 +329,7 @@ fn sweep(
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
+                activate(mutant);
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(s, seed)) = work.get(k) else {
                     return;
@@ -295,7 +367,11 @@ fn sweep(
     failed.sort_by(|a, b| (&a.scenario, a.seed).cmp(&(&b.scenario, b.seed)));
     for f in &failed {
         println!("FAIL {} seed {}: {}", f.scenario.display(), f.seed, f.line);
-        println!("  replay: {}", replay_command(&f.scenario, f.seed));
+        println!(
+            "  replay: {}{}",
+            replay_command(&f.scenario, f.seed),
+            mutant_flag(mutant)
+        );
     }
     println!(
         "{} passed, {} failed",

@@ -12,6 +12,7 @@ use crate::checker::Failure;
 use crate::disk::{DiskStats, SimDiskHandle};
 use crate::faults::{FaultyOutbox, MessageFaults};
 use crate::history::{Completion, HistoryEvent};
+use crate::linearizability::{self, Verdict};
 use crate::nemesis::{Nemesis, SimNode};
 use crate::random_faults::RandomFaults;
 use crate::scenario::{Drawn, Scenario};
@@ -63,9 +64,13 @@ pub struct RunReport {
     pub recovery: Option<Duration>,
     /// Disk activity summed over every node.
     pub disk: DiskStats,
+    /// The linearizability verdict on the history.
+    pub linearizability: String,
 }
 
 const NODE_PORT: u16 = 7000;
+/// States the linearizability search may explore when a history lacks log indexes.
+const LINEARIZABILITY_BUDGET: usize = 100_000;
 const SALT_NEMESIS: u64 = 0x6e65_6d65_7369_7300;
 const SALT_CLIENT: u64 = 0x636c_6965_6e74_0000;
 const SALT_NODE: u64 = 0x6e6f_6465_0000_0000;
@@ -134,6 +139,7 @@ fn panic_report(drawn: String, panic: Box<dyn std::any::Any + Send>) -> RunRepor
         leader_terms: 0,
         recovery: None,
         disk: DiskStats::default(),
+        linearizability: String::new(),
     }
 }
 
@@ -144,6 +150,7 @@ fn node_config(drawn: &Drawn, id: NodeId, members: &BTreeMap<NodeId, SocketAddr>
     config.heartbeat_ticks = drawn.heartbeat_ticks;
     config.pre_vote = drawn.pre_vote;
     config.check_quorum = drawn.check_quorum;
+    config.append_entries_max = drawn.append_entries_max as usize;
     let election_timeout = Duration::from_millis(drawn.tick_ms * u64::from(drawn.election_ticks.0));
     config.peer_silence_timeout = (election_timeout / 2).max(Duration::from_millis(50));
     config
@@ -209,7 +216,7 @@ fn client_config(drawn: &Drawn, members: &BTreeMap<NodeId, SocketAddr>, seed: u6
 }
 
 async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
-    let world = Arc::new(World::new(options.trace));
+    let world = Arc::new(World::new(drawn.nodes as usize, options.trace));
     let members: BTreeMap<NodeId, SocketAddr> = (1..=u64::from(drawn.nodes))
         .map(|i| (NodeId(i), node_address(NodeId(i))))
         .collect();
@@ -278,16 +285,17 @@ async fn liveness_and_convergence(
         username: "probe".into(),
     };
     let process = drawn.clients;
-    record_probe(&world, process, &operation, None);
-    match client.execute(operation.clone()).await {
-        Ok(done) => record_probe(
-            &world,
-            process,
-            &operation,
-            Some((Completion::Ok, Some(done))),
-        ),
+    record_probe(&world, process, &operation, None, None);
+    let result = client.execute(operation.clone()).await;
+    let command_id = client.last_command();
+    match result {
+        Ok(done) => {
+            let completion = Some((Completion::Ok, Some(done)));
+            record_probe(&world, process, &operation, completion, command_id);
+        }
         Err(error) => {
-            record_probe(&world, process, &operation, Some((Completion::Info, None)));
+            let completion = Some((Completion::Info, None));
+            record_probe(&world, process, &operation, completion, command_id);
             let detail = format!(
                 "no command committed within {bound:?} after the last fault healed: {error}"
             );
@@ -301,7 +309,36 @@ async fn liveness_and_convergence(
     }
     let recovery = world.now() - healed_at;
     converge(&mut client, &members, &world, healed_at + bound).await;
+    read_final_state(&mut client, &drawn, &world, process).await;
     Some(recovery)
+}
+
+/// Reads every account and inbox back into the history, so the linearizability check covers
+/// the final state: every acknowledged message must be there exactly once.
+async fn read_final_state(client: &mut Client, drawn: &Drawn, world: &World, process: u32) {
+    let mut reads = vec![Operation::ListAccounts {
+        pattern: "*".into(),
+    }];
+    for user in 0..drawn.users {
+        let username = format!("u{user}");
+        reads.push(Operation::FetchMessages {
+            username,
+            first_message_id: 1,
+        });
+    }
+    for operation in reads {
+        if world.violated() {
+            return;
+        }
+        record_probe(world, process, &operation, None, None);
+        let result = client.execute(operation.clone()).await;
+        let command_id = client.last_command();
+        let completion = match result {
+            Ok(done) => (Completion::Ok, Some(done)),
+            Err(_) => (Completion::Info, None),
+        };
+        record_probe(world, process, &operation, Some(completion), command_id);
+    }
 }
 
 fn record_probe(
@@ -309,6 +346,7 @@ fn record_probe(
     process: u32,
     operation: &Operation,
     completion: Option<(Completion, Option<raftchat_node::client::Completed>)>,
+    command_id: Option<(raftchat::types::ClientId, u64)>,
 ) {
     let time = world.now();
     let (completion, done) = match completion {
@@ -321,7 +359,7 @@ fn record_probe(
         operation: operation.clone(),
         index: done.as_ref().map(|d| d.index),
         reply: done.map(|d| d.reply),
-        command_id: None,
+        command_id,
         time,
     };
     world.with(|s| s.history.events.push(event));
@@ -388,6 +426,21 @@ fn finish(world: &World, recovery: Option<Duration>, disk: DiskStats) -> RunRepo
                 _ => {}
             }
         }
+        let verdict = linearizability::check(&s.history, LINEARIZABILITY_BUDGET);
+        if let Verdict::NotLinearizable { reason, slice } = &verdict {
+            if s.violation.is_none() {
+                let failure = Failure {
+                    check: "linearizability",
+                    node: None,
+                    detail: reason.clone(),
+                };
+                s.violation = Some(Violation {
+                    failure,
+                    time: simulated,
+                    context: slice.clone(),
+                });
+            }
+        }
         let count = |c: Completion| {
             s.history
                 .events
@@ -411,6 +464,7 @@ fn finish(world: &World, recovery: Option<Duration>, disk: DiskStats) -> RunRepo
             leader_terms: s.checker.leader_terms(),
             recovery,
             disk,
+            linearizability: verdict.to_string(),
         }
     })
 }

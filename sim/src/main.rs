@@ -12,6 +12,7 @@
 mod checker;
 mod disk;
 mod history;
+mod linearizability;
 mod scenario;
 mod trace;
 
@@ -21,6 +22,8 @@ mod cli;
 mod cluster;
 #[cfg(madsim)]
 mod faults;
+#[cfg(all(test, madsim, feature = "mutants"))]
+mod mutant_tests;
 #[cfg(madsim)]
 mod nemesis;
 #[cfg(madsim)]

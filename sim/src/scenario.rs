@@ -35,10 +35,11 @@
 //! nodes = 3                  # 1..=7, or a list to pick one from per seed, e.g. [3, 5, 7]
 //! tick_ms = 10               # param, 1..=1000: simulated length of one Raft tick
 //! election_ticks = [10, 20]  # [min, max): election timeout in ticks; min > heartbeat_ticks
-//!                            #   (its max, if a range), max > min, max <= 10000
+//!                            #   (its max, if a range), max >= min + 2, max <= 10000
 //! heartbeat_ticks = 2        # param, >= 1: ticks between a leader's heartbeats
 //! pre_vote = true            # Raft thesis §9.6
 //! check_quorum = true        # a leader steps down when it cannot hear a quorum
+//! append_entries_max = 1024   # most entries per AppendEntries, 1..=1024 (1 splits every batch)
 //!
 //! [run]
 //! duration_secs = 30         # param, 1..=3600: simulated seconds of workload and faults
@@ -99,7 +100,7 @@
 //! |---|---|---|
 //! | `crash` | `node` | kill the node (it stays down until `restart` or `restart_all`) |
 //! | `restart` | `node` | restart a crashed node |
-//! | `power_loss` | `node`, `torn` = false, `corrupt` = false | kill the node and lose its unsynced writes; `torn` keeps a torn prefix of them, `corrupt` flips a byte in the surviving tail |
+//! | `power_loss` | `node`, `torn`, `corrupt` | kill the node, lose its unsynced writes (1) |
 //! | `pause` | `node` | stop the node's tasks, like a long GC pause |
 //! | `resume` | `node` | resume a paused node |
 //! | `isolate` | `node` | cut the node off from every other node |
@@ -109,10 +110,15 @@
 //! | `heal` | | remove every partition |
 //! | `latency` | `ms` (a pair) | change the one-way latency of every message |
 //! | `clock_drift` | `node`, `factor` in (0.1, 10] | set the node's timer rate factor |
-//! | `corrupt_tail` | `node` | flip a byte in the node's last record on disk; the node must detect it at its next restart |
+//! | `corrupt_tail` | `node` | flip a byte in the node's last record on disk (2) |
 //! | `restart_all` | | restart every node that is down |
 //! | `crash_all` | | kill every node |
-//! | `power_loss_all` | `torn` = false | power loss on every node at once |
+//! | `power_loss_all` | `torn` | power loss on every node at once (1) |
+//!
+//! (1) `torn = true` keeps a torn prefix of the unsynced writes instead of losing them cleanly;
+//! `corrupt = true` also flips a byte in the surviving tail. Both default to false.
+//! (2) The node must detect the corrupt record by its checksum at its next restart and never
+//! serve it.
 //!
 //! # Naming nodes
 //!
@@ -129,6 +135,8 @@
 //! values and contradictions between values are all errors; `[[events]]` tables are counted
 //! from 0 in file order (`events[2].node`). No input makes the loader panic.
 
+/// The largest AppendEntries batch a scenario may ask for (the core's own bound).
+const APPEND_ENTRIES_MAX: u32 = raftchat::limits::APPEND_ENTRIES_MAX as u32;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -327,6 +335,9 @@ pub struct ClusterSpec {
     pub pre_vote: bool,
     /// Whether a leader steps down when it stops hearing from a quorum.
     pub check_quorum: bool,
+    /// Most entries in one AppendEntries; small values split batches, so followers can match an
+    /// earlier entry of a new leader's log without its no-op (what Figure 8 needs).
+    pub append_entries_max: u32,
 }
 
 impl Default for ClusterSpec {
@@ -338,6 +349,7 @@ impl Default for ClusterSpec {
             heartbeat_ticks: Param::Fixed(2),
             pre_vote: true,
             check_quorum: true,
+            append_entries_max: APPEND_ENTRIES_MAX,
         }
     }
 }
@@ -1032,6 +1044,7 @@ impl Scenario {
             heartbeat_ticks: self.cluster.heartbeat_ticks.draw(rng),
             pre_vote: self.cluster.pre_vote,
             check_quorum: self.cluster.check_quorum,
+            append_entries_max: self.cluster.append_entries_max,
             duration_secs,
             liveness_bound_secs: self.run.liveness_bound_secs,
             latency_ms: (network.latency_ms.min(), network.latency_ms.max()),
@@ -1075,6 +1088,8 @@ pub struct Drawn {
     pub pre_vote: bool,
     /// Whether check-quorum is on.
     pub check_quorum: bool,
+    /// Most entries per AppendEntries.
+    pub append_entries_max: u32,
     /// Simulated seconds of the fault phase.
     pub duration_secs: u64,
     /// Simulated seconds the liveness phase may take.
@@ -1341,9 +1356,16 @@ fn validate_cluster(cluster: &ClusterSpec) -> Result<(), Invalid> {
         let message = format!("min ({min}) must exceed heartbeat_ticks ({heartbeat_max})");
         return Err(invalid("cluster.election_ticks", message));
     }
-    if max <= min {
-        let message = format!("max ({max}) must exceed min ({min}): the range is [min, max)");
+    if max < min + 2 {
+        let message = format!(
+            "max ({max}) must be at least min ({min}) + 2: the range is [min, max), and a \
+             fixed timeout lets candidates split the vote forever"
+        );
         return Err(invalid("cluster.election_ticks", message));
+    }
+    if !(1..=APPEND_ENTRIES_MAX).contains(&cluster.append_entries_max) {
+        let message = format!("must be between 1 and {APPEND_ENTRIES_MAX}");
+        return Err(invalid("cluster.append_entries_max", message));
     }
     if max > ELECTION_TICKS_MAX {
         let message = format!("max must be at most {ELECTION_TICKS_MAX}, got {max}");
@@ -1468,16 +1490,15 @@ struct EventLimits {
 
 /// Checks one `[[events]]` table (the `index`th in the file) and builds its event.
 fn build_event(index: usize, raw: &RawEvent, limits: &EventLimits) -> Result<Event, Invalid> {
-    let key = |name: &str| format!("events[{index}].{name}");
-    let kind = raw.action;
+    let fields = EventFields { index, raw, limits };
     if raw.at_ms >= limits.at_ms_end {
-        let end = limits.at_ms_end;
         let message = format!(
-            "must be less than run.duration_secs * 1000 = {end} (its max), got {}",
-            raw.at_ms
+            "must be less than run.duration_secs * 1000 = {} (its max), got {}",
+            limits.at_ms_end, raw.at_ms
         );
-        return Err(invalid(&key("at_ms"), message));
+        return Err(invalid(&fields.key("at_ms"), message));
     }
+    let kind = raw.action;
     for present in raw.present_keys() {
         if !kind.keys().contains(&present) {
             let takes = match kind.keys() {
@@ -1485,117 +1506,121 @@ fn build_event(index: usize, raw: &RawEvent, limits: &EventLimits) -> Result<Eve
                 keys => format!("takes {}", keys.join(", ")),
             };
             let message = format!("not a key of action `{}`, which {takes}", kind.name());
-            return Err(invalid(&key(present), message));
+            return Err(invalid(&fields.key(present), message));
         }
     }
-    let required = |value: Option<NodeRef>, name: &str| {
-        let node = value.ok_or_else(|| {
-            invalid(
-                &key(name),
-                format!("missing: action `{}` needs it", kind.name()),
-            )
-        })?;
-        check_node(&key(name), node, limits.nodes_max)
-    };
-    let action = match kind {
-        ActionKind::Crash => Action::Crash {
-            node: required(raw.node, "node")?,
-        },
-        ActionKind::Restart => Action::Restart {
-            node: required(raw.node, "node")?,
-        },
-        ActionKind::PowerLoss => Action::PowerLoss {
-            node: required(raw.node, "node")?,
-            torn: raw.torn.unwrap_or(false),
-            corrupt: raw.corrupt.unwrap_or(false),
-        },
-        ActionKind::Pause => Action::Pause {
-            node: required(raw.node, "node")?,
-        },
-        ActionKind::Resume => Action::Resume {
-            node: required(raw.node, "node")?,
-        },
-        ActionKind::Isolate => Action::Isolate {
-            node: required(raw.node, "node")?,
-        },
-        ActionKind::Split => build_split(&key("minority"), raw.minority.as_deref(), limits)?,
-        ActionKind::OneWay => {
-            let (from, to) = (required(raw.from, "from")?, required(raw.to, "to")?);
-            if from == to && from != NodeRef::Follower {
-                return Err(invalid(
-                    &key("to"),
-                    format!("must differ from `from` ({from})"),
-                ));
-            }
-            Action::OneWay { from, to }
-        }
-        ActionKind::Bridge => Action::Bridge {
-            node: required(raw.node, "node")?,
-        },
-        ActionKind::Heal => Action::Heal,
-        ActionKind::Latency => {
-            let missing = || invalid(&key("ms"), "missing: action `latency` needs it".into());
-            let ms = raw.ms.ok_or_else(missing)?;
-            let want = format!("at most {LATENCY_MS_MAX}");
-            check_pair(&key("ms"), ms, |ms| ms <= LATENCY_MS_MAX, &want)?;
-            Action::Latency { ms }
-        }
-        ActionKind::ClockDrift => {
-            let node = required(raw.node, "node")?;
-            let missing = || {
-                invalid(
-                    &key("factor"),
-                    "missing: action `clock_drift` needs it".into(),
-                )
-            };
-            let factor = raw.factor.ok_or_else(missing)?;
-            let want = format!("in ({CLOCK_DRIFT_MIN_EXCLUSIVE}, {CLOCK_DRIFT_MAX}]");
-            check_value(&key("factor"), factor, is_clock_factor, &want)?;
-            Action::ClockDrift { node, factor }
-        }
-        ActionKind::CorruptTail => Action::CorruptTail {
-            node: required(raw.node, "node")?,
-        },
-        ActionKind::RestartAll => Action::RestartAll,
-        ActionKind::CrashAll => Action::CrashAll,
-        ActionKind::PowerLossAll => Action::PowerLossAll {
-            torn: raw.torn.unwrap_or(false),
-        },
-    };
+    let action = fields.action()?;
     Ok(Event {
         at_ms: raw.at_ms,
         action,
     })
 }
 
-fn build_split(
-    key: &str,
-    minority: Option<&[NodeRef]>,
-    limits: &EventLimits,
-) -> Result<Action, Invalid> {
-    let minority =
-        minority.ok_or_else(|| invalid(key, "missing: action `split` needs it".into()))?;
-    if minority.is_empty() {
-        return Err(invalid(key, "must name at least one node".into()));
+/// One `[[events]]` table being turned into an [`Action`], with what its errors need.
+struct EventFields<'a> {
+    index: usize,
+    raw: &'a RawEvent,
+    limits: &'a EventLimits,
+}
+
+impl EventFields<'_> {
+    fn key(&self, name: &str) -> String {
+        format!("events[{}].{name}", self.index)
     }
-    if minority.len() >= limits.nodes_max as usize {
-        let message = format!(
-            "names {} nodes, but the cluster has at most {}: the other side would be empty",
-            minority.len(),
-            limits.nodes_max
-        );
-        return Err(invalid(key, message));
+
+    fn required<T>(&self, value: Option<T>, name: &str) -> Result<T, Invalid> {
+        let message = format!("missing: action `{}` needs it", self.raw.action.name());
+        value.ok_or_else(|| invalid(&self.key(name), message))
     }
-    for (position, &node) in minority.iter().enumerate() {
-        check_node(key, node, limits.nodes_max)?;
-        if matches!(node, NodeRef::Id(_) | NodeRef::Leader) && minority[..position].contains(&node)
-        {
-            return Err(invalid(key, format!("names {node} twice")));
+
+    fn node_ref(&self, value: Option<NodeRef>, name: &str) -> Result<NodeRef, Invalid> {
+        check_node(
+            &self.key(name),
+            self.required(value, name)?,
+            self.limits.nodes_max,
+        )
+    }
+
+    fn node(&self) -> Result<NodeRef, Invalid> {
+        self.node_ref(self.raw.node, "node")
+    }
+
+    fn action(&self) -> Result<Action, Invalid> {
+        let raw = self.raw;
+        Ok(match raw.action {
+            ActionKind::Crash => Action::Crash { node: self.node()? },
+            ActionKind::Restart => Action::Restart { node: self.node()? },
+            ActionKind::PowerLoss => Action::PowerLoss {
+                node: self.node()?,
+                torn: raw.torn.unwrap_or(false),
+                corrupt: raw.corrupt.unwrap_or(false),
+            },
+            ActionKind::Pause => Action::Pause { node: self.node()? },
+            ActionKind::Resume => Action::Resume { node: self.node()? },
+            ActionKind::Isolate => Action::Isolate { node: self.node()? },
+            ActionKind::Split => self.split()?,
+            ActionKind::OneWay => self.one_way()?,
+            ActionKind::Bridge => Action::Bridge { node: self.node()? },
+            ActionKind::Heal => Action::Heal,
+            ActionKind::Latency => {
+                let ms = self.required(raw.ms, "ms")?;
+                let want = format!("at most {LATENCY_MS_MAX}");
+                check_pair(&self.key("ms"), ms, |ms| ms <= LATENCY_MS_MAX, &want)?;
+                Action::Latency { ms }
+            }
+            ActionKind::ClockDrift => {
+                let node = self.node()?;
+                let factor = self.required(raw.factor, "factor")?;
+                let want = format!("in ({CLOCK_DRIFT_MIN_EXCLUSIVE}, {CLOCK_DRIFT_MAX}]");
+                check_value(&self.key("factor"), factor, is_clock_factor, &want)?;
+                Action::ClockDrift { node, factor }
+            }
+            ActionKind::CorruptTail => Action::CorruptTail { node: self.node()? },
+            ActionKind::RestartAll => Action::RestartAll,
+            ActionKind::CrashAll => Action::CrashAll,
+            ActionKind::PowerLossAll => Action::PowerLossAll {
+                torn: raw.torn.unwrap_or(false),
+            },
+        })
+    }
+
+    fn one_way(&self) -> Result<Action, Invalid> {
+        let from = self.node_ref(self.raw.from, "from")?;
+        let to = self.node_ref(self.raw.to, "to")?;
+        // Two "follower"s may be two different followers; any other repeat is one node.
+        if from == to && from != NodeRef::Follower {
+            let message = format!("must differ from `from` ({from})");
+            return Err(invalid(&self.key("to"), message));
         }
+        Ok(Action::OneWay { from, to })
     }
-    Ok(Action::Split {
-        minority: minority.to_vec(),
-    })
+
+    fn split(&self) -> Result<Action, Invalid> {
+        let key = self.key("minority");
+        let minority = self.required(self.raw.minority.as_deref(), "minority")?;
+        let nodes_max = self.limits.nodes_max;
+        if minority.is_empty() {
+            return Err(invalid(&key, "must name at least one node".into()));
+        }
+        if minority.len() >= nodes_max as usize {
+            let message = format!(
+                "names {} nodes, but the cluster has at most {nodes_max}: the other side would \
+                 be empty",
+                minority.len()
+            );
+            return Err(invalid(&key, message));
+        }
+        for (position, &node) in minority.iter().enumerate() {
+            check_node(&key, node, nodes_max)?;
+            let repeated = minority[..position].contains(&node);
+            if repeated && matches!(node, NodeRef::Id(_) | NodeRef::Leader) {
+                return Err(invalid(&key, format!("names {node} twice")));
+            }
+        }
+        Ok(Action::Split {
+            minority: minority.to_vec(),
+        })
+    }
 }
 
 fn check_node(key: &str, node: NodeRef, nodes_max: u32) -> Result<NodeRef, Invalid> {

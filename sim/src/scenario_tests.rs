@@ -9,7 +9,8 @@ use std::path::PathBuf;
 /// Seeds per scenario in the test suite; sweeps run many more.
 const SEEDS_PER_SCENARIO: u64 = 4;
 
-fn scenarios() -> Vec<Scenario> {
+/// The scenario library, sorted by file name.
+pub(crate) fn scenarios() -> Vec<Scenario> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("the scenarios directory")

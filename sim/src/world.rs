@@ -62,10 +62,11 @@ pub struct World {
 }
 
 impl World {
-    /// A world starting now, with or without a trace.
-    pub fn new(tracing: bool) -> World {
+    /// A world for a cluster of `voter_count` nodes starting now, with or without a trace.
+    pub fn new(voter_count: usize, tracing: bool) -> World {
         let state = WorldState {
             trace: tracing.then(Trace::default),
+            checker: Checker::new(voter_count),
             ..WorldState::default()
         };
         World {
@@ -160,14 +161,15 @@ impl Observer for World {
         match event {
             Event::Recovered {
                 hard_state,
-                entry_count,
+                entries,
                 torn_tail_bytes,
             } => {
-                self.with(|s| s.checker.node_started(node));
+                let result = self.with(|s| s.checker.node_started(node, entries));
+                self.check(result);
                 self.trace(Some(node), "recovered", || {
                     json!({
                         "term": hard_state.term.0,
-                        "entries": entry_count,
+                        "entries": entries.len(),
                         "commit": hard_state.commit_index.0,
                         "torn_tail_bytes": torn_tail_bytes,
                     })
@@ -186,11 +188,27 @@ impl Observer for World {
                 });
                 self.check(result);
             }
-            Event::Persisted { bytes } => {
-                self.with(|s| s.stats.persisted_batches += 1);
-                self.trace(Some(node), "persist", || json!({ "bytes": bytes }));
+            Event::Persisted { bytes, entries } => {
+                let result = self.with(|s| {
+                    s.stats.persisted_batches += 1;
+                    s.checker.persisted(node, entries)
+                });
+                self.trace(Some(node), "persist", || {
+                    json!({ "bytes": bytes, "entries": entries.len(),
+                            "first": entries.first().map(|e| e.index.0) })
+                });
+                self.check(result);
             }
             Event::Sent(message) => {
+                if let MessageBody::RequestVoteResponse {
+                    pre_vote: false,
+                    granted: true,
+                } = message.body
+                {
+                    let result =
+                        self.with(|s| s.checker.vote_granted(node, message.term, message.to));
+                    self.check(result);
+                }
                 self.with(|s| s.stats.messages_sent += 1);
                 self.trace(Some(node), "send", || message_fields(message));
             }

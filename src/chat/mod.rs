@@ -475,7 +475,15 @@ impl Chat {
         let Some(session) = self.sessions.get(&client_id) else {
             return Outcome::SessionExpired;
         };
-        match (sequence.cmp(&session.last_sequence), &session.last_reply) {
+        let ordering = sequence.cmp(&session.last_sequence);
+        #[cfg(feature = "mutants")]
+        let ordering = match crate::mutants::is_active(crate::mutants::Mutant::SkipSessionDedup) {
+            true if ordering == Ordering::Equal && session.last_reply.is_some() => {
+                Ordering::Greater
+            }
+            _ => ordering,
+        };
+        match (ordering, &session.last_reply) {
             (Ordering::Equal, Some(last_reply)) => {
                 // A retried read is evaluated again rather than answered from the table: the
                 // state it sees now is still inside the operation's invocation window, so the
@@ -526,7 +534,11 @@ impl Chat {
         assert!(session.last_active < index);
         session.last_active = index;
         if let Some((sequence, reply)) = applied {
-            assert!(sequence > session.last_sequence);
+            #[cfg(feature = "mutants")]
+            let reapplied = crate::mutants::is_active(crate::mutants::Mutant::SkipSessionDedup);
+            #[cfg(not(feature = "mutants"))]
+            let reapplied = false;
+            assert!(sequence > session.last_sequence || reapplied);
             session.last_sequence = sequence;
             session.last_reply = Some(reply);
         }

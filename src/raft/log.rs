@@ -133,6 +133,12 @@ impl RaftLog {
         for entry in entries {
             match self.term(entry.index) {
                 Some(term) if term == entry.term => continue,
+                #[cfg(feature = "mutants")]
+                Some(_)
+                    if crate::mutants::is_active(crate::mutants::Mutant::NoConflictTruncation) =>
+                {
+                    continue
+                }
                 Some(_) => {
                     // Invariant: committed entries are never overwritten (§5.4, Leader Completeness).
                     assert!(
@@ -200,6 +206,23 @@ impl RaftLog {
         let start = self.offset(self.applied_index.next());
         let end = self.offset(self.commit_index.next());
         &self.entries[start..end.min(start + count_max)]
+    }
+
+    /// Mutant `apply-before-commit`: every unapplied entry, committed or not.
+    #[cfg(feature = "mutants")]
+    pub fn unapplied_through_last(&self, count_max: usize) -> &[Entry] {
+        let start = self.applied_index.next();
+        if start > self.last_index() {
+            return &[];
+        }
+        let start = self.offset(start);
+        &self.entries[start..self.entries.len().min(start + count_max)]
+    }
+
+    /// Mutant `apply-before-commit`: records application without the commit check.
+    #[cfg(feature = "mutants")]
+    pub fn force_applied_to(&mut self, index: LogIndex) {
+        self.applied_index = self.applied_index.max(index);
     }
 
     /// Records that entries up to `index` were handed to the state machine.

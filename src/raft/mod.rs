@@ -30,6 +30,8 @@ pub use message::{AppendOutcome, Entry, EntryData, HardState, Message, MessageBo
 pub use progress::{Progress, ProgressMode};
 
 use crate::limits;
+#[cfg(feature = "mutants")]
+use crate::mutants::Mutant;
 use crate::types::{LogIndex, NodeId, Term};
 use quorum::VoteResult;
 use rand::Rng;
@@ -438,14 +440,26 @@ impl Raft {
         );
         self.send_appends();
         let hard_state = self.hard_state();
+        #[cfg(feature = "mutants")]
+        let hard_state = match crate::mutants::is_active(Mutant::VoteNotPersisted) {
+            true => HardState {
+                vote: None,
+                ..hard_state
+            },
+            false => hard_state,
+        };
+        #[cfg(feature = "mutants")]
+        let committed_entries = match crate::mutants::is_active(Mutant::ApplyBeforeCommit) {
+            true => self.log.unapplied_through_last(limits::APPLY_ENTRIES_MAX),
+            false => self.log.committed_unapplied(limits::APPLY_ENTRIES_MAX),
+        };
+        #[cfg(not(feature = "mutants"))]
+        let committed_entries = self.log.committed_unapplied(limits::APPLY_ENTRIES_MAX);
         let ready = Ready {
             hard_state: (hard_state != self.persisted_hard_state).then_some(hard_state),
             entries: self.log.unstable_entries().to_vec(),
             messages: std::mem::take(&mut self.messages),
-            committed_entries: self
-                .log
-                .committed_unapplied(limits::APPLY_ENTRIES_MAX)
-                .to_vec(),
+            committed_entries: committed_entries.to_vec(),
         };
         let empty = !ready.must_persist() && ready.messages.is_empty();
         if empty && ready.committed_entries.is_empty() {
@@ -471,6 +485,12 @@ impl Raft {
             self.log.stable_to(index);
         }
         if let Some(index) = mark.last_committed {
+            #[cfg(feature = "mutants")]
+            if crate::mutants::is_active(Mutant::ApplyBeforeCommit) {
+                self.log.force_applied_to(index);
+                self.maybe_commit();
+                return;
+            }
             self.log.applied_to(index);
         }
         // The leader counts itself towards a quorum only for entries it has persisted.
@@ -783,7 +803,10 @@ impl Raft {
         let can_vote = self.vote == Some(candidate)
             || (self.vote.is_none() && self.leader().is_none())
             || (pre_vote && term > self.term);
-        let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
+        #[cfg(feature = "mutants")]
+        let up_to_date = up_to_date || crate::mutants::is_active(Mutant::VoteWithoutLogCheck);
+        let granted = can_vote && up_to_date;
         if granted && !pre_vote {
             self.vote = Some(candidate);
             self.reset_election_timer();
@@ -887,7 +910,12 @@ impl Raft {
                 .term(commit_index)
                 .expect("the committed entry is in the log");
         }
-        let outcome = if self.log.matches(prev_log_index, prev_log_term) {
+        let matches = self.log.matches(prev_log_index, prev_log_term);
+        #[cfg(feature = "mutants")]
+        let matches = matches
+            || (crate::mutants::is_active(Mutant::SkipPrevLogCheck)
+                && self.log.term(prev_log_index).is_some());
+        let outcome = if matches {
             let last_new = self.log.merge(entries).unwrap_or(prev_log_index);
             self.log.commit_to(leader_commit.min(last_new));
             AppendOutcome::Accepted {
@@ -961,7 +989,12 @@ impl Raft {
             *slot = progress.match_index;
         }
         let candidate = quorum::committed_index(&mut match_indexes[..self.config.voters.len()]);
-        if self.log.term(candidate) == Some(self.term) {
+        let of_current_term = self.log.term(candidate) == Some(self.term);
+        #[cfg(feature = "mutants")]
+        let of_current_term = of_current_term
+            || (crate::mutants::is_active(Mutant::CommitPriorTerm)
+                && candidate > self.log.commit_index());
+        if of_current_term {
             return self.log.commit_to(candidate);
         }
         false

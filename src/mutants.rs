@@ -1,0 +1,76 @@
+//! Known Raft and state machine bugs, switched on one at a time to prove that the simulator's
+//! checkers catch them. This module, and every line that consults it, exists only with the
+//! `mutants` feature: the simulator is built with it, the server never is.
+//!
+//! The active mutant is per thread: madsim runs a whole simulation on the thread that calls
+//! `block_on`, so parallel runs (sweep workers, tests) each choose their own.
+
+use std::cell::Cell;
+
+/// One known bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutant {
+    /// Grant a vote without the log up-to-date check (breaks Raft §5.4.1).
+    VoteWithoutLogCheck,
+    /// Commit an entry of an earlier term by counting replicas (Raft §5.4.2, Figure 8).
+    CommitPriorTerm,
+    /// Never persist the vote, so a restarted node can vote twice in one term (Figure 2).
+    VoteNotPersisted,
+    /// Hand entries to the state machine before they are committed.
+    ApplyBeforeCommit,
+    /// Accept AppendEntries without checking the term of the previous entry (Raft §5.3).
+    SkipPrevLogCheck,
+    /// Keep conflicting entries instead of truncating them (Raft §5.3).
+    NoConflictTruncation,
+    /// Answer a client as soon as its command is proposed, before it is committed and applied.
+    ReplyBeforeApply,
+    /// Apply a retried command again instead of answering it from the session table (§8).
+    SkipSessionDedup,
+}
+
+impl Mutant {
+    /// Every mutant.
+    pub const ALL: [Mutant; 8] = [
+        Mutant::VoteWithoutLogCheck,
+        Mutant::CommitPriorTerm,
+        Mutant::VoteNotPersisted,
+        Mutant::ApplyBeforeCommit,
+        Mutant::SkipPrevLogCheck,
+        Mutant::NoConflictTruncation,
+        Mutant::ReplyBeforeApply,
+        Mutant::SkipSessionDedup,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::VoteWithoutLogCheck => "vote-without-log-check",
+            Mutant::CommitPriorTerm => "commit-prior-term",
+            Mutant::VoteNotPersisted => "vote-not-persisted",
+            Mutant::ApplyBeforeCommit => "apply-before-commit",
+            Mutant::SkipPrevLogCheck => "skip-prev-log-check",
+            Mutant::NoConflictTruncation => "no-conflict-truncation",
+            Mutant::ReplyBeforeApply => "reply-before-apply",
+            Mutant::SkipSessionDedup => "skip-session-dedup",
+        }
+    }
+
+    /// The mutant with this name.
+    pub fn from_name(name: &str) -> Option<Mutant> {
+        Mutant::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+thread_local! {
+    static ACTIVE: Cell<Option<Mutant>> = const { Cell::new(None) };
+}
+
+/// Switches `mutant` on for this thread (or every mutant off).
+pub fn activate(mutant: Option<Mutant>) {
+    ACTIVE.with(|active| active.set(mutant));
+}
+
+/// Whether `mutant` is on for this thread.
+pub fn is_active(mutant: Mutant) -> bool {
+    ACTIVE.with(|active| active.get() == Some(mutant))
+}
