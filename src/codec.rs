@@ -18,18 +18,61 @@
 //! Disk record, `RECORD_HEADER_BYTES` of header then the payload:
 //!
 //! ```text
-//! [crc32(payload_len LE bytes ++ payload): u32 LE][payload_len: u32 LE][payload]
+//! [header_crc: u32 LE][payload_len: u32 LE][payload_crc: u32 LE][payload: payload_len bytes]
+//!
+//! header_crc  = crc32(RECORD_HEADER_DOMAIN ++ payload_len LE ++ payload_crc LE)
+//! payload_crc = crc32(payload)
 //! ```
 //!
-//! The record checksum covers the length too, so a corrupted length is caught rather than
-//! followed. `scan_records` tells a torn tail (a crash mid-append: those bytes were never
-//! synced, so they may be truncated) from corruption in the middle (synced data is damaged:
-//! refuse): at the first bad record, if a complete checksum-valid record starts at ANY later
-//! offset, it is corruption; otherwise it is a torn tail. A zero-filled (preallocated) tail is a
-//! torn tail: an all-zero header declares length 0 with checksum 0, but the checksum of four zero
-//! length bytes is `0x2144DF1C`, so no offset inside a zero run looks like a valid record.
-//! The rule errs towards refusing: a torn record whose surviving payload happens to embed a
-//! complete valid record image is reported as corruption, never silently truncated.
+//! The header carries a checksum of its own, so a reader can trust a record's length, and with
+//! it where the next record starts, before reading a byte of the payload. That matters because
+//! payloads hold bytes that clients choose (chat text lands byte for byte inside `Entry`
+//! records), and a client can make them spell out a whole, checksum-valid record. The header
+//! checksum starts from a fixed 4-byte tag, `RECORD_HEADER_DOMAIN`, so a checksum an encoder
+//! computed over payload bytes (a record's or a network frame's) does not pass as a header's.
+//!
+//! `scan_records` reads records from offset 0 and, at the first one that is not valid, tells a
+//! torn tail (a crash mid-append: those bytes were never synced, so they may be truncated) from
+//! corruption (synced data is damaged: refuse to serve or truncate). The contract, at offset `o`:
+//!
+//! 1. Fewer than `RECORD_HEADER_BYTES` bytes left: a torn tail ("incomplete header").
+//! 2. The header checksum matches, so the length is trusted.
+//!    - 2a. A length above `FRAME_SIZE_BYTES_MAX`: corrupt. No encoder writes one, so a header
+//!      that checks and says so was damaged beyond what its checksum catches.
+//!    - 2b. `o + RECORD_HEADER_BYTES + len` beyond the end of the file: a torn tail (the append
+//!      was cut short).
+//!    - 2c. The payload checksum matches: a record, decoded, and the scan goes on at its end. A
+//!      payload that does not decode is corrupt: a checksum-valid payload was written whole,
+//!      so it is not a torn write.
+//!    - 2d. The payload checksum does not match: the damaged record ends at `e`, where the next
+//!      record starts. If `e` is the end of the file, a torn tail (the interrupted record was
+//!      the last one). Otherwise the bytes at `e` are judged by these same rules, without
+//!      decoding: a complete record with both checksums matching is corrupt at `o` (valid
+//!      data follows the damage, so synced data went bad); an incomplete header, or a valid
+//!      header whose payload runs past the end, is a torn tail at `o` (the batch was cut); a
+//!      payload that fails its checksum again moves on to its own end; an oversize length is
+//!      corrupt; a header that fails its checksum goes to rule 3, searching from `e`.
+//! 3. The header checksum does not match (at `o`, or at `e` in 2d): nothing trustworthy says
+//!    where the next record starts, so every later offset is tried for a valid record (header
+//!    checksum, length in bounds, payload inside the file, payload checksum; cheap checks
+//!    first). One found: corrupt at `o`. None: a torn tail at `o`.
+//!
+//! A zero-filled (preallocated) tail is a torn tail: an all-zero header declares length 0 and
+//! payload checksum 0 (which is the checksum of no bytes), but its header checksum is 0 while
+//! that of two zero fields is `0x0CEB_347C`, so no offset in a zero run holds a valid header.
+//!
+//! Rules 1 and 2 never read inside a payload: with a trusted header they step over it. Only
+//! rule 3 reads payload bytes as candidate headers, so a record forged inside chat text can
+//! only be found there, after a header failed its checksum (or a damaged payload was followed by
+//! one). A crash that cuts an append short leaves every header before the cut whole, so the
+//! forgery cannot turn a torn tail into corruption. The residual risk, stated plainly: a damaged
+//! header (flipped in place, or left unwritten by a crash that persisted a later page of the
+//! batch before an earlier one) followed by a torn payload holding a record forged with both a
+//! header checksum in this domain and a payload checksum is reported as corruption, and the node
+//! refuses to start until an operator looks. That errs towards refusing, and rule 3 never
+//! discards a valid record. (Out-of-order persistence that keeps a whole later record is
+//! reported as corruption anyway, forged or not.) Closing the gap needs something a client
+//! cannot know, such as a per-file secret mixed into the header checksum.
 //!
 //! Invariant: encoders append to the caller's buffer and leave it exactly as it was on error.
 //! Invariant: no input bytes make a decoder panic or allocate more than about one frame.
@@ -47,12 +90,16 @@ use crate::limits::FRAME_SIZE_BYTES_MAX;
 /// Size of a network frame header: payload length, then payload checksum, both `u32` LE.
 pub const FRAME_HEADER_BYTES: usize = 8;
 
-/// Size of a disk record header: checksum of length and payload, then payload length.
-pub const RECORD_HEADER_BYTES: usize = 8;
+/// Size of a disk record header: header checksum, payload length, payload checksum, each `u32` LE.
+pub const RECORD_HEADER_BYTES: usize = 12;
+
+/// The bytes a record's header checksum starts from, so that it lives in a domain of its own:
+/// a checksum of payload bytes never doubles as a header checksum.
+const RECORD_HEADER_DOMAIN: [u8; 4] = *b"RHDR";
 
 // Every payload length must fit the header's u32 length field.
 const _: () = assert!(FRAME_SIZE_BYTES_MAX <= u32::MAX as usize);
-const _: () = assert!(FRAME_HEADER_BYTES == 8 && RECORD_HEADER_BYTES == 8);
+const _: () = assert!(FRAME_HEADER_BYTES == 8 && RECORD_HEADER_BYTES == 12);
 
 /// The one bincode configuration for every payload: LE, fixed-width ints, one frame at most.
 pub(crate) fn bincode_config() -> impl bincode::config::Config {
@@ -198,14 +245,11 @@ pub fn encode_record<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), C
         }
     };
     let payload_start = start + RECORD_HEADER_BYTES;
-    let len_bytes = length_field(payload_len).to_le_bytes();
-    let checksum = record_checksum(len_bytes, &out[payload_start..]);
-    out[start..start + 4].copy_from_slice(&checksum.to_le_bytes());
-    out[start + 4..payload_start].copy_from_slice(&len_bytes);
+    let header = record_header(length_field(payload_len), &out[payload_start..]);
+    out[start..payload_start].copy_from_slice(&header);
     // Postcondition: the header we wrote reads back as a valid record of this size.
-    assert_eq!(
-        check_record_at(out, start).map(<[u8]>::len),
-        Ok(payload_len)
+    assert!(
+        matches!(record_at(out, start), RecordAt::Valid(payload) if payload.len() == payload_len)
     );
     Ok(())
 }
@@ -256,17 +300,17 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
-/// Walks a whole log file image: every valid record, and either a clean end, a torn tail (no
-/// valid record anywhere after the first bad one), or `Corrupt` (a valid record follows it).
+/// Walks a whole log file image: every valid record, and either a clean end, a torn tail, or
+/// `Corrupt`, by the rules in the module doc (rules 1 to 3 there are this function's contract).
 pub fn scan_records<T: DeserializeOwned>(bytes: &[u8]) -> Result<RecordScan<T>, RecordError> {
     let mut records = Vec::new();
     let mut offset = 0;
     // Bounded: every iteration consumes at least one header.
     while offset < bytes.len() {
-        let payload = match check_record_at(bytes, offset) {
-            Ok(payload) => payload,
-            Err(reason) => {
-                let torn_tail = classify_bad_record(bytes, offset, reason)?;
+        let payload = match record_at(bytes, offset) {
+            RecordAt::Valid(payload) => payload,
+            bad => {
+                let torn_tail = classify_bad_record(bytes, offset, bad)?;
                 return Ok(RecordScan {
                     records,
                     valid_len: offset as u64,
@@ -274,10 +318,10 @@ pub fn scan_records<T: DeserializeOwned>(bytes: &[u8]) -> Result<RecordScan<T>, 
                 });
             }
         };
-        // A checksum-valid payload that does not decode was written whole: not a torn write.
+        // Rule 2c: a checksum-valid payload that does not decode was written whole.
         let value = decode_payload(payload).map_err(|error| RecordError::Corrupt {
             offset: offset as u64,
-            reason: format!("checksum is valid but the {error}"),
+            reason: format!("checksums are valid but the {error}"),
         })?;
         records.push((offset as u64, value));
         offset += RECORD_HEADER_BYTES + payload.len();
@@ -290,60 +334,171 @@ pub fn scan_records<T: DeserializeOwned>(bytes: &[u8]) -> Result<RecordScan<T>, 
     })
 }
 
-/// Decides what the first bad record at `offset` is: a torn tail if no valid record starts at
-/// any later offset, otherwise corruption in the middle.
+const INCOMPLETE_HEADER: &str = "incomplete header";
+const HEADER_CHECKSUM_MISMATCH: &str = "header checksum mismatch";
+const LENGTH_BEYOND_END: &str = "length beyond the end of the file";
+const PAYLOAD_CHECKSUM_MISMATCH: &str = "payload checksum mismatch";
+
+/// What the bytes at one offset of a log image are, judged by rules 1 and 2 of the module doc,
+/// without decoding the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordAt<'a> {
+    /// Both checksums match over a complete record (rule 2c); this is its payload.
+    Valid(&'a [u8]),
+    /// An append cut short: an incomplete header (rule 1), or a trusted header whose payload
+    /// runs past the end of the file (rule 2b).
+    Torn(&'static str),
+    /// A trusted header declaring more than `FRAME_SIZE_BYTES_MAX` bytes (rule 2a).
+    Oversize(u32),
+    /// A trusted header whose payload fails its checksum; the record ends at `end` (rule 2d).
+    DamagedPayload {
+        /// Offset just past the damaged payload, where the next record starts.
+        end: usize,
+    },
+    /// A header that fails its checksum, so its length is not trusted (rule 3).
+    DamagedHeader,
+}
+
+/// Judges the record whose header starts at `offset`. Cheap checks come first (the header
+/// checksum covers 12 bytes), because rule 3 calls this at every offset of a damaged region.
+fn record_at(bytes: &[u8], offset: usize) -> RecordAt<'_> {
+    let rest = bytes.get(offset..).unwrap_or_default();
+    let Some(header) = rest.first_chunk::<RECORD_HEADER_BYTES>() else {
+        return RecordAt::Torn(INCOMPLETE_HEADER);
+    };
+    let payload_len = u32_field(header, 4);
+    let payload_crc = u32_field(header, 8);
+    if record_header_checksum(payload_len, payload_crc) != u32_field(header, 0) {
+        return RecordAt::DamagedHeader;
+    }
+    if payload_len as usize > FRAME_SIZE_BYTES_MAX {
+        return RecordAt::Oversize(payload_len);
+    }
+    // Invariant: from here on the header is trusted; nothing inside the payload is read as
+    // framing.
+    let end = RECORD_HEADER_BYTES + payload_len as usize;
+    let Some(payload) = rest.get(RECORD_HEADER_BYTES..end) else {
+        return RecordAt::Torn(LENGTH_BEYOND_END);
+    };
+    if crc32fast::hash(payload) != payload_crc {
+        return RecordAt::DamagedPayload { end: offset + end };
+    }
+    RecordAt::Valid(payload)
+}
+
+/// Decides what the first bad record, at `offset`, is: a torn tail or corruption (rules 1, 2a,
+/// 2b, 2d and 3 of the module doc). `bad` is how `record_at` judged it.
 fn classify_bad_record(
     bytes: &[u8],
     offset: usize,
+    bad: RecordAt<'_>,
+) -> Result<TornTail, RecordError> {
+    match bad {
+        RecordAt::Valid(_) => panic!("record at offset {offset} is valid, not bad"),
+        RecordAt::Torn(reason) => Ok(torn_tail(bytes, offset, reason)),
+        RecordAt::Oversize(len) => Err(RecordError::Corrupt {
+            offset: offset as u64,
+            reason: format!(
+                "header checksum is valid but declares {len} bytes, above the maximum of \
+                 {FRAME_SIZE_BYTES_MAX}"
+            ),
+        }),
+        RecordAt::DamagedHeader => search_after(bytes, offset, offset, HEADER_CHECKSUM_MISMATCH),
+        RecordAt::DamagedPayload { end } => classify_after_damaged_payload(bytes, offset, end),
+    }
+}
+
+/// Rule 2d: the record at `offset` has a trusted header and a damaged payload ending at
+/// `next`. Judges the bytes at `next` (and on, past further damaged payloads) by rules 1 to 3.
+fn classify_after_damaged_payload(
+    bytes: &[u8],
+    offset: usize,
+    mut next: usize,
+) -> Result<TornTail, RecordError> {
+    let reason = PAYLOAD_CHECKSUM_MISMATCH;
+    // Bounded: every round moves `next` on by at least one header, towards the end.
+    loop {
+        assert!(next > offset && next <= bytes.len());
+        if next == bytes.len() {
+            return Ok(torn_tail(bytes, offset, reason));
+        }
+        let corrupt = |detail: String| RecordError::Corrupt {
+            offset: offset as u64,
+            reason: format!("{reason}, {detail}"),
+        };
+        match record_at(bytes, next) {
+            RecordAt::Valid(_) => {
+                return Err(corrupt(format!(
+                    "yet a valid record follows at offset {next}"
+                )))
+            }
+            RecordAt::Torn(_) => return Ok(torn_tail(bytes, offset, reason)),
+            RecordAt::Oversize(len) => {
+                return Err(corrupt(format!(
+                    "and the valid header at offset {next} declares {len} bytes"
+                )))
+            }
+            RecordAt::DamagedPayload { end } => next = end,
+            RecordAt::DamagedHeader => return search_after(bytes, offset, next, reason),
+        }
+    }
+}
+
+/// Rule 3: the first bad record is at `offset` and no trusted header says where anything after
+/// `damaged_header` starts. Corrupt if a valid record starts at any offset after it, otherwise
+/// a torn tail.
+fn search_after(
+    bytes: &[u8],
+    offset: usize,
+    damaged_header: usize,
     reason: &'static str,
 ) -> Result<TornTail, RecordError> {
-    let next_valid = (offset + 1..bytes.len()).find(|&at| check_record_at(bytes, at).is_ok());
+    let next_valid = (damaged_header + 1..bytes.len())
+        .find(|&at| matches!(record_at(bytes, at), RecordAt::Valid(_)));
     match next_valid {
         Some(next) => Err(RecordError::Corrupt {
             offset: offset as u64,
             reason: format!("{reason}, yet a valid record follows at offset {next}"),
         }),
-        None => Ok(TornTail {
-            offset: offset as u64,
-            len: (bytes.len() - offset) as u64,
-            reason,
-        }),
+        None => Ok(torn_tail(bytes, offset, reason)),
     }
 }
 
-/// The payload of the record whose header starts at `offset`, if the header is complete, the
-/// length is in bounds and the checksum matches; otherwise why not. Cheap checks come first,
-/// because `classify_bad_record` calls this at every offset of a damaged region.
-fn check_record_at(bytes: &[u8], offset: usize) -> Result<&[u8], &'static str> {
-    let rest = bytes.get(offset..).unwrap_or_default();
-    let Some(header) = rest.first_chunk::<RECORD_HEADER_BYTES>() else {
-        return Err("incomplete header");
-    };
-    let payload_len = u32_field(header, 4) as usize;
-    if payload_len > FRAME_SIZE_BYTES_MAX {
-        return Err("length above the maximum");
+/// The torn tail from `offset` to the end of `bytes`.
+fn torn_tail(bytes: &[u8], offset: usize, reason: &'static str) -> TornTail {
+    assert!(offset < bytes.len());
+    TornTail {
+        offset: offset as u64,
+        len: (bytes.len() - offset) as u64,
+        reason,
     }
-    let Some(payload) = rest.get(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + payload_len) else {
-        return Err("length beyond the end of the file");
-    };
-    let len_bytes = [header[4], header[5], header[6], header[7]];
-    if record_checksum(len_bytes, payload) != u32_field(header, 0) {
-        return Err("checksum mismatch");
-    }
-    Ok(payload)
 }
 
-/// The record checksum: crc32 of the length field's bytes followed by the payload.
-fn record_checksum(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
+/// The header of a record whose payload is `payload`, declared `payload_len` bytes long.
+fn record_header(payload_len: u32, payload: &[u8]) -> [u8; RECORD_HEADER_BYTES] {
+    assert_eq!(payload_len as usize, payload.len());
+    let payload_crc = crc32fast::hash(payload);
+    let header_crc = record_header_checksum(payload_len, payload_crc);
+    let mut header = [0; RECORD_HEADER_BYTES];
+    header[0..4].copy_from_slice(&header_crc.to_le_bytes());
+    header[4..8].copy_from_slice(&payload_len.to_le_bytes());
+    header[8..12].copy_from_slice(&payload_crc.to_le_bytes());
+    header
+}
+
+/// The header checksum: crc32 of `RECORD_HEADER_DOMAIN`, then the length and payload checksum
+/// fields as they are laid out in the header.
+fn record_header_checksum(payload_len: u32, payload_crc: u32) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&len_bytes);
-    hasher.update(payload);
+    hasher.update(&RECORD_HEADER_DOMAIN);
+    hasher.update(&payload_len.to_le_bytes());
+    hasher.update(&payload_crc.to_le_bytes());
     hasher.finalize()
 }
 
-/// The little-endian `u32` at byte `at` (0 or 4) of an 8-byte header.
-fn u32_field(header: &[u8; 8], at: usize) -> u32 {
-    assert!(at == 0 || at == 4);
+/// The little-endian `u32` at byte `at` (a multiple of 4) of an `N`-byte header.
+fn u32_field<const N: usize>(header: &[u8; N], at: usize) -> u32 {
+    assert!(at % 4 == 0 && at + 4 <= N);
     u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
 }
 
@@ -457,6 +612,61 @@ mod tests {
         (image, offsets)
     }
 
+    /// A checksum-valid record header declaring `payload_len` bytes of checksum `payload_crc`.
+    fn valid_header(payload_len: u32, payload_crc: u32) -> [u8; RECORD_HEADER_BYTES] {
+        let mut header = [0; RECORD_HEADER_BYTES];
+        let header_crc = record_header_checksum(payload_len, payload_crc);
+        header[..4].copy_from_slice(&header_crc.to_le_bytes());
+        header[4..8].copy_from_slice(&payload_len.to_le_bytes());
+        header[8..].copy_from_slice(&payload_crc.to_le_bytes());
+        header
+    }
+
+    /// A complete, valid record image around arbitrary `payload` bytes.
+    fn raw_record(payload: &[u8]) -> Vec<u8> {
+        let mut image = record_header(payload.len() as u32, payload).to_vec();
+        image.extend_from_slice(payload);
+        image
+    }
+
+    /// A whole, valid record image, as a client could spell one out inside the bytes it sends.
+    fn forged_record() -> Vec<u8> {
+        let mut forged = Vec::new();
+        encode_record(&Message::Text("forged".to_string()), &mut forged).expect("encodes");
+        let scan = scan_records::<Message>(&forged).expect("the forgery is a valid record");
+        assert_eq!((scan.records.len(), scan.torn_tail), (1, None));
+        forged
+    }
+
+    /// `log_image()` then one more record whose payload embeds `forged_record()` and 40 more
+    /// bytes: (image, offset of that last record, offset just past the embedded forgery).
+    fn log_image_ending_in_a_forgery() -> (Vec<u8>, usize, usize) {
+        let (mut image, _) = log_image();
+        let last = image.len();
+        let forged = forged_record();
+        let mut data = forged.clone();
+        data.extend_from_slice(&[0x55; 40]);
+        let carrier = Message::Entries(vec![Entry {
+            term: 3,
+            index: 9,
+            data,
+        }]);
+        encode_record(&carrier, &mut image).expect("encodes");
+        let forged_at = image[last..]
+            .windows(forged.len())
+            .position(|window| window == forged)
+            .expect("the payload holds the forgery byte for byte");
+        (image, last, last + forged_at + forged.len())
+    }
+
+    /// The offset of the corrupt record `result` reports, or what it was instead.
+    fn corrupt_offset(result: Result<RecordScan<Message>, RecordError>) -> u64 {
+        match result {
+            Err(RecordError::Corrupt { offset, .. }) => offset,
+            Ok(scan) => panic!("expected corruption, got {:?}", scan.torn_tail),
+        }
+    }
+
     /// Decodes every whole frame at the front of `buf`, draining what it consumed.
     fn drain_frames<T: DeserializeOwned>(buf: &mut Vec<u8>, values: &mut Vec<T>) {
         while let Some((value, consumed)) = decode_frame::<T>(buf).expect("valid stream") {
@@ -564,12 +774,21 @@ mod tests {
     }
 
     #[test]
-    fn record_header_is_checksum_of_length_and_payload_then_length() {
+    fn record_header_is_header_checksum_then_length_then_payload_checksum() {
         let mut bytes = Vec::new();
         encode_record(&0xAABB_CCDDu32, &mut bytes).expect("encodes");
-        let covered = [4, 0, 0, 0, 0xDD, 0xCC, 0xBB, 0xAA];
-        assert_eq!(bytes[..4], crc32fast::hash(&covered).to_le_bytes());
-        assert_eq!(bytes[4..], covered);
+        let payload = [0xDD, 0xCC, 0xBB, 0xAA];
+        let payload_crc = crc32fast::hash(&payload).to_le_bytes();
+        let mut covered = b"RHDR".to_vec();
+        covered.extend_from_slice(&[4, 0, 0, 0]);
+        covered.extend_from_slice(&payload_crc);
+        let header_crc = crc32fast::hash(&covered);
+        assert_eq!(bytes[..4], header_crc.to_le_bytes());
+        assert_eq!(bytes[4..8], [4, 0, 0, 0]);
+        assert_eq!(bytes[8..12], payload_crc);
+        assert_eq!(bytes[12..], payload);
+        // The domain tag is what keeps a checksum of bare fields from passing as a header's.
+        assert_ne!(header_crc, crc32fast::hash(&covered[4..]));
     }
 
     #[test]
@@ -770,6 +989,13 @@ mod tests {
                 bytes[..4].copy_from_slice(&(rng.gen_range(0..len as u32)).to_le_bytes());
                 bytes[4..8].copy_from_slice(&[0; 4]);
             }
+            if rng.gen_bool(0.5) && bytes.len() >= RECORD_HEADER_BYTES {
+                // A checksum-valid record header makes every rule of the scan reachable.
+                let at = rng.gen_range(0..=len - RECORD_HEADER_BYTES);
+                let payload_len = rng.gen_range(0..2 * len as u32);
+                let header = valid_header(payload_len, rng.gen());
+                bytes[at..at + RECORD_HEADER_BYTES].copy_from_slice(&header);
+            }
             let _ = decode_frame::<Message>(&bytes);
             let _ = decode_payload::<Message>(&bytes);
             let _ = scan_records::<Message>(&bytes);
@@ -848,8 +1074,10 @@ mod tests {
 
     #[test]
     fn a_zero_header_is_not_a_valid_record() {
-        assert_eq!(check_record_at(&[0; 64], 0), Err("checksum mismatch"));
-        assert_eq!(record_checksum([0; 4], &[]), 0x2144_DF1C);
+        assert_eq!(record_at(&[0; 64], 0), RecordAt::DamagedHeader);
+        // Zero is the checksum of no bytes, so the header checksum alone refuses a zero run.
+        assert_eq!(crc32fast::hash(&[]), 0);
+        assert_eq!(record_header_checksum(0, 0), 0x0CEB_347C);
     }
 
     #[test]
@@ -863,14 +1091,14 @@ mod tests {
         let tail = TornTail {
             offset: valid_len,
             len: 4096,
-            reason: "checksum mismatch",
+            reason: HEADER_CHECKSUM_MISMATCH,
         };
         assert_eq!(scan.torn_tail, Some(tail));
     }
 
     #[test]
     fn a_zero_filled_file_is_a_torn_tail_at_offset_zero() {
-        for len in [1, 7, 8, 9, 4096] {
+        for len in [1, 7, 8, 11, 12, 13, 4096] {
             let scan = scan_records::<Message>(&vec![0; len]).expect("zeros are a torn tail");
             assert_eq!((scan.records.len(), scan.valid_len), (0, 0));
             assert_eq!(scan.torn_tail.map(|tail| tail.len), Some(len as u64));
@@ -888,30 +1116,36 @@ mod tests {
         assert!(matches!(result, Err(RecordError::Corrupt { offset, .. }) if offset == damaged_at));
     }
 
+    /// Rule 1.
     #[test]
     fn an_incomplete_header_at_the_end_is_a_torn_tail() {
-        let (mut image, _) = log_image();
-        let valid_len = image.len() as u64;
-        image.extend_from_slice(&[1, 2, 3]);
-        let scan = scan_records::<Message>(&image).expect("torn");
-        let tail = TornTail {
-            offset: valid_len,
-            len: 3,
-            reason: "incomplete header",
-        };
-        assert_eq!(scan.torn_tail, Some(tail));
+        let (image, _) = log_image();
+        let next = raw_record(b"next");
+        for len in 1..RECORD_HEADER_BYTES {
+            let mut cut = image.clone();
+            cut.extend_from_slice(&next[..len]);
+            let scan = scan_records::<Message>(&cut).expect("torn");
+            let tail = TornTail {
+                offset: image.len() as u64,
+                len: len as u64,
+                reason: INCOMPLETE_HEADER,
+            };
+            assert_eq!(scan.torn_tail, Some(tail), "{len} header bytes");
+        }
     }
 
+    /// Rule 3: an oversize length is not trusted when its header fails its checksum.
     #[test]
-    fn a_length_above_the_maximum_with_nothing_valid_after_is_a_torn_tail() {
+    fn a_length_above_the_maximum_under_a_bad_header_checksum_is_a_torn_tail() {
         let mut image = Vec::new();
         image.extend_from_slice(&[0; 4]);
         image.extend_from_slice(&u32::MAX.to_le_bytes());
+        image.extend_from_slice(&[0; 4]);
         image.extend_from_slice(&[7; 100]);
         let scan = scan_records::<Message>(&image).expect("torn");
         assert_eq!(
             scan.torn_tail.map(|tail| tail.reason),
-            Some("length above the maximum")
+            Some(HEADER_CHECKSUM_MISMATCH)
         );
     }
 
@@ -922,6 +1156,176 @@ mod tests {
         encode_record(&99u32, &mut image).expect("encodes"); // 99 is no Message variant
         let result = scan_records::<Message>(&image);
         assert!(matches!(result, Err(RecordError::Corrupt { offset: o, .. }) if o == offset));
+    }
+
+    /// Rule 2a.
+    #[test]
+    fn a_checksum_valid_header_declaring_an_oversize_length_is_corrupt_even_at_the_end() {
+        let (image, _) = log_image();
+        for len in [FRAME_SIZE_BYTES_MAX as u32 + 1, u32::MAX] {
+            let mut damaged = image.clone();
+            damaged.extend_from_slice(&valid_header(len, 0));
+            damaged.extend_from_slice(&[7; 100]);
+            assert_eq!(corrupt_offset(scan_records(&damaged)), image.len() as u64);
+        }
+    }
+
+    /// Rule 2b: the regression. A record cut short after a forged record in its own payload
+    /// is a torn tail; the forgery is stepped over, never read as framing.
+    #[test]
+    fn a_record_cut_anywhere_after_a_forged_record_in_its_payload_is_a_torn_tail() {
+        let (image, last, forged_end) = log_image_ending_in_a_forgery();
+        for cut in last + RECORD_HEADER_BYTES..image.len() {
+            let scan = scan_records::<Message>(&image[..cut]).expect("torn, not corrupt");
+            assert_eq!(scan.records.len(), messages().len(), "cut at {cut}");
+            let tail = TornTail {
+                offset: last as u64,
+                len: (cut - last) as u64,
+                reason: LENGTH_BEYOND_END,
+            };
+            assert_eq!(scan.torn_tail, Some(tail), "cut at {cut}");
+        }
+        assert!(forged_end < image.len());
+        let scan = scan_records::<Message>(&image).expect("whole");
+        assert_eq!(scan.records.len(), messages().len() + 1);
+    }
+
+    /// Rule 2d, end of file: damage anywhere in the last record's payload, forgery included.
+    #[test]
+    fn a_damaged_payload_holding_a_forged_record_at_the_end_is_a_torn_tail() {
+        let (image, last, _) = log_image_ending_in_a_forgery();
+        for position in last + RECORD_HEADER_BYTES..image.len() {
+            let mut damaged = image.clone();
+            damaged[position] ^= 0x41;
+            let scan = scan_records::<Message>(&damaged).expect("torn, not corrupt");
+            let tail = TornTail {
+                offset: last as u64,
+                len: (image.len() - last) as u64,
+                reason: PAYLOAD_CHECKSUM_MISMATCH,
+            };
+            assert_eq!(scan.torn_tail, Some(tail), "byte {position}");
+        }
+    }
+
+    /// Rule 2d: a valid record right after the damaged one is corruption, and says where.
+    #[test]
+    fn a_damaged_payload_followed_by_a_valid_record_is_corrupt_and_names_both() {
+        let (mut image, offsets) = log_image();
+        image[offsets[2] + RECORD_HEADER_BYTES] ^= 0x41;
+        let Err(RecordError::Corrupt { offset, reason }) = scan_records::<Message>(&image) else {
+            panic!("expected corruption");
+        };
+        assert_eq!(offset, offsets[2] as u64);
+        let follows = format!("{PAYLOAD_CHECKSUM_MISMATCH}, yet a valid record follows at");
+        assert_eq!(reason, format!("{follows} offset {}", offsets[3]));
+    }
+
+    /// Rule 2d: the damaged record's successor was cut short (header or payload), so the batch
+    /// was torn; the forgery inside the damaged payload is never looked at.
+    #[test]
+    fn a_damaged_payload_followed_by_a_cut_record_is_a_torn_tail() {
+        let (mut image, last, forged_end) = log_image_ending_in_a_forgery();
+        image[forged_end] ^= 0x41;
+        let next = image.len();
+        encode_record(&Message::Text("next".to_string()), &mut image).expect("encodes");
+        for cut in next..image.len() {
+            let scan = scan_records::<Message>(&image[..cut]).expect("torn, not corrupt");
+            let tail = scan.torn_tail.map(|tail| (tail.offset, tail.reason));
+            let expected = (last as u64, PAYLOAD_CHECKSUM_MISMATCH);
+            assert_eq!(tail, Some(expected), "cut at {cut}");
+        }
+        assert_eq!(corrupt_offset(scan_records(&image)), last as u64);
+    }
+
+    /// Rule 2d, followed: damaged payloads in a row lead to a valid record or to the end.
+    #[test]
+    fn a_run_of_damaged_payloads_is_corrupt_before_a_valid_record_and_torn_at_the_end() {
+        let (image, offsets) = log_image();
+        let mut middle = image.clone();
+        middle[offsets[1] + RECORD_HEADER_BYTES] ^= 0x41;
+        middle[offsets[2] + RECORD_HEADER_BYTES] ^= 0x41;
+        assert_eq!(corrupt_offset(scan_records(&middle)), offsets[1] as u64);
+        let mut end = image.clone();
+        end[offsets[3] + RECORD_HEADER_BYTES] ^= 0x41;
+        end[offsets[4] + RECORD_HEADER_BYTES] ^= 0x41;
+        let scan = scan_records::<Message>(&end).expect("torn");
+        let tail = scan.torn_tail.map(|tail| (tail.offset, tail.reason));
+        assert_eq!(tail, Some((offsets[3] as u64, PAYLOAD_CHECKSUM_MISMATCH)));
+    }
+
+    /// Rule 2d, then rule 3 from the damaged header: the search starts past the damaged
+    /// payload, so a forgery inside that payload is never found.
+    #[test]
+    fn a_damaged_header_after_a_damaged_payload_is_searched_past_from_there() {
+        let (mut image, last, forged_end) = log_image_ending_in_a_forgery();
+        image[forged_end] ^= 0x41;
+        let next = image.len();
+        encode_record(&Message::Text("next".to_string()), &mut image).expect("encodes");
+        image[next] ^= 0x41;
+        let scan = scan_records::<Message>(&image).expect("torn, not corrupt");
+        let tail = scan.torn_tail.map(|tail| (tail.offset, tail.reason));
+        assert_eq!(tail, Some((last as u64, PAYLOAD_CHECKSUM_MISMATCH)));
+        // A valid record after the damaged header makes it corruption at the first damage.
+        encode_record(&Message::Ping, &mut image).expect("encodes");
+        assert_eq!(corrupt_offset(scan_records(&image)), last as u64);
+    }
+
+    /// Rule 2d: a checksum-valid oversize header after a damaged payload is corruption.
+    #[test]
+    fn a_damaged_payload_followed_by_a_valid_oversize_header_is_corrupt() {
+        let (mut image, offsets) = log_image();
+        let last = offsets[offsets.len() - 1];
+        image[last + RECORD_HEADER_BYTES] ^= 0x41;
+        image.extend_from_slice(&valid_header(FRAME_SIZE_BYTES_MAX as u32 + 1, 0));
+        assert_eq!(corrupt_offset(scan_records(&image)), last as u64);
+    }
+
+    /// Rule 3: a damaged header with a valid record after it is corruption, and says where.
+    #[test]
+    fn a_damaged_header_followed_by_a_valid_record_is_corrupt_and_names_both() {
+        let (mut image, offsets) = log_image();
+        image[offsets[1] + 4] ^= 0x41;
+        let Err(RecordError::Corrupt { offset, reason }) = scan_records::<Message>(&image) else {
+            panic!("expected corruption");
+        };
+        assert_eq!(offset, offsets[1] as u64);
+        let follows = format!("{HEADER_CHECKSUM_MISMATCH}, yet a valid record follows at");
+        assert_eq!(reason, format!("{follows} offset {}", offsets[2]));
+    }
+
+    /// Rule 3: only a whole valid record found by the search counts, not a valid header alone.
+    #[test]
+    fn a_damaged_header_followed_by_a_valid_header_alone_is_a_torn_tail() {
+        let (image, _) = log_image();
+        let payload = b"a payload of some length";
+        let bad_crc = crc32fast::hash(payload) ^ 1;
+        let followers = [
+            [&valid_header(100, 0)[..], &payload[..]].concat(), // runs past the end
+            [
+                &valid_header(payload.len() as u32, bad_crc)[..],
+                &payload[..],
+            ]
+            .concat(),
+        ];
+        for follower in followers {
+            let mut damaged = image.clone();
+            damaged.extend_from_slice(&[0xAB; RECORD_HEADER_BYTES]);
+            damaged.extend_from_slice(&follower);
+            let scan = scan_records::<Message>(&damaged).expect("torn");
+            let tail = scan.torn_tail.map(|tail| (tail.offset, tail.reason));
+            assert_eq!(tail, Some((image.len() as u64, HEADER_CHECKSUM_MISMATCH)));
+        }
+    }
+
+    /// Rule 3, the residual risk the module doc names: a damaged header followed by a torn
+    /// payload that holds a forged record reads as corruption. It errs towards refusing.
+    #[test]
+    fn a_damaged_header_before_a_forged_record_is_corrupt_the_documented_residual_risk() {
+        let (mut image, last, forged_end) = log_image_ending_in_a_forgery();
+        image[last] ^= 0x41;
+        for cut in forged_end..=image.len() {
+            assert_eq!(corrupt_offset(scan_records(&image[..cut])), last as u64);
+        }
     }
 
     #[test]
@@ -988,6 +1392,27 @@ mod tests {
             prop_assert_eq!(&kept[..], &values[..whole]);
             prop_assert_eq!(scan.valid_len, valid_len as u64);
             prop_assert_eq!(scan.torn_tail.is_some(), cut > valid_len);
+        }
+
+        #[test]
+        fn damage_confined_to_the_last_record_is_a_torn_tail_at_its_offset(
+            values in proptest::collection::vec(tuple(), 1..6),
+            position_fraction in 0.0..1.0f64,
+            flip in 1..=255u8,
+            cut_fraction in 0.0..=1.0f64,
+        ) {
+            let mut image = Vec::new();
+            let mut last = 0;
+            for value in &values {
+                last = image.len();
+                encode_record(value, &mut image).expect("encodes");
+            }
+            let record_len = image.len() - last;
+            image[last + (record_len as f64 * position_fraction) as usize] ^= flip;
+            let cut = last + ((record_len as f64 * cut_fraction) as usize).max(1);
+            let scan = scan_records::<Tuple>(&image[..cut]).expect("damage at the end is torn");
+            prop_assert_eq!(scan.records.len(), values.len() - 1);
+            prop_assert_eq!(scan.torn_tail.map(|tail| tail.offset), Some(last as u64));
         }
 
         #[test]

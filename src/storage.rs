@@ -134,8 +134,9 @@ fn replay_entry(entries: &mut Vec<Entry>, entry: Entry, offset: u64) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::{Command, Operation};
     use crate::raft::{EntryData, Payload};
-    use crate::types::{NodeId, Term};
+    use crate::types::{ClientId, NodeId, Term};
     use proptest::prelude::*;
 
     fn entry(index: u64, term: u64) -> Entry {
@@ -252,6 +253,132 @@ mod tests {
             error.to_string().contains(&format!("offset {}", one.len())),
             "{error}"
         );
+    }
+
+    /// A string that is itself a whole, valid record image (a hard state record), all ASCII, so
+    /// a client could send it as chat text. Built by the record codec, so it is a forgery
+    /// against whatever the record format is.
+    fn forged_record_text() -> String {
+        for term in 0..128 {
+            for commit_index in 0..128 {
+                let forged = Record::HardState(HardState {
+                    term: Term(term),
+                    vote: Some(NodeId(1)),
+                    commit_index: LogIndex(commit_index),
+                });
+                let mut image = Vec::new();
+                codec::encode_record(&forged, &mut image).unwrap();
+                if image.is_ascii() {
+                    let scan = codec::scan_records::<Record>(&image).unwrap();
+                    assert_eq!((scan.records.len(), scan.torn_tail), (1, None));
+                    return String::from_utf8(image).unwrap();
+                }
+            }
+        }
+        panic!("no all-ASCII record image among 16384 hard states");
+    }
+
+    /// An entry whose command is a chat message of `message` then "tail".
+    fn chat_entry(index: u64, message: &str) -> Entry {
+        let command = Command::Client {
+            client_id: ClientId(1),
+            sequence: index,
+            operation: Operation::SendMessage {
+                from: "alice".into(),
+                to: "bob".into(),
+                message: message.to_string() + "tail",
+            },
+        };
+        let data = EntryData::Command(Payload::new(codec::encode_payload(&command).unwrap()));
+        Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            data,
+        }
+    }
+
+    /// A synced first batch, then an unsynced one: `entries` and maybe a hard state. Returns
+    /// the file and the length of the synced batch.
+    fn file_with_torn_batch(entries: &[Entry], hs: Option<HardState>) -> (Vec<u8>, usize) {
+        let mut bytes = Vec::new();
+        let noop = Entry {
+            term: Term(1),
+            index: LogIndex(1),
+            data: EntryData::Noop,
+        };
+        encode_batch(Some(&hard_state(1, 0)), &[noop], &mut bytes).unwrap();
+        let synced = bytes.len();
+        encode_batch(hs.as_ref(), entries, &mut bytes).unwrap();
+        (bytes, synced)
+    }
+
+    /// The offset just past the first copy of `needle` at or after `from`.
+    fn end_of(bytes: &[u8], from: usize, needle: &str) -> usize {
+        let position = bytes[from..]
+            .windows(needle.len())
+            .position(|window| window == needle.as_bytes())
+            .unwrap();
+        from + position + needle.len()
+    }
+
+    #[test]
+    fn a_torn_record_whose_user_payload_embeds_a_valid_record_is_a_torn_tail() {
+        let message = forged_record_text();
+        let (bytes, synced) = file_with_torn_batch(&[chat_entry(2, &message)], None);
+        let at = end_of(&bytes, synced, &message);
+        let recovered = recover(&bytes[..at]).unwrap(); // torn tail, not corruption
+        assert_eq!(recovered.valid_len, synced as u64);
+        assert_eq!(recovered.entries.len(), 1);
+    }
+
+    #[test]
+    fn a_cut_anywhere_after_an_embedded_record_in_the_same_payload_is_a_torn_tail() {
+        let message = forged_record_text();
+        let (bytes, synced) = file_with_torn_batch(&[chat_entry(2, &message)], None);
+        for cut in end_of(&bytes, synced, &message)..bytes.len() {
+            let recovered = recover(&bytes[..cut]).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            assert_eq!(recovered.valid_len, synced as u64, "cut at {cut}");
+        }
+        assert_eq!(recover(&bytes).unwrap().entries.len(), 2);
+    }
+
+    #[test]
+    fn a_cut_in_the_header_after_a_complete_record_embedding_a_valid_record_is_a_torn_tail() {
+        let message = forged_record_text();
+        let entries = [chat_entry(2, &message), chat_entry(3, &message)];
+        let (bytes, synced) = file_with_torn_batch(&entries, Some(hard_state(1, 2)));
+        let scan = codec::scan_records::<Record>(&bytes).unwrap();
+        let starts: Vec<usize> = scan.records.iter().map(|&(o, _)| o as usize).collect();
+        // Each record after a chat entry (the second chat entry, then the hard state), with
+        // the chat entry before it: its last byte, in "tail", is flipped in the damaged case,
+        // as a power loss may do to the bytes just before the cut.
+        for pair in starts.windows(2).filter(|pair| pair[0] >= synced) {
+            let (previous, next) = (pair[0], pair[1]);
+            for cut in next + 1..next + codec::RECORD_HEADER_BYTES {
+                let recovered = recover(&bytes[..cut]).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+                assert_eq!(recovered.valid_len, next as u64, "cut at {cut}");
+                let mut damaged = bytes[..cut].to_vec();
+                damaged[next - 1] ^= 0x20;
+                let recovered = recover(&damaged).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+                assert_eq!(
+                    recovered.valid_len, previous as u64,
+                    "damaged, cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_full_of_embedded_records_cut_anywhere_is_a_torn_tail() {
+        let message = forged_record_text();
+        let entries = [chat_entry(2, &message), chat_entry(3, &message)];
+        let (bytes, synced) = file_with_torn_batch(&entries, Some(hard_state(1, 2)));
+        for cut in synced..=bytes.len() {
+            let recovered = recover(&bytes[..cut]).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            let count = recovered.entries.len();
+            assert!((1..=3).contains(&count), "cut at {cut}");
+            assert_eq!(recovered.entries[1..], entries[..count - 1], "cut at {cut}");
+        }
     }
 
     proptest! {

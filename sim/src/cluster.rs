@@ -231,6 +231,7 @@ async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
     );
     let fault_end = Duration::from_secs(drawn.duration_secs);
     let handle = madsim::runtime::Handle::current();
+    let mut helpers = Vec::new();
     for k in 0..drawn.clients {
         let client_seed = seed ^ SALT_CLIENT ^ u64::from(k);
         let config = client_config(&drawn, &members, client_seed);
@@ -266,7 +267,22 @@ async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
     };
     // Let operations still in flight finish or time out before the history is closed.
     tokio::time::sleep(Duration::from_millis(drawn.request_timeout_ms)).await;
-    finish(&world, recovery, nemesis.disk_totals())
+    let report = finish(&world, recovery, nemesis.disk_totals());
+    helpers.push(probe.id());
+    end_run(&mut nemesis, &helpers, &world).await;
+    report
+}
+
+/// Kills everything and lets simulated time pass, so that madsim drops every task of the run
+/// (it does not when the runtime is dropped), then frees the run's shared state.
+async fn end_run(nemesis: &mut Nemesis, helpers: &[madsim::task::NodeId], world: &World) {
+    nemesis.shutdown();
+    let handle = madsim::runtime::Handle::current();
+    for &node in helpers {
+        handle.kill(node);
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    world.with(|s| *s = crate::world::WorldState::default());
 }
 
 /// Phase 2 and 3: a new command commits within the bound; then all running nodes converge.

@@ -166,6 +166,13 @@ impl SimDiskHandle {
         description
     }
 
+    /// Frees the disk's contents at the end of a run (the handle itself may outlive the run).
+    pub fn release(&self) {
+        let mut state = self.state();
+        state.data = Vec::new();
+        state.durable_len = 0;
+    }
+
     /// Appends `bytes` to the volatile tail as if the node had written them and not synced
     /// yet: the nemesis's stand-in for a write that a power failure leaves half-done.
     pub fn append_unsynced_garbage(&self, bytes: &[u8]) {

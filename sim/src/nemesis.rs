@@ -356,6 +356,19 @@ impl Nemesis {
         self.world.trace(None, "heal", || json!({}));
     }
 
+    /// Kills every node and empties its disk: the run is over. madsim does not tear down the
+    /// tasks still pending when a runtime is dropped, so a run must end them itself, or their
+    /// state outlives the run and a long sweep runs out of memory.
+    pub fn shutdown(&mut self) {
+        for node in self.nodes.values_mut() {
+            if node.up {
+                self.handle.kill(node.madsim_id);
+                node.up = false;
+            }
+            node.disk.release();
+        }
+    }
+
     /// Ends every fault: heal partitions, resume paused nodes, restart killed ones, restore
     /// each node's drawn clock rate. Nodes that refused to start (a corrupt log) stay down.
     pub fn heal_all(&mut self) {
