@@ -187,9 +187,8 @@ fn run(
 ) -> Result<i32, String> {
     let scenario = Scenario::load(path).map_err(|e| e.to_string())?;
     activate(mutant);
-    let options = RunOptions {
-        trace: trace_path.is_some() || check_determinism,
-    };
+    // One seed is cheap: always keep the trace, so a failure can show the events behind it.
+    let options = RunOptions { trace: true };
     let started = Instant::now();
     let mut report = run_seed(&scenario, seed, options);
     let wall = started.elapsed();

@@ -43,10 +43,16 @@ impl Trace {
         &self.bytes
     }
 
-    /// The last `count` lines, for violation reports.
-    pub fn tail(&self, count: usize) -> String {
+    /// The last `count` lines about `node` (or about any node, if none is given), together
+    /// with the faults injected among them: the slice of the trace a violation report shows.
+    pub fn tail(&self, count: usize, node: Option<u64>) -> String {
         let text = String::from_utf8_lossy(&self.bytes);
-        let lines: Vec<&str> = text.lines().collect();
+        let tag = node.map(|n| format!("\"node\":\"n{n}\""));
+        let relevant = |line: &&str| {
+            let about_node = tag.as_ref().is_none_or(|tag| line.contains(tag.as_str()));
+            about_node || line.contains("\"kind\":\"nemesis\"")
+        };
+        let lines: Vec<&str> = text.lines().filter(relevant).collect();
         lines[lines.len().saturating_sub(count)..].join("\n")
     }
 }

@@ -109,7 +109,12 @@ impl World {
         let time = self.now();
         self.with(|s| {
             if s.violation.is_none() {
-                let context = s.trace.as_ref().map(|t| t.tail(30)).unwrap_or_default();
+                let node = failure.node.map(|n| n.0);
+                let context = s
+                    .trace
+                    .as_ref()
+                    .map(|t| t.tail(25, node))
+                    .unwrap_or_default();
                 s.violation = Some(Violation {
                     failure,
                     time,
