@@ -33,6 +33,12 @@ use tokio::time::{sleep_until, Instant};
 pub const INBOX_MAX: usize = 8192;
 /// Most inputs handled between two rounds of work.
 const INPUT_BATCH_MAX: usize = 1024;
+/// The longest tail recovery will cut as torn. One batch holds at most what a leader can have
+/// in flight to a follower (its whole window of appends) plus one round of proposals; this is
+/// several times that, so a longer unreadable tail is not a crash's doing.
+const TORN_TAIL_BYTES_MAX: u64 = 4
+    * (raftchat::limits::INFLIGHT_APPENDS_MAX * raftchat::limits::APPEND_BYTES_MAX) as u64;
+
 /// Most clients waiting on a leader at once; more are answered `Busy`.
 pub const WAITERS_MAX: usize = 16 * 1024;
 
@@ -135,6 +141,17 @@ async fn recover<D: Disk>(
     let bytes = disk.read_all().await.map_err(NodeError::Disk)?;
     let recovered = storage::recover(&bytes)?;
     let torn_tail_bytes = bytes.len() as u64 - recovered.valid_len;
+    if torn_tail_bytes > TORN_TAIL_BYTES_MAX {
+        // A crash tears at most the one batch being written. Anything longer is not a torn
+        // append: a file from another program or format, which must never be cut away.
+        return Err(NodeError::Storage(StorageError::Inconsistent {
+            offset: recovered.valid_len,
+            reason: format!(
+                "{torn_tail_bytes} bytes at the end do not form records, more than one write \
+                 could leave; refusing to truncate them"
+            ),
+        }));
+    }
     if torn_tail_bytes > 0 {
         // Bytes past the last whole record were never synced (a crash mid-append), so no
         // promise rests on them: cut them before appending anything new after them.
