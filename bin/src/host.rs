@@ -36,8 +36,8 @@ const INPUT_BATCH_MAX: usize = 1024;
 /// The longest tail recovery will cut as torn. One batch holds at most what a leader can have
 /// in flight to a follower (its whole window of appends) plus one round of proposals; this is
 /// several times that, so a longer unreadable tail is not a crash's doing.
-const TORN_TAIL_BYTES_MAX: u64 = 4
-    * (raftchat::limits::INFLIGHT_APPENDS_MAX * raftchat::limits::APPEND_BYTES_MAX) as u64;
+const TORN_TAIL_BYTES_MAX: u64 =
+    4 * (raftchat::limits::INFLIGHT_APPENDS_MAX * raftchat::limits::APPEND_BYTES_MAX) as u64;
 
 /// Most clients waiting on a leader at once; more are answered `Busy`.
 pub const WAITERS_MAX: usize = 16 * 1024;

@@ -4,6 +4,8 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod cluster_file;
+pub mod cluster_status;
 pub mod config;
 pub mod disk;
 pub mod file_disk;

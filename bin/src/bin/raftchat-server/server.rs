@@ -1,0 +1,291 @@
+//! The server: flags, logging, the data directory, signals, and exit codes around
+//! `host::run_node`.
+//!
+//! Exit codes: 0 after a clean shutdown on SIGINT or SIGTERM; 1 when the node fails while
+//! starting or running (it cannot listen on its address, a disk write or fsync fails); 2 on a
+//! usage or input error (bad flags, a bad cluster file, an id that is not a member, a data
+//! directory that cannot be used, belongs to another node, or holds a corrupt log). The data is
+//! never modified on an error: a corrupt log is reported with its offset and left as it is.
+
+use clap::Parser;
+use raftchat::raft::{RoleKind, Status};
+use raftchat::types::NodeId;
+use raftchat_node::cluster_file::ClusterFile;
+use raftchat_node::config::NodeConfig;
+use raftchat_node::file_disk::FileDisk;
+use raftchat_node::host::{run_node, NodeError};
+use raftchat_node::observer::{Event, Observer};
+use serde::Deserialize;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// The log file's name inside the data directory.
+const LOG_FILE_NAME: &str = "raft.log";
+/// The file that ties a data directory to one node of one cluster.
+const IDENTITY_FILE_NAME: &str = "identity.toml";
+/// How long a shutdown waits for the runtime's tasks to stop.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// One member of a raftchat cluster.
+#[derive(Parser, Debug)]
+#[command(
+    name = "raftchat-server",
+    version,
+    about = "One member of a raftchat cluster: Raft over TCP, a durable log with fsync.",
+    after_help = "Exit codes: 0 stopped by SIGINT/SIGTERM; 1 failed while starting or running \
+                  (cannot listen, disk error); 2 usage or input error (bad flag, bad cluster \
+                  file, unknown id, unusable, foreign or corrupt data directory).\n\
+                  The data directory is never modified on an error."
+)]
+struct Args {
+    /// This node's id: one of the `[[nodes]]` ids of the cluster file.
+    #[arg(long, value_name = "ID")]
+    id: u64,
+    /// The cluster file (see bin/cluster.example.toml).
+    #[arg(long, value_name = "CLUSTER.toml")]
+    cluster: PathBuf,
+    /// Where this node keeps its log (created if missing; one directory per node).
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Log verbosity: error, warn, info, debug or trace, or a tracing filter such as
+    /// "info,raftchat_node=debug". Logs go to stderr.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+/// Why the server stopped: the exit code and one line for the operator.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn input(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    fn runtime(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+/// Runs the server and turns its outcome into an exit code.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("raftchat-server: error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Failure> {
+    let filter = EnvFilter::try_new(&args.log_level)
+        .map_err(|e| Failure::input(format!("--log-level {:?}: {e}", args.log_level)))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cluster = ClusterFile::load(&args.cluster).map_err(|e| Failure::input(e.to_string()))?;
+    let id = NodeId(args.id);
+    let config = cluster
+        .node_config(id, seed(id))
+        .map_err(|e| Failure::input(e.to_string()))?;
+    prepare_data_dir(&args.data_dir, &config)?;
+    let log_path = args.data_dir.join(LOG_FILE_NAME);
+    let disk = FileDisk::open(&log_path).map_err(|e| Failure::input(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
+    tracing::info!(
+        node = args.id,
+        cluster_id = config.cluster_id,
+        listen = %config.listen,
+        data_dir = %args.data_dir.display(),
+        "starting"
+    );
+    let result = runtime.block_on(serve(config, disk));
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    result.map_err(|error| classify(error, &log_path))
+}
+
+/// Runs the node until it fails or a shutdown signal arrives.
+async fn serve(config: NodeConfig, disk: FileDisk) -> Result<(), NodeError> {
+    let observer = Arc::new(LogObserver::default());
+    let node = run_node(config, disk, |outbox| outbox, observer);
+    tokio::select! {
+        result = node => result,
+        signal = shutdown_signal() => {
+            match signal {
+                Ok(name) => tracing::info!(signal = name, "shutting down"),
+                Err(error) => tracing::error!(%error, "cannot wait for signals; shutting down"),
+            }
+            // Dropping the node stops it between two rounds of work: everything it
+            // acknowledged was synced to disk before the acknowledgement was sent.
+            Ok(())
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM and says which came.
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = terminate.recv() => Ok("SIGTERM"),
+            _ = interrupt.recv() => Ok("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    }
+}
+
+/// The exit code and message for a node that stopped on an error.
+fn classify(error: NodeError, log_path: &Path) -> Failure {
+    match error {
+        NodeError::Storage(_) | NodeError::Restore(_) => Failure::input(format!(
+            "{}: {error}; the file was left untouched",
+            log_path.display()
+        )),
+        NodeError::Config(_) => Failure::input(error.to_string()),
+        NodeError::Bind { .. } => {
+            Failure::runtime(format!("{error} (is another process using this address?)"))
+        }
+        NodeError::Disk(_) => Failure::runtime(error.to_string()),
+    }
+}
+
+/// What `identity.toml` records: which node of which cluster owns the data directory.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Identity {
+    cluster_id: u64,
+    node_id: u64,
+}
+
+/// Creates the data directory if needed and makes sure it belongs to this node: a log written
+/// by another node, or for another cluster, must never be served as this node's.
+fn prepare_data_dir(dir: &Path, config: &NodeConfig) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Failure::input(format!(
+            "{}: cannot create the data directory: {e}",
+            dir.display()
+        ))
+    })?;
+    let path = dir.join(IDENTITY_FILE_NAME);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let identity: Identity = toml::from_str(&text).map_err(|e| {
+                let message = e.message().replace('\n', " ");
+                Failure::input(format!(
+                    "{}: not a valid identity file: {message}",
+                    path.display()
+                ))
+            })?;
+            if identity.node_id != config.id.0 || identity.cluster_id != config.cluster_id {
+                return Err(Failure::input(format!(
+                    "{}: this data directory belongs to node {} of cluster {}, not to node {} \
+                     of cluster {}",
+                    dir.display(),
+                    identity.node_id,
+                    identity.cluster_id,
+                    config.id.0,
+                    config.cluster_id
+                )));
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let text = format!(
+                "# Written by raftchat-server: this data directory belongs to this node.\n\
+                 cluster_id = {}\nnode_id = {}\n",
+                config.cluster_id, config.id.0
+            );
+            std::fs::write(&path, text)
+                .map_err(|e| Failure::input(format!("{}: cannot write: {e}", path.display())))
+        }
+        Err(error) => Err(Failure::input(format!(
+            "{}: cannot read: {error}",
+            path.display()
+        ))),
+    }
+}
+
+/// A fresh election-jitter seed for every start of a node, so that two nodes restarted together
+/// do not time out in step.
+fn seed(id: NodeId) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ u64::from(std::process::id()).rotate_left(32) ^ id.0
+}
+
+/// Logs what an operator wants to see: recovery, and changes of role, term and leader (not
+/// every commit, which would flood the log under load).
+#[derive(Default)]
+struct LogObserver {
+    last: Mutex<Option<(RoleKind, u64, Option<NodeId>)>>,
+}
+
+impl Observer for LogObserver {
+    fn event(&self, node: NodeId, event: &Event<'_>) {
+        match event {
+            Event::Recovered {
+                hard_state,
+                torn_tail_bytes,
+                ..
+            } => {
+                tracing::info!(%node, ?hard_state, torn_tail_bytes, "recovered the log");
+            }
+            Event::Status(status) => self.status(node, status),
+            Event::Stopped { reason } => tracing::error!(%node, reason, "node stopped"),
+            _ => {}
+        }
+    }
+}
+
+impl LogObserver {
+    fn status(&self, node: NodeId, status: &Status) {
+        let now = (status.role, status.term.0, status.leader);
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if *last == Some(now) {
+            return;
+        }
+        let first = last.is_none();
+        *last = Some(now);
+        drop(last);
+        let role = raftchat_node::cluster_status::role_name(status.role);
+        let leader = status.leader.map(|l| l.0);
+        if first {
+            tracing::info!(
+                %node, role, term = status.term.0, ?leader,
+                last_index = status.last_index.0, commit_index = status.commit_index.0,
+                "running"
+            );
+        } else {
+            tracing::info!(%node, role, term = status.term.0, ?leader, "status changed");
+        }
+    }
+}

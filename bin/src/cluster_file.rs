@@ -1,0 +1,449 @@
+//! The cluster file (`CLUSTER.toml`) that the server, the client CLI and the benchmark share:
+//! the cluster's id, every member's id and address, and optional timing and client settings.
+//! `bin/cluster.example.toml` documents the format.
+//!
+//! Parsing never panics: every problem is one line naming the file, the position or key, and
+//! what is wrong, so an operator can fix it without reading code. The parsed form is checked as
+//! a whole (unique ids and addresses, a timing Raft accepts) before anything starts.
+
+use crate::client::ClientConfig;
+use crate::config::NodeConfig;
+use raftchat::limits::CLUSTER_SIZE_MAX;
+use raftchat::types::NodeId;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest cluster file read, in bytes; anything larger is not a cluster file.
+const CLUSTER_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// A problem with a cluster file, as one line that names the file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ClusterFileError {
+    /// The file, as given.
+    pub path: String,
+    /// What is wrong, with the key or line it concerns.
+    pub message: String,
+}
+
+/// A parsed and checked cluster file.
+#[derive(Clone, Debug)]
+pub struct ClusterFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Identifies the cluster; peers from another cluster are refused.
+    pub cluster_id: u64,
+    /// Every member and the address it listens on.
+    pub members: BTreeMap<NodeId, SocketAddr>,
+    /// Raft timing shared by every member.
+    pub timing: Timing,
+    /// Client timeouts.
+    pub client: ClientTiming,
+}
+
+/// The `[timing]` table: Raft's clock, shared by every member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Length of one Raft tick.
+    pub tick: Duration,
+    /// Election timeout range in ticks, `[min, max)`.
+    pub election_ticks: (u32, u32),
+    /// Ticks between heartbeats.
+    pub heartbeat_ticks: u32,
+    /// Raft pre-vote (thesis §9.6).
+    pub pre_vote: bool,
+    /// Raft check-quorum (thesis §6.2).
+    pub check_quorum: bool,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        // The runtime's defaults, so a file without `[timing]` behaves like the simulator.
+        let defaults = NodeConfig::new(NodeId(0), BTreeMap::new());
+        Timing {
+            tick: defaults.tick_interval,
+            election_ticks: defaults.election_ticks,
+            heartbeat_ticks: defaults.heartbeat_ticks,
+            pre_vote: defaults.pre_vote,
+            check_quorum: defaults.check_quorum,
+        }
+    }
+}
+
+/// The `[client]` table: how long clients wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientTiming {
+    /// How long one operation may take, retries included.
+    pub operation_timeout: Duration,
+    /// How long one attempt against one server may take.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for ClientTiming {
+    fn default() -> ClientTiming {
+        let defaults = ClientConfig::new(BTreeMap::new());
+        ClientTiming {
+            operation_timeout: defaults.operation_timeout,
+            attempt_timeout: defaults.attempt_timeout,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    cluster_id: u64,
+    nodes: Vec<RawNode>,
+    timing: Option<RawTiming>,
+    client: Option<RawClient>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: u64,
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTiming {
+    tick_ms: Option<u64>,
+    election_ticks: Option<[u32; 2]>,
+    heartbeat_ticks: Option<u32>,
+    pre_vote: Option<bool>,
+    check_quorum: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    operation_timeout_ms: Option<u64>,
+    attempt_timeout_ms: Option<u64>,
+}
+
+impl ClusterFile {
+    /// Reads and checks the cluster file at `path`.
+    pub fn load(path: &Path) -> Result<ClusterFile, ClusterFileError> {
+        let fail = |message: String| ClusterFileError {
+            path: path.display().to_string(),
+            message,
+        };
+        let metadata = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        if !metadata.is_file() {
+            return Err(fail("not a file".into()));
+        }
+        if metadata.len() > CLUSTER_FILE_BYTES_MAX {
+            return Err(fail(format!("larger than {CLUSTER_FILE_BYTES_MAX} bytes")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        ClusterFile::parse(&text, path)
+    }
+
+    /// Parses and checks cluster file text; `path` is only used to name the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<ClusterFile, ClusterFileError> {
+        let fail = |message: String| ClusterFileError {
+            path: path.display().to_string(),
+            message,
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| fail(describe_toml_error(text, &e)))?;
+        let members = parse_members(&raw.nodes).map_err(fail)?;
+        let timing = parse_timing(raw.timing.as_ref()).map_err(fail)?;
+        let client = parse_client(raw.client.as_ref()).map_err(fail)?;
+        let file = ClusterFile {
+            path: path.to_path_buf(),
+            cluster_id: raw.cluster_id,
+            members,
+            timing,
+            client,
+        };
+        // Every member gets the same timing, so checking one member's config checks them all.
+        if let Some(&id) = file.members.keys().next() {
+            let config = file.node_config_unchecked(id);
+            config
+                .validate()
+                .map_err(|e| fail(format!("[timing]: {e}")))?;
+        }
+        Ok(file)
+    }
+
+    /// The runtime configuration of member `id`, or an error naming the file if `id` is not a
+    /// member. `seed` seeds the election-timeout jitter; give every start of a node its own.
+    pub fn node_config(&self, id: NodeId, seed: u64) -> Result<NodeConfig, ClusterFileError> {
+        if !self.members.contains_key(&id) {
+            let ids: Vec<String> = self.members.keys().map(|id| id.0.to_string()).collect();
+            return Err(ClusterFileError {
+                path: self.path.display().to_string(),
+                message: format!(
+                    "node {} is not a member (the members are {})",
+                    id.0,
+                    ids.join(", ")
+                ),
+            });
+        }
+        let mut config = self.node_config_unchecked(id);
+        config.seed = seed;
+        Ok(config)
+    }
+
+    fn node_config_unchecked(&self, id: NodeId) -> NodeConfig {
+        let mut config = NodeConfig::new(id, self.members.clone());
+        config.cluster_id = self.cluster_id;
+        config.tick_interval = self.timing.tick;
+        config.election_ticks = self.timing.election_ticks;
+        config.heartbeat_ticks = self.timing.heartbeat_ticks;
+        config.pre_vote = self.timing.pre_vote;
+        config.check_quorum = self.timing.check_quorum;
+        config
+    }
+
+    /// A client configuration for this cluster; `seed` seeds its retry jitter.
+    pub fn client_config(&self, seed: u64) -> ClientConfig {
+        let mut config = ClientConfig::new(self.members.clone());
+        config.operation_timeout = self.client.operation_timeout;
+        config.attempt_timeout = self.client.attempt_timeout;
+        config.seed = seed;
+        config
+    }
+}
+
+fn parse_members(nodes: &[RawNode]) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
+    if nodes.is_empty() {
+        return Err("`nodes`: at least one [[nodes]] entry is needed".into());
+    }
+    if nodes.len() > CLUSTER_SIZE_MAX {
+        return Err(format!(
+            "`nodes`: {} entries, at most {CLUSTER_SIZE_MAX} are allowed",
+            nodes.len()
+        ));
+    }
+    let mut members = BTreeMap::new();
+    for (position, node) in nodes.iter().enumerate() {
+        let key = format!("nodes[{position}]");
+        let address: SocketAddr = node.address.trim().parse().map_err(|_| {
+            format!(
+                "`{key}.address`: {:?} is not an IP:PORT address such as \"127.0.0.1:7001\"",
+                node.address
+            )
+        })?;
+        if address.port() == 0 {
+            return Err(format!("`{key}.address`: port 0 is not a fixed port"));
+        }
+        if members.values().any(|&other| other == address) {
+            return Err(format!("`{key}.address`: {address} is used by two nodes"));
+        }
+        if members.insert(NodeId(node.id), address).is_some() {
+            return Err(format!("`{key}.id`: id {} is used by two nodes", node.id));
+        }
+    }
+    Ok(members)
+}
+
+fn parse_timing(raw: Option<&RawTiming>) -> Result<Timing, String> {
+    let mut timing = Timing::default();
+    let Some(raw) = raw else { return Ok(timing) };
+    if let Some(tick_ms) = raw.tick_ms {
+        if tick_ms == 0 || tick_ms > 60_000 {
+            return Err("`timing.tick_ms`: must be between 1 and 60000".into());
+        }
+        timing.tick = Duration::from_millis(tick_ms);
+    }
+    if let Some([min, max]) = raw.election_ticks {
+        timing.election_ticks = (min, max);
+    }
+    if let Some(heartbeat_ticks) = raw.heartbeat_ticks {
+        timing.heartbeat_ticks = heartbeat_ticks;
+    }
+    if let Some(pre_vote) = raw.pre_vote {
+        timing.pre_vote = pre_vote;
+    }
+    if let Some(check_quorum) = raw.check_quorum {
+        timing.check_quorum = check_quorum;
+    }
+    Ok(timing)
+}
+
+fn parse_client(raw: Option<&RawClient>) -> Result<ClientTiming, String> {
+    let mut client = ClientTiming::default();
+    let Some(raw) = raw else { return Ok(client) };
+    let millis = |key: &str, value: u64| {
+        if value == 0 || value > 3_600_000 {
+            Err(format!("`client.{key}`: must be between 1 and 3600000"))
+        } else {
+            Ok(Duration::from_millis(value))
+        }
+    };
+    if let Some(value) = raw.operation_timeout_ms {
+        client.operation_timeout = millis("operation_timeout_ms", value)?;
+    }
+    if let Some(value) = raw.attempt_timeout_ms {
+        client.attempt_timeout = millis("attempt_timeout_ms", value)?;
+    }
+    Ok(client)
+}
+
+/// One line for a TOML or schema error: `LINE:COLUMN: message (in `source line`)`.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let source_line = text[line_start..].lines().next().unwrap_or("").trim();
+    let mut out = format!("line {line}, column {column}: {message}");
+    if !source_line.is_empty() {
+        let shown: String = source_line.chars().take(60).collect();
+        let _ = write!(out, " (at `{shown}`)");
+    }
+    out
+}
+
+/// The text of a cluster file for `members`, all with the default timing, commented so that an
+/// operator can edit it. `raftchat cluster up` writes it.
+pub fn render(cluster_id: u64, members: &BTreeMap<NodeId, SocketAddr>) -> String {
+    let timing = Timing::default();
+    let client = ClientTiming::default();
+    let mut out = String::new();
+    out.push_str("# A raftchat cluster; the format is documented in bin/cluster.example.toml.\n");
+    let _ = writeln!(out, "cluster_id = {cluster_id}\n");
+    for (id, address) in members {
+        let _ = writeln!(out, "[[nodes]]\nid = {}\naddress = \"{address}\"\n", id.0);
+    }
+    let _ = writeln!(
+        out,
+        "[timing]\ntick_ms = {}\nelection_ticks = [{}, {}]\nheartbeat_ticks = {}\n\
+         pre_vote = {}\ncheck_quorum = {}\n",
+        timing.tick.as_millis(),
+        timing.election_ticks.0,
+        timing.election_ticks.1,
+        timing.heartbeat_ticks,
+        timing.pre_vote,
+        timing.check_quorum,
+    );
+    let _ = writeln!(
+        out,
+        "[client]\noperation_timeout_ms = {}\nattempt_timeout_ms = {}",
+        client.operation_timeout.as_millis(),
+        client.attempt_timeout.as_millis(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ClusterFile, ClusterFileError> {
+        ClusterFile::parse(text, Path::new("c.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        let error = parse(text).expect_err("the file should be refused");
+        let line = error.to_string();
+        assert!(line.starts_with("c.toml: "), "{line}");
+        assert!(!line.contains('\n'), "one line: {line}");
+        line
+    }
+
+    const TWO: &str = "cluster_id = 7\n\
+        [[nodes]]\nid = 1\naddress = \"127.0.0.1:7001\"\n\
+        [[nodes]]\nid = 2\naddress = \"127.0.0.1:7002\"\n";
+
+    #[test]
+    fn a_minimal_file_gets_the_default_timing() {
+        let file = parse(TWO).unwrap();
+        assert_eq!(file.cluster_id, 7);
+        assert_eq!(file.members.len(), 2);
+        assert_eq!(file.timing, Timing::default());
+        assert_eq!(file.client, ClientTiming::default());
+        let config = file.node_config(NodeId(2), 9).unwrap();
+        assert_eq!(config.cluster_id, 7);
+        assert_eq!(config.listen, "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(config.seed, 9);
+    }
+
+    #[test]
+    fn timing_and_client_tables_are_applied() {
+        let text = format!(
+            "{TWO}[timing]\ntick_ms = 5\nelection_ticks = [20, 40]\nheartbeat_ticks = 4\n\
+             pre_vote = false\ncheck_quorum = false\n\
+             [client]\noperation_timeout_ms = 900\nattempt_timeout_ms = 300\n"
+        );
+        let file = parse(&text).unwrap();
+        let config = file.node_config(NodeId(1), 0).unwrap();
+        assert_eq!(config.tick_interval, Duration::from_millis(5));
+        assert_eq!(config.election_ticks, (20, 40));
+        assert_eq!(config.heartbeat_ticks, 4);
+        assert!(!config.pre_vote && !config.check_quorum);
+        let client = file.client_config(3);
+        assert_eq!(client.operation_timeout, Duration::from_millis(900));
+        assert_eq!(client.attempt_timeout, Duration::from_millis(300));
+    }
+
+    #[test]
+    fn rendered_files_parse_back() {
+        let members = parse(TWO).unwrap().members;
+        let file = parse(&render(42, &members)).unwrap();
+        assert_eq!(file.cluster_id, 42);
+        assert_eq!(file.members, members);
+        assert_eq!(file.timing, Timing::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let line = error(&format!("{TWO}[timing]\ntick = 5\n"));
+        assert!(line.contains("line 9") && line.contains("tick"), "{line}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let line = error(&TWO.replace("127.0.0.1:7002", "localhost"));
+        assert!(line.contains("nodes[1].address"), "{line}");
+        let line = error(&TWO.replace("id = 2", "id = 1"));
+        assert!(line.contains("nodes[1].id"), "{line}");
+        let line = error(&TWO.replace("7002", "7001"));
+        assert!(line.contains("used by two nodes"), "{line}");
+        let line = error(&format!("{TWO}[timing]\nelection_ticks = [3, 4]\n"));
+        assert!(line.contains("[timing]"), "{line}");
+        let line = error(&format!("{TWO}[client]\nattempt_timeout_ms = 0\n"));
+        assert!(line.contains("client.attempt_timeout_ms"), "{line}");
+        let line = error("cluster_id = \"x\"\n");
+        assert!(line.contains("line 1"), "{line}");
+        let line = error("cluster_id = 1\nnodes = []\n");
+        assert!(line.contains("at least one"), "{line}");
+        error("this is not toml");
+        error("");
+    }
+
+    #[test]
+    fn a_non_member_id_is_refused_with_the_members() {
+        let file = parse(TWO).unwrap();
+        let error = file.node_config(NodeId(3), 0).unwrap_err().to_string();
+        assert!(error.contains("the members are 1, 2"), "{error}");
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.example.toml"));
+        let file = ClusterFile::load(path).unwrap();
+        assert_eq!(file.members.len(), 3);
+        assert_eq!(file.timing, Timing::default());
+        assert_eq!(file.client, ClientTiming::default());
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let error = ClusterFile::load(Path::new("/nonexistent/c.toml")).unwrap_err();
+        assert!(error
+            .to_string()
+            .starts_with("/nonexistent/c.toml: cannot read"));
+    }
+}

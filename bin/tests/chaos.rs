@@ -1,0 +1,278 @@
+//! Real-process chaos: a 3-node cluster of `raftchat-server` processes on loopback, each with
+//! its own data directory, written to by several clients through the client library while the
+//! leader is SIGKILLed and restarted, and then all three are SIGKILLed and restarted.
+//!
+//! Afterwards every acknowledged message must be in its recipient's inbox exactly once, a
+//! message whose outcome was unknown at most once, a message reported not applied never, and
+//! all three nodes must converge on the same applied index and chat digest. Every wait has a
+//! deadline; the server guard kills every process when the test ends, however it ends.
+#![cfg(not(madsim))]
+
+mod common;
+
+use common::Servers;
+use raftchat::chat::{Operation, Status};
+use raftchat::limits::FETCH_MESSAGES_MAX;
+use raftchat_node::client::{Client, ClientError};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+const WRITERS: usize = 4;
+const USERS: [&str; 3] = ["ann", "bob", "cat"];
+/// Acknowledged writes to wait for in each phase. Most go to one inbox, so that it outgrows
+/// one fetch (FETCH_MESSAGES_MAX) and the check has to page through it.
+const ACKS_PER_PHASE: u64 = 400;
+/// The bound of any one wait.
+const WAIT_MAX: Duration = Duration::from_secs(15);
+/// The bound of the whole test.
+const TEST_MAX: Duration = Duration::from_secs(50);
+
+/// What the writers were told about each message they sent: (recipient, text).
+#[derive(Default)]
+struct Ledger {
+    acknowledged: Vec<(String, String)>,
+    unknown: Vec<(String, String)>,
+    not_applied: Vec<(String, String)>,
+    unexpected: Vec<String>,
+    /// The highest log index at which an acknowledged write took effect.
+    last_index: u64,
+}
+
+struct Writers {
+    ledger: Arc<Mutex<Ledger>>,
+    acks: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(servers: &Servers) -> Writers {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let acks = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..WRITERS)
+            .map(|writer| {
+                let client = Client::new(servers.client_config(100 + writer as u64));
+                let (ledger, acks, stop) = (ledger.clone(), acks.clone(), stop.clone());
+                tokio::spawn(write_loop(writer, client, ledger, acks, stop))
+            })
+            .collect();
+        Writers {
+            ledger,
+            acks,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Waits until `more` writes beyond the current count are acknowledged.
+    async fn wait_for_acks(&self, more: u64, phase: &str) {
+        let target = self.acks.load(Ordering::SeqCst) + more;
+        let deadline = Instant::now() + WAIT_MAX;
+        while self.acks.load(Ordering::SeqCst) < target {
+            assert!(
+                Instant::now() < deadline,
+                "{phase}: only {} of {target} writes acknowledged within {WAIT_MAX:?}",
+                self.acks.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) -> Ledger {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.expect("a writer panicked");
+        }
+        let ledger = self.ledger.lock().expect("ledger lock");
+        Ledger {
+            acknowledged: ledger.acknowledged.clone(),
+            unknown: ledger.unknown.clone(),
+            not_applied: ledger.not_applied.clone(),
+            unexpected: ledger.unexpected.clone(),
+            last_index: ledger.last_index,
+        }
+    }
+}
+
+async fn write_loop(
+    writer: usize,
+    mut client: Client,
+    ledger: Arc<Mutex<Ledger>>,
+    acks: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut sequence = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        sequence += 1;
+        let from = USERS[writer % USERS.len()].to_string();
+        let to = USERS[if sequence % 4 == 0 { writer % 2 } else { 2 }].to_string();
+        // Unique across the run, so each message can be counted in the inboxes.
+        let text = format!("writer {writer} message {sequence}");
+        let operation = Operation::SendMessage {
+            from,
+            to: to.clone(),
+            message: text.clone(),
+        };
+        let result = client.execute(operation).await;
+        let mut ledger = ledger.lock().expect("ledger lock");
+        match result {
+            Ok(done) if done.reply.status == Status::Success => {
+                ledger.acknowledged.push((to, text));
+                ledger.last_index = ledger.last_index.max(done.index.0);
+                acks.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(done) => ledger
+                .unexpected
+                .push(format!("{text}: {}", done.reply.status)),
+            Err(ClientError::Unknown(_)) => ledger.unknown.push((to, text)),
+            Err(ClientError::Failed(_)) => ledger.not_applied.push((to, text)),
+        }
+    }
+}
+
+/// Creates the accounts, retrying until each is certainly there.
+async fn create_users(servers: &Servers) {
+    let mut client = Client::new(servers.client_config(1));
+    let deadline = Instant::now() + WAIT_MAX;
+    for user in USERS {
+        loop {
+            let operation = Operation::CreateAccount {
+                username: user.to_string(),
+            };
+            match client.execute(operation).await {
+                Ok(done) if matches!(done.reply.status, Status::Success | Status::GeneralError) => {
+                    break
+                }
+                other => assert!(Instant::now() < deadline, "creating {user}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Every message in every inbox, paging through each by FETCH_MESSAGES_MAX: text -> recipients.
+async fn read_inboxes(servers: &Servers) -> BTreeMap<String, Vec<String>> {
+    let mut config = servers.client_config(2);
+    config.operation_timeout = WAIT_MAX;
+    let mut client = Client::new(config);
+    let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for user in USERS {
+        let mut first_message_id = 1u64;
+        loop {
+            let operation = Operation::FetchMessages {
+                username: user.to_string(),
+                first_message_id,
+            };
+            let done = client.execute(operation).await.expect("fetch completes");
+            if done.reply.status == Status::NoElement {
+                break;
+            }
+            assert_eq!(done.reply.status, Status::Success, "fetching {user}");
+            let count = done.reply.messages.len();
+            for (_, text) in done.reply.messages {
+                found.entry(text).or_default().push(user.to_string());
+            }
+            if count < FETCH_MESSAGES_MAX {
+                break;
+            }
+            first_message_id += count as u64;
+        }
+    }
+    found
+}
+
+fn check_exactly_once(ledger: &Ledger, found: &BTreeMap<String, Vec<String>>) {
+    assert!(ledger.unexpected.is_empty(), "{:?}", ledger.unexpected);
+    for (to, text) in &ledger.acknowledged {
+        assert_eq!(
+            found.get(text),
+            Some(&vec![to.clone()]),
+            "acknowledged {text:?} to {to} must be in {to}'s inbox exactly once"
+        );
+    }
+    for (to, text) in &ledger.unknown {
+        let copies = found.get(text).map_or(0, Vec::len);
+        assert!(
+            copies <= 1,
+            "unknown {text:?} to {to} applied {copies} times"
+        );
+    }
+    for (to, text) in &ledger.not_applied {
+        assert!(
+            !found.contains_key(text),
+            "{text:?} to {to} was reported not applied"
+        );
+    }
+    let sent = ledger.acknowledged.len() + ledger.unknown.len() + ledger.not_applied.len();
+    for (text, recipients) in found {
+        assert_eq!(recipients.len(), 1, "{text:?} delivered {recipients:?}");
+    }
+    assert!(found.len() <= sent, "more messages found than sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_leader_and_full_cluster_crashes() {
+    let mut servers = Servers::new("chaos", 3);
+    let outcome = tokio::time::timeout(TEST_MAX, scenario(&mut servers)).await;
+    assert!(outcome.is_ok(), "the chaos test exceeded {TEST_MAX:?}");
+}
+
+async fn scenario(servers: &mut Servers) {
+    servers.start_all();
+    servers.leader(WAIT_MAX).await;
+    create_users(servers).await;
+    let writers = Writers::start(servers);
+    writers
+        .wait_for_acks(ACKS_PER_PHASE, "before any crash")
+        .await;
+
+    let leader = servers.leader(WAIT_MAX).await;
+    servers.kill(leader);
+    writers
+        .wait_for_acks(ACKS_PER_PHASE, "after SIGKILL of the leader")
+        .await;
+    servers.start(leader);
+    writers
+        .wait_for_acks(ACKS_PER_PHASE, "after restarting the old leader")
+        .await;
+
+    for id in 1..=3 {
+        servers.kill(id);
+    }
+    servers.start_all();
+    writers
+        .wait_for_acks(ACKS_PER_PHASE, "after SIGKILL and restart of all three")
+        .await;
+    let ledger = writers.stop().await;
+
+    let status = servers
+        .wait_for("convergence", WAIT_MAX, |s| {
+            s.converged()
+                && s.reachable()
+                    .all(|n| n.raft.applied_index.0 >= ledger.last_index)
+        })
+        .await;
+    let found = read_inboxes(servers).await;
+    check_exactly_once(&ledger, &found);
+    assert!(ledger.acknowledged.len() as u64 >= 4 * ACKS_PER_PHASE);
+    let largest_inbox = USERS.iter().map(|user| {
+        found
+            .values()
+            .filter(|recipients| recipients[0] == *user)
+            .count()
+    });
+    assert!(
+        largest_inbox.max() > Some(FETCH_MESSAGES_MAX),
+        "no inbox needed paging"
+    );
+    eprintln!(
+        "chaos: {} acknowledged, {} unknown, {} not applied; converged at {:?}",
+        ledger.acknowledged.len(),
+        ledger.unknown.len(),
+        ledger.not_applied.len(),
+        status.reachable().map(|n| n.raft.applied_index).next()
+    );
+}

@@ -1,0 +1,288 @@
+//! The binaries' contracts, run as real processes: exit codes, one-line errors, the `--json`
+//! shapes, the local cluster launcher, and a server that refuses a corrupt log without
+//! touching it. Every server started here is stopped by a guard, however the test ends.
+#![cfg(not(madsim))]
+
+mod common;
+
+use common::{free_addresses, scratch_dir, write_cluster_file, Servers, BENCH, CLIENT, SERVER};
+use serde_json::Value;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// Runs a binary to completion.
+fn run(binary: &str, args: &[&str]) -> Output {
+    Command::new(binary)
+        .args(args)
+        .output()
+        .expect("run the binary")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Asserts an exit code and a single-line error that mentions `needle`.
+fn assert_error(output: &Output, code: i32, needle: &str) {
+    let text = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "stderr: {text}");
+    assert_eq!(text.trim_end().lines().count(), 1, "one line: {text}");
+    assert!(text.contains(needle), "{needle:?} not in: {text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+#[test]
+fn every_binary_prints_help() {
+    for (binary, args) in [
+        (SERVER, vec!["--help"]),
+        (CLIENT, vec!["--help"]),
+        (CLIENT, vec!["send", "--help"]),
+        (CLIENT, vec!["cluster", "up", "--help"]),
+        (CLIENT, vec!["cluster", "down", "--help"]),
+        (BENCH, vec!["--help"]),
+    ] {
+        let output = run(binary, &args);
+        assert_eq!(output.status.code(), Some(0), "{binary} {args:?}");
+        assert!(stdout(&output).contains("Usage:"), "{binary} {args:?}");
+    }
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line() {
+    let dir = scratch_dir("cli-input");
+    let bad = dir.join("bad.toml");
+    fs::write(
+        &bad,
+        "cluster_id = 1\n[[nodes]]\nid = 1\nadress = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    assert_error(&run(CLIENT, &["--cluster", bad, "status"]), 2, "adress");
+    assert_error(
+        &run(CLIENT, &["--cluster", "/nonexistent.toml", "list"]),
+        2,
+        "nonexistent",
+    );
+    assert_error(&run(CLIENT, &["create", "ann"]), 2, "--cluster");
+    let server_args = ["--id", "1", "--cluster", bad, "--data-dir", "/tmp/x"];
+    assert_error(&run(SERVER, &server_args), 2, "line 4");
+    let bench_args = ["--cluster", bad, "--clients", "1", "--duration", "1"];
+    assert_error(&run(BENCH, &bench_args), 2, "bad.toml");
+    // Usage errors come from clap: several lines of help, but exit code 2 and no panic.
+    for (binary, args) in [
+        (CLIENT, vec!["--bogus"]),
+        (CLIENT, vec!["fetch", "ann", "-1"]),
+        (SERVER, vec!["--id", "x"]),
+        (BENCH, vec!["--clients", "2"]),
+    ] {
+        let output = run(binary, &args);
+        assert_eq!(output.status.code(), Some(2), "{binary} {args:?}");
+        assert!(!stderr(&output).contains("panicked"));
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unreachable_cluster_exits_1() {
+    let dir = scratch_dir("cli-unreachable");
+    let file = write_cluster_file(&dir, &free_addresses(3));
+    let text = fs::read_to_string(&file.path)
+        .unwrap()
+        .replace("operation_timeout_ms = 5000", "operation_timeout_ms = 300");
+    fs::write(&file.path, text).unwrap();
+    let cluster = file.path.to_str().unwrap();
+    let output = run(CLIENT, &["--cluster", cluster, "create", "ann"]);
+    assert_error(&output, 1, "nothing was applied");
+    let output = run(CLIENT, &["--cluster", cluster, "--json", "status"]);
+    assert_eq!(output.status.code(), Some(1));
+    let status: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(status["leader"], Value::Null);
+    assert_eq!(status["nodes"][0]["reachable"], Value::Bool(false));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_corrupt_log_is_refused_and_left_untouched() {
+    let mut servers = Servers::new("cli-corrupt", 1);
+    servers.start(1);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(servers.leader(Duration::from_secs(10)));
+    let cluster = servers.file.path.to_str().unwrap().to_string();
+    for user in ["ann", "bob", "cat", "dan"] {
+        let output = run(CLIENT, &["--cluster", &cluster, "create", user]);
+        assert_eq!(stdout(&output), "SUCCESS\n", "{}", stderr(&output));
+    }
+    assert_eq!(servers.terminate(1), Some(0), "SIGTERM is a clean exit");
+    let log = servers.data_dir(1).join("raft.log");
+    let mut bytes = fs::read(&log).unwrap();
+    let middle = bytes.len() / 3;
+    bytes[middle] ^= 0x55;
+    fs::write(&log, &bytes).unwrap();
+
+    servers.start(1);
+    let code = servers.wait_exit(1, Duration::from_secs(10));
+    assert_eq!(code, Some(2), "a corrupt log is an input error");
+    let text = fs::read_to_string(servers.dir.join("1.log")).unwrap();
+    let line = text.lines().last().unwrap();
+    assert!(
+        line.contains("raft.log") && line.contains("offset"),
+        "{line}"
+    );
+    assert_eq!(
+        fs::read(&log).unwrap(),
+        bytes,
+        "the log must not be modified"
+    );
+}
+
+#[test]
+fn a_data_dir_of_another_node_is_refused() {
+    let mut servers = Servers::new("cli-identity", 2);
+    let dir1 = servers.data_dir(1);
+    fs::create_dir_all(&dir1).unwrap();
+    fs::write(
+        dir1.join("identity.toml"),
+        "cluster_id = 4242\nnode_id = 2\n",
+    )
+    .unwrap();
+    servers.start(1);
+    assert_eq!(servers.wait_exit(1, Duration::from_secs(10)), Some(2));
+    let text = fs::read_to_string(servers.dir.join("1.log")).unwrap();
+    assert!(text.contains("belongs to node 2"), "{text}");
+}
+
+/// Stops a `cluster up` cluster when dropped, so no test leaves servers behind.
+struct LocalCluster {
+    dir: PathBuf,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let dir = self.dir.to_str().unwrap_or_default();
+        let _ = run(CLIENT, &["cluster", "down", "--dir", dir, "--timeout", "5"]);
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A base port with `count` free ports after it.
+fn free_port_range(count: u16) -> u16 {
+    for attempt in 0..200u32 {
+        let base = 20_000 + ((std::process::id() * 7919 + attempt * 104_729) % 40_000) as u16;
+        let free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports found");
+}
+
+fn json(cluster: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--cluster", cluster.to_str().unwrap(), "--json"];
+    all.extend_from_slice(args);
+    let output = run(CLIENT, &all);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        stderr(&output)
+    );
+    serde_json::from_str(&stdout(&output)).expect("valid JSON")
+}
+
+#[test]
+fn local_cluster_up_chat_and_down() {
+    let guard = LocalCluster {
+        dir: scratch_dir("cli-local"),
+    };
+    let dir = guard.dir.to_str().unwrap();
+    let base = free_port_range(3).to_string();
+    let up = [
+        "cluster",
+        "up",
+        "--nodes",
+        "3",
+        "--dir",
+        dir,
+        "--base-port",
+        &base,
+    ];
+    let output = run(CLIENT, &up);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("cluster down --dir"));
+    for id in 1..=3 {
+        assert!(guard.dir.join(format!("{id}.pid")).is_file());
+        assert!(guard.dir.join(format!("{id}.log")).is_file());
+    }
+    let cluster = guard.dir.join("cluster.toml");
+
+    assert_eq!(
+        json(&cluster, &["create", "ann"]),
+        serde_json::json!({"status": 0})
+    );
+    assert_eq!(
+        json(&cluster, &["create", "ann"]),
+        serde_json::json!({"status": 199})
+    );
+    json(&cluster, &["create", "bob"]);
+    let sent = json(&cluster, &["send", "ann", "bob", "hello", "there"]);
+    assert_eq!(sent, serde_json::json!({"status": 0}));
+    let fetched = json(&cluster, &["fetch", "bob"]);
+    let expected = serde_json::json!({"status": 0, "messages": [["ann", "hello there"]]});
+    assert_eq!(fetched, expected);
+    let listed = json(&cluster, &["list", "*"]);
+    assert_eq!(
+        listed,
+        serde_json::json!({"status": 0, "users": ["ann", "bob"]})
+    );
+    let missing = json(&cluster, &["check", "zed"]);
+    assert_eq!(missing, serde_json::json!({"status": 102}));
+    let status = json(&cluster, &["status"]);
+    assert!(status["leader"].is_u64(), "{status}");
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    for key in [
+        "id",
+        "role",
+        "term",
+        "commit_index",
+        "applied_index",
+        "last_index",
+    ] {
+        assert!(!nodes[0][key].is_null(), "{key} in {status}");
+    }
+
+    let output = run(
+        CLIENT,
+        &["--cluster", cluster.to_str().unwrap(), "fetch", "bob"],
+    );
+    assert_eq!(stdout(&output), "SUCCESS\n#1 ann: hello there\n");
+
+    // Up again on a running cluster: nothing to start, same answer.
+    let output = run(CLIENT, &up);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("already running"));
+
+    let output = run(CLIENT, &["cluster", "down", "--dir", dir]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output).matches("stopped").count(),
+        3,
+        "{}",
+        stdout(&output)
+    );
+    for id in 1..=3 {
+        assert!(!guard.dir.join(format!("{id}.pid")).exists());
+    }
+    let output = run(CLIENT, &["cluster", "down", "--dir", dir]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(stdout(&output).contains("nothing to stop"));
+}
