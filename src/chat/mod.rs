@@ -33,6 +33,7 @@ use crate::limits::{
 };
 use crate::types::{ClientId, LogIndex};
 
+mod digest;
 pub mod glob;
 mod snapshot;
 
@@ -324,6 +325,8 @@ fn chars_at_most(text: &str, max: usize) -> bool {
 struct Account {
     created: LogIndex,
     inbox: Vec<(String, String)>,
+    /// A hash chained over `inbox`, in order (see `digest`).
+    inbox_chain: u64,
 }
 
 /// One client session (Raft thesis §6.3).
@@ -348,6 +351,10 @@ pub struct Chat {
     sessions_by_activity: BTreeMap<LogIndex, ClientId>,
     sessions_max: usize,
     applied_index: LogIndex,
+    // Invariant: the wrapping sum of `digest::account` over every account.
+    accounts_digest: u64,
+    // Invariant: the wrapping sum of `digest::session` over every session.
+    sessions_digest: u64,
 }
 
 impl Default for Chat {
@@ -375,6 +382,8 @@ impl Chat {
             sessions_by_activity: BTreeMap::new(),
             sessions_max,
             applied_index: LogIndex(0),
+            accounts_digest: 0,
+            sessions_digest: 0,
         }
     }
 
@@ -448,6 +457,9 @@ impl Chat {
             last_reply: None,
             last_active: index,
         };
+        self.sessions_digest = self
+            .sessions_digest
+            .wrapping_add(digest::session(client_id, &session));
         assert!(self.sessions.insert(client_id, session).is_none());
         assert!(self.sessions_by_activity.insert(index, client_id).is_none());
         if self.sessions.len() > self.sessions_max {
@@ -460,7 +472,12 @@ impl Chat {
 
     fn evict_least_recently_active(&mut self) {
         if let Some((_, client_id)) = self.sessions_by_activity.pop_first() {
-            assert!(self.sessions.remove(&client_id).is_some());
+            let session = self
+                .sessions
+                .remove(&client_id)
+                .expect("an indexed session exists");
+            let hash = digest::session(client_id, &session);
+            self.sessions_digest = self.sessions_digest.wrapping_sub(hash);
         }
     }
 
@@ -529,6 +546,7 @@ impl Chat {
         let Some(session) = self.sessions.get_mut(&client_id) else {
             panic!("chat: touched session {client_id} does not exist");
         };
+        let before = digest::session(client_id, session);
         let moved = self.sessions_by_activity.remove(&session.last_active);
         assert_eq!(moved, Some(client_id));
         assert!(session.last_active < index);
@@ -542,6 +560,11 @@ impl Chat {
             session.last_sequence = sequence;
             session.last_reply = Some(reply);
         }
+        let after = digest::session(client_id, session);
+        self.sessions_digest = self
+            .sessions_digest
+            .wrapping_sub(before)
+            .wrapping_add(after);
         assert!(self.sessions_by_activity.insert(index, client_id).is_none());
     }
 
@@ -570,7 +593,11 @@ impl Chat {
         let account = Account {
             created: index,
             inbox: Vec::new(),
+            inbox_chain: 0,
         };
+        self.accounts_digest = self
+            .accounts_digest
+            .wrapping_add(digest::account(username, &account));
         self.accounts.insert(username.to_owned(), account);
         assert!(self
             .creation_order
@@ -584,6 +611,9 @@ impl Chat {
         let Some(account) = self.accounts.remove(username) else {
             return Reply::new(Status::AccountNotExist);
         };
+        self.accounts_digest = self
+            .accounts_digest
+            .wrapping_sub(digest::account(username, &account));
         let removed = self.creation_order.remove(&account.created);
         assert_eq!(removed.as_deref(), Some(username));
         Reply::new(Status::Success)
@@ -600,7 +630,14 @@ impl Chat {
         if !chars_at_most(message, MESSAGE_CHARS_MAX) {
             return Reply::new(Status::MessageTooLong);
         }
+        let before = digest::account(to, target);
+        target.inbox_chain = digest::chain_message(target.inbox_chain, from, message);
         target.inbox.push((from.to_owned(), message.to_owned()));
+        let after = digest::account(to, target);
+        self.accounts_digest = self
+            .accounts_digest
+            .wrapping_sub(before)
+            .wrapping_add(after);
         Reply::new(Status::Success)
     }
 
