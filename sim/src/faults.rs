@@ -75,6 +75,7 @@ impl FaultyOutbox {
 
 impl Outbox for FaultyOutbox {
     fn send(&mut self, message: Message) {
+        self.world.message_sent(self.node, &message);
         if self.faults.loss > 0.0 && self.rng.gen_bool(self.faults.loss) {
             self.world.with(|s| s.stats.messages_dropped += 1);
             self.world.trace(

@@ -129,6 +129,26 @@ impl World {
         self.with(|s| s.violation.is_some())
     }
 
+    /// A node hands `message` to its transport: counted, and a granted vote is checked.
+    pub fn message_sent(&self, node: NodeId, message: &raftchat::raft::Message) {
+        let vote = matches!(
+            message.body,
+            MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                granted: true
+            }
+        );
+        let result = self.with(|s| {
+            s.stats.messages_sent += 1;
+            if vote {
+                s.checker.vote_granted(node, message.term, message.to)
+            } else {
+                Ok(())
+            }
+        });
+        self.check(result);
+    }
+
     fn check(&self, result: Result<(), Failure>) {
         if let Err(failure) = result {
             self.violate(failure);
@@ -159,7 +179,7 @@ fn message_fields(message: &raftchat::raft::Message) -> serde_json::Value {
 
 impl Observer for World {
     fn wants_messages(&self) -> bool {
-        true
+        self.tracing
     }
 
     fn event(&self, node: NodeId, event: &Event<'_>) {
@@ -204,17 +224,9 @@ impl Observer for World {
                 });
                 self.check(result);
             }
+            // Counting and the vote check happen in the fault layer, which sees every
+            // message whether or not the trace is on.
             Event::Sent(message) => {
-                if let MessageBody::RequestVoteResponse {
-                    pre_vote: false,
-                    granted: true,
-                } = message.body
-                {
-                    let result =
-                        self.with(|s| s.checker.vote_granted(node, message.term, message.to));
-                    self.check(result);
-                }
-                self.with(|s| s.stats.messages_sent += 1);
                 self.trace(Some(node), "send", || message_fields(message));
             }
             Event::Received(message) => {
