@@ -149,13 +149,38 @@ fn a_data_dir_of_another_node_is_refused() {
     fs::create_dir_all(&dir1).unwrap();
     fs::write(
         dir1.join("identity.toml"),
-        "cluster_id = 4242\nnode_id = 2\n",
+        "format = 1\ncluster_id = 4242\nnode_id = 2\n",
     )
     .unwrap();
     servers.start(1);
     assert_eq!(servers.wait_exit(1, Duration::from_secs(10)), Some(2));
     let text = fs::read_to_string(servers.dir.join("1.log")).unwrap();
     assert!(text.contains("belongs to node 2"), "{text}");
+}
+
+#[test]
+fn a_data_dir_of_another_format_is_refused_and_left_alone() {
+    let mut servers = Servers::new("cli-format", 2);
+    let dir1 = servers.data_dir(1);
+    fs::create_dir_all(&dir1).unwrap();
+    let identity = format!(
+        "format = 2\ncluster_id = {}\nnode_id = 1\n",
+        servers.file.cluster_id
+    );
+    fs::write(dir1.join("identity.toml"), &identity).unwrap();
+    fs::write(dir1.join("raft.log"), b"a log of a later format").unwrap();
+    servers.start(1);
+    assert_eq!(servers.wait_exit(1, Duration::from_secs(10)), Some(2));
+    let text = fs::read_to_string(servers.dir.join("1.log")).unwrap();
+    assert!(text.contains("format 2"), "{text}");
+    assert_eq!(
+        fs::read(dir1.join("raft.log")).unwrap(),
+        b"a log of a later format"
+    );
+    assert_eq!(
+        fs::read_to_string(dir1.join("identity.toml")).unwrap(),
+        identity
+    );
 }
 
 /// Stops a `cluster up` cluster when dropped, so no test leaves servers behind.

@@ -16,7 +16,7 @@ use raftchat_node::file_disk::FileDisk;
 use raftchat_node::host::{run_node, NodeError};
 use raftchat_node::observer::{Event, Observer};
 use serde::Deserialize;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -25,8 +25,12 @@ use tracing_subscriber::EnvFilter;
 
 /// The log file's name inside the data directory.
 const LOG_FILE_NAME: &str = "raft.log";
-/// The file that ties a data directory to one node of one cluster.
+/// The file that ties a data directory to one node of one cluster, and names its format.
 const IDENTITY_FILE_NAME: &str = "identity.toml";
+/// The layout of the data directory and its log records that this binary reads and writes.
+/// A change to either that an older binary would misread bumps it; a directory of another
+/// format is refused, never reinterpreted.
+const DATA_FORMAT: u32 = 1;
 /// How long a shutdown waits for the runtime's tasks to stop.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -175,16 +179,19 @@ fn classify(error: NodeError, log_path: &Path) -> Failure {
     }
 }
 
-/// What `identity.toml` records: which node of which cluster owns the data directory.
+/// What `identity.toml` records: which node of which cluster owns the data directory, and in
+/// which format it is written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Identity {
+    format: u32,
     cluster_id: u64,
     node_id: u64,
 }
 
-/// Creates the data directory if needed and makes sure it belongs to this node: a log written
-/// by another node, or for another cluster, must never be served as this node's.
+/// Creates the data directory if needed and makes sure it belongs to this node and is in a
+/// format this binary reads: a log written by another node, for another cluster, or by an
+/// incompatible version must never be served as this node's.
 fn prepare_data_dir(dir: &Path, config: &NodeConfig) -> Result<(), Failure> {
     std::fs::create_dir_all(dir).map_err(|e| {
         Failure::input(format!(
@@ -194,41 +201,65 @@ fn prepare_data_dir(dir: &Path, config: &NodeConfig) -> Result<(), Failure> {
     })?;
     let path = dir.join(IDENTITY_FILE_NAME);
     match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let identity: Identity = toml::from_str(&text).map_err(|e| {
-                let message = e.message().replace('\n', " ");
-                Failure::input(format!(
-                    "{}: not a valid identity file: {message}",
-                    path.display()
-                ))
-            })?;
-            if identity.node_id != config.id.0 || identity.cluster_id != config.cluster_id {
-                return Err(Failure::input(format!(
-                    "{}: this data directory belongs to node {} of cluster {}, not to node {} \
-                     of cluster {}",
-                    dir.display(),
-                    identity.node_id,
-                    identity.cluster_id,
-                    config.id.0,
-                    config.cluster_id
-                )));
-            }
-            Ok(())
-        }
+        Ok(text) => check_identity(dir, &path, &text, config),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let text = format!(
-                "# Written by raftchat-server: this data directory belongs to this node.\n\
-                 cluster_id = {}\nnode_id = {}\n",
-                config.cluster_id, config.id.0
-            );
-            std::fs::write(&path, text)
-                .map_err(|e| Failure::input(format!("{}: cannot write: {e}", path.display())))
+            write_identity(dir, &path, config)
         }
         Err(error) => Err(Failure::input(format!(
             "{}: cannot read: {error}",
             path.display()
         ))),
     }
+}
+
+fn check_identity(dir: &Path, path: &Path, text: &str, config: &NodeConfig) -> Result<(), Failure> {
+    let identity: Identity = toml::from_str(text).map_err(|e| {
+        let message = e.message().replace('\n', " ");
+        Failure::input(format!(
+            "{}: not a valid identity file: {message}",
+            path.display()
+        ))
+    })?;
+    if identity.format != DATA_FORMAT {
+        return Err(Failure::input(format!(
+            "{}: the data directory is in format {}, and this raftchat-server reads format \
+             {DATA_FORMAT} only",
+            dir.display(),
+            identity.format
+        )));
+    }
+    if identity.node_id != config.id.0 || identity.cluster_id != config.cluster_id {
+        return Err(Failure::input(format!(
+            "{}: this data directory belongs to node {} of cluster {}, not to node {} of \
+             cluster {}",
+            dir.display(),
+            identity.node_id,
+            identity.cluster_id,
+            config.id.0,
+            config.cluster_id
+        )));
+    }
+    Ok(())
+}
+
+/// Claims a new data directory for this node. The file appears whole or not at all: it is
+/// written beside its final name, synced, renamed, and the directory synced, so a crash here
+/// never leaves a half-written identity that would refuse the next start.
+fn write_identity(dir: &Path, path: &Path, config: &NodeConfig) -> Result<(), Failure> {
+    let text = format!(
+        "# Written by raftchat-server: this data directory belongs to this node.\n\
+         format = {DATA_FORMAT}\ncluster_id = {}\nnode_id = {}\n",
+        config.cluster_id, config.id.0
+    );
+    let temporary = dir.join(format!("{IDENTITY_FILE_NAME}.tmp"));
+    let fail = |e: std::io::Error| Failure::input(format!("{}: cannot write: {e}", path.display()));
+    let mut file = std::fs::File::create(&temporary).map_err(fail)?;
+    file.write_all(text.as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&temporary, path).map_err(fail)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(fail)
 }
 
 /// A fresh election-jitter seed for every start of a node, so that two nodes restarted together
