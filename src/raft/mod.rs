@@ -903,12 +903,26 @@ impl Raft {
                 .iter()
                 .take_while(|e| e.index <= commit_index)
                 .count();
-            entries.drain(..known);
-            prev_log_index = commit_index;
-            prev_log_term = self
+            let committed_term = self
                 .log
                 .term(commit_index)
                 .expect("the committed entry is in the log");
+            // No correct leader contradicts what this node knows is committed: not an entry
+            // up to the commit index, and not a later entry of an older term than the entry
+            // at the commit index. A peer that does has a bug; accepting its entries would
+            // overwrite committed ones, and panicking would let it crash us. Drop the message.
+            let contradicts = entries[..known]
+                .iter()
+                .any(|e| !self.log.matches(e.index, e.term))
+                || entries
+                    .get(known)
+                    .is_some_and(|first| first.term < committed_term);
+            if contradicts {
+                return;
+            }
+            entries.drain(..known);
+            prev_log_index = commit_index;
+            prev_log_term = committed_term;
         }
         let matches = self.log.matches(prev_log_index, prev_log_term);
         #[cfg(feature = "mutants")]

@@ -987,6 +987,31 @@ fn single_node_restarts_after_losing_the_hard_state_of_its_election_batch() {
     assert!(restarted.is_ok(), "{:?}", restarted.err());
 }
 
+/// An AppendEntries that contradicts what the follower knows is committed (no correct leader
+/// sends one) is dropped: committed entries are never overwritten and the node does not panic.
+/// Found by the `raft_step` fuzz target.
+#[test]
+fn append_entries_contradicting_the_committed_prefix_are_dropped() {
+    let contradicting: Vec<Message> = vec![
+        // A different entry at a committed index.
+        append(1, 2, 3, (1, 1), vec![entry(2, 1), entry(3, 3)], 3),
+        // After the commit index, an entry of a term older than the committed one's.
+        append(1, 2, 3, (1, 1), vec![entry(2, 2), entry(3, 1)], 3),
+    ];
+    for m in contradicting {
+        let mut r = raft(2, 3);
+        r.step(append(1, 2, 2, (0, 0), vec![entry(1, 1), entry(2, 2)], 2));
+        let _ = flush(&mut r);
+        assert_eq!(r.log.commit_index(), LogIndex(2));
+        r.step(m.clone());
+        let committed: Vec<u64> = r.log.entries().iter().map(|e| e.term.0).collect();
+        assert_eq!(committed, vec![1, 2], "{m:?}");
+        assert!(flush(&mut r)
+            .iter()
+            .all(|reply| !matches!(reply.body, MessageBody::AppendEntriesResponse(_))));
+    }
+}
+
 /// Malformed AppendEntries from the network are dropped, never trusted and never a panic.
 #[test]
 fn malformed_append_entries_are_dropped() {
