@@ -164,7 +164,7 @@ fn a_data_dir_of_another_format_is_refused_and_left_alone() {
     let dir1 = servers.data_dir(1);
     fs::create_dir_all(&dir1).unwrap();
     let identity = format!(
-        "format = 2\ncluster_id = {}\nnode_id = 1\n",
+        "format = 2\ncluster_id = {}\nnode_id = 1\nshard = 7\n",
         servers.file.cluster_id
     );
     fs::write(dir1.join("identity.toml"), &identity).unwrap();

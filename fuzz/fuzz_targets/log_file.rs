@@ -108,7 +108,7 @@ fuzz_target!(|input: Input| {
             }
             let at = *at as usize % damaged.len();
             let mut changed = None;
-            for (k, byte) in bytes.iter().enumerate() {
+            for (k, byte) in bytes.iter().take(8).enumerate() {
                 let Some(slot) = damaged.get_mut(at + k) else {
                     break;
                 };

@@ -1,5 +1,6 @@
 //! Bytes from a peer or a client: the frame decoder must answer every input with a frame, "need
-//! more", or an error, never a panic, and a frame it accepts must survive re-encoding.
+//! more", or an error, never a panic, and a frame it accepts must re-encode to the same bytes
+//! (the encoding is canonical: one frame, one byte string).
 //!
 //! Checksums would stop the fuzzer at the frame header, so the input is also decoded as a bare
 //! payload (as if its checksum had matched), which reaches every serde path of every message.
@@ -13,15 +14,21 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = data;
     while let Ok(Some((frame, used))) = wire::decode(rest) {
         assert!(used > 0 && used <= rest.len());
-        round_trip(&frame);
+        assert_eq!(round_trip(&frame), &rest[..used], "frames are canonical");
         rest = &rest[used..];
     }
     if let Ok(frame) = codec::decode_payload::<Frame>(data) {
-        round_trip(&frame);
+        let bytes = round_trip(&frame);
+        assert_eq!(
+            &bytes[codec::FRAME_HEADER_BYTES..],
+            data,
+            "payloads are canonical"
+        );
     }
 });
 
-fn round_trip(frame: &Frame) {
+/// The frame's encoding, checked to decode back to the frame.
+fn round_trip(frame: &Frame) -> Vec<u8> {
     let mut bytes = Vec::new();
     wire::encode(frame, &mut bytes).expect("a decoded frame re-encodes");
     let (again, used) = wire::decode(&bytes)
@@ -29,4 +36,5 @@ fn round_trip(frame: &Frame) {
         .expect("an encoded frame is whole");
     assert_eq!(used, bytes.len());
     assert_eq!(&again, frame);
+    bytes
 }

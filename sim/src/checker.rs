@@ -51,8 +51,9 @@ struct Life {
     applied_index: LogIndex,
     status: Option<Status>,
     stopped: Option<String>,
-    /// Set when the node became leader: the term, and how far the log was applied anywhere at
-    /// that moment; checked against its log at its next persisted batch.
+    /// Set when the node became leader: the term, and how far the log was applied anywhere
+    /// before it won (see `Checker::applied_at_first_vote`); checked against its log at its
+    /// next persisted batch.
     completeness_due: Option<(Term, LogIndex)>,
 }
 
@@ -115,6 +116,14 @@ pub struct Checker {
     voter_count: usize,
     /// The candidate each node voted for in each term, across its restarts.
     votes: BTreeMap<(NodeId, Term), NodeId>,
+    /// For each (candidate, term), how far the log was applied anywhere when the first vote
+    /// for it was granted. That moment comes before the candidate can win, and no leader of a
+    /// later term can have committed anything yet (its quorum would share a voter with this
+    /// one, who would have had to vote in the later term before this one). So everything
+    /// applied by then was committed in an earlier term, and Leader Completeness (§5.4)
+    /// requires it in the winner's log. Observing the winner later (a paused node reports its
+    /// leadership late) would wrongly include entries committed after it won.
+    applied_at_first_vote: BTreeMap<(NodeId, Term), LogIndex>,
 }
 
 impl Checker {
@@ -222,6 +231,11 @@ impl Checker {
         self.lives.remove(&node);
     }
 
+    /// The highest index applied anywhere so far.
+    fn applied_through(&self) -> LogIndex {
+        self.applied.keys().next_back().copied().unwrap_or_default()
+    }
+
     /// A node granted its vote in `term` to `candidate`.
     pub fn vote_granted(
         &mut self,
@@ -229,6 +243,10 @@ impl Checker {
         term: Term,
         candidate: NodeId,
     ) -> Result<(), Failure> {
+        let applied = self.applied_through();
+        self.applied_at_first_vote
+            .entry((candidate, term))
+            .or_insert(applied);
         let first = *self.votes.entry((node, term)).or_insert(candidate);
         if first != candidate {
             let detail = format!("voted for {first} and then for {candidate} in {term}");
@@ -243,6 +261,12 @@ impl Checker {
             .logs
             .get(&node)
             .and_then(|log| log.term(status.commit_index));
+        // Without a vote from another node (a one-node cluster), the moment it is seen.
+        let applied_before_winning = self
+            .applied_at_first_vote
+            .get(&(node, status.term))
+            .copied()
+            .unwrap_or_else(|| self.applied_through());
         let life = self.lives.entry(node).or_default();
         let advanced = status.commit_index > life.commit_index;
         if status.role == RoleKind::Leader && advanced && mirror_term != Some(status.term) {
@@ -265,8 +289,7 @@ impl Checker {
             .is_some_and(|s| s.role == RoleKind::Leader && s.term == status.term);
         life.status = Some(status);
         if status.role == RoleKind::Leader && !was_leading {
-            let applied = self.applied.keys().next_back().copied().unwrap_or_default();
-            life.completeness_due = Some((status.term, applied));
+            life.completeness_due = Some((status.term, applied_before_winning));
         }
         if status.role == RoleKind::Leader {
             let first = *self.leaders.entry(status.term).or_insert(node);
@@ -462,5 +485,39 @@ mod tests {
         assert!(checker.applied(NodeId(1), &applied(1, 1, 7)).is_ok());
         let failure = checker.applied(NodeId(1), &applied(2, 1, 7)).unwrap_err();
         assert_eq!(failure.check, "exactly_once");
+    }
+
+    fn noop(index: u64, term: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            data: raftchat::raft::EntryData::Noop,
+        }
+    }
+
+    /// A leader is held to what was applied before it could have won, not to what was applied
+    /// by the time it was seen: a node paused right after winning t1 reports its leadership
+    /// after t2 has committed entries it never had, which is no violation.
+    #[test]
+    fn a_leader_seen_late_is_held_to_what_was_applied_before_its_first_vote() {
+        let mut checker = Checker::new(3);
+        checker.vote_granted(NodeId(2), Term(1), NodeId(1)).unwrap();
+        checker.applied(NodeId(2), &applied(1, 2, 1)).unwrap();
+        checker
+            .status(NodeId(1), status(RoleKind::Leader, 1, 0))
+            .unwrap();
+        assert!(checker.persisted(NodeId(1), &[noop(1, 1)]).is_ok());
+    }
+
+    #[test]
+    fn a_leader_lacking_an_entry_applied_before_its_first_vote_is_caught() {
+        let mut checker = Checker::new(3);
+        checker.applied(NodeId(2), &applied(1, 1, 1)).unwrap();
+        checker.vote_granted(NodeId(3), Term(2), NodeId(1)).unwrap();
+        checker
+            .status(NodeId(1), status(RoleKind::Leader, 2, 0))
+            .unwrap();
+        let failure = checker.persisted(NodeId(1), &[noop(1, 2)]).unwrap_err();
+        assert_eq!(failure.check, "leader_completeness");
     }
 }

@@ -903,26 +903,24 @@ impl Raft {
                 .iter()
                 .take_while(|e| e.index <= commit_index)
                 .count();
-            let committed_term = self
-                .log
-                .term(commit_index)
-                .expect("the committed entry is in the log");
-            // No correct leader contradicts what this node knows is committed: not an entry
-            // up to the commit index, and not a later entry of an older term than the entry
-            // at the commit index. A peer that does has a bug; accepting its entries would
-            // overwrite committed ones, and panicking would let it crash us. Drop the message.
+            // No correct leader sends an entry up to the commit index that differs from this
+            // node's (Leader Completeness). A peer that does has a bug: trusting its later
+            // entries would graft them onto a log they do not extend, and they could carry
+            // terms older than ours, which the log refuses with a panic. Drop the message.
+            // (Entries past the commit index follow one that matched, and `is_well_formed`
+            // has checked that their terms do not decrease.)
             let contradicts = entries[..known]
                 .iter()
-                .any(|e| !self.log.matches(e.index, e.term))
-                || entries
-                    .get(known)
-                    .is_some_and(|first| first.term < committed_term);
+                .any(|e| self.log.term(e.index).is_some_and(|term| term != e.term));
             if contradicts {
                 return;
             }
             entries.drain(..known);
             prev_log_index = commit_index;
-            prev_log_term = committed_term;
+            prev_log_term = self
+                .log
+                .term(commit_index)
+                .expect("the committed entry is in the log");
         }
         let matches = self.log.matches(prev_log_index, prev_log_term);
         #[cfg(feature = "mutants")]

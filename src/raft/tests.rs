@@ -993,10 +993,11 @@ fn single_node_restarts_after_losing_the_hard_state_of_its_election_batch() {
 #[test]
 fn append_entries_contradicting_the_committed_prefix_are_dropped() {
     let contradicting: Vec<Message> = vec![
-        // A different entry at a committed index.
+        // A different entry at a committed index, then a later one that would match.
         append(1, 2, 3, (1, 1), vec![entry(2, 1), entry(3, 3)], 3),
-        // After the commit index, an entry of a term older than the committed one's.
-        append(1, 2, 3, (1, 1), vec![entry(2, 2), entry(3, 1)], 3),
+        // A different entry at a committed index, then one older than the committed entry
+        // (this one used to panic in the log's append).
+        append(1, 2, 3, (1, 1), vec![entry(2, 1), entry(3, 1)], 3),
     ];
     for m in contradicting {
         let mut r = raft(2, 3);

@@ -193,12 +193,24 @@ struct Identity {
 /// format this binary reads: a log written by another node, for another cluster, or by an
 /// incompatible version must never be served as this node's.
 fn prepare_data_dir(dir: &Path, config: &NodeConfig) -> Result<(), Failure> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Failure::input(format!(
-            "{}: cannot create the data directory: {e}",
-            dir.display()
-        ))
-    })?;
+    if !dir.is_dir() {
+        // A new directory must survive a power loss as surely as the votes written into it:
+        // sync its parent, which holds its name.
+        let cannot_create = |e: std::io::Error| {
+            Failure::input(format!(
+                "{}: cannot create the data directory: {e}",
+                dir.display()
+            ))
+        };
+        std::fs::create_dir_all(dir).map_err(cannot_create)?;
+        let parent = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)
+            .and_then(|p| p.sync_all())
+            .map_err(cannot_create)?;
+    }
     let path = dir.join(IDENTITY_FILE_NAME);
     match std::fs::read_to_string(&path) {
         Ok(text) => check_identity(dir, &path, &text, config),
@@ -213,21 +225,30 @@ fn prepare_data_dir(dir: &Path, config: &NodeConfig) -> Result<(), Failure> {
 }
 
 fn check_identity(dir: &Path, path: &Path, text: &str, config: &NodeConfig) -> Result<(), Failure> {
-    let identity: Identity = toml::from_str(text).map_err(|e| {
-        let message = e.message().replace('\n', " ");
+    let invalid = |message: String| {
         Failure::input(format!(
-            "{}: not a valid identity file: {message}",
-            path.display()
+            "{}: not a valid identity file: {}",
+            path.display(),
+            message.replace('\n', " ")
         ))
-    })?;
-    if identity.format != DATA_FORMAT {
-        return Err(Failure::input(format!(
-            "{}: the data directory is in format {}, and this raftchat-server reads format \
-             {DATA_FORMAT} only",
-            dir.display(),
-            identity.format
-        )));
+    };
+    // The format first, on its own: a later format may have fields this binary does not know,
+    // and must be refused for its format, not for those fields.
+    let table: toml::Table = toml::from_str(text).map_err(|e| invalid(e.message().into()))?;
+    match table.get("format") {
+        Some(toml::Value::Integer(format)) if *format == i64::from(DATA_FORMAT) => {}
+        Some(toml::Value::Integer(format)) => {
+            return Err(Failure::input(format!(
+                "{}: the data directory is in format {format}, and this raftchat-server \
+                 reads format {DATA_FORMAT} only",
+                dir.display()
+            )));
+        }
+        Some(_) => return Err(invalid("`format` is not an integer".into())),
+        None => return Err(invalid("no `format`".into())),
     }
+    let identity: Identity = toml::from_str(text).map_err(|e| invalid(e.message().into()))?;
+    assert_eq!(identity.format, DATA_FORMAT);
     if identity.node_id != config.id.0 || identity.cluster_id != config.cluster_id {
         return Err(Failure::input(format!(
             "{}: this data directory belongs to node {} of cluster {}, not to node {} of \
