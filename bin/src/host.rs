@@ -2,8 +2,8 @@
 //!
 //! The loop waits for any input (a tick, a peer's message, a client's request), takes every
 //! other input already queued (so one disk sync and one AppendEntries carry them all), then
-//! executes the replica's work exactly in the order the replica prescribes: write and sync,
-//! send, apply, answer. It makes no protocol decision of its own.
+//! executes the replica's work exactly in the order the replica prescribes: replicate, write
+//! and sync, send, apply, answer. It makes no protocol decision of its own.
 //!
 //! Client waiters are kept by log index. An applied entry answers the waiter at its index if
 //! the terms agree; if they differ, the waiter's entry was replaced by another leader's and
@@ -15,7 +15,7 @@ use crate::config::NodeConfig;
 use crate::disk::Disk;
 use crate::observer::{Event, Observer};
 use crate::transport::{self, Inbound, Outbox, PeerOutbox};
-use raftchat::raft::{ProposeError, RoleKind, Status};
+use raftchat::raft::{Message, ProposeError, RoleKind, Status};
 use raftchat::replica::{Applied, Replica};
 use raftchat::storage::{self, StorageError};
 use raftchat::types::{LogIndex, Term};
@@ -285,6 +285,9 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     /// Executes the replica's work in its prescribed order until it has none.
     async fn process_ready(&mut self) -> Result<(), NodeError> {
         while let Some(mut work) = self.replica.ready() {
+            for message in std::mem::take(&mut work.messages_before_persist) {
+                self.send(message);
+            }
             if work.must_sync() {
                 self.disk
                     .append(&work.write)
@@ -298,10 +301,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 self.observer.event(self.config.id, &event);
             }
             for message in std::mem::take(&mut work.messages) {
-                if self.observer.wants_messages() {
-                    self.observer.event(self.config.id, &Event::Sent(&message));
-                }
-                self.outbox.send(message);
+                self.send(message);
             }
             for applied in self.replica.complete(work) {
                 self.observer
@@ -312,6 +312,13 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         }
         self.note_status();
         Ok(())
+    }
+
+    fn send(&mut self, message: Message) {
+        if self.observer.wants_messages() {
+            self.observer.event(self.config.id, &Event::Sent(&message));
+        }
+        self.outbox.send(message);
     }
 
     fn answer(&mut self, applied: Applied) {

@@ -210,7 +210,9 @@ pub struct Status {
 #[derive(Debug, Default)]
 #[must_use = "a Ready must be carried out and then acknowledged with advance()"]
 pub struct Ready {
-    /// The hard state to persist, if it changed.
+    /// The hard state to persist: when its term or vote changed, or alongside `entries` when
+    /// anything in it changed. A commit index that moved alone is not worth a sync; it rides
+    /// along with the next write.
     pub hard_state: Option<HardState>,
     /// Entries to persist, contiguous; the first may overwrite persisted entries from its index.
     pub entries: Vec<Entry>,
@@ -224,6 +226,27 @@ impl Ready {
     /// Whether anything must reach the disk (and be synced) before the messages go out.
     pub fn must_persist(&self) -> bool {
         self.hard_state.is_some() || !self.entries.is_empty()
+    }
+
+    /// Takes out of `messages` those a host may send BEFORE persisting this Ready: a leader's
+    /// AppendEntries and heartbeats (thesis §10.2.1). They promise nothing this Ready holds:
+    /// their term was persisted when the leader campaigned (its vote requests left only after
+    /// that sync), and a leader counts itself towards committing an entry only once the entry
+    /// is persisted (`advance`), so followers may store and acknowledge it while the leader's
+    /// own write is under way. Sending them first overlaps the leader's sync with the round
+    /// trip to its followers. A host that never calls this keeps the strict order, which is
+    /// also correct.
+    pub fn take_messages_before_persist(&mut self) -> Vec<Message> {
+        let (early, late) = std::mem::take(&mut self.messages)
+            .into_iter()
+            .partition(|message| {
+                matches!(
+                    message.body,
+                    MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+                )
+            });
+        self.messages = late;
+        early
     }
 }
 
@@ -455,9 +478,19 @@ impl Raft {
         };
         #[cfg(not(feature = "mutants"))]
         let committed_entries = self.log.committed_unapplied(limits::APPLY_ENTRIES_MAX);
+        let entries = self.log.unstable_entries().to_vec();
+        // The term and the vote are promises and must be synced before any message that
+        // relies on them. The commit index is not: a node that restarts with an older one
+        // learns the rest from the leader. So a change of the commit index alone waits for the
+        // next write that must happen anyway, and a committed entry is applied (and its client
+        // answered) without a sync of its own.
+        let persisted = self.persisted_hard_state;
+        let must_persist_hard_state = hard_state.term != persisted.term
+            || hard_state.vote != persisted.vote
+            || (!entries.is_empty() && hard_state != persisted);
         let ready = Ready {
-            hard_state: (hard_state != self.persisted_hard_state).then_some(hard_state),
-            entries: self.log.unstable_entries().to_vec(),
+            hard_state: must_persist_hard_state.then_some(hard_state),
+            entries,
             messages: std::mem::take(&mut self.messages),
             committed_entries: committed_entries.to_vec(),
         };
@@ -466,7 +499,11 @@ impl Raft {
             return None;
         }
         self.pending = Some(ReadyMark {
-            hard_state,
+            hard_state: if must_persist_hard_state {
+                hard_state
+            } else {
+                persisted
+            },
             last_entry: ready.entries.last().map(|e| e.index),
             last_committed: ready.committed_entries.last().map(|e| e.index),
         });

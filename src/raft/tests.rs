@@ -987,6 +987,42 @@ fn single_node_restarts_after_losing_the_hard_state_of_its_election_batch() {
     assert!(restarted.is_ok(), "{:?}", restarted.err());
 }
 
+/// A commit index that moved alone is applied without a sync: the Ready carries no hard
+/// state, and the new commit index rides along with the next write of entries. A term or vote
+/// change is always persisted.
+#[test]
+fn a_commit_index_that_moved_alone_waits_for_the_next_write() {
+    let mut r = raft(2, 3);
+    r.step(append(1, 2, 2, (0, 0), vec![entry(1, 2), entry(2, 2)], 0));
+    let ready = r.ready().unwrap();
+    assert_eq!(
+        ready.hard_state.map(|hs| hs.term),
+        Some(Term(2)),
+        "the term is persisted"
+    );
+    r.advance();
+    r.step(message(
+        1,
+        2,
+        2,
+        MessageBody::Heartbeat {
+            leader_commit: LogIndex(2),
+        },
+    ));
+    let ready = r.ready().unwrap();
+    assert_eq!(ready.hard_state, None);
+    assert!(ready.entries.is_empty() && !ready.must_persist());
+    assert_eq!(ready.committed_entries.len(), 2);
+    r.advance();
+    r.step(append(1, 2, 2, (2, 2), vec![entry(3, 2)], 2));
+    let ready = r.ready().unwrap();
+    assert_eq!(
+        ready.hard_state.map(|hs| hs.commit_index),
+        Some(LogIndex(2))
+    );
+    r.advance();
+}
+
 /// An AppendEntries that contradicts what the follower knows is committed (no correct leader
 /// sends one) is dropped: committed entries are never overwritten and the node does not panic.
 /// Found by the `raft_step` fuzz target.
