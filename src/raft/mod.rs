@@ -341,8 +341,9 @@ impl Raft {
             )));
         }
         // A torn batch can keep its entries yet lose the hard state written after them. Nothing
-        // in that lost record was promised to anyone (a Ready's messages leave only after its
-        // batch is synced), so the node adopts its last entry's term, with no vote. The next
+        // in that lost record was promised to anyone (the messages that rely on a batch leave
+        // only after it is synced; a leader's early AppendEntries carry a term it synced when
+        // it campaigned), so the node adopts its last entry's term, with no vote. The next
         // Ready persists it.
         let mut effective = hard_state;
         if previous_term > hard_state.term {
