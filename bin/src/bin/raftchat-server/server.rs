@@ -247,7 +247,9 @@ fn check_identity(dir: &Path, path: &Path, text: &str, config: &NodeConfig) -> R
         Some(_) => return Err(invalid("`format` is not an integer".into())),
         None => return Err(invalid("no `format`".into())),
     }
-    let identity: Identity = toml::from_str(text).map_err(|e| invalid(e.message().into()))?;
+    let identity: Identity = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| invalid(e.message().into()))?;
     assert_eq!(identity.format, DATA_FORMAT);
     if identity.node_id != config.id.0 || identity.cluster_id != config.cluster_id {
         return Err(Failure::input(format!(
