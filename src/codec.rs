@@ -334,6 +334,28 @@ pub fn scan_records<T: DeserializeOwned>(bytes: &[u8]) -> Result<RecordScan<T>, 
     })
 }
 
+/// Decodes the one record at the start of `bytes`, for files that hold a record followed by
+/// other data (a snapshot file's header): `Ok(Some((value, record_len)))`, `Ok(None)` if the
+/// bytes end before the record does, or an error saying what is wrong with it.
+pub fn decode_first_record<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<Option<(T, usize)>, CodecError> {
+    match record_at(bytes, 0) {
+        RecordAt::Valid(payload) => {
+            decode_payload(payload).map(|value| Some((value, RECORD_HEADER_BYTES + payload.len())))
+        }
+        RecordAt::Torn(_) => Ok(None),
+        RecordAt::Oversize(len) => Err(CodecError::Oversize {
+            len: len as usize,
+            max: FRAME_SIZE_BYTES_MAX,
+        }),
+        RecordAt::DamagedPayload { .. } => {
+            Err(CodecError::Decode(PAYLOAD_CHECKSUM_MISMATCH.into()))
+        }
+        RecordAt::DamagedHeader => Err(CodecError::Decode(HEADER_CHECKSUM_MISMATCH.into())),
+    }
+}
+
 const INCOMPLETE_HEADER: &str = "incomplete header";
 const HEADER_CHECKSUM_MISMATCH: &str = "header checksum mismatch";
 const LENGTH_BEYOND_END: &str = "length beyond the end of the file";

@@ -30,11 +30,47 @@ pub const ACCOUNTS_MAX: usize = 64 * 1024;
 /// and its client is told its session expired (Raft thesis §6.3) rather than risk a duplicate.
 pub const SESSIONS_MAX: usize = 16 * 1024;
 
+/// Default of the most messages one inbox retains (a replicated setting, fixed when a cluster
+/// is created); beyond it the inbox's oldest message is dropped.
+pub const INBOX_MESSAGES_DEFAULT: u64 = 10_000;
+
+/// Largest setting of the messages one inbox retains.
+pub const INBOX_MESSAGES_MAX: u64 = 1_000_000;
+
+/// Default of the most bytes of messages all inboxes retain together (a replicated setting);
+/// beyond it the oldest message anywhere is dropped.
+pub const RETAINED_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+
+/// Smallest setting of the retained bytes: room for a few of the largest messages.
+pub const RETAINED_BYTES_MIN: u64 = 16 * 1024;
+
+/// Largest setting of the retained bytes: with every account and session at its largest, a
+/// snapshot still fits `CHAT_SNAPSHOT_SIZE_BYTES_MAX` (checked below).
+pub const RETAINED_BYTES_MAX: u64 = 768 * 1024 * 1024;
+
 /// Largest chat snapshot, in bytes, that `Chat::restore` accepts, and the most a snapshot being
 /// decoded may claim to allocate. Inboxes grow with traffic, so the chat state can outgrow one
 /// frame; a snapshot is bounded by this instead of by `FRAME_SIZE_BYTES_MAX`.
 pub const CHAT_SNAPSHOT_SIZE_BYTES_MAX: usize = 1024 * 1024 * 1024;
 const _: () = assert!(CHAT_SNAPSHOT_SIZE_BYTES_MAX >= FRAME_SIZE_BYTES_MAX);
+// The largest snapshot: every retained message (its encoding, two lengths and an index, is
+// smaller than its charge), every account (name, indexes, inbox header) and every session (ids
+// and a small remembered reply), with slack for the header.
+const ACCOUNT_SNAPSHOT_BYTES_MAX: u64 = (USERNAME_CHARS_MAX as u64) * 4 + 64;
+const SESSION_SNAPSHOT_BYTES_MAX: u64 = 128;
+const _: () = assert!(
+    RETAINED_BYTES_MAX
+        + ACCOUNTS_MAX as u64 * ACCOUNT_SNAPSHOT_BYTES_MAX
+        + SESSIONS_MAX as u64 * SESSION_SNAPSHOT_BYTES_MAX
+        + 4096
+        <= CHAT_SNAPSHOT_SIZE_BYTES_MAX as u64
+);
+const _: () = assert!(RETAINED_BYTES_MIN <= RETAINED_BYTES_DEFAULT);
+const _: () = assert!(RETAINED_BYTES_DEFAULT <= RETAINED_BYTES_MAX);
+const _: () = assert!(INBOX_MESSAGES_DEFAULT <= INBOX_MESSAGES_MAX);
+// The largest message fits the smallest retention bound several times over.
+const _: () =
+    assert!(((USERNAME_CHARS_MAX + MESSAGE_CHARS_MAX) * 4 + 64) as u64 * 4 <= RETAINED_BYTES_MIN);
 
 /// Most log entries in one AppendEntries message.
 pub const APPEND_ENTRIES_MAX: usize = 1024;
@@ -52,6 +88,26 @@ pub const UNCOMMITTED_ENTRIES_MAX: usize = 64 * 1024;
 /// Most committed entries handed to the state machine in one Ready.
 pub const APPLY_ENTRIES_MAX: usize = 4096;
 
+/// Largest snapshot chunk in one InstallSnapshot message, in bytes.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most unconfirmed snapshot chunks in flight to one follower (the transfer's window).
+pub const SNAPSHOT_INFLIGHT_CHUNKS_MAX: usize = 4;
+
+/// Largest snapshot, in bytes: the chat state machine's snapshot is the whole snapshot.
+pub const SNAPSHOT_SIZE_BYTES_MAX: usize = CHAT_SNAPSHOT_SIZE_BYTES_MAX;
+
+/// Entries kept in the log behind a new snapshot by default, so a follower a little behind it
+/// catches up from the log (etcd keeps 5,000 for the same reason).
+pub const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5000;
+
+/// Entries applied since the last snapshot that call for a new one, by default (etcd's
+/// `snapshot-count` is of the same order).
+pub const SNAPSHOT_LOG_ENTRIES_DEFAULT: u64 = 100_000;
+
+/// Command bytes applied since the last snapshot that call for a new one, by default.
+pub const SNAPSHOT_LOG_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
 /// Largest cluster, in voters.
 pub const CLUSTER_SIZE_MAX: usize = 15;
 
@@ -68,5 +124,8 @@ const _: () = assert!(
     ((USERNAME_CHARS_MAX + 1) * 2 + MESSAGE_CHARS_MAX + 1) * 4 + 64 <= COMMAND_SIZE_BYTES_MAX
 );
 const _: () = assert!(APPEND_BYTES_MAX * 2 < FRAME_SIZE_BYTES_MAX);
+// A chunk travels in one frame, with room for its message's fixed fields.
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX + 4096 < FRAME_SIZE_BYTES_MAX);
+const _: () = assert!(SNAPSHOT_INFLIGHT_CHUNKS_MAX >= 1);
 const _: () = assert!(INFLIGHT_APPENDS_MAX >= 1);
 const _: () = assert!(APPEND_ENTRIES_MAX >= 1);

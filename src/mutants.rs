@@ -26,11 +26,23 @@ pub enum Mutant {
     ReplyBeforeApply,
     /// Apply a retried command again instead of answering it from the session table (§8).
     SkipSessionDedup,
+    /// Install a leader's snapshot even when it is not newer than the commit index (Raft §7),
+    /// rolling the state machine back.
+    InstallOlderSnapshot,
+    /// Leave the session table out of the chat snapshot, so a retry after an install is
+    /// applied a second time.
+    SnapshotWithoutSessions,
+    /// Label a snapshot with the commit index instead of the applied index, so the log is
+    /// compacted past entries the state machine never applied.
+    CompactPastApplied,
+    /// On installing a snapshot, keep the log's suffix even when the log's entry at the
+    /// snapshot's index has another term (Raft §7 says discard the whole log).
+    KeepConflictingSuffix,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 8] = [
+    pub const ALL: [Mutant; 12] = [
         Mutant::VoteWithoutLogCheck,
         Mutant::CommitPriorTerm,
         Mutant::VoteNotPersisted,
@@ -39,6 +51,10 @@ impl Mutant {
         Mutant::NoConflictTruncation,
         Mutant::ReplyBeforeApply,
         Mutant::SkipSessionDedup,
+        Mutant::InstallOlderSnapshot,
+        Mutant::SnapshotWithoutSessions,
+        Mutant::CompactPastApplied,
+        Mutant::KeepConflictingSuffix,
     ];
 
     /// The name used on the command line.
@@ -52,6 +68,10 @@ impl Mutant {
             Mutant::NoConflictTruncation => "no-conflict-truncation",
             Mutant::ReplyBeforeApply => "reply-before-apply",
             Mutant::SkipSessionDedup => "skip-session-dedup",
+            Mutant::InstallOlderSnapshot => "install-older-snapshot",
+            Mutant::SnapshotWithoutSessions => "snapshot-without-sessions",
+            Mutant::CompactPastApplied => "compact-past-applied",
+            Mutant::KeepConflictingSuffix => "keep-conflicting-suffix",
         }
     }
 

@@ -1,41 +1,100 @@
 //! One replica: Raft, the chat state machine and its sessions, composed. This is the only module
 //! that knows all of them, and the one place the order of effects is written down:
 //!
-//! 0. **replicate**: send `Work::messages_before_persist` (a leader's AppendEntries and
-//!    heartbeats; they promise nothing the write holds), so the leader's sync overlaps the
-//!    round trip to its followers;
-//! 1. **persist**: append `Work::write` to the log file and sync it;
+//! 0. **replicate**: send `Work::messages_before_persist` (a leader's AppendEntries, heartbeats
+//!    and snapshot chunks; they promise nothing the write holds), so the leader's sync overlaps
+//!    the round trip to its followers;
+//! 1. **persist**: write `Work::snapshot_chunks` into the file of the snapshot being received,
+//!    then append `Work::write` to the log and sync it;
 //! 2. **send**: only then send `Work::messages` (they may promise what was just persisted: a
-//!    vote, an acknowledgement of entries);
+//!    vote, an acknowledgement of entries or of snapshot bytes);
 //! 3. **apply**: [`Replica::complete`] applies the committed entries to the chat state machine;
 //! 4. **reply**: only then answer the clients waiting on those entries, from what `complete`
 //!    returns.
 //!
+//! Snapshots (Raft §7) run beside these steps, never on a client's path:
+//!
+//! - **taking one**: when the log since the last snapshot exceeds the policy's entries or bytes,
+//!   [`Replica::maybe_snapshot`] hands out a [`SnapshotJob`]: a copy of the chat state (cheap,
+//!   copy on write) at the applied index. The host serializes it off its event loop
+//!   ([`SnapshotJob::encode`]), writes the file under a temporary name, syncs it, renames it and
+//!   syncs the directory, and only then reports [`Replica::snapshot_taken`]; the log is then
+//!   compacted behind it, and the host may delete the log segments and snapshot files that
+//!   recovery no longer needs.
+//! - **receiving one**: once a Work's last chunk is written, the host syncs the file, reads it
+//!   back, checks it ([`Replica::decode_snapshot`]), makes it durable under its final name, and
+//!   reports [`Replica::snapshot_received`] with the decoded state, or
+//!   [`Replica::snapshot_refused`].
+//!
 //! The async host (and the simulator through it) only executes these steps; it makes no
 //! protocol decision of its own. Commands are encoded here, so Raft sees opaque payloads.
 
-use crate::chat::{Chat, Command, Operation, Outcome};
+use crate::chat::{Chat, ChatLimits, Command, Operation, Outcome};
 use crate::codec::{self, CodecError};
 use crate::limits;
 use crate::raft::{
-    Config, ConfigError, EntryData, Message, Payload, ProposeError, Raft, RestoreError, Status,
+    Config, ConfigError, EntryData, Message, Payload, Persisted, ProposeError, Raft, RestoreError,
+    Snapshot, SnapshotChunk, SnapshotMeta, Status,
 };
-use crate::storage::{self, Recovered};
+use crate::storage;
 use crate::types::{LogIndex, Term};
 use rand_chacha::ChaCha8Rng;
+
+/// When a replica snapshots its state: once the log since the last snapshot holds more entries,
+/// or more bytes of commands, than these (etcd's `snapshot-count`, plus a size bound).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Entries applied since the last snapshot that call for a new one.
+    pub log_entries: u64,
+    /// Command bytes applied since the last snapshot that call for a new one.
+    pub log_bytes: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> SnapshotPolicy {
+        SnapshotPolicy {
+            log_entries: limits::SNAPSHOT_LOG_ENTRIES_DEFAULT,
+            log_bytes: limits::SNAPSHOT_LOG_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// A snapshot to take: a copy of the chat state at an applied index. Encoding it is the
+/// expensive part, meant for a thread where blocking is fine.
+#[derive(Debug)]
+pub struct SnapshotJob {
+    index: LogIndex,
+    term: Term,
+    chat: Chat,
+}
+
+impl SnapshotJob {
+    /// The last index the snapshot will cover.
+    pub fn index(&self) -> LogIndex {
+        self.index
+    }
+
+    /// Serializes the copied state into a snapshot, with its checksum.
+    pub fn encode(self) -> Snapshot {
+        Snapshot::new(self.index, self.term, Payload::new(self.chat.snapshot()))
+    }
+}
 
 /// One round of effects, to be carried out in the order of its fields, then handed back to
 /// [`Replica::complete`].
 #[derive(Debug)]
 #[must_use = "Work must be persisted, sent, and completed"]
 pub struct Work {
-    /// Bytes to append to the log file and sync BEFORE sending anything. Empty when there is
+    /// Chunks of a leader's snapshot to write into its file before the log is synced.
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// Bytes to append to the log and sync BEFORE sending anything. Empty when there is
     /// nothing to persist.
     pub write: Vec<u8>,
     /// Messages to send BEFORE the write (see `Ready::take_messages_before_persist`).
     pub messages_before_persist: Vec<Message>,
     /// Messages to send AFTER the write is synced.
     pub messages: Vec<Message>,
+    installed: Option<SnapshotMeta>,
     entries: Vec<crate::raft::Entry>,
     committed: Vec<crate::raft::Entry>,
 }
@@ -49,6 +108,11 @@ impl Work {
     /// The log entries `write` persists (for observers; the bytes are what matters).
     pub fn entries(&self) -> &[crate::raft::Entry] {
         &self.entries
+    }
+
+    /// The snapshot installed in this round, which `write` records (for observers).
+    pub fn installed(&self) -> Option<SnapshotMeta> {
+        self.installed
     }
 
     /// How many committed entries `complete` will apply.
@@ -69,6 +133,8 @@ pub struct Applied {
     pub command: Option<Command>,
     /// The chat state machine's answer, or `None` for a no-op.
     pub outcome: Option<Outcome>,
+    /// The chat state's digest after applying it.
+    pub digest: u64,
 }
 
 /// Raft plus the chat state machine, with the order of effects fixed.
@@ -76,29 +142,85 @@ pub struct Applied {
 pub struct Replica {
     raft: Raft,
     chat: Chat,
+    policy: SnapshotPolicy,
+    /// A job was handed out and its snapshot is not taken yet.
+    snapshot_in_progress: bool,
+    /// The index of the newest snapshot taken or installed.
+    snapshot_index: LogIndex,
+    /// Command bytes applied since then.
+    bytes_since_snapshot: u64,
 }
 
 impl Replica {
-    /// A replica that has never run.
-    pub fn new(config: Config, rng: ChaCha8Rng) -> Result<Replica, ConfigError> {
+    /// A replica that has never run, with an empty chat state under the default limits.
+    pub fn new(
+        config: Config,
+        policy: SnapshotPolicy,
+        rng: ChaCha8Rng,
+    ) -> Result<Replica, ConfigError> {
         Ok(Replica {
             raft: Raft::new(config, rng)?,
             chat: Chat::new(),
+            policy,
+            snapshot_in_progress: false,
+            snapshot_index: LogIndex(0),
+            bytes_since_snapshot: 0,
         })
     }
 
-    /// A replica restarting from its recovered log file. The chat state is rebuilt by applying
-    /// the committed prefix again, through the normal `ready`/`complete` path.
+    /// The snapshot a new data directory starts from: the empty chat state with `limits`,
+    /// which are fixed from then on (they travel in every later snapshot).
+    pub fn initial_snapshot(limits: ChatLimits) -> Snapshot {
+        let data = Chat::with_limits(limits).snapshot();
+        Snapshot::new(LogIndex(0), Term(0), Payload::new(data))
+    }
+
+    /// A replica restarting from what it persisted: the chat state comes from the snapshot,
+    /// and the committed entries after it are applied again through the normal
+    /// `ready`/`complete` path. Fails if the snapshot's state does not decode or is not at its
+    /// index, or if Raft refuses the log.
     pub fn recover(
         config: Config,
+        policy: SnapshotPolicy,
         rng: ChaCha8Rng,
-        recovered: Recovered,
+        persisted: Persisted,
     ) -> Result<Replica, RestoreError> {
-        let raft = Raft::restart(config, rng, recovered.hard_state, recovered.entries)?;
+        let chat = match &persisted.snapshot {
+            Some(snapshot) => Replica::decode_snapshot(snapshot).map_err(RestoreError)?,
+            None => Chat::new(),
+        };
+        let snapshot_index = chat.applied_index();
+        let raft = Raft::restart(config, rng, persisted)?;
         Ok(Replica {
             raft,
-            chat: Chat::new(),
+            chat,
+            policy,
+            snapshot_in_progress: false,
+            snapshot_index,
+            bytes_since_snapshot: 0,
         })
+    }
+
+    /// The chat state a snapshot holds, checked: its bytes match the checksum, decode to a
+    /// valid state, and that state is at the snapshot's index. A pure function, meant for a
+    /// thread where blocking is fine.
+    pub fn decode_snapshot(snapshot: &Snapshot) -> Result<Chat, String> {
+        let at = snapshot.meta.index;
+        if !snapshot.is_intact() {
+            return Err(format!("snapshot at {at} does not match its checksum"));
+        }
+        if !storage::is_plausible_snapshot(&snapshot.meta) {
+            return Err(format!("snapshot at {at} has term {}", snapshot.meta.term));
+        }
+        let chat = Chat::restore(snapshot.data.as_bytes())
+            .map_err(|e| format!("snapshot at {at}: {e}"))?;
+        if chat.applied_index() != at {
+            return Err(format!(
+                "snapshot at {at} holds the state at {}",
+                chat.applied_index()
+            ));
+        }
+        Ok(chat)
     }
 
     /// A peer's message.
@@ -136,12 +258,19 @@ impl Replica {
         let mut ready = self.raft.ready()?;
         let messages_before_persist = ready.take_messages_before_persist();
         let mut write = Vec::new();
-        storage::encode_batch(ready.hard_state.as_ref(), &ready.entries, &mut write)
-            .expect("every entry is bounded well below the record limit");
+        storage::encode_batch(
+            ready.snapshot.as_ref(),
+            ready.hard_state.as_ref(),
+            &ready.entries,
+            &mut write,
+        )
+        .expect("every entry is bounded well below the record limit");
         Some(Work {
+            snapshot_chunks: ready.snapshot_chunks,
             write,
             messages_before_persist,
             messages: ready.messages,
+            installed: ready.snapshot,
             entries: ready.entries,
             committed: ready.committed_entries,
         })
@@ -166,6 +295,7 @@ impl Replica {
 
     fn apply(&mut self, entry: crate::raft::Entry) -> Applied {
         let (index, term) = (entry.index, entry.term);
+        self.bytes_since_snapshot += entry.payload_size_bytes() as u64;
         let command = match &entry.data {
             EntryData::Noop => None,
             EntryData::Command(payload) => decode_command(payload.as_bytes()).ok(),
@@ -185,7 +315,78 @@ impl Replica {
             term,
             command,
             outcome,
+            digest: self.chat.digest(),
         }
+    }
+
+    /// A snapshot to take now, if the log since the last one has outgrown the policy and none
+    /// is being taken. The job holds a copy of the state at the applied index.
+    pub fn maybe_snapshot(&mut self) -> Option<SnapshotJob> {
+        let applied_index = self.chat.applied_index();
+        let entries = applied_index.0 - self.snapshot_index.0;
+        let due = entries >= self.policy.log_entries
+            || self.bytes_since_snapshot >= self.policy.log_bytes;
+        if self.snapshot_in_progress || !due || entries == 0 {
+            return None;
+        }
+        let (index, term) = self.snapshot_point(applied_index);
+        self.snapshot_in_progress = true;
+        Some(SnapshotJob {
+            index,
+            term,
+            chat: self.chat.clone(),
+        })
+    }
+
+    /// The index and term a snapshot of the state at `applied_index` is labelled with.
+    fn snapshot_point(&self, applied_index: LogIndex) -> (LogIndex, Term) {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::is_active(crate::mutants::Mutant::CompactPastApplied) {
+            let commit_index = self.raft.status().commit_index;
+            let term = self.raft.log().term(commit_index);
+            return (commit_index, term.expect("the commit index is in the log"));
+        }
+        let term = self.raft.log().term(applied_index);
+        (
+            applied_index,
+            term.expect("the applied index is in the log"),
+        )
+    }
+
+    /// The host made the job's snapshot durable. Returns the index the log is now compacted
+    /// through.
+    pub fn snapshot_taken(&mut self, snapshot: Snapshot) -> LogIndex {
+        assert!(self.snapshot_in_progress, "a snapshot taken without a job");
+        self.snapshot_in_progress = false;
+        if snapshot.meta.index > self.snapshot_index {
+            self.snapshot_index = snapshot.meta.index;
+            self.bytes_since_snapshot = 0;
+        }
+        self.raft.snapshot_taken(snapshot)
+    }
+
+    /// A leader's snapshot arrived whole, checked, durable, and decoded into `chat`. Returns
+    /// whether it was installed (see `Raft::snapshot_received`): the chat state is then the
+    /// snapshot's.
+    pub fn snapshot_received(&mut self, snapshot: Snapshot, chat: Chat) -> bool {
+        let meta = snapshot.meta;
+        assert_eq!(
+            chat.applied_index(),
+            meta.index,
+            "decode_snapshot checks this"
+        );
+        if !self.raft.snapshot_received(snapshot) {
+            return false;
+        }
+        self.chat = chat;
+        self.snapshot_index = meta.index;
+        self.bytes_since_snapshot = 0;
+        true
+    }
+
+    /// The snapshot being received failed its checks; the transfer starts over.
+    pub fn snapshot_refused(&mut self, snapshot: SnapshotMeta) {
+        self.raft.snapshot_refused(snapshot);
     }
 
     /// Raft's view: role, term, leader, commit and applied index.
@@ -217,32 +418,50 @@ mod tests {
     use rand::SeedableRng;
     use std::collections::BTreeMap;
 
-    /// Replicas with a log file each (a byte vector), on a lossless in-memory network.
+    /// What one node keeps on its "disk": its log bytes, its newest snapshot, and the file of
+    /// a snapshot being received.
+    #[derive(Default)]
+    struct Files {
+        log: Vec<u8>,
+        snapshot: Option<Snapshot>,
+        incoming: Vec<u8>,
+    }
+
+    /// Replicas with their files, on a lossless in-memory network, carrying out every Work
+    /// and snapshot as a host would (synchronously).
     struct Cluster {
         replicas: BTreeMap<NodeId, Replica>,
-        files: BTreeMap<NodeId, Vec<u8>>,
+        files: BTreeMap<NodeId, Files>,
         down: Vec<NodeId>,
         outcomes: BTreeMap<(NodeId, LogIndex), Applied>,
+        policy: SnapshotPolicy,
+        installs: usize,
     }
 
     fn config(id: u64) -> Config {
-        Config::new(NodeId(id), (1..=3).map(NodeId).collect())
+        let mut config = Config::new(NodeId(id), (1..=3).map(NodeId).collect());
+        config.snapshot_catch_up_entries = 2;
+        config.snapshot_chunk_bytes_max = 64;
+        config
     }
 
     impl Cluster {
         fn new() -> Cluster {
+            Cluster::with_policy(SnapshotPolicy::default())
+        }
+
+        fn with_policy(policy: SnapshotPolicy) -> Cluster {
             let mut cluster = Cluster {
                 replicas: BTreeMap::new(),
                 files: BTreeMap::new(),
                 down: Vec::new(),
                 outcomes: BTreeMap::new(),
+                policy,
+                installs: 0,
             };
             for id in 1..=3 {
-                let rng = ChaCha8Rng::seed_from_u64(id);
-                cluster
-                    .replicas
-                    .insert(NodeId(id), Replica::new(config(id), rng).unwrap());
-                cluster.files.insert(NodeId(id), Vec::new());
+                cluster.files.insert(NodeId(id), Files::default());
+                cluster.recover(NodeId(id));
             }
             cluster
         }
@@ -261,20 +480,10 @@ mod tests {
         fn settle(&mut self) {
             loop {
                 let mut queue = Vec::new();
-                for (&id, replica) in self.replicas.iter_mut() {
-                    if self.down.contains(&id) {
-                        continue;
-                    }
-                    while let Some(mut work) = replica.ready() {
-                        self.files
-                            .get_mut(&id)
-                            .unwrap()
-                            .extend_from_slice(&work.write);
-                        queue.append(&mut work.messages_before_persist);
-                        queue.append(&mut work.messages);
-                        for applied in replica.complete(work) {
-                            self.outcomes.insert((id, applied.index), applied);
-                        }
+                let ids: Vec<NodeId> = self.replicas.keys().copied().collect();
+                for id in ids {
+                    if !self.down.contains(&id) {
+                        queue.extend(self.process(id));
                     }
                 }
                 if queue.is_empty() {
@@ -286,6 +495,46 @@ mod tests {
                     }
                 }
             }
+        }
+
+        /// Carries out a node's work until it has none; returns the messages it sent.
+        fn process(&mut self, id: NodeId) -> Vec<Message> {
+            let mut sent = Vec::new();
+            let replica = self.replicas.get_mut(&id).unwrap();
+            let files = self.files.get_mut(&id).unwrap();
+            while let Some(mut work) = replica.ready() {
+                let mut received = None;
+                for chunk in std::mem::take(&mut work.snapshot_chunks) {
+                    files.incoming.truncate(chunk.offset as usize);
+                    files.incoming.extend_from_slice(chunk.data.as_bytes());
+                    if chunk.last {
+                        let data = Payload::new(std::mem::take(&mut files.incoming));
+                        received = Some(Snapshot {
+                            meta: chunk.snapshot,
+                            data,
+                        });
+                    }
+                }
+                files.log.extend_from_slice(&work.write);
+                sent.append(&mut work.messages_before_persist);
+                sent.append(&mut work.messages);
+                for applied in replica.complete(work) {
+                    self.outcomes.insert((id, applied.index), applied);
+                }
+                if let Some(snapshot) = received {
+                    let chat = Replica::decode_snapshot(&snapshot).unwrap();
+                    files.snapshot = Some(snapshot.clone());
+                    if replica.snapshot_received(snapshot, chat) {
+                        self.installs += 1;
+                    }
+                }
+                if let Some(job) = replica.maybe_snapshot() {
+                    let snapshot = job.encode();
+                    files.snapshot = Some(snapshot.clone());
+                    replica.snapshot_taken(snapshot);
+                }
+            }
+            sent
         }
 
         fn leader(&self) -> NodeId {
@@ -316,12 +565,24 @@ mod tests {
             self.down.push(id);
         }
 
+        /// Restarts a node from its files, as a host recovers: the newest snapshot (or the
+        /// initial one) and the log after it.
         fn recover(&mut self, id: NodeId) {
             self.down.retain(|&d| d != id);
-            let recovered = storage::recover(&self.files[&id]).unwrap();
+            let files = &self.files[&id];
+            let log = storage::recover(&files.log).unwrap();
+            let snapshot = files
+                .snapshot
+                .clone()
+                .unwrap_or_else(|| Replica::initial_snapshot(ChatLimits::default()));
+            let persisted = storage::combine(snapshot, log).unwrap();
             let rng = ChaCha8Rng::seed_from_u64(id.0 + 100);
-            self.replicas
-                .insert(id, Replica::recover(config(id.0), rng, recovered).unwrap());
+            let replica = Replica::recover(config(id.0), self.policy, rng, persisted).unwrap();
+            self.replicas.insert(id, replica);
+        }
+
+        fn digests(&self) -> Vec<u64> {
+            self.replicas.values().map(|r| r.chat().digest()).collect()
         }
     }
 
@@ -373,11 +634,7 @@ mod tests {
             ChatStatus::Success
         );
         cluster.run(3);
-        let digests: Vec<u64> = cluster
-            .replicas
-            .values()
-            .map(|r| r.chat().digest())
-            .collect();
+        let digests = cluster.digests();
         assert!(
             digests.windows(2).all(|w| w[0] == w[1]),
             "replicas diverged: {digests:?}"
@@ -446,7 +703,7 @@ mod tests {
                 },
             ));
         }
-        let size_before: usize = cluster.files.values().map(Vec::len).sum();
+        let size_before: usize = cluster.files.values().map(|f| f.log.len()).sum();
         let huge = "x".repeat(1_000_000);
         let send = Operation::SendMessage {
             from: "alice".into(),
@@ -457,11 +714,87 @@ mod tests {
             reply(cluster.submit(op(client, 3, send))).status,
             ChatStatus::MessageTooLong
         );
-        let size_after: usize = cluster.files.values().map(Vec::len).sum();
+        let size_after: usize = cluster.files.values().map(|f| f.log.len()).sum();
         assert!(
             size_after - size_before < 3 * 8 * 1024,
             "grew by {}",
             size_after - size_before
         );
+    }
+
+    fn create_users(cluster: &mut Cluster, client: ClientId, range: std::ops::Range<u64>) {
+        for k in range {
+            let create = Operation::CreateAccount {
+                username: format!("user{k}"),
+            };
+            let outcome = cluster.submit(op(client, k + 1, create));
+            assert_eq!(reply(outcome).status, ChatStatus::Success);
+        }
+    }
+
+    /// Raft §7: a follower cut off while the others snapshot and compact their logs past what
+    /// it has is brought back by installing the leader's snapshot, and converges.
+    #[test]
+    fn a_follower_behind_the_compacted_log_catches_up_by_installing_a_snapshot() {
+        let policy = SnapshotPolicy {
+            log_entries: 5,
+            log_bytes: u64::MAX,
+        };
+        let mut cluster = Cluster::with_policy(policy);
+        cluster.run(30);
+        let client = register(&mut cluster);
+        let behind = (1..=3)
+            .map(NodeId)
+            .find(|&id| id != cluster.leader())
+            .unwrap();
+        cluster.crash(behind);
+        create_users(&mut cluster, client, 0..30);
+        let leader = cluster.leader();
+        let first_index = cluster.replicas[&leader].status().first_index;
+        assert!(
+            first_index > LogIndex(10),
+            "the leader compacted: {first_index}"
+        );
+        cluster.recover(behind);
+        cluster.run(10);
+        assert!(cluster.installs >= 1, "the follower installed a snapshot");
+        let digests = cluster.digests();
+        assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+        assert_eq!(cluster.replicas[&behind].chat().account_count(), 30);
+    }
+
+    /// A node that restarts after snapshotting recovers from its snapshot and the log after
+    /// it, and a retry of a command from before the snapshot is still answered from the
+    /// session table, not applied again.
+    #[test]
+    fn a_restart_from_a_snapshot_keeps_state_and_sessions() {
+        let policy = SnapshotPolicy {
+            log_entries: 4,
+            log_bytes: u64::MAX,
+        };
+        let mut cluster = Cluster::with_policy(policy);
+        cluster.run(30);
+        let client = register(&mut cluster);
+        create_users(&mut cluster, client, 0..12);
+        for id in (1..=3).map(NodeId) {
+            cluster.crash(id);
+        }
+        for id in (1..=3).map(NodeId) {
+            assert!(cluster.files[&id].snapshot.is_some(), "{id} snapshotted");
+            cluster.recover(id);
+        }
+        cluster.run(60);
+        let retry = Operation::CreateAccount {
+            username: "user11".into(),
+        };
+        match cluster.submit(op(client, 12, retry)) {
+            Outcome::Replied {
+                duplicate: true,
+                reply,
+            } => assert_eq!(reply.status, ChatStatus::Success),
+            other => panic!("{other:?}"),
+        }
+        let digests = cluster.digests();
+        assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
     }
 }

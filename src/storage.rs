@@ -1,51 +1,69 @@
-//! Every record on disk, and recovery of a node's persistent state from its log file.
+//! Every record on disk, the snapshot file format, and recovery of a node's persistent state
+//! from its log segments and its newest snapshot. Pure functions over bytes: the node runtime
+//! owns the files.
 //!
-//! A node keeps one append-only file of checksummed records (`codec`'s record layout). A batch
-//! is the entries of one `Ready` followed by its hard state, written and synced once:
+//! The log is a sequence of segment files, each an append-only run of checksummed records
+//! (`codec`'s record layout), replayed in order as if they were one file. A batch is what one
+//! `Ready` persists, written and synced once: a `Snapshot` record if the node installed one,
+//! then its entries, then its hard state.
 //!
 //! - an `Entry` record at index `i` replaces any entry at `i` or later (that is how conflict
-//!   truncation reaches the disk without rewriting it), so replaying the file in order rebuilds
-//!   the log;
-//! - the last `HardState` record wins.
+//!   truncation reaches the disk without rewriting it), so replaying in order rebuilds the log;
+//! - a `Snapshot` record says the log now continues after an installed snapshot: replay keeps
+//!   the entries after the snapshot's index if it holds the snapshot's entry there, and drops
+//!   every entry otherwise (the same rule `RaftLog::install` follows, Raft §7);
+//! - the last `HardState` record wins (every segment starts with one, so a deleted segment
+//!   takes nothing with it).
 //!
 //! Entries come before the hard state within a batch, so a torn batch that kept the hard state
 //! (and with it a commit index) kept every entry the commit index covers.
 //!
-//! Recovery truncates a torn tail (a crash in the middle of an unsynced append) and refuses,
-//! naming the offset, a damaged record that has valid records after it: that is synced data
-//! gone bad, and serving it could break Raft's promises.
+//! Recovery truncates a torn tail (a crash in the middle of an unsynced append) of the last
+//! segment, and refuses, naming the offset, a damaged record that has valid records after it:
+//! that is synced data gone bad, and serving it could break Raft's promises.
+//!
+//! A snapshot file is one record holding a [`SnapshotHeader`] (with the metadata, whose checksum
+//! covers the state machine's bytes), followed by those bytes. It is written under a temporary
+//! name, synced, renamed and the directory synced, so a reader finds it whole or not at all;
+//! [`decode_snapshot_file`] still checks both checksums, and a file that fails either is skipped
+//! for an older snapshot.
 
 use crate::codec::{self, CodecError, RecordError, TornTail};
-use crate::raft::{Entry, HardState};
-use crate::types::LogIndex;
+use crate::raft::{Entry, HardState, Payload, Persisted, Snapshot, SnapshotMeta};
+use crate::types::{LogIndex, Term};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// One record of a node's log file.
+/// One record of a node's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
     /// Raft's persistent term, vote and commit index.
     HardState(HardState),
     /// A log entry; replaces any entry at its index or later.
     Entry(Entry),
+    /// The node installed this snapshot: the log continues after it.
+    Snapshot(SnapshotMeta),
 }
 
-/// A node's persistent state as read back from its log file.
+/// The log as replayed from its segments.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
     /// The last hard state written (default if none).
     pub hard_state: HardState,
-    /// The log, contiguous from index 1.
+    /// The last snapshot the log says was installed, if any: the log continues after it.
+    pub base: Option<SnapshotMeta>,
+    /// The entries, contiguous.
     pub entries: Vec<Entry>,
-    /// Bytes of the file that hold valid records; anything after is a torn tail to truncate.
+    /// Bytes of the last segment that hold valid records; anything after is a torn tail to
+    /// truncate.
     pub valid_len: u64,
-    /// The torn tail found, if any.
+    /// The torn tail found at the end of the last segment, if any.
     pub torn_tail: Option<TornTail>,
     /// Records read.
     pub record_count: usize,
 }
 
-/// A log file that cannot be trusted.
+/// A log that cannot be trusted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageError {
     /// A record is damaged and valid data follows it.
@@ -72,8 +90,10 @@ impl fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
-/// Appends one persistence batch: `entries` (contiguous) then `hard_state`.
+/// Appends one persistence batch: `snapshot` (a record that the log continues after it), then
+/// `entries` (contiguous), then `hard_state`.
 pub fn encode_batch(
+    snapshot: Option<&SnapshotMeta>,
     hard_state: Option<&HardState>,
     entries: &[Entry],
     out: &mut Vec<u8>,
@@ -85,13 +105,30 @@ pub fn encode_batch(
             "a batch's entries are contiguous"
         );
     }
-    for entry in entries {
-        codec::encode_record(&RecordRef::Entry(entry), out)?;
+    if let (Some(snapshot), Some(first)) = (snapshot, entries.first()) {
+        assert_eq!(
+            first.index,
+            snapshot.index.next(),
+            "entries follow the snapshot"
+        );
     }
-    if let Some(hard_state) = hard_state {
-        codec::encode_record(&RecordRef::HardState(hard_state), out)?;
+    let start = out.len();
+    let result = (|| {
+        if let Some(snapshot) = snapshot {
+            codec::encode_record(&RecordRef::Snapshot(snapshot), out)?;
+        }
+        for entry in entries {
+            codec::encode_record(&RecordRef::Entry(entry), out)?;
+        }
+        if let Some(hard_state) = hard_state {
+            codec::encode_record(&RecordRef::HardState(hard_state), out)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        out.truncate(start);
     }
-    Ok(())
+    result
 }
 
 /// Borrowing twin of [`Record`], serialized identically, so encoding never clones an entry.
@@ -100,35 +137,207 @@ pub fn encode_batch(
 enum RecordRef<'a> {
     HardState(&'a HardState),
     Entry(&'a Entry),
+    Snapshot(&'a SnapshotMeta),
 }
 
-/// Rebuilds a node's persistent state from the bytes of its log file.
+/// Rebuilds the log from the bytes of one log file (a single segment).
 pub fn recover(bytes: &[u8]) -> Result<Recovered, StorageError> {
-    let scan = codec::scan_records::<Record>(bytes).map_err(StorageError::Corrupt)?;
-    let mut recovered = Recovered {
-        valid_len: scan.valid_len,
-        torn_tail: scan.torn_tail,
-        record_count: scan.records.len(),
-        ..Recovered::default()
-    };
-    for (offset, record) in scan.records {
-        match record {
-            Record::HardState(hard_state) => recovered.hard_state = hard_state,
-            Record::Entry(entry) => replay_entry(&mut recovered.entries, entry, offset)?,
+    recover_segments(&[bytes])
+}
+
+/// Rebuilds the log from its segments, in order. Only the last may end in a torn tail: every
+/// earlier one was synced whole before the next was begun.
+pub fn recover_segments(segments: &[&[u8]]) -> Result<Recovered, StorageError> {
+    let mut recovered = Recovered::default();
+    let mut first_index = LogIndex(1);
+    for (k, bytes) in segments.iter().enumerate() {
+        let scan = codec::scan_records::<Record>(bytes).map_err(StorageError::Corrupt)?;
+        let last = k + 1 == segments.len();
+        if let (false, Some(torn)) = (last, scan.torn_tail) {
+            let reason = format!(
+                "segment {} of {} ends in {} unreadable bytes, but a later segment exists",
+                k + 1,
+                segments.len(),
+                torn.len
+            );
+            return Err(StorageError::Inconsistent {
+                offset: torn.offset,
+                reason,
+            });
+        }
+        recovered.valid_len = scan.valid_len;
+        recovered.torn_tail = scan.torn_tail;
+        recovered.record_count += scan.records.len();
+        for (offset, record) in scan.records {
+            match record {
+                Record::HardState(hard_state) => recovered.hard_state = hard_state,
+                Record::Entry(entry) => {
+                    replay_entry(&mut recovered.entries, &mut first_index, entry, offset)?
+                }
+                Record::Snapshot(meta) => {
+                    replay_snapshot(&mut recovered.entries, &mut first_index, meta);
+                    recovered.base = Some(meta);
+                }
+            }
         }
     }
     Ok(recovered)
 }
 
-fn replay_entry(entries: &mut Vec<Entry>, entry: Entry, offset: u64) -> Result<(), StorageError> {
-    let next = LogIndex(entries.len() as u64 + 1);
-    if entry.index.0 == 0 || entry.index > next {
-        let reason = format!("entry {} follows entry {}: a gap", entry.index, next.prev());
+fn replay_entry(
+    entries: &mut Vec<Entry>,
+    first_index: &mut LogIndex,
+    entry: Entry,
+    offset: u64,
+) -> Result<(), StorageError> {
+    if entries.is_empty() && entry.index.0 != 0 {
+        // The oldest surviving segment starts wherever compaction left it.
+        *first_index = entry.index;
+    }
+    let next = LogIndex(first_index.0 + entries.len() as u64);
+    if entry.index < *first_index || entry.index > next {
+        let reason = format!(
+            "entry {} does not follow the log {}..{}: a gap",
+            entry.index, first_index, next
+        );
         return Err(StorageError::Inconsistent { offset, reason });
     }
-    entries.truncate(entry.index.0 as usize - 1);
+    entries.truncate((entry.index.0 - first_index.0) as usize);
     entries.push(entry);
     Ok(())
+}
+
+/// Raft §7 at replay: keep the entries after the snapshot if the log holds its last entry,
+/// else drop them all; either way the log now starts just after it.
+fn replay_snapshot(entries: &mut Vec<Entry>, first_index: &mut LogIndex, meta: SnapshotMeta) {
+    let position = meta.index.0.checked_sub(first_index.0);
+    let matching = position
+        .and_then(|p| entries.get(usize::try_from(p).ok()?))
+        .is_some_and(|e| e.term == meta.term);
+    match (matching, position) {
+        (true, Some(position)) => {
+            entries.drain(..=position as usize);
+        }
+        _ => entries.clear(),
+    }
+    *first_index = meta.index.next();
+}
+
+/// The state a node restarts from: its newest readable snapshot, and the replayed log after it
+/// by the rule of Raft §7 (entries after the snapshot are kept if the log holds the snapshot's
+/// last entry, or starts right after it; otherwise every entry is dropped). Fails if the log
+/// cannot continue from the snapshot: the log says a newer (or another) snapshot was
+/// installed, or its first entry comes after a gap.
+pub fn combine(snapshot: Snapshot, log: Recovered) -> Result<Persisted, StorageError> {
+    let meta = snapshot.meta;
+    let gap = |reason: String| StorageError::Inconsistent { offset: 0, reason };
+    if let Some(base) = log.base {
+        let newer = base.index > meta.index;
+        if newer || (base.index == meta.index && base.term != meta.term) {
+            return Err(gap(format!(
+                "the log continues after a snapshot at {} of {}, but the newest readable \
+                 snapshot is at {} of {}",
+                base.index, base.term, meta.index, meta.term
+            )));
+        }
+    }
+    let mut entries = log.entries;
+    match entries.first().map(|e| e.index) {
+        None => {}
+        Some(first) if first > meta.index.next() => {
+            return Err(gap(format!(
+                "the log starts at {first}, after a gap from the snapshot at {}",
+                meta.index
+            )));
+        }
+        // Written after the snapshot was taken or installed, on top of it.
+        Some(first) if first == meta.index.next() => {}
+        Some(first) => {
+            let position = (meta.index.0 - first.0) as usize;
+            match entries.get(position) {
+                Some(entry) if entry.term == meta.term => {
+                    entries.drain(..=position);
+                }
+                _ => entries.clear(),
+            }
+        }
+    }
+    Ok(Persisted {
+        hard_state: log.hard_state,
+        snapshot: Some(snapshot),
+        entries,
+    })
+}
+
+/// What a snapshot file says about itself, in its first record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    /// Must equal [`SNAPSHOT_FILE_VERSION`].
+    pub version: u32,
+    /// The snapshot's metadata; `checksum` covers the bytes after the header.
+    pub meta: SnapshotMeta,
+}
+
+/// The layout of snapshot files this build writes and reads.
+pub const SNAPSHOT_FILE_VERSION: u32 = 1;
+
+/// Why a snapshot file is not usable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotFileError(pub String);
+
+impl fmt::Display for SnapshotFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SnapshotFileError {}
+
+/// The bytes a snapshot file starts with; the snapshot's data follows them.
+pub fn snapshot_file_header(meta: &SnapshotMeta) -> Vec<u8> {
+    let header = SnapshotHeader {
+        version: SNAPSHOT_FILE_VERSION,
+        meta: *meta,
+    };
+    let mut out = Vec::new();
+    codec::encode_record(&header, &mut out).expect("a snapshot header always encodes");
+    out
+}
+
+/// Reads a whole snapshot file: the header's record checksum, its version, the data's size
+/// and checksum. Takes the bytes, so the data is not copied.
+pub fn decode_snapshot_file(mut bytes: Vec<u8>) -> Result<Snapshot, SnapshotFileError> {
+    let fail = |reason: String| Err(SnapshotFileError(reason));
+    let (header, header_len) = match codec::decode_first_record::<SnapshotHeader>(&bytes) {
+        Ok(Some(decoded)) => decoded,
+        Ok(None) => return fail("the header is incomplete".into()),
+        Err(error) => return fail(format!("the header is damaged: {error}")),
+    };
+    if header.version != SNAPSHOT_FILE_VERSION {
+        return fail(format!(
+            "snapshot file version {} (this build reads {SNAPSHOT_FILE_VERSION})",
+            header.version
+        ));
+    }
+    bytes.drain(..header_len);
+    let snapshot = Snapshot {
+        meta: header.meta,
+        data: Payload::new(bytes),
+    };
+    if !snapshot.is_intact() {
+        return fail(format!(
+            "{} bytes of data do not match the header's size {} and checksum",
+            snapshot.data.len(),
+            header.meta.size_bytes
+        ));
+    }
+    Ok(snapshot)
+}
+
+/// Whether `meta` can describe a snapshot a node holds: index 0 only for the empty initial
+/// state (term 0), any other index with a term.
+pub fn is_plausible_snapshot(meta: &SnapshotMeta) -> bool {
+    (meta.index == LogIndex(0)) == (meta.term == Term(0))
 }
 
 #[cfg(test)]
@@ -159,7 +368,7 @@ mod tests {
     fn file(batches: &[(Option<HardState>, Vec<Entry>)]) -> Vec<u8> {
         let mut out = Vec::new();
         for (hs, entries) in batches {
-            encode_batch(hs.as_ref(), entries, &mut out).unwrap();
+            encode_batch(None, hs.as_ref(), entries, &mut out).unwrap();
         }
         out
     }
@@ -306,9 +515,9 @@ mod tests {
             index: LogIndex(1),
             data: EntryData::Noop,
         };
-        encode_batch(Some(&hard_state(1, 0)), &[noop], &mut bytes).unwrap();
+        encode_batch(None, Some(&hard_state(1, 0)), &[noop], &mut bytes).unwrap();
         let synced = bytes.len();
-        encode_batch(hs.as_ref(), entries, &mut bytes).unwrap();
+        encode_batch(None, hs.as_ref(), entries, &mut bytes).unwrap();
         (bytes, synced)
     }
 

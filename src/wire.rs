@@ -11,8 +11,9 @@ use crate::raft::{Message, Status};
 use crate::types::{LogIndex, NodeId};
 use serde::{Deserialize, Serialize};
 
-/// The protocol version spoken; a peer or client speaking another is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version spoken; a peer or client speaking another is refused. Version 2 added
+/// snapshot transfer, message ids in fetch replies, and log sizes in status.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Everything that travels over a raftchat connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +103,8 @@ pub struct NodeStatus {
     /// Digest of the chat state at `raft.applied_index`; equal on replicas that applied the
     /// same prefix.
     pub chat_digest: u64,
+    /// Bytes of log on the node's disk (every segment file).
+    pub log_bytes: u64,
 }
 
 /// Appends one frame to `out`.
@@ -159,8 +162,16 @@ mod tests {
             commit_index: LogIndex(5),
             applied_index: LogIndex(5),
             last_index: LogIndex(6),
+            snapshot_index: LogIndex(2),
+            first_index: LogIndex(1),
         };
-        let reply = Reply::with_messages(vec![("a".into(), "b".into())]);
+        let reply = Reply::with_messages(1, vec![("a".into(), "b".into())]);
+        let snapshot_meta = crate::raft::SnapshotMeta {
+            index: LogIndex(7),
+            term: Term(2),
+            size_bytes: 9,
+            checksum: 0xdead_beef,
+        };
         vec![
             Frame::PeerHello {
                 version: PROTOCOL_VERSION,
@@ -182,6 +193,26 @@ mod tests {
                     hint_index: LogIndex(4),
                     hint_term: Term(1),
                 }),
+            }),
+            Frame::Raft(Message {
+                from: NodeId(1),
+                to: NodeId(2),
+                term: Term(3),
+                body: MessageBody::InstallSnapshot {
+                    snapshot: snapshot_meta,
+                    offset: 2,
+                    data: Payload::new(b"ab".to_vec()),
+                },
+            }),
+            Frame::Raft(Message {
+                from: NodeId(2),
+                to: NodeId(1),
+                term: Term(3),
+                body: MessageBody::InstallSnapshotResponse {
+                    snapshot: snapshot_meta,
+                    next_offset: 4,
+                    resend: true,
+                },
             }),
             Frame::Request(Request {
                 id: 1,
@@ -210,6 +241,7 @@ mod tests {
                 body: ResponseBody::Status(NodeStatus {
                     raft: status,
                     chat_digest: 99,
+                    log_bytes: 4096,
                 }),
             }),
             Frame::PeerAck { received_count: 12 },

@@ -8,12 +8,25 @@
 //! Raft, the wire codec or the replica; the replica feeds it committed entries in order and
 //! carries its outcomes back to clients.
 //!
+//! Retention: the state is bounded, so a snapshot always fits its limit and memory stays flat
+//! however long the service runs. An inbox keeps at most `limits.inbox_messages_max` messages,
+//! and all inboxes together at most `limits.retained_bytes_max` bytes of messages (each charged
+//! its sender's name, its text and a fixed overhead); beyond either bound the oldest message
+//! goes (the oldest of that inbox, or the oldest to arrive anywhere). Message ids stay stable:
+//! they count every message an inbox ever received. The limits are part of the replicated state,
+//! fixed when the cluster is created and carried in every snapshot, so every replica applies the
+//! same rule.
+//!
 //! Invariants, kept by construction and checked by [`Chat::restore`] on every snapshot:
 //! - `accounts` and `creation_order` hold the same usernames. An account's `created` is the log
 //!   index of the command that created it and its key in `creation_order`, so creation order is
 //!   log order, and a deleted-then-recreated account moves to the end.
 //! - Every username is valid ([`is_valid_username`]); every stored message is at most
-//!   `MESSAGE_CHARS_MAX` characters.
+//!   `MESSAGE_CHARS_MAX` characters and was sent by a valid username.
+//! - Every inbox holds at most `limits.inbox_messages_max` messages; `retained_bytes` is the
+//!   sum of every inbox's charge and is at most `limits.retained_bytes_max`; `oldest_arrivals`
+//!   holds, for every non-empty inbox, the arrival index of its oldest message, mapped to its
+//!   account. Arrival indexes are unique (one command delivers one message).
 //! - `sessions` and `sessions_by_activity` hold the same clients, at most `sessions_max` of them.
 //!   A session's `last_active` is the index of the last command that touched it; no two sessions
 //!   share one, because one log index touches at most one session. Eviction takes the least
@@ -28,16 +41,62 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{
-    ACCOUNTS_MAX, FETCH_MESSAGES_MAX, MESSAGE_CHARS_MAX, PATTERN_CHARS_MAX, SESSIONS_MAX,
-    USERNAME_CHARS_MAX,
+    ACCOUNTS_MAX, FETCH_MESSAGES_MAX, INBOX_MESSAGES_MAX, MESSAGE_CHARS_MAX, PATTERN_CHARS_MAX,
+    RETAINED_BYTES_MAX, RETAINED_BYTES_MIN, SESSIONS_MAX, USERNAME_CHARS_MAX,
 };
 use crate::types::{ClientId, LogIndex};
 
 mod digest;
 pub mod glob;
+mod inbox;
 mod snapshot;
 
+use inbox::{Inbox, StoredMessage};
 pub use snapshot::ChatSnapshotError;
+
+/// The retention bounds of the chat state: part of the replicated state, fixed when a cluster
+/// is created, so that every replica drops the same messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatLimits {
+    /// Most messages one inbox retains; beyond it the inbox's oldest message goes.
+    pub inbox_messages_max: u64,
+    /// Most bytes all inboxes retain together (each message charged its sender's name, its
+    /// text and `MESSAGE_OVERHEAD_BYTES`); beyond it the oldest message anywhere goes.
+    pub retained_bytes_max: u64,
+}
+
+impl Default for ChatLimits {
+    fn default() -> ChatLimits {
+        ChatLimits {
+            inbox_messages_max: crate::limits::INBOX_MESSAGES_DEFAULT,
+            retained_bytes_max: crate::limits::RETAINED_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl ChatLimits {
+    /// Checks the bounds, naming the first one out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=INBOX_MESSAGES_MAX).contains(&self.inbox_messages_max) {
+            return Err(format!(
+                "inbox_messages_max must be between 1 and {INBOX_MESSAGES_MAX}, got {}",
+                self.inbox_messages_max
+            ));
+        }
+        if !(RETAINED_BYTES_MIN..=RETAINED_BYTES_MAX).contains(&self.retained_bytes_max) {
+            return Err(format!(
+                "retained_bytes_max must be between {RETAINED_BYTES_MIN} and \
+                 {RETAINED_BYTES_MAX}, got {}",
+                self.retained_bytes_max
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes a message is charged against `ChatLimits::retained_bytes_max` beyond its sender's
+/// name and text.
+pub const MESSAGE_OVERHEAD_BYTES: u64 = inbox::MESSAGE_OVERHEAD_BYTES;
 
 /// A reply's status, numbered as in the original service so that its clients keep working.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +298,9 @@ pub struct Reply {
     /// `(sender, text)` pairs from the requested id on; filled only by a successful
     /// `fetch_messages`.
     pub messages: Vec<(String, String)>,
+    /// The id of `messages[0]` (0 when there are none). It is the requested id, or the oldest
+    /// retained one when older messages have been dropped.
+    pub first_message_id: u64,
 }
 
 impl Reply {
@@ -248,6 +310,7 @@ impl Reply {
             status,
             users: Vec::new(),
             messages: Vec::new(),
+            first_message_id: 0,
         }
     }
 
@@ -259,9 +322,14 @@ impl Reply {
         }
     }
 
-    /// A successful `fetch_messages` reply.
-    pub fn with_messages(messages: Vec<(String, String)>) -> Reply {
+    /// A successful `fetch_messages` reply whose first message has id `first_message_id`.
+    pub fn with_messages(first_message_id: u64, messages: Vec<(String, String)>) -> Reply {
         Reply {
+            first_message_id: if messages.is_empty() {
+                0
+            } else {
+                first_message_id
+            },
             messages,
             ..Reply::new(Status::Success)
         }
@@ -320,13 +388,11 @@ fn chars_at_most(text: &str, max: usize) -> bool {
     text.chars().nth(max).is_none()
 }
 
-/// One account: when it was created and the messages it has received, oldest first.
+/// One account: when it was created and the messages it retains.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Account {
     created: LogIndex,
-    inbox: Vec<(String, String)>,
-    /// A hash chained over `inbox`, in order (see `digest`).
-    inbox_chain: u64,
+    inbox: Inbox,
 }
 
 /// One client session (Raft thesis §6.3).
@@ -340,9 +406,12 @@ struct Session {
     last_active: LogIndex,
 }
 
-/// The chat state machine: accounts, inboxes, sessions and the applied index.
+/// The chat state machine: accounts, inboxes, sessions and the applied index. Cloning it is
+/// cheap (inboxes share their messages until written), which is how a snapshot is taken off
+/// the event loop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chat {
+    limits: ChatLimits,
     accounts: BTreeMap<String, Account>,
     // Invariant: exactly the usernames of `accounts`, each keyed by its account's `created`.
     creation_order: BTreeMap<LogIndex, String>,
@@ -350,6 +419,10 @@ pub struct Chat {
     // Invariant: exactly the clients of `sessions`, each keyed by its session's `last_active`.
     sessions_by_activity: BTreeMap<LogIndex, ClientId>,
     sessions_max: usize,
+    // Invariant: the sum of every inbox's retained bytes.
+    retained_bytes: u64,
+    // Invariant: the arrival index of every non-empty inbox's oldest message, to its account.
+    oldest_arrivals: BTreeMap<LogIndex, String>,
     applied_index: LogIndex,
     // Invariant: the wrapping sum of `digest::account` over every account.
     accounts_digest: u64,
@@ -364,18 +437,32 @@ impl Default for Chat {
 }
 
 impl Chat {
-    /// An empty state: no accounts, no sessions, nothing applied.
+    /// An empty state with the default limits: no accounts, no sessions, nothing applied.
     pub fn new() -> Chat {
-        Chat::with_sessions_max(SESSIONS_MAX)
+        Chat::with_limits(ChatLimits::default())
+    }
+
+    /// An empty state that retains messages within `limits`, which must be valid.
+    pub fn with_limits(limits: ChatLimits) -> Chat {
+        Chat::with_limits_and_sessions_max(limits, SESSIONS_MAX)
     }
 
     /// An empty state that keeps at most `sessions_max` sessions (tests use small tables).
+    #[cfg(test)]
     pub(crate) fn with_sessions_max(sessions_max: usize) -> Chat {
+        Chat::with_limits_and_sessions_max(ChatLimits::default(), sessions_max)
+    }
+
+    fn with_limits_and_sessions_max(limits: ChatLimits, sessions_max: usize) -> Chat {
         assert!(
             (1..=SESSIONS_MAX).contains(&sessions_max),
             "chat: bad sessions_max"
         );
+        assert_eq!(limits.validate(), Ok(()), "chat: bad limits");
         Chat {
+            limits,
+            retained_bytes: 0,
+            oldest_arrivals: BTreeMap::new(),
             accounts: BTreeMap::new(),
             creation_order: BTreeMap::new(),
             sessions: BTreeMap::new(),
@@ -420,6 +507,16 @@ impl Chat {
     /// How many client sessions are remembered.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The retention bounds this state applies.
+    pub fn limits(&self) -> ChatLimits {
+        self.limits
+    }
+
+    /// Bytes of messages retained over all inboxes, as charged against the retention bound.
+    pub fn retained_bytes(&self) -> u64 {
+        self.retained_bytes
     }
 
     /// Evaluates an operation against the current state without a session and without changing
@@ -572,7 +669,9 @@ impl Chat {
         match operation {
             Operation::CreateAccount { username } => self.create_account(index, username),
             Operation::DeleteAccount { username } => self.delete_account(username),
-            Operation::SendMessage { from, to, message } => self.send_message(from, to, message),
+            Operation::SendMessage { from, to, message } => {
+                self.send_message(index, from, to, message)
+            }
             Operation::CheckAccount { .. }
             | Operation::ListAccounts { .. }
             | Operation::FetchMessages { .. } => self.query(operation),
@@ -592,8 +691,7 @@ impl Chat {
         }
         let account = Account {
             created: index,
-            inbox: Vec::new(),
-            inbox_chain: 0,
+            inbox: Inbox::default(),
         };
         self.accounts_digest = self
             .accounts_digest
@@ -616,29 +714,83 @@ impl Chat {
             .wrapping_sub(digest::account(username, &account));
         let removed = self.creation_order.remove(&account.created);
         assert_eq!(removed.as_deref(), Some(username));
+        if let Some(oldest) = account.inbox.oldest() {
+            let removed = self.oldest_arrivals.remove(&oldest.arrival);
+            assert_eq!(removed.as_deref(), Some(username));
+        }
+        self.retained_bytes -= account.inbox.retained_bytes();
         Reply::new(Status::Success)
     }
 
-    /// Checks the sender, then the target, then the length, as the original service did.
-    fn send_message(&mut self, from: &str, to: &str, message: &str) -> Reply {
+    /// Checks the sender, then the target, then the length, as the original service did;
+    /// then delivers the message, and drops the oldest messages beyond the retention bounds.
+    fn send_message(&mut self, index: LogIndex, from: &str, to: &str, message: &str) -> Reply {
         if !self.accounts.contains_key(from) {
             return Reply::new(Status::AccountNotExist);
         }
-        let Some(target) = self.accounts.get_mut(to) else {
+        if !self.accounts.contains_key(to) {
             return Reply::new(Status::AccountNotExist);
-        };
+        }
         if !chars_at_most(message, MESSAGE_CHARS_MAX) {
             return Reply::new(Status::MessageTooLong);
         }
-        let before = digest::account(to, target);
-        target.inbox_chain = digest::chain_message(target.inbox_chain, from, message);
-        target.inbox.push((from.to_owned(), message.to_owned()));
-        let after = digest::account(to, target);
+        let stored = StoredMessage {
+            from: from.to_owned(),
+            text: message.to_owned(),
+            arrival: index,
+        };
+        self.retained_bytes += stored.charge();
+        self.update_inbox(to, |inbox| {
+            inbox.push(stored);
+        });
+        while self.inbox_len(to) as u64 > self.limits.inbox_messages_max {
+            self.drop_oldest_message(to);
+        }
+        while self.retained_bytes > self.limits.retained_bytes_max {
+            let (_, owner) = self
+                .oldest_arrivals
+                .first_key_value()
+                .expect("retained bytes live in some inbox");
+            let owner = owner.clone();
+            self.drop_oldest_message(&owner);
+        }
+        Reply::new(Status::Success)
+    }
+
+    fn inbox_len(&self, username: &str) -> usize {
+        self.accounts.get(username).map_or(0, |a| a.inbox.len())
+    }
+
+    /// Drops the oldest message of `username`'s inbox, which must hold one.
+    fn drop_oldest_message(&mut self, username: &str) {
+        let mut charge = 0;
+        self.update_inbox(username, |inbox| {
+            charge = inbox.pop_oldest().expect("dropping from an empty inbox");
+        });
+        self.retained_bytes -= charge;
+    }
+
+    /// Changes one inbox, keeping the digest and the index of oldest arrivals in step.
+    fn update_inbox(&mut self, username: &str, change: impl FnOnce(&mut Inbox)) {
+        let account = self.accounts.get_mut(username).expect("the account exists");
+        let before = digest::account(username, account);
+        let oldest_before = account.inbox.oldest().map(|m| m.arrival);
+        change(&mut account.inbox);
+        let oldest_after = account.inbox.oldest().map(|m| m.arrival);
+        let after = digest::account(username, account);
         self.accounts_digest = self
             .accounts_digest
             .wrapping_sub(before)
             .wrapping_add(after);
-        Reply::new(Status::Success)
+        if oldest_before != oldest_after {
+            if let Some(arrival) = oldest_before {
+                self.oldest_arrivals.remove(&arrival);
+            }
+            if let Some(arrival) = oldest_after {
+                let previous = self.oldest_arrivals.insert(arrival, username.to_owned());
+                assert!(previous.is_none(), "two messages arrived at {arrival}");
+            }
+        }
     }
 
     fn check_account(&self, username: &str) -> Reply {
@@ -663,7 +815,9 @@ impl Chat {
         Reply::with_users(users)
     }
 
-    /// At most `FETCH_MESSAGES_MAX` messages from the 1-based `first_message_id` on.
+    /// At most `FETCH_MESSAGES_MAX` messages from the 1-based `first_message_id` on, or from
+    /// the oldest retained one if that one was dropped; NO_ELEMENT when no retained message
+    /// has an id at least `first_message_id`.
     fn fetch_messages(&self, username: &str, first_message_id: u64) -> Reply {
         let Some(account) = self.accounts.get(username) else {
             return Reply::new(Status::AccountNotExist);
@@ -671,16 +825,17 @@ impl Chat {
         if first_message_id < 1 {
             return Reply::new(Status::GeneralError);
         }
-        let start = match usize::try_from(first_message_id - 1) {
-            Ok(start) if start < account.inbox.len() => start,
-            _ => return Reply::new(Status::NoElement),
-        };
-        let messages = account.inbox[start..]
-            .iter()
+        let start = first_message_id.max(account.inbox.first_id());
+        if start >= account.inbox.next_id() {
+            return Reply::new(Status::NoElement);
+        }
+        let messages = account
+            .inbox
+            .iter_from(start)
             .take(FETCH_MESSAGES_MAX)
-            .cloned()
+            .map(|m| (m.from.clone(), m.text.clone()))
             .collect();
-        Reply::with_messages(messages)
+        Reply::with_messages(start, messages)
     }
 }
 

@@ -17,12 +17,14 @@ use std::fmt;
 use bincode::config::Config;
 use serde::{Deserialize, Serialize};
 
-use super::{chars_at_most, is_valid_username, Account, Chat, Reply, Session};
+use super::inbox::{Inbox, StoredMessage};
+use super::{chars_at_most, is_valid_username, Account, Chat, ChatLimits, Reply, Session};
 use crate::limits::{ACCOUNTS_MAX, CHAT_SNAPSHOT_SIZE_BYTES_MAX, MESSAGE_CHARS_MAX, SESSIONS_MAX};
 use crate::types::{ClientId, LogIndex};
 
 /// The version written first in every snapshot; bump it when [`SnapshotRecord`] changes.
-const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// Version 2 added the retention limits, message ids and arrival indexes.
+const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 /// Why [`Chat::restore`] refused a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +90,7 @@ struct SnapshotRecord<'a> {
     format_version: u32,
     applied_index: LogIndex,
     sessions_max: u64,
+    limits: ChatLimits,
     /// In creation order.
     accounts: Vec<AccountRecord<'a>>,
     /// In client id order.
@@ -98,7 +101,61 @@ struct SnapshotRecord<'a> {
 struct AccountRecord<'a> {
     username: Cow<'a, str>,
     created: LogIndex,
-    inbox: Cow<'a, [(String, String)]>,
+    /// The id the next message will get.
+    next_message_id: u64,
+    /// The retained messages, oldest first.
+    inbox: InboxRecord<'a>,
+}
+
+/// An inbox's messages as encoded: borrowed from the live inbox when encoding, owned when
+/// decoding; both encode as one sequence of `(from, text, arrival)`.
+enum InboxRecord<'a> {
+    Borrowed(&'a Inbox),
+    Owned(Vec<MessageRecord>),
+}
+
+#[derive(Serialize, Deserialize)]
+struct MessageRecord {
+    from: String,
+    text: String,
+    arrival: LogIndex,
+}
+
+impl Serialize for InboxRecord<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        // Bincode needs the length up front; the inbox knows it.
+        let (len, messages): (usize, Box<dyn Iterator<Item = (&str, &str, LogIndex)>>) = match self
+        {
+            InboxRecord::Borrowed(inbox) => (
+                inbox.len(),
+                Box::new(
+                    inbox
+                        .iter()
+                        .map(|m| (m.from.as_str(), m.text.as_str(), m.arrival)),
+                ),
+            ),
+            InboxRecord::Owned(messages) => (
+                messages.len(),
+                Box::new(
+                    messages
+                        .iter()
+                        .map(|m| (m.from.as_str(), m.text.as_str(), m.arrival)),
+                ),
+            ),
+        };
+        let mut seq = serializer.serialize_seq(Some(len))?;
+        for message in messages {
+            seq.serialize_element(&message)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for InboxRecord<'_> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<MessageRecord>::deserialize(deserializer).map(InboxRecord::Owned)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -135,12 +192,21 @@ impl Chat {
         assert_eq!(self.accounts.len(), self.creation_order.len());
         assert_eq!(self.sessions.len(), self.sessions_by_activity.len());
         assert!(self.sessions.len() <= self.sessions_max);
+        #[cfg(feature = "mutants")]
+        let sessions =
+            match crate::mutants::is_active(crate::mutants::Mutant::SnapshotWithoutSessions) {
+                true => Vec::new(),
+                false => self.session_records(),
+            };
+        #[cfg(not(feature = "mutants"))]
+        let sessions = self.session_records();
         let record = SnapshotRecord {
             format_version: SNAPSHOT_FORMAT_VERSION,
             applied_index: self.applied_index,
             sessions_max: self.sessions_max as u64,
+            limits: self.limits,
             accounts: self.account_records(),
-            sessions: self.session_records(),
+            sessions,
         };
         match bincode::serde::encode_to_vec(&record, bincode_config()) {
             Ok(bytes) => bytes,
@@ -158,6 +224,8 @@ impl Chat {
             &self.sessions_digest.to_le_bytes(),
             &self.applied_index.0.to_le_bytes(),
             &sessions_max,
+            &self.limits.inbox_messages_max.to_le_bytes(),
+            &self.limits.retained_bytes_max.to_le_bytes(),
         ])
     }
 
@@ -189,7 +257,8 @@ impl Chat {
             AccountRecord {
                 username: Cow::Borrowed(username.as_str()),
                 created: account.created,
-                inbox: Cow::Borrowed(account.inbox.as_slice()),
+                next_message_id: account.inbox.next_id(),
+                inbox: InboxRecord::Borrowed(&account.inbox),
             }
         });
         records.collect()
@@ -213,7 +282,8 @@ impl Chat {
             .ok()
             .filter(|sessions_max| (1..=SESSIONS_MAX).contains(sessions_max))
             .ok_or(invalid("sessions_max out of range"))?;
-        let mut chat = Chat::with_sessions_max(sessions_max);
+        require(record.limits.validate().is_ok(), "limits out of range")?;
+        let mut chat = Chat::with_limits_and_sessions_max(record.limits, sessions_max);
         chat.applied_index = record.applied_index;
         require(
             record.accounts.len() <= ACCOUNTS_MAX,
@@ -222,6 +292,10 @@ impl Chat {
         for account in record.accounts {
             chat.restore_account(account)?;
         }
+        require(
+            chat.retained_bytes <= chat.limits.retained_bytes_max,
+            "more retained bytes than retained_bytes_max",
+        )?;
         for session in record.sessions {
             chat.restore_session(session)?;
         }
@@ -242,20 +316,46 @@ impl Chat {
             .last_key_value()
             .is_none_or(|(last_created, _)| *last_created < created);
         require(in_order, "accounts out of creation order")?;
-        let inbox = record.inbox.into_owned();
-        let inbox_valid = inbox.iter().all(|(sender, message)| {
-            is_valid_username(sender) && chars_at_most(message, MESSAGE_CHARS_MAX)
-        });
-        require(inbox_valid, "invalid message in an inbox")?;
-        self.creation_order.insert(created, username.clone());
-        let inbox_chain = inbox.iter().fold(0, |chain, (from, text)| {
-            super::digest::chain_message(chain, from, text)
-        });
-        let account = Account {
-            created,
-            inbox,
-            inbox_chain,
+        let InboxRecord::Owned(messages) = record.inbox else {
+            unreachable!("decoding yields owned inboxes")
         };
+        let inbox_valid = messages
+            .iter()
+            .all(|m| is_valid_username(&m.from) && chars_at_most(&m.text, MESSAGE_CHARS_MAX));
+        require(inbox_valid, "invalid message in an inbox")?;
+        let mut arrival_floor = created;
+        for message in &messages {
+            require(
+                arrival_floor < message.arrival && message.arrival <= self.applied_index,
+                "message arrivals out of order or outside the applied log",
+            )?;
+            arrival_floor = message.arrival;
+        }
+        require(
+            messages.len() as u64 <= self.limits.inbox_messages_max,
+            "more messages in an inbox than inbox_messages_max",
+        )?;
+        let messages = messages
+            .into_iter()
+            .map(|m| StoredMessage {
+                from: m.from,
+                text: m.text,
+                arrival: m.arrival,
+            })
+            .collect();
+        let inbox = Inbox::restore(record.next_message_id, messages)
+            .ok_or(invalid("more messages than message ids"))?;
+        if let Some(oldest) = inbox.oldest() {
+            require(
+                !self.oldest_arrivals.contains_key(&oldest.arrival),
+                "two messages arrived at one index",
+            )?;
+            self.oldest_arrivals
+                .insert(oldest.arrival, username.clone());
+        }
+        self.retained_bytes = self.retained_bytes.saturating_add(inbox.retained_bytes());
+        self.creation_order.insert(created, username.clone());
+        let account = Account { created, inbox };
         self.accounts_digest = self
             .accounts_digest
             .wrapping_add(super::digest::account(&username, &account));
@@ -357,6 +457,18 @@ mod tests {
         mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         mixed ^ (mixed >> 31)
+    }
+
+    /// The first message of the first account that has one.
+    fn first_message<'r>(record: &'r mut SnapshotRecord<'static>) -> &'r mut MessageRecord {
+        record
+            .accounts
+            .iter_mut()
+            .find_map(|account| match &mut account.inbox {
+                InboxRecord::Owned(messages) => messages.first_mut(),
+                InboxRecord::Borrowed(_) => None,
+            })
+            .expect("the rich state has a message")
     }
 
     fn decode_record(bytes: &[u8]) -> SnapshotRecord<'static> {
@@ -497,10 +609,12 @@ mod tests {
 
     #[test]
     fn restore_rejects_an_unknown_format_version() {
-        let mut bytes = rich_chat().snapshot();
-        bytes[..4].copy_from_slice(&2u32.to_le_bytes());
-        let expected = ChatSnapshotError::UnsupportedVersion { version: 2 };
-        assert_eq!(Chat::restore(&bytes), Err(expected));
+        for version in [1, SNAPSHOT_FORMAT_VERSION + 1] {
+            let mut bytes = rich_chat().snapshot();
+            bytes[..4].copy_from_slice(&version.to_le_bytes());
+            let expected = ChatSnapshotError::UnsupportedVersion { version };
+            assert_eq!(Chat::restore(&bytes), Err(expected));
+        }
     }
 
     /// A change that makes a well-formed snapshot break one invariant.
@@ -521,14 +635,47 @@ mod tests {
                 r.accounts[0].created = LogIndex(0)
             }),
             ("account created outside the applied log", |r| {
-                r.applied_index = LogIndex(3)
+                r.applied_index = LogIndex(2)
             }),
             ("invalid message in an inbox", |r| {
-                r.accounts[0].inbox.to_mut()[0].1 = "m".repeat(MESSAGE_CHARS_MAX + 1)
+                first_message(r).text = "m".repeat(MESSAGE_CHARS_MAX + 1)
             }),
             ("invalid message in an inbox", |r| {
-                r.accounts[0].inbox.to_mut()[0].0 = "".into()
+                first_message(r).from = "".into()
             }),
+            (
+                "message arrivals out of order or outside the applied log",
+                |r| first_message(r).arrival = LogIndex(0),
+            ),
+            (
+                "message arrivals out of order or outside the applied log",
+                |r| first_message(r).arrival = LogIndex(r.applied_index.0 + 1),
+            ),
+            ("more messages than message ids", |r| {
+                for account in r.accounts.iter_mut() {
+                    account.next_message_id = 1;
+                }
+            }),
+            ("more messages in an inbox than inbox_messages_max", |r| {
+                r.limits.inbox_messages_max = 1
+            }),
+            ("more retained bytes than retained_bytes_max", |r| {
+                // Forty more 500-byte messages, arrived long after the rest.
+                r.applied_index = LogIndex(1000);
+                r.limits.retained_bytes_max = crate::limits::RETAINED_BYTES_MIN;
+                let account = &mut r.accounts[0];
+                account.next_message_id += 40;
+                let InboxRecord::Owned(messages) = &mut account.inbox else {
+                    unreachable!()
+                };
+                messages.extend((0..40).map(|k| MessageRecord {
+                    from: "bob".into(),
+                    text: "x".repeat(500),
+                    arrival: LogIndex(900 + k),
+                }));
+            }),
+            ("limits out of range", |r| r.limits.inbox_messages_max = 0),
+            ("limits out of range", |r| r.limits.retained_bytes_max = 0),
             ("sessions out of client id order", |r| r.sessions.swap(0, 1)),
             ("session active outside the applied log", |r| {
                 r.sessions[0].last_active = LogIndex(r.applied_index.0 + 1)

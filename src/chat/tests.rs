@@ -116,10 +116,15 @@ fn users(names: &[&str]) -> Reply {
 }
 
 fn messages(pairs: &[(&str, &str)]) -> Reply {
+    messages_from(1, pairs)
+}
+
+/// A fetch reply whose first message has id `first_id`.
+fn messages_from(first_id: u64, pairs: &[(&str, &str)]) -> Reply {
     let pairs = pairs
         .iter()
         .map(|&(from, text)| (from.to_owned(), text.to_owned()));
-    Reply::with_messages(pairs.collect())
+    Reply::with_messages(first_id, pairs.collect())
 }
 
 /// A harness with these accounts created, in this order.
@@ -472,14 +477,17 @@ fn fetch_from_a_middle_id_returns_that_message_and_later_ones() {
     let mut harness = with_inbox(3);
     assert_eq!(
         harness.run(fetch("bob", 2)),
-        messages(&[("alice", "m2"), ("alice", "m3")])
+        messages_from(2, &[("alice", "m2"), ("alice", "m3")])
     );
 }
 
 #[test]
 fn fetch_from_the_last_id_returns_one_message() {
     let mut harness = with_inbox(3);
-    assert_eq!(harness.run(fetch("bob", 3)), messages(&[("alice", "m3")]));
+    assert_eq!(
+        harness.run(fetch("bob", 3)),
+        messages_from(3, &[("alice", "m3")])
+    );
 }
 
 #[test]

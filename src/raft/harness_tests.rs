@@ -118,8 +118,12 @@ impl Harness {
         let rng = ChaCha8Rng::seed_from_u64(self.rng.gen());
         let node = self.nodes.get_mut(&id).unwrap();
         let disk = node.disk.clone();
-        let raft = Raft::restart(config, rng, disk.hard_state, disk.entries)
-            .expect("own disk is consistent");
+        let persisted = Persisted {
+            hard_state: disk.hard_state,
+            snapshot: None,
+            entries: disk.entries,
+        };
+        let raft = Raft::restart(config, rng, persisted).expect("own disk is consistent");
         node.raft = Some(raft);
         node.commit_seen = LogIndex(0);
         node.applied.clear();

@@ -1,14 +1,21 @@
-//! The in-memory Raft log: the entries, how far they are persisted, committed and applied.
+//! The in-memory Raft log: the entries, how far they are persisted, committed and applied, and
+//! the snapshot that stands for the compacted prefix (Raft §7).
 //!
 //! Invariant: `entries[k].index == first_index + k`, and terms never decrease along the log.
-//! Invariant: `applied_index <= commit_index <= last_index()`.
-//! Invariant: `stable_index <= last_index()`; entries after `stable_index` have not been handed
-//! to the host for persistence yet and go out in the next `Ready`.
+//! Invariant: `first_index - 1 <= applied_index <= commit_index <= last_index()`: only applied
+//! entries are ever compacted.
+//! Invariant: `first_index - 1 <= stable_index <= last_index()`; entries after `stable_index`
+//! have not been handed to the host for persistence yet and go out in the next `Ready`.
+//! Invariant: a compacted prefix (`first_index > 1`) is covered by the snapshot:
+//! `snapshot.index >= first_index - 1`, and `term(snapshot.index) == snapshot.term` whenever
+//! the log still holds that index. Entries between `first_index` and the snapshot's index are
+//! kept on purpose, so a follower slightly behind the snapshot catches up from the log.
 //!
-//! The log begins at `first_index`, which is 1 until snapshots compact it; `term(i)` answers for
-//! `first_index - 1` too (the snapshot's last entry), so compaction needs no other change here.
+//! `term(i)` answers for `first_index - 1` too (the compaction point), so the consistency check
+//! and fast backtracking work unchanged at the start of a compacted log; below it the log knows
+//! no term and the leader must send its snapshot.
 
-use super::message::Entry;
+use super::message::{Entry, Snapshot, SnapshotMeta};
 use crate::types::{LogIndex, Term};
 
 /// The replicated log as one node holds it.
@@ -18,6 +25,8 @@ pub struct RaftLog {
     first_index: LogIndex,
     /// Term of the entry at `first_index - 1` (0 when that is the empty prefix).
     prefix_term: Term,
+    /// The newest snapshot this node holds (taken or installed), with its bytes, to send.
+    snapshot: Option<Snapshot>,
     stable_index: LogIndex,
     commit_index: LogIndex,
     applied_index: LogIndex,
@@ -30,23 +39,36 @@ impl RaftLog {
             entries: Vec::new(),
             first_index: LogIndex(1),
             prefix_term: Term(0),
+            snapshot: None,
             stable_index: LogIndex(0),
             commit_index: LogIndex(0),
             applied_index: LogIndex(0),
         }
     }
 
-    /// A log recovered from storage: every entry is already stable. The caller has checked
-    /// that the entries are contiguous from 1 with non-decreasing terms.
-    pub fn restore(entries: Vec<Entry>, commit_index: LogIndex) -> RaftLog {
+    /// A log recovered from storage: the snapshot (if any) and the entries after it, all
+    /// stable. The state machine holds the snapshot's state, so the log is applied up to it.
+    /// The caller has checked that the entries are contiguous from just after the snapshot
+    /// with non-decreasing terms, and that `commit_index` is within the log.
+    pub fn restore(
+        snapshot: Option<Snapshot>,
+        entries: Vec<Entry>,
+        commit_index: LogIndex,
+    ) -> RaftLog {
         let mut log = RaftLog::new();
+        if let Some(snapshot) = snapshot {
+            log.first_index = snapshot.meta.index.next();
+            log.prefix_term = snapshot.meta.term;
+            log.applied_index = snapshot.meta.index;
+            log.snapshot = Some(snapshot);
+        }
         for (k, entry) in entries.iter().enumerate() {
-            assert_eq!(entry.index.0, k as u64 + 1);
+            assert_eq!(entry.index.0, log.first_index.0 + k as u64);
         }
         log.entries = entries;
         log.stable_index = log.last_index();
-        assert!(commit_index <= log.last_index());
-        log.commit_index = commit_index;
+        log.commit_index = commit_index.max(log.applied_index);
+        assert!(log.commit_index <= log.last_index());
         log
     }
 
@@ -60,7 +82,12 @@ impl RaftLog {
         self.entries.last().map_or(self.prefix_term, |e| e.term)
     }
 
-    /// Term of the entry at `index`, if the log holds it.
+    /// Index of the first entry the log still holds; everything before it is compacted.
+    pub fn first_index(&self) -> LogIndex {
+        self.first_index
+    }
+
+    /// Term of the entry at `index`, if the log holds it (or it is the compaction point).
     pub fn term(&self, index: LogIndex) -> Option<Term> {
         if index.0.checked_add(1) == Some(self.first_index.0) {
             return Some(self.prefix_term);
@@ -98,6 +125,16 @@ impl RaftLog {
         self.stable_index
     }
 
+    /// The newest snapshot this node holds, if any.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// The newest snapshot's metadata, if any.
+    pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.snapshot.as_ref().map(|s| s.meta)
+    }
+
     /// Raft §5.4.1: a candidate's log is at least as up-to-date as ours if its last term is
     /// greater, or equal with an index at least as large.
     pub fn is_up_to_date(&self, last_log_index: LogIndex, last_log_term: Term) -> bool {
@@ -106,7 +143,8 @@ impl RaftLog {
 
     /// The largest index `<= index` whose term is `<= term`, or the start of the log. Terms are
     /// non-decreasing along the log, so this is a binary search: it is how both sides of fast
-    /// backtracking skip a whole term per round trip.
+    /// backtracking skip a whole term per round trip. Below the first entry the log knows no
+    /// terms; the compaction point is committed, so agreeing there is always right.
     pub fn last_index_with_term_at_most(&self, index: LogIndex, term: Term) -> LogIndex {
         let index = index.min(self.last_index());
         if index < self.first_index {
@@ -127,9 +165,14 @@ impl RaftLog {
     /// Merges entries received from a leader after a successful consistency check at
     /// `entries[0].index - 1`: entries that already match are kept, the first conflicting
     /// entry and everything after it are replaced (§5.3). Returns the index of the last entry
-    /// of `entries`, which now matches the leader.
+    /// of `entries`, which now matches the leader. The entries start after the commit index
+    /// (the caller drops the committed part), hence after the compacted prefix.
     pub fn merge(&mut self, entries: Vec<Entry>) -> Option<LogIndex> {
         let last_new = entries.last()?.index;
+        assert!(
+            entries[0].index >= self.first_index,
+            "merging into the compacted prefix"
+        );
         for entry in entries {
             match self.term(entry.index) {
                 Some(term) if term == entry.term => continue,
@@ -161,7 +204,7 @@ impl RaftLog {
     }
 
     /// Clones up to `count_max` entries from `from`, stopping once `bytes_max` payload bytes are
-    /// reached (always at least one entry when any exist).
+    /// reached (always at least one entry when any exist). `from` must not be compacted.
     pub fn entries_from(&self, from: LogIndex, count_max: usize, bytes_max: usize) -> Vec<Entry> {
         if from > self.last_index() {
             return Vec::new();
@@ -232,7 +275,94 @@ impl RaftLog {
         self.applied_index = index;
     }
 
-    /// All entries, for tests and checkers.
+    /// Records a snapshot of this node's own state machine, taken at an applied index of its
+    /// log, as the one to send to followers that need compacted entries. An older snapshot
+    /// than the one held is ignored; returns whether it was kept.
+    pub fn set_snapshot(&mut self, snapshot: Snapshot) -> bool {
+        let meta = snapshot.meta;
+        #[cfg(feature = "mutants")]
+        let labelled_past_applied =
+            crate::mutants::is_active(crate::mutants::Mutant::CompactPastApplied);
+        #[cfg(not(feature = "mutants"))]
+        let labelled_past_applied = false;
+        assert!(
+            meta.index <= self.applied_index || labelled_past_applied,
+            "snapshot of unapplied state"
+        );
+        if self
+            .snapshot_meta()
+            .is_some_and(|held| held.index >= meta.index)
+        {
+            return false;
+        }
+        assert!(
+            meta.index.next() >= self.first_index,
+            "snapshot inside the compacted prefix"
+        );
+        assert_eq!(
+            self.term(meta.index),
+            Some(meta.term),
+            "snapshot term disagrees"
+        );
+        self.snapshot = Some(snapshot);
+        true
+    }
+
+    /// Drops every entry up to `index` (Raft §7); the snapshot must cover them and the state
+    /// machine must have applied them. Compacting at or before the start does nothing.
+    pub fn compact(&mut self, index: LogIndex) {
+        if index < self.first_index {
+            return;
+        }
+        #[cfg(feature = "mutants")]
+        if crate::mutants::is_active(crate::mutants::Mutant::CompactPastApplied) {
+            // The bug: committed entries dropped before the state machine saw them; the
+            // applied index jumps over them as if they had been applied.
+            self.applied_index = self.applied_index.max(index);
+        }
+        assert!(index <= self.applied_index, "compacting unapplied entries");
+        let covered = self.snapshot_meta().is_some_and(|s| s.index >= index);
+        assert!(covered, "compacting entries no snapshot covers");
+        self.prefix_term = self.term(index).expect("a compacted index is in the log");
+        self.entries.drain(..self.offset(index.next()));
+        self.first_index = index.next();
+        self.stable_index = self.stable_index.max(index);
+    }
+
+    /// Installs a leader's snapshot that is newer than the commit index (Raft §7): if the log
+    /// holds the snapshot's last entry, the entries after it are kept; otherwise the whole log
+    /// is discarded. Everything up to the snapshot is then committed and applied. Returns
+    /// whether a suffix was kept.
+    pub fn install(&mut self, snapshot: Snapshot) -> bool {
+        let meta = snapshot.meta;
+        #[cfg(feature = "mutants")]
+        let older_allowed = crate::mutants::is_active(crate::mutants::Mutant::InstallOlderSnapshot);
+        #[cfg(not(feature = "mutants"))]
+        let older_allowed = false;
+        assert!(
+            meta.index > self.commit_index || older_allowed,
+            "installing an old snapshot"
+        );
+        let keep_suffix = self.matches(meta.index, meta.term);
+        #[cfg(feature = "mutants")]
+        let keep_suffix = keep_suffix
+            || (crate::mutants::is_active(crate::mutants::Mutant::KeepConflictingSuffix)
+                && self.term(meta.index).is_some());
+        if keep_suffix {
+            self.entries.drain(..self.offset(meta.index.next()));
+        } else {
+            self.entries.clear();
+        }
+        self.first_index = meta.index.next();
+        self.prefix_term = meta.term;
+        self.stable_index = self.stable_index.max(meta.index).min(self.last_index());
+        self.commit_index = meta.index;
+        self.applied_index = meta.index;
+        self.snapshot = Some(snapshot);
+        keep_suffix
+    }
+
+    /// All entries held, for tests and checkers.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -259,7 +389,7 @@ mod tests {
                 data: EntryData::Noop,
             })
             .collect();
-        RaftLog::restore(entries, LogIndex(0))
+        RaftLog::restore(None, entries, LogIndex(0))
     }
 
     fn entry(index: u64, term: u64) -> Entry {

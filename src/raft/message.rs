@@ -34,6 +34,11 @@ impl Payload {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// A copy of the bytes in `range`, as a payload of its own (a snapshot chunk).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Payload {
+        Payload(self.0[range].into())
+    }
 }
 
 impl fmt::Debug for Payload {
@@ -108,6 +113,51 @@ impl Entry {
     }
 }
 
+/// Where a snapshot ends and how to check its bytes: the last log index it covers and that
+/// entry's term (Raft §7), and the size and CRC-32 of the state machine's bytes.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct SnapshotMeta {
+    /// The last index the snapshot covers.
+    pub index: LogIndex,
+    /// The term of the entry at `index`.
+    pub term: Term,
+    /// Length of the state machine's bytes.
+    pub size_bytes: u64,
+    /// CRC-32 of the state machine's bytes.
+    pub checksum: u32,
+}
+
+/// A snapshot: its metadata and the state machine's bytes, opaque to Raft. Cloning shares the
+/// bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Where it ends, and the checksum of `data`.
+    pub meta: SnapshotMeta,
+    /// The state machine's state at `meta.index`.
+    pub data: Payload,
+}
+
+impl Snapshot {
+    /// The snapshot of the state `data` at `index` (of `term`), with its size and checksum.
+    pub fn new(index: LogIndex, term: Term, data: Payload) -> Snapshot {
+        let meta = SnapshotMeta {
+            index,
+            term,
+            size_bytes: data.len() as u64,
+            checksum: crc32fast::hash(data.as_bytes()),
+        };
+        Snapshot { meta, data }
+    }
+
+    /// Whether `data` has the size and checksum the metadata promises.
+    pub fn is_intact(&self) -> bool {
+        self.data.len() as u64 == self.meta.size_bytes
+            && crc32fast::hash(self.data.as_bytes()) == self.meta.checksum
+    }
+}
+
 /// The state Raft must persist before it answers any RPC (Raft Figure 2, "persistent state").
 /// `commit_index` is not required for safety; it is kept so a restarted node can re-apply its
 /// committed prefix without waiting for a leader.
@@ -176,6 +226,29 @@ pub enum MessageBody {
     /// The answer to a heartbeat; it tells the leader the follower is reachable (check-quorum)
     /// and lets it resume a paused replication.
     HeartbeatResponse,
+    /// InstallSnapshot (Raft §7): one chunk of the leader's snapshot, for a follower that needs
+    /// entries the leader has compacted. Chunks go in order; the follower writes each at
+    /// `offset` of a file for `snapshot` and installs it once every byte is in and checked.
+    InstallSnapshot {
+        /// The snapshot being sent.
+        snapshot: SnapshotMeta,
+        /// Where `data` starts in the snapshot's bytes.
+        offset: u64,
+        /// The chunk; empty for a probe at the end of the snapshot.
+        data: Payload,
+    },
+    /// The answer to an InstallSnapshot chunk. Once the snapshot is installed (or found not to
+    /// be needed) the follower answers with an `AppendEntriesResponse` instead, carrying its
+    /// new match index.
+    InstallSnapshotResponse {
+        /// The snapshot the answer is about.
+        snapshot: SnapshotMeta,
+        /// How many bytes of it the follower holds, in order: where the next chunk must start.
+        next_offset: u64,
+        /// The chunk did not start at `next_offset` (one was lost or reordered), or the
+        /// follower started over: send again from `next_offset`.
+        resend: bool,
+    },
 }
 
 /// How a follower answered an AppendEntries.
@@ -212,6 +285,8 @@ impl MessageBody {
             MessageBody::AppendEntriesResponse(_) => "append_entries_response",
             MessageBody::Heartbeat { .. } => "heartbeat",
             MessageBody::HeartbeatResponse => "heartbeat_response",
+            MessageBody::InstallSnapshot { .. } => "install_snapshot",
+            MessageBody::InstallSnapshotResponse { .. } => "install_snapshot_response",
         }
     }
 }

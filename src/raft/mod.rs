@@ -1,4 +1,4 @@
-//! The Raft consensus state machine, sans I/O (Raft paper Figure 2 and §5; pre-vote and
+//! The Raft consensus state machine, sans I/O (Raft paper Figure 2, §5 and §7; pre-vote and
 //! check-quorum from the thesis §9.6 and §6.2; pipelining, batching and fast backtracking as
 //! production engines do them).
 //!
@@ -8,6 +8,9 @@
 //!   a client command;
 //! - `ready()` returns a [`Ready`]: hard state and entries to persist, messages to send, and
 //!   committed entries to apply; then `advance()` says the host has done all of it.
+//! - Snapshots (Raft §7) enter the same way: `snapshot_taken` when the host has made one of its
+//!   own state durable (the log is then compacted behind it), `snapshot_received` when a
+//!   leader's snapshot arrived whole and checked, `snapshot_refused` when it did not.
 //!
 //! Role state lives in the role's variant of [`Role`], so leader-only state (the followers'
 //! progress) cannot exist on a follower. Nothing here reads a clock or the OS: time is `tick()`
@@ -26,8 +29,11 @@ mod harness_tests;
 mod tests;
 
 pub use log::RaftLog;
-pub use message::{AppendOutcome, Entry, EntryData, HardState, Message, MessageBody, Payload};
-pub use progress::{Progress, ProgressMode};
+pub use message::{
+    AppendOutcome, Entry, EntryData, HardState, Message, MessageBody, Payload, Snapshot,
+    SnapshotMeta,
+};
+pub use progress::{Progress, ProgressMode, SnapshotTransfer};
 
 use crate::limits;
 #[cfg(feature = "mutants")]
@@ -67,6 +73,13 @@ pub struct Config {
     pub inflight_appends_max: usize,
     /// Most proposed-but-uncommitted entries before proposals are refused.
     pub uncommitted_entries_max: usize,
+    /// Largest chunk of a snapshot in one InstallSnapshot.
+    pub snapshot_chunk_bytes_max: usize,
+    /// Most unconfirmed snapshot chunks in flight to one follower.
+    pub snapshot_inflight_chunks_max: usize,
+    /// Entries kept in the log behind a new snapshot, so a follower a little behind it catches
+    /// up from the log instead of being sent the snapshot (etcd's SnapshotCatchUpEntries).
+    pub snapshot_catch_up_entries: u64,
 }
 
 impl Config {
@@ -84,6 +97,9 @@ impl Config {
             append_bytes_max: limits::APPEND_BYTES_MAX,
             inflight_appends_max: limits::INFLIGHT_APPENDS_MAX,
             uncommitted_entries_max: limits::UNCOMMITTED_ENTRIES_MAX,
+            snapshot_chunk_bytes_max: limits::SNAPSHOT_CHUNK_BYTES_MAX,
+            snapshot_inflight_chunks_max: limits::SNAPSHOT_INFLIGHT_CHUNKS_MAX,
+            snapshot_catch_up_entries: limits::SNAPSHOT_CATCH_UP_ENTRIES,
         }
     }
 
@@ -117,6 +133,13 @@ impl Config {
         }
         if self.uncommitted_entries_max == 0 {
             return fail("uncommitted entry bound must be at least 1");
+        }
+        let chunk_range = 1..=limits::SNAPSHOT_CHUNK_BYTES_MAX;
+        if !chunk_range.contains(&self.snapshot_chunk_bytes_max) {
+            return fail("snapshot chunk size must be between 1 byte and SNAPSHOT_CHUNK_BYTES_MAX");
+        }
+        if self.snapshot_inflight_chunks_max == 0 {
+            return fail("snapshot chunk window must be at least 1");
         }
         Ok(())
     }
@@ -200,13 +223,28 @@ pub struct Status {
     pub applied_index: LogIndex,
     /// Its last log index.
     pub last_index: LogIndex,
+    /// The last index covered by its newest snapshot (0 without one).
+    pub snapshot_index: LogIndex,
+    /// The first index its log still holds; everything before is compacted.
+    pub first_index: LogIndex,
 }
 
-/// Everything the host must do, in this order: persist `hard_state` and `entries` (entries
-/// replace any persisted entry at the same or a later index) and sync; THEN send `messages`,
-/// which may promise what was just persisted (a vote, an acknowledgement); then apply
-/// `committed_entries` in order; then call [`Raft::advance`]. Calling `ready()` again, or
-/// stepping the node, before `advance()` is a bug and panics.
+/// Everything the host must do, in this order:
+///
+/// 1. persist, then sync: first `snapshot` (a record that the log now continues after the
+///    installed snapshot, whose file is durable already), then `snapshot_chunks` (written at
+///    their offsets into the file of the snapshot being received), then `entries` (each
+///    replaces any persisted entry at the same or a later index), then `hard_state`;
+/// 2. THEN send `messages`, which may promise what was just persisted (a vote, an
+///    acknowledgement of entries or of snapshot bytes);
+/// 3. then apply `committed_entries` in order;
+/// 4. then call [`Raft::advance`].
+///
+/// Calling `ready()` again, or giving the node any input, before `advance()` is a bug and
+/// panics. When the last chunk of a snapshot is written (`SnapshotChunk::last`), the host
+/// syncs the file, checks the whole snapshot against its checksum, makes it durable under its
+/// final name, and then reports it with [`Raft::snapshot_received`] (or, if it fails the check,
+/// [`Raft::snapshot_refused`]).
 #[derive(Debug, Default)]
 #[must_use = "a Ready must be carried out and then acknowledged with advance()"]
 pub struct Ready {
@@ -220,16 +258,38 @@ pub struct Ready {
     pub messages: Vec<Message>,
     /// Committed entries to apply, in index order, after persisting.
     pub committed_entries: Vec<Entry>,
+    /// A leader's snapshot this node installed: its log now starts after it. The state machine
+    /// already holds the snapshot's state.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Chunks of a leader's snapshot to write into the file that receives it.
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+}
+
+/// A chunk of a snapshot this node is receiving, to write at `offset` of the snapshot's file.
+/// A chunk at offset 0 starts the file afresh; a transfer of another snapshot abandons it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The snapshot the bytes belong to.
+    pub snapshot: SnapshotMeta,
+    /// Where they go.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Payload,
+    /// The snapshot is whole once this chunk is written.
+    pub last: bool,
 }
 
 impl Ready {
     /// Whether anything must reach the disk (and be synced) before the messages go out.
     pub fn must_persist(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some()
+            || !self.entries.is_empty()
+            || self.snapshot.is_some()
+            || !self.snapshot_chunks.is_empty()
     }
 
     /// Takes out of `messages` those a host may send BEFORE persisting this Ready: a leader's
-    /// AppendEntries and heartbeats (thesis §10.2.1). They promise nothing this Ready holds:
+    /// AppendEntries, heartbeats and snapshot chunks (thesis §10.2.1). They promise nothing this Ready holds:
     /// their term was persisted when the leader campaigned (its vote requests left only after
     /// that sync), and a leader counts itself towards committing an entry only once the entry
     /// is persisted (`advance`), so followers may store and acknowledge it while the leader's
@@ -242,7 +302,9 @@ impl Ready {
             .partition(|message| {
                 matches!(
                     message.body,
-                    MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+                    MessageBody::AppendEntries { .. }
+                        | MessageBody::Heartbeat { .. }
+                        | MessageBody::InstallSnapshot { .. }
                 )
             });
         self.messages = late;
@@ -261,6 +323,25 @@ struct ReadyMark {
 #[derive(Debug)]
 struct Follower {
     leader: Option<NodeId>,
+    /// A leader's snapshot arriving chunk by chunk.
+    incoming: Option<IncomingSnapshot>,
+}
+
+/// How much of a leader's snapshot a follower holds.
+#[derive(Debug)]
+struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    /// Bytes written so far, in order.
+    received_bytes: u64,
+}
+
+impl Follower {
+    fn of(leader: Option<NodeId>) -> Follower {
+        Follower {
+            leader,
+            incoming: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -294,8 +375,23 @@ pub struct Raft {
     election_timeout_ticks: u32,
     rng: ChaCha8Rng,
     messages: Vec<Message>,
+    /// Snapshot chunks received since the last Ready, to write.
+    snapshot_chunks: Vec<SnapshotChunk>,
+    /// A snapshot installed since the last Ready, to record.
+    installed: Option<SnapshotMeta>,
     persisted_hard_state: HardState,
     pending: Option<ReadyMark>,
+}
+
+/// What a node persisted, as its host read it back.
+#[derive(Clone, Debug, Default)]
+pub struct Persisted {
+    /// The last hard state written.
+    pub hard_state: HardState,
+    /// The newest snapshot, whose state the state machine holds; `None` for none.
+    pub snapshot: Option<Snapshot>,
+    /// The log after the snapshot (from index 1 without one), contiguous.
+    pub entries: Vec<Entry>,
 }
 
 impl fmt::Debug for Raft {
@@ -312,19 +408,34 @@ impl Raft {
         Raft::build(config, rng, HardState::default(), RaftLog::new())
     }
 
-    /// A node restarting from what it persisted. Fails, naming the problem, if the entries are
-    /// not contiguous from index 1, their terms decrease or exceed the hard state's term, or
-    /// the commit index is beyond the log.
+    /// A node restarting from what it persisted. Fails, naming the problem, if the snapshot
+    /// does not match its checksum, the entries are not contiguous from just after it, their
+    /// terms decrease or exceed the hard state's term, or the commit index is beyond the log.
     pub fn restart(
         config: Config,
         rng: ChaCha8Rng,
-        hard_state: HardState,
-        entries: Vec<Entry>,
+        persisted: Persisted,
     ) -> Result<Raft, RestoreError> {
-        let mut previous_term = Term(0);
+        let Persisted {
+            hard_state,
+            snapshot,
+            entries,
+        } = persisted;
+        let base = snapshot.as_ref().map(|s| s.meta).unwrap_or_default();
+        if snapshot.as_ref().is_some_and(|s| !s.is_intact()) {
+            return Err(RestoreError(format!(
+                "snapshot at {} does not match its checksum",
+                base.index
+            )));
+        }
+        let mut previous_term = base.term;
         for (k, entry) in entries.iter().enumerate() {
-            if entry.index.0 != k as u64 + 1 {
-                let reason = format!("entry {} found at position {}", entry.index, k + 1);
+            if entry.index.0 != base.index.0 + k as u64 + 1 {
+                let reason = format!(
+                    "entry {} found where entry {} belongs",
+                    entry.index,
+                    base.index.0 + k as u64 + 1
+                );
                 return Err(RestoreError(reason));
             }
             if entry.term < previous_term {
@@ -333,11 +444,11 @@ impl Raft {
             }
             previous_term = entry.term;
         }
-        if hard_state.commit_index.0 > entries.len() as u64 {
+        let last_index = base.index.0 + entries.len() as u64;
+        if hard_state.commit_index.0 > last_index {
             return Err(RestoreError(format!(
-                "commit index {} beyond the last entry {}",
+                "commit index {} beyond the last entry {last_index}",
                 hard_state.commit_index,
-                entries.len()
             )));
         }
         // A torn batch can keep its entries yet lose the hard state written after them. Nothing
@@ -353,7 +464,7 @@ impl Raft {
                 ..hard_state
             };
         }
-        let log = RaftLog::restore(entries, hard_state.commit_index);
+        let log = RaftLog::restore(snapshot, entries, hard_state.commit_index);
         let mut raft =
             Raft::build(config, rng, effective, log).map_err(|e| RestoreError(e.to_string()))?;
         raft.persisted_hard_state = hard_state;
@@ -372,11 +483,13 @@ impl Raft {
             term: hard_state.term,
             vote: hard_state.vote,
             log,
-            role: Role::Follower(Follower { leader: None }),
+            role: Role::Follower(Follower::of(None)),
             election_elapsed_ticks: 0,
             election_timeout_ticks: 0,
             rng,
             messages: Vec::new(),
+            snapshot_chunks: Vec::new(),
+            installed: None,
             persisted_hard_state: hard_state,
             pending: None,
         };
@@ -454,6 +567,95 @@ impl Raft {
         }
     }
 
+    /// Raft §7: the host has made a snapshot of this node's own state machine durable, taken
+    /// at an applied index. It becomes the snapshot sent to followers that need compacted
+    /// entries, and the log is compacted behind it: `snapshot_catch_up_entries` entries before
+    /// it are kept for followers a little behind, and so is every entry after a snapshot that a
+    /// transfer under way will install, so its follower can go on from the log. An older
+    /// snapshot than the one held changes nothing. Returns the index the log is now compacted
+    /// through.
+    pub fn snapshot_taken(&mut self, snapshot: Snapshot) -> LogIndex {
+        self.assert_not_pending();
+        let index = snapshot.meta.index;
+        if !self.log.set_snapshot(snapshot) {
+            return self.log.first_index().prev();
+        }
+        let mut compact_to = LogIndex(
+            index
+                .0
+                .saturating_sub(self.config.snapshot_catch_up_entries),
+        );
+        if let Role::Leader(leader) = &self.role {
+            for pending in leader
+                .progress
+                .values()
+                .filter_map(Progress::pending_snapshot)
+            {
+                compact_to = compact_to.min(pending.index);
+            }
+        }
+        self.log.compact(compact_to);
+        self.log.first_index().prev()
+    }
+
+    /// Raft §7: a leader's snapshot arrived whole, matches its checksum, and is durable under
+    /// its final name. A follower installs it if it is newer than its commit index: the log
+    /// keeps its entries after the snapshot if it holds the snapshot's last entry, and is
+    /// discarded otherwise; commit and applied index move to the snapshot, and the leader is
+    /// told the logs now agree there. Returns whether it was installed, in which case the host
+    /// must restore the state machine from it before anything else. A node that is no longer a
+    /// follower, or whose log committed past the snapshot meanwhile, stays as it was.
+    pub fn snapshot_received(&mut self, snapshot: Snapshot) -> bool {
+        self.assert_not_pending();
+        let meta = snapshot.meta;
+        let commit_index = self.log.commit_index();
+        let Role::Follower(follower) = &mut self.role else {
+            return false;
+        };
+        if follower
+            .incoming
+            .as_ref()
+            .is_some_and(|i| i.meta.index <= meta.index)
+        {
+            follower.incoming = None;
+        }
+        let newer = meta.index > commit_index;
+        #[cfg(feature = "mutants")]
+        let newer = newer || crate::mutants::is_active(Mutant::InstallOlderSnapshot);
+        if !newer || meta.term > self.term {
+            return false;
+        }
+        let leader = follower.leader;
+        self.log.install(snapshot);
+        self.installed = Some(meta);
+        if let Some(leader) = leader {
+            let outcome = AppendOutcome::Accepted {
+                match_index: meta.index,
+            };
+            self.send(
+                leader,
+                self.term,
+                MessageBody::AppendEntriesResponse(outcome),
+            );
+        }
+        true
+    }
+
+    /// The snapshot being received failed its checksum, or could not be made durable: drop
+    /// what was received, so the leader's next chunk starts the transfer over.
+    pub fn snapshot_refused(&mut self, snapshot: SnapshotMeta) {
+        self.assert_not_pending();
+        if let Role::Follower(follower) = &mut self.role {
+            if follower
+                .incoming
+                .as_ref()
+                .is_some_and(|i| i.meta == snapshot)
+            {
+                follower.incoming = None;
+            }
+        }
+    }
+
     // ----- outputs ----------------------------------------------------------------------------
 
     /// Collects everything the host must do now, or `None` if there is nothing. See [`Ready`].
@@ -486,14 +688,18 @@ impl Raft {
         // next write that must happen anyway, and a committed entry is applied (and its client
         // answered) without a sync of its own.
         let persisted = self.persisted_hard_state;
+        let installed = self.installed.take();
+        let writes_log = !entries.is_empty() || installed.is_some();
         let must_persist_hard_state = hard_state.term != persisted.term
             || hard_state.vote != persisted.vote
-            || (!entries.is_empty() && hard_state != persisted);
+            || (writes_log && hard_state != persisted);
         let ready = Ready {
             hard_state: must_persist_hard_state.then_some(hard_state),
             entries,
             messages: std::mem::take(&mut self.messages),
             committed_entries: committed_entries.to_vec(),
+            snapshot: installed,
+            snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
         };
         let empty = !ready.must_persist() && ready.messages.is_empty();
         if empty && ready.committed_entries.is_empty() {
@@ -575,6 +781,8 @@ impl Raft {
             commit_index: self.log.commit_index(),
             applied_index: self.log.applied_index(),
             last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot_meta().unwrap_or_default().index,
+            first_index: self.log.first_index(),
         }
     }
 
@@ -688,7 +896,7 @@ impl Raft {
             self.term = term;
             self.vote = None;
         }
-        self.role = Role::Follower(Follower { leader });
+        self.role = Role::Follower(Follower::of(leader));
         self.reset_election_timer();
     }
 
@@ -800,7 +1008,9 @@ impl Raft {
                 pre_vote: true,
                 granted: true,
             } => {}
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 self.become_follower(message.term, Some(message.from));
             }
             _ => self.become_follower(message.term, None),
@@ -813,7 +1023,9 @@ impl Raft {
             // A stale leader learns of the newer term and steps down. Without this, a node whose
             // term rose while it was cut off would ignore the leader forever, and, with
             // check-quorum and pre-vote, never be able to disrupt it into a new election either.
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 self.send(message.from, self.term, MessageBody::HeartbeatResponse);
             }
             MessageBody::RequestVote { pre_vote: true, .. } => {
@@ -869,7 +1081,9 @@ impl Raft {
                     self.tally_votes();
                 }
             }
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 // Raft §5.2: another node won this term.
                 self.become_follower(self.term, Some(from));
                 self.step_follower(from, body);
@@ -893,6 +1107,19 @@ impl Raft {
     }
 
     fn step_follower(&mut self, from: NodeId, body: MessageBody) {
+        let is_from_leader = matches!(
+            body,
+            MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+        );
+        if is_from_leader {
+            self.election_elapsed_ticks = 0;
+            let Role::Follower(follower) = &mut self.role else {
+                unreachable!()
+            };
+            follower.leader = Some(from);
+        }
         match body {
             MessageBody::AppendEntries {
                 prev_log_index,
@@ -900,8 +1127,6 @@ impl Raft {
                 entries,
                 leader_commit,
             } => {
-                self.election_elapsed_ticks = 0;
-                self.role = Role::Follower(Follower { leader: Some(from) });
                 self.handle_append_entries(
                     from,
                     prev_log_index,
@@ -911,13 +1136,16 @@ impl Raft {
                 );
             }
             MessageBody::Heartbeat { leader_commit } => {
-                self.election_elapsed_ticks = 0;
-                self.role = Role::Follower(Follower { leader: Some(from) });
                 // The leader sends at most what it knows this follower holds, so no check is
                 // needed; the min guards against a log shortened by a bug, not by the protocol.
                 self.log.commit_to(leader_commit.min(self.log.last_index()));
                 self.send(from, self.term, MessageBody::HeartbeatResponse);
             }
+            MessageBody::InstallSnapshot {
+                snapshot,
+                offset,
+                data,
+            } => self.handle_install_snapshot(from, snapshot, offset, data),
             _ => {}
         }
     }
@@ -989,6 +1217,74 @@ impl Raft {
         );
     }
 
+    /// Raft §7: one chunk of the leader's snapshot. Chunks are written in order into the file
+    /// that receives the snapshot; one out of order is answered with the offset wanted, a
+    /// duplicate with the offset reached, and a chunk of a transfer this node has not started
+    /// (or lost in a restart) with offset 0. A snapshot the commit index already covers adds
+    /// nothing: the answer says how far this log is committed, and the leader goes on from
+    /// there with entries.
+    fn handle_install_snapshot(
+        &mut self,
+        leader: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Payload,
+    ) {
+        let commit_index = self.log.commit_index();
+        let needed = meta.index > commit_index;
+        #[cfg(feature = "mutants")]
+        let needed = needed || crate::mutants::is_active(Mutant::InstallOlderSnapshot);
+        if !needed {
+            let outcome = AppendOutcome::Accepted {
+                match_index: commit_index,
+            };
+            self.send(
+                leader,
+                self.term,
+                MessageBody::AppendEntriesResponse(outcome),
+            );
+            return;
+        }
+        let Role::Follower(follower) = &mut self.role else {
+            unreachable!()
+        };
+        let fresh = offset == 0 && follower.incoming.as_ref().is_none_or(|i| i.meta != meta);
+        if fresh {
+            follower.incoming = Some(IncomingSnapshot {
+                meta,
+                received_bytes: 0,
+            });
+        }
+        let (next_offset, resend) = match &mut follower.incoming {
+            Some(incoming) if incoming.meta == meta => {
+                let wanted = offset == incoming.received_bytes
+                    && (fresh || incoming.received_bytes < meta.size_bytes);
+                if wanted {
+                    // Well-formed: the chunk ends within the snapshot.
+                    incoming.received_bytes += data.len() as u64;
+                    let last = incoming.received_bytes == meta.size_bytes;
+                    if fresh || !data.is_empty() {
+                        self.snapshot_chunks.push(SnapshotChunk {
+                            snapshot: meta,
+                            offset,
+                            data,
+                            last,
+                        });
+                    }
+                }
+                let received = incoming.received_bytes;
+                (received, !wanted && offset > received)
+            }
+            _ => (0, true),
+        };
+        let body = MessageBody::InstallSnapshotResponse {
+            snapshot: meta,
+            next_offset,
+            resend,
+        };
+        self.send(leader, self.term, body);
+    }
+
     fn step_leader(&mut self, from: NodeId, body: MessageBody) {
         let inflight_max = self.config.inflight_appends_max;
         let last_index = self.log.last_index();
@@ -1022,6 +1318,14 @@ impl Raft {
             MessageBody::HeartbeatResponse => {
                 progress.recent_active = true;
                 progress.heartbeat_answered(inflight_max, last_index);
+            }
+            MessageBody::InstallSnapshotResponse {
+                snapshot,
+                next_offset,
+                resend,
+            } => {
+                progress.recent_active = true;
+                progress.snapshot_acked(snapshot, next_offset, resend);
             }
             _ => {}
         }
@@ -1077,6 +1381,25 @@ impl Raft {
         };
         let (term, commit_index) = (self.term, self.log.commit_index());
         for (&peer, progress) in leader.progress.iter_mut() {
+            let compacted = self.log.term(progress.next_index.prev()).is_none();
+            if compacted && progress.pending_snapshot().is_none() {
+                // Raft §7: the follower needs entries this log has compacted; the snapshot
+                // that covers them goes instead.
+                let snapshot = self.log.snapshot().expect("a compacted log has a snapshot");
+                progress.become_snapshot(snapshot.clone());
+            }
+            if let Some(transfer) = progress.snapshot_transfer() {
+                let chunk_bytes_max = self.config.snapshot_chunk_bytes_max;
+                let window_chunks = self.config.snapshot_inflight_chunks_max;
+                let chunks = snapshot_chunks(transfer, chunk_bytes_max, window_chunks);
+                self.messages.extend(chunks.map(|body| Message {
+                    from: self.config.id,
+                    to: peer,
+                    term,
+                    body,
+                }));
+                continue;
+            }
             let mut sent_append = false;
             while progress.wants_append(self.log.last_index(), self.config.inflight_appends_max) {
                 let prev_log_index = progress.next_index.prev();
@@ -1120,6 +1443,32 @@ impl Raft {
     }
 }
 
+/// The chunks of a snapshot transfer that may go out now: as many as the window of unconfirmed
+/// bytes allows, or the one chunk a stalled transfer probes with.
+fn snapshot_chunks(
+    transfer: &mut SnapshotTransfer,
+    chunk_bytes_max: usize,
+    window_chunks: usize,
+) -> impl Iterator<Item = MessageBody> + '_ {
+    let window_bytes = (chunk_bytes_max as u64).saturating_mul(window_chunks as u64);
+    std::iter::from_fn(move || {
+        if !transfer.wants_chunk(window_bytes) {
+            return None;
+        }
+        let offset = transfer.next_offset;
+        let end = offset
+            .saturating_add(chunk_bytes_max as u64)
+            .min(transfer.size_bytes());
+        let data = transfer.snapshot.data.slice(offset as usize..end as usize);
+        transfer.chunk_sent(end - offset);
+        Some(MessageBody::InstallSnapshot {
+            snapshot: transfer.snapshot.meta,
+            offset,
+            data,
+        })
+    })
+}
+
 /// Terms beyond this are refused from the network: no real cluster gets near it, and a term that
 /// could overflow when incremented must never be adopted.
 const TERM_MAX: u64 = u64::MAX / 2;
@@ -1130,6 +1479,33 @@ fn is_well_formed(message: &Message) -> bool {
     if message.term.0 > TERM_MAX {
         return false;
     }
+    match &message.body {
+        MessageBody::InstallSnapshot {
+            snapshot,
+            offset,
+            data,
+        } => {
+            let end = offset.checked_add(data.len() as u64);
+            // A snapshot covers at least one entry, whose term is at least 1.
+            snapshot.index.0 > 0
+                && snapshot.term.0 > 0
+                && snapshot.term <= message.term
+                && snapshot.size_bytes <= limits::SNAPSHOT_SIZE_BYTES_MAX as u64
+                && data.len() <= limits::SNAPSHOT_CHUNK_BYTES_MAX
+                && end.is_some_and(|end| end <= snapshot.size_bytes)
+        }
+        MessageBody::InstallSnapshotResponse {
+            snapshot,
+            next_offset,
+            ..
+        } => *next_offset <= snapshot.size_bytes,
+        _ => is_well_formed_append(message),
+    }
+}
+
+/// AppendEntries entries are contiguous from `prev_log_index + 1`, with terms between
+/// `prev_log_term` and the sender's term; other messages pass.
+fn is_well_formed_append(message: &Message) -> bool {
     let MessageBody::AppendEntries {
         prev_log_index,
         prev_log_term,

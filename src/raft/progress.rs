@@ -1,18 +1,59 @@
 //! A leader's view of one follower's log (etcd's Progress), kept in the leader's role state.
 //!
-//! Two modes: `Probe` sends one AppendEntries at a time and waits, used after a rejection or
+//! Three modes: `Probe` sends one AppendEntries at a time and waits, used after a rejection or
 //! when the leader knows nothing yet; `Replicate` streams AppendEntries optimistically, up to a
-//! window of `inflight_appends_max` unacknowledged messages (pipelining).
+//! window of `inflight_appends_max` unacknowledged messages (pipelining); `Snapshot` streams the
+//! leader's snapshot in chunks, up to a window of bytes, to a follower that needs entries the
+//! leader has compacted (Raft §7), and sends no entries until the follower has installed it.
 //!
 //! Invariant: `match_index < next_index`.
 //! Invariant: in `Replicate`, `inflight` holds the last index of each unacknowledged append, in
 //! increasing order, and never more than the window.
+//! Invariant: in `Snapshot`, `acked_offset <= next_offset <= size_bytes`.
 
+use super::message::{Snapshot, SnapshotMeta};
 use crate::types::LogIndex;
 use std::collections::VecDeque;
 
+/// A snapshot on its way to one follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotTransfer {
+    /// The snapshot being sent; held here, so a newer snapshot taken meanwhile does not cut
+    /// the transfer short.
+    pub snapshot: Snapshot,
+    /// The next byte to send.
+    pub next_offset: u64,
+    /// Bytes the follower has confirmed, in order.
+    pub acked_offset: u64,
+    /// Heartbeat answers since the follower last confirmed a byte.
+    pub stalled_rounds: u32,
+    /// Send one chunk from `acked_offset` even with the window full or nothing left to send:
+    /// a chunk was lost, or the follower may have lost what it had (a restart).
+    pub probe_due: bool,
+}
+
+impl SnapshotTransfer {
+    /// The size of the snapshot's bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.snapshot.meta.size_bytes
+    }
+
+    /// Whether a chunk should go out now, given the window of unconfirmed bytes.
+    pub fn wants_chunk(&self, window_bytes: u64) -> bool {
+        let room = self.next_offset - self.acked_offset < window_bytes;
+        self.probe_due || (self.next_offset < self.size_bytes() && room)
+    }
+
+    /// Records that a chunk of `len` bytes from `next_offset` went out.
+    pub fn chunk_sent(&mut self, len: u64) {
+        self.next_offset += len;
+        assert!(self.next_offset <= self.size_bytes());
+        self.probe_due = false;
+    }
+}
+
 /// How the leader is sending to a follower.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProgressMode {
     /// Finding where the logs agree: one append in flight, then wait (`paused`) for its answer
     /// or the next heartbeat response.
@@ -22,6 +63,8 @@ pub enum ProgressMode {
     },
     /// Logs agree up to `match_index`; entries stream ahead of acknowledgement.
     Replicate,
+    /// The follower needs compacted entries: the snapshot streams instead.
+    Snapshot(SnapshotTransfer),
 }
 
 /// One follower's replication state.
@@ -62,6 +105,7 @@ impl Progress {
         match self.mode {
             ProgressMode::Probe { paused } => !paused,
             ProgressMode::Replicate => self.inflight.len() < inflight_appends_max,
+            ProgressMode::Snapshot(_) => false,
         }
     }
 
@@ -74,6 +118,7 @@ impl Progress {
         match self.mode {
             ProgressMode::Probe { .. } => true,
             ProgressMode::Replicate => self.next_index <= last_index || self.tail_probe_pending,
+            ProgressMode::Snapshot(_) => false,
         }
     }
 
@@ -89,6 +134,7 @@ impl Progress {
                 self.inflight.push_back(last_index);
                 self.tail_probe_pending = false;
             }
+            ProgressMode::Snapshot(_) => unreachable!("no appends while a snapshot streams"),
         }
     }
 
@@ -106,7 +152,17 @@ impl Progress {
         }
         self.match_index = match_index;
         self.next_index = self.next_index.max(match_index.next());
-        if let ProgressMode::Probe { .. } = self.mode {
+        if self
+            .pending_snapshot()
+            .is_some_and(|pending| match_index < pending.index)
+        {
+            // A late answer to an append sent before the transfer began: the follower still
+            // needs the snapshot.
+            return true;
+        }
+        if !matches!(self.mode, ProgressMode::Replicate) {
+            // After a probe, or once the follower installed the snapshot (or found it already
+            // had everything in it), the logs agree at `match_index`: stream from there.
             self.become_replicate();
         }
         true
@@ -118,6 +174,8 @@ impl Progress {
         match self.mode {
             ProgressMode::Replicate if rejected_prev_index <= self.match_index => false,
             ProgressMode::Probe { .. } if rejected_prev_index.next() != self.next_index => false,
+            // Sent before the transfer began: the snapshot decides where the logs meet.
+            ProgressMode::Snapshot(_) => false,
             _ => {
                 self.become_probe();
                 self.next_index = retry_from.max(self.match_index.next());
@@ -138,7 +196,68 @@ impl Progress {
                 self.tail_probe_pending = true;
             }
             ProgressMode::Replicate => {}
+            ProgressMode::Snapshot(transfer) => {
+                // No byte confirmed for two rounds: a chunk (or its answer) was lost, or the
+                // follower restarted and lost what it had. Send one chunk from the last
+                // confirmed byte; the answer tells which.
+                transfer.stalled_rounds += 1;
+                if transfer.stalled_rounds >= 2 {
+                    transfer.stalled_rounds = 0;
+                    transfer.next_offset = transfer.acked_offset;
+                    transfer.probe_due = true;
+                }
+            }
         }
+    }
+
+    /// Starts streaming `snapshot` to this follower, from its first byte.
+    pub fn become_snapshot(&mut self, snapshot: Snapshot) {
+        self.inflight.clear();
+        self.tail_probe_pending = false;
+        self.mode = ProgressMode::Snapshot(SnapshotTransfer {
+            snapshot,
+            next_offset: 0,
+            acked_offset: 0,
+            stalled_rounds: 0,
+            probe_due: false,
+        });
+    }
+
+    /// The snapshot transfer under way to this follower, if any.
+    pub fn snapshot_transfer(&mut self) -> Option<&mut SnapshotTransfer> {
+        match &mut self.mode {
+            ProgressMode::Snapshot(transfer) => Some(transfer),
+            _ => None,
+        }
+    }
+
+    /// The snapshot being sent to this follower, if any.
+    pub fn pending_snapshot(&self) -> Option<SnapshotMeta> {
+        match &self.mode {
+            ProgressMode::Snapshot(transfer) => Some(transfer.snapshot.meta),
+            _ => None,
+        }
+    }
+
+    /// The follower holds `next_offset` bytes of `snapshot`; with `resend`, it wants the
+    /// bytes from there again. An answer about another snapshot is stale and ignored.
+    pub fn snapshot_acked(&mut self, snapshot: SnapshotMeta, next_offset: u64, resend: bool) {
+        let ProgressMode::Snapshot(transfer) = &mut self.mode else {
+            return;
+        };
+        if transfer.snapshot.meta != snapshot || next_offset > transfer.size_bytes() {
+            return;
+        }
+        if next_offset > transfer.acked_offset {
+            transfer.acked_offset = next_offset;
+            transfer.stalled_rounds = 0;
+        } else if resend || next_offset < transfer.acked_offset {
+            // A gap (a chunk lost or overtaken), or the follower started over.
+            transfer.acked_offset = next_offset;
+            transfer.next_offset = next_offset;
+            transfer.stalled_rounds = 0;
+        }
+        transfer.next_offset = transfer.next_offset.max(transfer.acked_offset);
     }
 
     fn become_probe(&mut self) {

@@ -27,6 +27,21 @@ fn raft(id: u64, n: u64) -> Raft {
     raft_with(config(id, n))
 }
 
+/// A node restarted from a hard state and a log from index 1, without a snapshot.
+fn restart(
+    config: Config,
+    rng: ChaCha8Rng,
+    hard_state: HardState,
+    entries: Vec<Entry>,
+) -> Result<Raft, RestoreError> {
+    let persisted = Persisted {
+        hard_state,
+        snapshot: None,
+        entries,
+    };
+    Raft::restart(config, rng, persisted)
+}
+
 fn payload(text: &str) -> Payload {
     Payload::new(text.as_bytes().to_vec())
 }
@@ -51,7 +66,7 @@ fn raft_with_log(id: u64, n: u64, terms: &[u64], term: u64) -> Raft {
         vote: None,
         commit_index: LogIndex(0),
     };
-    Raft::restart(
+    restart(
         config(id, n),
         ChaCha8Rng::seed_from_u64(id),
         hard_state,
@@ -614,7 +629,7 @@ fn figure_2_restart_restores_term_vote_and_log() {
         vote: Some(NodeId(3)),
         commit_index: LogIndex(1),
     };
-    let mut r = Raft::restart(
+    let mut r = restart(
         config(1, 3),
         ChaCha8Rng::seed_from_u64(1),
         hard_state,
@@ -652,7 +667,7 @@ fn restart_refuses_inconsistent_persisted_state() {
         (hs(2, 3), vec![entry(1, 1)]),
     ];
     for (hard_state, entries) in bad {
-        let result = Raft::restart(
+        let result = restart(
             config(1, 3),
             ChaCha8Rng::seed_from_u64(1),
             hard_state,
@@ -955,7 +970,7 @@ fn restart_after_a_torn_batch_adopts_the_last_entry_term() {
         vote: Some(NodeId(2)),
         commit_index: LogIndex(1),
     };
-    let mut r = Raft::restart(
+    let mut r = restart(
         config(1, 3),
         ChaCha8Rng::seed_from_u64(1),
         hard_state,
@@ -978,7 +993,7 @@ fn single_node_restarts_after_losing_the_hard_state_of_its_election_batch() {
     let mut r = raft(1, 1);
     tick_until_campaign(&mut r);
     let ready = r.ready().unwrap();
-    let restarted = Raft::restart(
+    let restarted = restart(
         config(1, 1),
         ChaCha8Rng::seed_from_u64(9),
         HardState::default(),
