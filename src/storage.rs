@@ -590,6 +590,132 @@ mod tests {
         }
     }
 
+    fn meta(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(term),
+            size_bytes: 0,
+            checksum: 0,
+        }
+    }
+
+    fn snapshot(index: u64, term: u64) -> Snapshot {
+        Snapshot::new(LogIndex(index), Term(term), Payload::new(b"state".to_vec()))
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<(u64, u64)> {
+        entries.iter().map(|e| (e.index.0, e.term.0)).collect()
+    }
+
+    #[test]
+    fn segments_replay_as_one_log_and_start_wherever_compaction_left_them() {
+        let mut first = Vec::new();
+        encode_batch(
+            None,
+            Some(&hard_state(1, 0)),
+            &[entry(5, 1), entry(6, 1)],
+            &mut first,
+        )
+        .unwrap();
+        let mut second = Vec::new();
+        encode_batch(None, Some(&hard_state(2, 6)), &[], &mut second).unwrap();
+        encode_batch(None, None, &[entry(6, 2), entry(7, 2)], &mut second).unwrap();
+        let recovered = recover_segments(&[&first, &second]).unwrap();
+        assert_eq!(indexes(&recovered.entries), vec![(5, 1), (6, 2), (7, 2)]);
+        assert_eq!(recovered.hard_state, hard_state(2, 6));
+        assert_eq!(recovered.valid_len, second.len() as u64);
+    }
+
+    #[test]
+    fn only_the_last_segment_may_end_torn() {
+        let mut first = Vec::new();
+        encode_batch(None, None, &[entry(1, 1), entry(2, 1)], &mut first).unwrap();
+        let torn = &first[..first.len() - 3];
+        assert!(recover_segments(&[&first, torn]).is_ok());
+        assert!(matches!(
+            recover_segments(&[torn, &first]),
+            Err(StorageError::Inconsistent { .. })
+        ));
+    }
+
+    #[test]
+    fn a_snapshot_record_keeps_the_suffix_after_a_matching_entry_or_drops_the_log() {
+        let log = [entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)];
+        let cases = [
+            (meta(2, 1), vec![(3, 2), (4, 2)]),
+            (meta(3, 3), vec![]),
+            (meta(9, 3), vec![]),
+        ];
+        for (snapshot, kept) in cases {
+            let mut bytes = Vec::new();
+            encode_batch(None, None, &log, &mut bytes).unwrap();
+            encode_batch(Some(&snapshot), Some(&hard_state(3, 9)), &[], &mut bytes).unwrap();
+            let recovered = recover(&bytes).unwrap();
+            assert_eq!(indexes(&recovered.entries), kept, "{snapshot:?}");
+            assert_eq!(recovered.base, Some(snapshot));
+            // Entries written after the record continue from the snapshot.
+            let next = snapshot.index.0 + kept.len() as u64 + 1;
+            encode_batch(None, None, &[entry(next, 3)], &mut bytes).unwrap();
+            assert_eq!(recover(&bytes).unwrap().entries.len(), kept.len() + 1);
+        }
+    }
+
+    #[test]
+    fn combine_applies_the_install_rule_at_recovery() {
+        let log = |entries: Vec<Entry>| Recovered {
+            entries,
+            ..Recovered::default()
+        };
+        let kept = combine(
+            snapshot(2, 1),
+            log(vec![entry(1, 1), entry(2, 1), entry(3, 2)]),
+        );
+        assert_eq!(indexes(&kept.unwrap().entries), vec![(3, 2)]);
+        let right_after = combine(snapshot(2, 1), log(vec![entry(3, 2), entry(4, 2)]));
+        assert_eq!(indexes(&right_after.unwrap().entries), vec![(3, 2), (4, 2)]);
+        let divergent = combine(
+            snapshot(2, 3),
+            log(vec![entry(1, 1), entry(2, 1), entry(3, 2)]),
+        );
+        assert!(divergent.unwrap().entries.is_empty());
+        let behind = combine(snapshot(9, 3), log(vec![entry(1, 1)]));
+        assert!(behind.unwrap().entries.is_empty());
+        let gap = combine(snapshot(2, 1), log(vec![entry(5, 2)]));
+        assert!(gap.unwrap_err().to_string().contains("gap"));
+        let newer_base = Recovered {
+            base: Some(meta(7, 2)),
+            ..Recovered::default()
+        };
+        assert!(combine(snapshot(2, 1), newer_base).is_err());
+        let other_base = Recovered {
+            base: Some(meta(2, 2)),
+            ..Recovered::default()
+        };
+        assert!(combine(snapshot(2, 1), other_base).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_file_round_trips_and_any_damage_is_refused() {
+        let snapshot = snapshot(12, 3);
+        let mut file = snapshot_file_header(&snapshot.meta);
+        file.extend_from_slice(snapshot.data.as_bytes());
+        assert_eq!(decode_snapshot_file(file.clone()), Ok(snapshot));
+        for k in 0..file.len() {
+            let mut damaged = file.clone();
+            damaged[k] ^= 0x10;
+            assert!(decode_snapshot_file(damaged).is_err(), "flip at {k}");
+        }
+        for cut in 0..file.len() {
+            assert!(
+                decode_snapshot_file(file[..cut].to_vec()).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = file.clone();
+        longer.push(0);
+        assert!(decode_snapshot_file(longer).is_err());
+    }
+
     proptest! {
         #[test]
         fn truncation_anywhere_recovers_a_prefix(cut in 0usize..2000) {
@@ -610,6 +736,7 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
             let _ = recover(&bytes);
+            let _ = decode_snapshot_file(bytes);
         }
     }
 }

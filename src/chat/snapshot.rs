@@ -123,33 +123,38 @@ struct MessageRecord {
 
 impl Serialize for InboxRecord<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        // Bincode needs the length up front; the inbox knows it.
-        let (len, messages): (usize, Box<dyn Iterator<Item = (&str, &str, LogIndex)>>) = match self
-        {
-            InboxRecord::Borrowed(inbox) => (
+        match self {
+            InboxRecord::Borrowed(inbox) => serialize_messages(
+                serializer,
                 inbox.len(),
-                Box::new(
-                    inbox
-                        .iter()
-                        .map(|m| (m.from.as_str(), m.text.as_str(), m.arrival)),
-                ),
+                inbox
+                    .iter()
+                    .map(|m| (m.from.as_str(), m.text.as_str(), m.arrival)),
             ),
-            InboxRecord::Owned(messages) => (
+            InboxRecord::Owned(messages) => serialize_messages(
+                serializer,
                 messages.len(),
-                Box::new(
-                    messages
-                        .iter()
-                        .map(|m| (m.from.as_str(), m.text.as_str(), m.arrival)),
-                ),
+                messages
+                    .iter()
+                    .map(|m| (m.from.as_str(), m.text.as_str(), m.arrival)),
             ),
-        };
-        let mut seq = serializer.serialize_seq(Some(len))?;
-        for message in messages {
-            seq.serialize_element(&message)?;
         }
-        seq.end()
     }
+}
+
+/// Encodes `len` messages as a sequence of `(from, text, arrival)`; bincode needs the length
+/// up front, and the inbox knows it.
+fn serialize_messages<'m, S: serde::Serializer>(
+    serializer: S,
+    len: usize,
+    messages: impl Iterator<Item = (&'m str, &'m str, LogIndex)>,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = serializer.serialize_seq(Some(len))?;
+    for message in messages {
+        seq.serialize_element(&message)?;
+    }
+    seq.end()
 }
 
 impl<'de> Deserialize<'de> for InboxRecord<'_> {
@@ -892,10 +897,20 @@ mod tests {
         fn a_chat_restored_midway_stays_identical_to_one_never_snapshotted(
             steps in prop::collection::vec(step_strategy(), 1..120),
             split_fraction in 0.0f64..1.0,
+            inbox_messages_max in 1u64..4,
+            tight_bytes in any::<bool>(),
         ) {
             let split = (steps.len() as f64 * split_fraction) as usize;
-            let mut straight = Chat::with_sessions_max(3);
-            let mut restored = Chat::with_sessions_max(3);
+            // Small bounds, so messages are dropped across the snapshot.
+            let limits = ChatLimits {
+                inbox_messages_max,
+                retained_bytes_max: match tight_bytes {
+                    true => crate::limits::RETAINED_BYTES_MIN,
+                    false => crate::limits::RETAINED_BYTES_MAX,
+                },
+            };
+            let mut straight = Chat::with_limits_and_sessions_max(limits, 3);
+            let mut restored = Chat::with_limits_and_sessions_max(limits, 3);
             let mut driver = Driver::default();
             for (position, step) in steps.iter().enumerate() {
                 if position == split {

@@ -534,6 +534,129 @@ fn fetch_returns_at_most_fetch_messages_max_and_the_client_pages_on() {
     assert_eq!(second_page.messages[4].1, format!("m{total}"));
 }
 
+// ----- retention -----
+
+/// A harness whose chat retains at most `inbox` messages per inbox and `bytes` in all.
+fn with_limits(inbox: u64, bytes: u64) -> Harness {
+    let limits = ChatLimits {
+        inbox_messages_max: inbox,
+        retained_bytes_max: bytes,
+    };
+    let mut harness = Harness::with_chat(Chat::with_limits(limits));
+    for name in ["alice", "bob", "carol"] {
+        assert_eq!(harness.status(create(name)), Status::Success);
+    }
+    harness
+}
+
+#[test]
+fn a_full_inbox_drops_its_oldest_message_and_ids_stay_stable() {
+    let mut harness = with_limits(3, crate::limits::RETAINED_BYTES_MAX);
+    for k in 1..=5 {
+        let text = format!("m{k}");
+        assert_eq!(harness.status(send("alice", "bob", &text)), Status::Success);
+    }
+    let kept = messages_from(3, &[("alice", "m3"), ("alice", "m4"), ("alice", "m5")]);
+    assert_eq!(
+        harness.run(fetch("bob", 1)),
+        kept,
+        "from below the oldest: the oldest on"
+    );
+    assert_eq!(harness.run(fetch("bob", 3)), kept);
+    assert_eq!(
+        harness.run(fetch("bob", 5)),
+        messages_from(5, &[("alice", "m5")])
+    );
+    assert_eq!(harness.status(fetch("bob", 6)), Status::NoElement);
+}
+
+#[test]
+fn beyond_the_retained_bytes_the_oldest_message_anywhere_goes() {
+    let bytes = crate::limits::RETAINED_BYTES_MIN;
+    let mut harness = with_limits(1000, bytes);
+    let text = "x".repeat(400);
+    let charge = MESSAGE_OVERHEAD_BYTES + "alice".len() as u64 + 400;
+    let fits = bytes / charge;
+    // Alternate targets, so the oldest message is in a different inbox each time.
+    for k in 0..fits + 2 {
+        let to = if k % 2 == 0 { "bob" } else { "carol" };
+        assert_eq!(harness.status(send("alice", to, &text)), Status::Success);
+    }
+    assert!(harness.chat.retained_bytes() <= bytes);
+    assert_eq!(harness.chat.retained_bytes(), fits * charge);
+    // The first message sent (bob's #1) and the second (carol's #1) were dropped.
+    assert_eq!(harness.run(fetch("bob", 1)).first_message_id, 2);
+    assert_eq!(harness.run(fetch("carol", 1)).first_message_id, 2);
+}
+
+#[test]
+fn a_fully_dropped_inbox_answers_no_element_but_keeps_counting_ids() {
+    let mut harness = with_limits(1, crate::limits::RETAINED_BYTES_MAX);
+    assert_eq!(harness.status(send("alice", "bob", "one")), Status::Success);
+    assert_eq!(harness.status(send("alice", "bob", "two")), Status::Success);
+    assert_eq!(
+        harness.run(fetch("bob", 1)),
+        messages_from(2, &[("alice", "two")])
+    );
+    assert_eq!(harness.status(fetch("bob", 3)), Status::NoElement);
+}
+
+#[test]
+fn deleting_an_account_releases_its_retained_bytes() {
+    let mut harness = with_limits(100, crate::limits::RETAINED_BYTES_MAX);
+    assert_eq!(
+        harness.status(send("alice", "bob", "hello")),
+        Status::Success
+    );
+    assert_eq!(harness.status(send("bob", "carol", "hi")), Status::Success);
+    let carol_only = harness.chat.retained_bytes() - (MESSAGE_OVERHEAD_BYTES + 10);
+    assert_eq!(harness.status(delete("bob")), Status::Success);
+    assert_eq!(harness.chat.retained_bytes(), carol_only);
+    assert_eq!(harness.status(create("bob")), Status::Success);
+    assert_eq!(
+        harness.status(fetch("bob", 1)),
+        Status::NoElement,
+        "a new inbox starts empty"
+    );
+}
+
+#[test]
+fn limits_out_of_range_are_refused() {
+    let bad = [
+        ChatLimits {
+            inbox_messages_max: 0,
+            ..ChatLimits::default()
+        },
+        ChatLimits {
+            retained_bytes_max: crate::limits::RETAINED_BYTES_MAX + 1,
+            ..ChatLimits::default()
+        },
+        ChatLimits {
+            retained_bytes_max: 1,
+            ..ChatLimits::default()
+        },
+    ];
+    for limits in bad {
+        assert!(limits.validate().is_err(), "{limits:?}");
+    }
+    assert_eq!(ChatLimits::default().validate(), Ok(()));
+}
+
+#[test]
+fn a_copy_taken_for_a_snapshot_does_not_change_as_the_state_does() {
+    let mut harness = with_limits(4, crate::limits::RETAINED_BYTES_MIN);
+    for k in 0..20 {
+        harness.run(send("alice", "bob", &format!("before {k}")));
+    }
+    let copy = harness.chat.clone();
+    let bytes = copy.snapshot();
+    for k in 0..20 {
+        harness.run(send("carol", "bob", &format!("after {k}")));
+    }
+    assert_eq!(copy.snapshot(), bytes);
+    assert_eq!(Chat::restore(&bytes), Ok(copy));
+}
+
 // ----- query -----
 
 #[test]

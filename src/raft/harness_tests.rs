@@ -1,8 +1,11 @@
 //! The fast inner harness: N Raft cores on a deterministic in-process network that drops,
 //! duplicates and reorders messages, partitions links, and crashes nodes (losing everything not
-//! persisted) and restarts them from what they persisted. Thousands of random steps per seed;
-//! every safety property is checked after every step, and a final liveness phase heals
-//! everything and requires a commit that every node applies.
+//! persisted) and restarts them from what they persisted. Nodes snapshot a toy state machine (a
+//! hash chained over the applied entries), compact their logs, and install each other's
+//! snapshots, chunk by chunk. Thousands of random steps per seed; every safety property is
+//! checked after every step (a snapshot's state must equal the state every node had at its
+//! index), and a final liveness phase heals everything and requires a commit that every node
+//! applies.
 //!
 //! A failure names the seed; `RAFT_HARNESS_SEED=N cargo test -p raftchat harness` replays it.
 
@@ -10,23 +13,83 @@ use super::*;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 
-/// What a node's disk holds: only this survives a crash.
+/// What a node's disk holds: only this survives a crash. The log is kept as the storage
+/// layer replays it (`storage::Recovered`), so restarts go through `storage::combine`.
 #[derive(Clone, Default)]
 struct Disk {
-    hard_state: HardState,
-    entries: Vec<Entry>,
+    log: crate::storage::Recovered,
+    /// The newest durable snapshot.
+    snapshot: Option<Snapshot>,
 }
 
 impl Disk {
     fn persist(&mut self, ready: &Ready) {
+        if let Some(meta) = ready.snapshot {
+            let entries = &mut self.log.entries;
+            let position = entries.iter().position(|e| e.index == meta.index);
+            match position {
+                Some(p) if entries[p].term == meta.term => {
+                    entries.drain(..=p);
+                }
+                _ => entries.clear(),
+            }
+            self.log.base = Some(meta);
+        }
         if let Some(first) = ready.entries.first() {
-            self.entries.truncate(first.index.0 as usize - 1);
-            self.entries.extend(ready.entries.iter().cloned());
+            let keep = self
+                .log
+                .entries
+                .iter()
+                .take_while(|e| e.index < first.index)
+                .count();
+            self.log.entries.truncate(keep);
+            self.log.entries.extend(ready.entries.iter().cloned());
         }
         if let Some(hard_state) = ready.hard_state {
-            self.hard_state = hard_state;
+            self.log.hard_state = hard_state;
         }
     }
+
+    /// Keeps the newer of the held snapshot and `snapshot`.
+    fn keep_snapshot(&mut self, snapshot: Snapshot) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_none_or(|s| s.meta.index < snapshot.meta.index)
+        {
+            self.snapshot = Some(snapshot);
+        }
+    }
+
+    /// Deletes the log's entries up to `index` (segments a host deletes after compaction).
+    fn compact(&mut self, index: LogIndex) {
+        self.log.entries.retain(|e| e.index > index);
+    }
+}
+
+/// The toy state machine: a hash chained over every applied entry.
+fn chain(state: u64, entry: &Entry) -> u64 {
+    let data: &[u8] = match &entry.data {
+        EntryData::Noop => b"noop",
+        EntryData::Command(payload) => payload.as_bytes(),
+    };
+    data.iter()
+        .chain(&entry.index.0.to_le_bytes())
+        .fold(state ^ 0x9e37_79b9_7f4a_7c15, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+/// A snapshot of `state` at `index`: the state's 8 bytes, padded to `size` bytes.
+fn encode_state(index: LogIndex, term: Term, state: u64, size: usize) -> Snapshot {
+    let mut data = state.to_le_bytes().to_vec();
+    data.resize(size.max(8), 0xa5);
+    Snapshot::new(index, term, Payload::new(data))
+}
+
+fn decode_state(snapshot: &Snapshot) -> u64 {
+    let bytes = snapshot.data.as_bytes();
+    u64::from_le_bytes(bytes[..8].try_into().expect("a state is 8 bytes"))
 }
 
 struct Node {
@@ -34,7 +97,11 @@ struct Node {
     disk: Disk,
     /// Highest commit index seen in this life, to check it never moves backwards.
     commit_seen: LogIndex,
-    applied: Vec<Entry>,
+    /// The state machine: a hash of everything applied, and how far.
+    state: u64,
+    state_index: LogIndex,
+    /// The file of a snapshot being received (lost, like its transfer, at a crash).
+    incoming: Vec<u8>,
 }
 
 struct Options {
@@ -46,6 +113,10 @@ struct Options {
     crash_percent: u32,
     pre_vote: bool,
     check_quorum: bool,
+    /// Take a snapshot once this many entries were applied since the last; 0 for never.
+    snapshot_every: u64,
+    catch_up_entries: u64,
+    chunk_bytes: usize,
 }
 
 struct Harness {
@@ -61,7 +132,10 @@ struct Harness {
     /// highest term any node had when the commit was first seen.
     committed_by: BTreeMap<LogIndex, Term>,
     applied: BTreeMap<LogIndex, Entry>,
+    /// The state machine's state after each index, as first computed by any node.
+    states: BTreeMap<LogIndex, u64>,
     proposals: u64,
+    installs: usize,
 }
 
 impl Harness {
@@ -76,6 +150,9 @@ impl Harness {
             crash_percent: rng.gen_range(0..3),
             pre_vote: rng.gen_bool(0.7),
             check_quorum: rng.gen_bool(0.7),
+            snapshot_every: [0, 3, 10, 40][rng.gen_range(0..4)],
+            catch_up_entries: rng.gen_range(0..8),
+            chunk_bytes: rng.gen_range(4..64),
         };
         let mut harness = Harness {
             rng,
@@ -88,14 +165,18 @@ impl Harness {
             committed: BTreeMap::new(),
             committed_by: BTreeMap::new(),
             applied: BTreeMap::new(),
+            states: BTreeMap::from([(LogIndex(0), 0)]),
             proposals: 0,
+            installs: 0,
         };
         for id in 1..=harness.options.nodes {
             let node = Node {
                 raft: None,
                 disk: Disk::default(),
                 commit_seen: LogIndex(0),
-                applied: vec![],
+                state: 0,
+                state_index: LogIndex(0),
+                incoming: Vec::new(),
             };
             harness.nodes.insert(NodeId(id), node);
             harness.restart(NodeId(id));
@@ -110,6 +191,9 @@ impl Harness {
         config.heartbeat_interval_ticks = 3;
         config.inflight_appends_max = 4;
         config.append_entries_max = 8;
+        config.snapshot_catch_up_entries = self.options.catch_up_entries;
+        config.snapshot_chunk_bytes_max = self.options.chunk_bytes;
+        config.snapshot_inflight_chunks_max = 3;
         config
     }
 
@@ -118,15 +202,18 @@ impl Harness {
         let rng = ChaCha8Rng::seed_from_u64(self.rng.gen());
         let node = self.nodes.get_mut(&id).unwrap();
         let disk = node.disk.clone();
-        let persisted = Persisted {
-            hard_state: disk.hard_state,
-            snapshot: None,
-            entries: disk.entries,
-        };
+        let snapshot = disk
+            .snapshot
+            .unwrap_or_else(|| encode_state(LogIndex(0), Term(0), 0, 8));
+        let seed = self.seed;
+        let persisted = crate::storage::combine(snapshot.clone(), disk.log)
+            .unwrap_or_else(|e| panic!("seed {seed}: {id}'s own disk is inconsistent: {e}"));
         let raft = Raft::restart(config, rng, persisted).expect("own disk is consistent");
         node.raft = Some(raft);
         node.commit_seen = LogIndex(0);
-        node.applied.clear();
+        node.state = decode_state(&snapshot);
+        node.state_index = snapshot.meta.index;
+        node.incoming.clear();
     }
 
     fn highest_term(&self) -> Term {
@@ -174,6 +261,10 @@ impl Harness {
     }
 
     fn deliver(&mut self) {
+        if self.in_flight.len() > 5000 {
+            // A bounded network: the oldest messages are lost.
+            self.in_flight.drain(..1000);
+        }
         if self.in_flight.is_empty() {
             return;
         }
@@ -205,17 +296,20 @@ impl Harness {
         };
         let Some(ready) = raft.ready() else { return };
         if self.rng.gen_range(0..10_000) < self.options.crash_percent * 2 {
-            // Power fails mid-batch: a prefix of the entries reached the disk, the hard state
-            // written after them did not, and nothing was sent.
-            let kept = self.rng.gen_range(0..=ready.entries.len());
+            // Power fails mid-batch: a prefix of the batch's records (the snapshot record,
+            // then the entries) reached the disk, the hard state written after them did not,
+            // and nothing was sent.
+            let kept = self.rng.gen_range(0..=ready.entries.len() + 1);
             let torn = Ready {
-                entries: ready.entries[..kept].to_vec(),
+                snapshot: ready.snapshot.filter(|_| kept > 0),
+                entries: ready.entries[..kept.saturating_sub(1)].to_vec(),
                 ..Ready::default()
             };
             node.disk.persist(&torn);
             node.raft = None;
             return;
         }
+        let received = write_chunks(&mut node.incoming, &ready.snapshot_chunks);
         node.disk.persist(&ready);
         // A crash after persisting but before sending loses the messages, nothing else.
         if self.rng.gen_range(0..10_000) < self.options.crash_percent {
@@ -223,11 +317,74 @@ impl Harness {
             return;
         }
         self.in_flight.extend(ready.messages);
+        let seed = self.seed;
         for entry in ready.committed_entries {
-            check_same(&mut self.applied, &entry, self.seed, "state machine safety");
-            node.applied.push(entry);
+            check_same(&mut self.applied, &entry, seed, "state machine safety");
+            assert_eq!(
+                entry.index,
+                node.state_index.next(),
+                "seed {seed}: applied out of order"
+            );
+            node.state = chain(node.state, &entry);
+            node.state_index = entry.index;
+            let first = *self.states.entry(entry.index).or_insert(node.state);
+            assert_eq!(
+                first, node.state,
+                "seed {seed}: state differs at {}",
+                entry.index
+            );
         }
         raft.advance();
+        if let Some(snapshot) = received {
+            self.snapshot_received(id, snapshot);
+        }
+        self.maybe_snapshot(id);
+    }
+
+    /// A snapshot arrived whole: made durable, then reported; if installed, the state machine
+    /// takes its state, which must be the state every node had at its index.
+    fn snapshot_received(&mut self, id: NodeId, snapshot: Snapshot) {
+        let seed = self.seed;
+        let node = self.nodes.get_mut(&id).unwrap();
+        assert!(
+            snapshot.is_intact(),
+            "seed {seed}: chunks assembled out of order"
+        );
+        node.disk.keep_snapshot(snapshot.clone());
+        let meta = snapshot.meta;
+        let state = decode_state(&snapshot);
+        let raft = node.raft.as_mut().unwrap();
+        if raft.snapshot_received(snapshot) {
+            self.installs += 1;
+            node.state = state;
+            node.state_index = meta.index;
+            let first = *self.states.entry(meta.index).or_insert(state);
+            assert_eq!(
+                first, state,
+                "seed {seed}: installed snapshot at {} differs",
+                meta.index
+            );
+        }
+    }
+
+    /// Takes a snapshot when the policy says so, makes it durable, and compacts.
+    fn maybe_snapshot(&mut self, id: NodeId) {
+        let every = self.options.snapshot_every;
+        let size = self.rng.gen_range(8..200);
+        let node = self.nodes.get_mut(&id).unwrap();
+        let raft = node.raft.as_mut().unwrap();
+        let held = raft.log().snapshot_meta().map_or(LogIndex(0), |m| m.index);
+        if every == 0 || node.state_index.0 < held.0 + every {
+            return;
+        }
+        let term = raft
+            .log()
+            .term(node.state_index)
+            .expect("the applied index is in the log");
+        let snapshot = encode_state(node.state_index, term, node.state, size);
+        node.disk.keep_snapshot(snapshot.clone());
+        let compacted = raft.snapshot_taken(snapshot);
+        node.disk.compact(compacted);
     }
 
     fn repartition(&mut self) {
@@ -274,7 +431,8 @@ impl Harness {
                 status.term
             );
         }
-        for entry in &raft.log().entries()[..status.commit_index.0 as usize] {
+        let committed = raft.log().entries().iter();
+        for entry in committed.take_while(|e| e.index <= status.commit_index) {
             check_same(
                 &mut self.committed,
                 entry,
@@ -296,16 +454,24 @@ impl Harness {
                 continue;
             };
             let other_log = other.log().entries();
-            let common = log.len().min(other_log.len());
-            let Some(k) = (0..common)
-                .rev()
-                .find(|&k| log[k].term == other_log[k].term)
-            else {
+            let (Some(a), Some(b)) = (log.first(), other_log.first()) else {
+                continue;
+            };
+            // Both logs, from the later of their first indexes.
+            let start = a.index.max(b.index);
+            let ours = log
+                .get((start.0 - a.index.0) as usize..)
+                .unwrap_or_default();
+            let theirs = other_log
+                .get((start.0 - b.index.0) as usize..)
+                .unwrap_or_default();
+            let common = ours.len().min(theirs.len());
+            let Some(k) = (0..common).rev().find(|&k| ours[k].term == theirs[k].term) else {
                 continue;
             };
             assert_eq!(
-                log[..=k],
-                other_log[..=k],
+                ours[..=k],
+                theirs[..=k],
                 "seed {}: log matching between {id} and {other_id}",
                 self.seed
             );
@@ -327,7 +493,12 @@ impl Harness {
                 if raft.status().term <= self.committed_by[index] {
                     continue;
                 }
-                let held = raft.log().entries().get(index.0 as usize - 1);
+                let first = raft.log().first_index();
+                if *index < first {
+                    // Compacted: the leader's snapshot covers it.
+                    continue;
+                }
+                let held = raft.log().entries().get((index.0 - first.0) as usize);
                 assert_eq!(
                     held,
                     Some(entry),
@@ -349,15 +520,13 @@ impl Harness {
             }
         }
         let marker = Payload::new(format!("liveness-{}", self.seed).into_bytes());
+        let is_marker = |e: &Entry| e.data == EntryData::Command(marker.clone());
         for _round in 0..2000 {
             // Like a client, retry until some log holds the command: a proposal accepted by a
             // leader that then loses its entry to another leader is gone for good.
             let held = self.nodes.values().any(|n| {
                 let raft = n.raft.as_ref().unwrap();
-                raft.log()
-                    .entries()
-                    .iter()
-                    .any(|e| e.data == EntryData::Command(marker.clone()))
+                raft.log().entries().iter().any(is_marker)
             });
             for &id in &ids {
                 self.with_raft(id, |raft, _| raft.tick());
@@ -372,11 +541,13 @@ impl Harness {
             for &id in &ids {
                 self.check(id);
             }
-            let everywhere = self.nodes.values().all(|n| {
-                n.applied
-                    .iter()
-                    .any(|e| e.data == EntryData::Command(marker.clone()))
-            });
+            let marker_index = self
+                .applied
+                .values()
+                .find(|e| is_marker(e))
+                .map(|e| e.index);
+            let everywhere = marker_index
+                .is_some_and(|index| self.nodes.values().all(|n| n.state_index >= index));
             if everywhere {
                 return;
             }
@@ -388,20 +559,11 @@ impl Harness {
     }
 
     fn settle_reliably(&mut self) {
+        let crash_percent = std::mem::replace(&mut self.options.crash_percent, 0);
         for _ in 0..100 {
             let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
             for id in ids {
-                let node = self.nodes.get_mut(&id).unwrap();
-                let raft = node.raft.as_mut().unwrap();
-                if let Some(ready) = raft.ready() {
-                    node.disk.persist(&ready);
-                    self.in_flight.extend(ready.messages);
-                    for entry in ready.committed_entries {
-                        check_same(&mut self.applied, &entry, self.seed, "state machine safety");
-                        node.applied.push(entry);
-                    }
-                    raft.advance();
-                }
+                self.process_ready(id);
             }
             if self.in_flight.is_empty() {
                 return;
@@ -411,7 +573,29 @@ impl Harness {
                 self.with_raft(to, |raft, _| raft.step(message));
             }
         }
+        self.options.crash_percent = crash_percent;
     }
+}
+
+/// Writes received chunks into the incoming file; returns the snapshot once it is whole.
+fn write_chunks(file: &mut Vec<u8>, chunks: &[SnapshotChunk]) -> Option<Snapshot> {
+    let mut whole = None;
+    for chunk in chunks {
+        file.truncate(chunk.offset as usize);
+        assert_eq!(
+            file.len() as u64,
+            chunk.offset,
+            "a chunk past the end of the file"
+        );
+        file.extend_from_slice(chunk.data.as_bytes());
+        if chunk.last {
+            whole = Some(Snapshot {
+                meta: chunk.snapshot,
+                data: Payload::new(std::mem::take(file)),
+            });
+        }
+    }
+    whole
 }
 
 fn check_same(seen: &mut BTreeMap<LogIndex, Entry>, entry: &Entry, seed: u64, property: &str) {
@@ -446,12 +630,15 @@ fn seeds() -> Vec<u64> {
 /// once everything heals, the cluster commits again.
 #[test]
 fn harness_safety_and_liveness_under_faults() {
-    let mut committed_total = 0;
+    let (mut committed_total, mut installs_total) = (0, 0);
     let mut failed = Vec::new();
     let seeds = seeds();
     for &seed in &seeds {
         match std::panic::catch_unwind(|| run_seed(seed)) {
-            Ok(harness) => committed_total += harness.committed.len(),
+            Ok(harness) => {
+                committed_total += harness.committed.len();
+                installs_total += harness.installs;
+            }
             Err(_) => failed.push(seed),
         }
     }
@@ -461,7 +648,7 @@ fn harness_safety_and_liveness_under_faults() {
              RAFT_HARNESS_SEED={seed} cargo test -p raftchat --lib harness_safety"
         );
     }
-    eprintln!("harness: {committed_total} entries committed");
+    eprintln!("harness: {committed_total} entries committed, {installs_total} snapshots installed");
     eprintln!(
         "{} passed, {} failed",
         seeds.len() - failed.len(),
@@ -472,6 +659,10 @@ fn harness_safety_and_liveness_under_faults() {
     assert!(
         committed_total > enough,
         "too little committed: {committed_total}"
+    );
+    assert!(
+        installs_total > seeds.len() / 10,
+        "too few installs: {installs_total}"
     );
 }
 

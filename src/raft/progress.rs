@@ -350,4 +350,100 @@ mod tests {
             "a behind follower gets a tail probe"
         );
     }
+
+    fn snapshot(size: usize) -> Snapshot {
+        Snapshot::new(
+            LogIndex(9),
+            crate::types::Term(2),
+            crate::raft::Payload::new(vec![7; size]),
+        )
+    }
+
+    fn transfer(p: &mut Progress) -> SnapshotTransfer {
+        p.snapshot_transfer().unwrap().clone()
+    }
+
+    #[test]
+    fn snapshot_chunks_fill_the_window_and_acks_slide_it() {
+        let mut p = Progress::new(LogIndex(20));
+        p.become_snapshot(snapshot(100));
+        assert!(
+            !p.wants_append(LogIndex(20), 4),
+            "no entries while the snapshot streams"
+        );
+        let t = p.snapshot_transfer().unwrap();
+        let window = 20;
+        while t.wants_chunk(window) {
+            t.chunk_sent(10);
+        }
+        assert_eq!(t.next_offset, 20);
+        let meta = t.snapshot.meta;
+        p.snapshot_acked(meta, 10, false);
+        assert_eq!(transfer(&mut p).acked_offset, 10);
+        assert!(transfer(&mut p).wants_chunk(window));
+        let stale = SnapshotMeta {
+            index: LogIndex(3),
+            ..meta
+        };
+        p.snapshot_acked(stale, 0, true);
+        assert_eq!(
+            transfer(&mut p).acked_offset,
+            10,
+            "an answer about another snapshot"
+        );
+        p.snapshot_acked(meta, 10, true);
+        assert_eq!(
+            transfer(&mut p).next_offset,
+            10,
+            "a gap: resend from the ack"
+        );
+        p.snapshot_acked(meta, 0, false);
+        assert_eq!(
+            (transfer(&mut p).acked_offset, transfer(&mut p).next_offset),
+            (0, 0),
+            "the follower started over"
+        );
+    }
+
+    #[test]
+    fn a_stalled_snapshot_transfer_probes_after_two_silent_rounds() {
+        let mut p = Progress::new(LogIndex(20));
+        p.become_snapshot(snapshot(30));
+        let t = p.snapshot_transfer().unwrap();
+        t.chunk_sent(10);
+        t.chunk_sent(10);
+        p.heartbeat_answered(4, LogIndex(20));
+        assert!(!transfer(&mut p).probe_due);
+        p.heartbeat_answered(4, LogIndex(20));
+        let t = transfer(&mut p);
+        assert!(t.probe_due && t.next_offset == 0);
+        // All bytes confirmed, the install pending: the probe is an empty chunk at the end.
+        let meta = t.snapshot.meta;
+        p.snapshot_acked(meta, 30, false);
+        p.heartbeat_answered(4, LogIndex(20));
+        p.heartbeat_answered(4, LogIndex(20));
+        let t = transfer(&mut p);
+        assert!(t.probe_due && t.next_offset == 30);
+    }
+
+    #[test]
+    fn installing_the_snapshot_moves_the_follower_to_replicate() {
+        let mut p = Progress::new(LogIndex(20));
+        p.become_snapshot(snapshot(30));
+        assert!(
+            p.accepted(LogIndex(5)),
+            "a late answer updates the match index"
+        );
+        assert!(
+            p.pending_snapshot().is_some(),
+            "but the follower still needs the snapshot"
+        );
+        assert!(p.accepted(LogIndex(9)));
+        assert_eq!(p.mode, ProgressMode::Replicate);
+        assert_eq!(p.next_index, LogIndex(10));
+        assert!(
+            !p.rejected(LogIndex(3), LogIndex(1)),
+            "a rejection below the match index is stale"
+        );
+    }
 }

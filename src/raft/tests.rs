@@ -1084,3 +1084,473 @@ fn malformed_append_entries_are_dropped() {
         let _ = flush(&mut r);
     }
 }
+
+// ----- §7 log compaction and InstallSnapshot -------------------------------------------------
+
+/// A snapshot of the "state" at `index` of `term`: bytes that name it, padded to `size`.
+fn snapshot_at(index: u64, term: u64, size: usize) -> Snapshot {
+    let mut data = format!("state@{index}").into_bytes();
+    data.resize(size.max(data.len()), b'.');
+    Snapshot::new(LogIndex(index), Term(term), Payload::new(data))
+}
+
+fn install_chunk(
+    from: u64,
+    to: u64,
+    term: u64,
+    meta: SnapshotMeta,
+    offset: u64,
+    data: &[u8],
+) -> Message {
+    let body = MessageBody::InstallSnapshot {
+        snapshot: meta,
+        offset,
+        data: Payload::new(data.to_vec()),
+    };
+    message(from, to, term, body)
+}
+
+/// A follower at term 2 that knows node 1 leads, with a log of `terms` and `commit`.
+fn follower_with_log(terms: &[u64], commit: u64) -> Raft {
+    let mut r = raft_with_log(2, 3, terms, 2);
+    let heartbeat = MessageBody::Heartbeat {
+        leader_commit: LogIndex(commit),
+    };
+    r.step(message(1, 2, 2, heartbeat));
+    let _ = flush(&mut r);
+    assert_eq!(r.log.commit_index(), LogIndex(commit));
+    r
+}
+
+/// The chunks the follower must write, and its answers, for one input.
+fn chunks_and_replies(r: &mut Raft) -> (Vec<SnapshotChunk>, Vec<MessageBody>) {
+    let ready = r.ready().expect("a chunk is answered");
+    r.advance();
+    (
+        ready.snapshot_chunks,
+        ready.messages.into_iter().map(|m| m.body).collect(),
+    )
+}
+
+/// Raft §7: a follower installing a snapshot whose last entry its log holds keeps the entries
+/// after it; the snapshot's index becomes its commit and applied index.
+#[test]
+fn section_7_install_keeps_the_log_after_a_matching_entry() {
+    let mut r = follower_with_log(&[1, 1, 1, 2, 2, 2], 2);
+    assert!(r.snapshot_received(snapshot_at(4, 2, 8)));
+    assert_eq!(r.log.first_index(), LogIndex(5));
+    assert_eq!(r.log.last_index(), LogIndex(6));
+    assert_eq!(
+        r.log.term(LogIndex(4)),
+        Some(Term(2)),
+        "the snapshot's term is still known"
+    );
+    assert_eq!(
+        (r.log.commit_index(), r.log.applied_index()),
+        (LogIndex(4), LogIndex(4))
+    );
+    let ready = r.ready().unwrap();
+    assert_eq!(ready.snapshot.map(|s| s.index), Some(LogIndex(4)));
+    assert!(
+        ready.committed_entries.is_empty(),
+        "the state machine holds the snapshot"
+    );
+    let accepted = MessageBody::AppendEntriesResponse(AppendOutcome::Accepted {
+        match_index: LogIndex(4),
+    });
+    assert!(ready
+        .messages
+        .iter()
+        .any(|m| m.body == accepted && m.to == NodeId(1)));
+    r.advance();
+}
+
+/// Raft §7: a follower whose log disagrees with the snapshot at its last index (or ends before
+/// it) discards its whole log.
+#[test]
+fn section_7_install_discards_a_log_that_disagrees_with_the_snapshot() {
+    for terms in [&[1, 1, 1, 1, 1, 1][..], &[1, 1][..]] {
+        let mut r = follower_with_log(terms, 1);
+        assert!(r.snapshot_received(snapshot_at(4, 2, 8)));
+        assert_eq!(r.log.first_index(), LogIndex(5));
+        assert_eq!(r.log.last_index(), LogIndex(4), "{terms:?}");
+        assert_eq!(r.log.last_term(), Term(2));
+        let _ = flush(&mut r);
+    }
+}
+
+/// Raft §7: a snapshot no newer than the commit index is not installed; a chunk of one is
+/// answered with the commit index, so the leader goes on from the log.
+#[test]
+fn section_7_a_snapshot_the_commit_index_covers_is_not_installed() {
+    let mut r = follower_with_log(&[1, 1, 1, 2, 2, 2], 5);
+    assert!(!r.snapshot_received(snapshot_at(4, 2, 8)));
+    assert_eq!(r.log.first_index(), LogIndex(1));
+    let meta = snapshot_at(4, 2, 8).meta;
+    r.step(install_chunk(1, 2, 2, meta, 0, b"state@4."));
+    let (chunks, replies) = chunks_and_replies(&mut r);
+    assert!(chunks.is_empty());
+    let accepted = MessageBody::AppendEntriesResponse(AppendOutcome::Accepted {
+        match_index: LogIndex(5),
+    });
+    assert_eq!(replies, vec![accepted]);
+}
+
+/// Raft §7: chunks are written in order. A duplicate is answered with the offset reached, one
+/// that skips ahead with the offset wanted and a request to resend, and a chunk of a transfer
+/// never started with offset 0; a new transfer starting at offset 0 replaces the old one.
+#[test]
+fn section_7_chunks_are_written_in_order_and_gaps_are_resent() {
+    let mut r = follower_with_log(&[1, 1, 2], 1);
+    let snapshot = snapshot_at(9, 2, 12);
+    let (meta, bytes) = (snapshot.meta, snapshot.data.as_bytes().to_vec());
+    let answer = |next_offset: u64, resend: bool| MessageBody::InstallSnapshotResponse {
+        snapshot: meta,
+        next_offset,
+        resend,
+    };
+    r.step(install_chunk(1, 2, 2, meta, 4, &bytes[4..8]));
+    let (chunks, replies) = chunks_and_replies(&mut r);
+    assert!(chunks.is_empty());
+    assert_eq!(
+        replies,
+        vec![answer(0, true)],
+        "never started: from the beginning"
+    );
+    r.step(install_chunk(1, 2, 2, meta, 0, &bytes[..4]));
+    let (chunks, replies) = chunks_and_replies(&mut r);
+    assert_eq!(
+        (chunks.len(), chunks[0].offset, chunks[0].last),
+        (1, 0, false)
+    );
+    assert_eq!(replies, vec![answer(4, false)]);
+    r.step(install_chunk(1, 2, 2, meta, 8, &bytes[8..]));
+    assert_eq!(
+        chunks_and_replies(&mut r),
+        (vec![], vec![answer(4, true)]),
+        "a gap"
+    );
+    r.step(install_chunk(1, 2, 2, meta, 0, &bytes[..4]));
+    assert_eq!(
+        chunks_and_replies(&mut r),
+        (vec![], vec![answer(4, false)]),
+        "a duplicate"
+    );
+    r.step(install_chunk(1, 2, 2, meta, 4, &bytes[4..8]));
+    r.step(install_chunk(1, 2, 2, meta, 8, &bytes[8..]));
+    let (chunks, replies) = chunks_and_replies(&mut r);
+    assert_eq!(
+        chunks
+            .iter()
+            .map(|c| (c.offset, c.last))
+            .collect::<Vec<_>>(),
+        [(4, false), (8, true)]
+    );
+    assert_eq!(replies, vec![answer(8, false), answer(12, false)]);
+    // A new leader's transfer of another snapshot starts over.
+    let newer = snapshot_at(10, 3, 12).meta;
+    r.step(install_chunk(3, 2, 3, newer, 0, &bytes[..4]));
+    let (chunks, _) = chunks_and_replies(&mut r);
+    assert_eq!((chunks[0].snapshot, chunks[0].offset), (newer, 0));
+}
+
+/// Raft §7 and §5.2: a candidate that receives a chunk from the leader of its term becomes its
+/// follower; an InstallSnapshot of a stale term is refused like any stale leader message.
+#[test]
+fn section_7_install_snapshot_carries_the_leader_terms_rules() {
+    let meta = snapshot_at(3, 2, 4).meta;
+    let mut r = raft_with_log(2, 3, &[1], 2);
+    tick_until_campaign(&mut r);
+    let _ = flush(&mut r);
+    let term = r.term.0;
+    r.step(install_chunk(1, 2, term, meta, 0, b"stat"));
+    assert_eq!(
+        (r.role_kind(), r.leader()),
+        (RoleKind::Follower, Some(NodeId(1)))
+    );
+    let _ = flush(&mut r);
+    r.step(install_chunk(3, 2, term - 1, meta, 0, b"stat"));
+    let (chunks, replies) = chunks_and_replies(&mut r);
+    assert!(chunks.is_empty());
+    assert_eq!(replies, vec![MessageBody::HeartbeatResponse]);
+}
+
+/// Malformed InstallSnapshot chunks (past the snapshot's end, oversized, a snapshot of a term
+/// above the sender's, or of the empty prefix) are dropped without an answer.
+#[test]
+fn malformed_install_snapshot_is_dropped() {
+    let meta = snapshot_at(3, 2, 4).meta;
+    let huge = SnapshotMeta {
+        size_bytes: limits::SNAPSHOT_SIZE_BYTES_MAX as u64 + 1,
+        ..meta
+    };
+    let empty_prefix = SnapshotMeta {
+        index: LogIndex(0),
+        term: Term(0),
+        ..meta
+    };
+    let bad = [
+        install_chunk(1, 2, 2, meta, 5, b"abc"),
+        install_chunk(1, 2, 2, meta, u64::MAX, b"a"),
+        install_chunk(1, 2, 2, huge, 0, b"a"),
+        install_chunk(1, 2, 1, meta, 0, b"a"),
+        install_chunk(1, 2, 2, empty_prefix, 0, b"a"),
+    ];
+    for m in bad {
+        let mut r = follower_with_log(&[1], 0);
+        r.step(m.clone());
+        assert!(r.ready().is_none(), "{m:?}");
+    }
+}
+
+/// A network whose hosts also receive snapshots: chunks are assembled per node, and a
+/// finished snapshot is reported back, as a host does after checking it.
+struct SnapshotNetwork {
+    net: Network,
+    incoming: BTreeMap<NodeId, Vec<u8>>,
+    installed: Vec<(NodeId, SnapshotMeta)>,
+    /// How many more InstallSnapshot chunks to lose.
+    chunks_to_drop: usize,
+    chunks_sent: usize,
+}
+
+impl SnapshotNetwork {
+    fn new(net: Network) -> SnapshotNetwork {
+        SnapshotNetwork {
+            net,
+            incoming: BTreeMap::new(),
+            installed: Vec::new(),
+            chunks_to_drop: 0,
+            chunks_sent: 0,
+        }
+    }
+
+    fn settle(&mut self) {
+        loop {
+            let mut queue = Vec::new();
+            let ids: Vec<NodeId> = self.net.nodes.keys().copied().collect();
+            for id in ids {
+                let raft = self.net.nodes.get_mut(&id).unwrap();
+                let Some(ready) = raft.ready() else { continue };
+                let mut finished = None;
+                for chunk in ready.snapshot_chunks {
+                    let file = self.incoming.entry(id).or_default();
+                    file.truncate(chunk.offset as usize);
+                    file.extend_from_slice(chunk.data.as_bytes());
+                    if chunk.last {
+                        let data = Payload::new(std::mem::take(file));
+                        finished = Some(Snapshot {
+                            meta: chunk.snapshot,
+                            data,
+                        });
+                    }
+                }
+                queue.extend(ready.messages);
+                raft.advance();
+                if let Some(snapshot) = finished {
+                    assert!(snapshot.is_intact(), "assembled in order");
+                    let meta = snapshot.meta;
+                    if raft.snapshot_received(snapshot) {
+                        self.installed.push((id, meta));
+                    }
+                }
+            }
+            if queue.is_empty() {
+                return;
+            }
+            for m in queue {
+                if matches!(m.body, MessageBody::InstallSnapshot { .. }) {
+                    self.chunks_sent += 1;
+                    if self.chunks_to_drop > 0 {
+                        self.chunks_to_drop -= 1;
+                        continue;
+                    }
+                }
+                if !self.net.cut.contains(&(m.from, m.to)) {
+                    self.net.nodes.get_mut(&m.to).unwrap().step(m);
+                }
+            }
+        }
+    }
+
+    fn propose(&mut self, id: u64, text: &str) {
+        self.net.node(id).propose(payload(text)).unwrap();
+        self.settle();
+    }
+
+    fn tick_all(&mut self, ticks: u32) {
+        for _ in 0..ticks {
+            for raft in self.net.nodes.values_mut() {
+                raft.tick();
+            }
+            self.settle();
+        }
+    }
+}
+
+/// A 3-node cluster with small chunks and no catch-up entries, so compaction always forces a
+/// snapshot transfer.
+fn snapshot_cluster() -> Network {
+    let nodes = (1..=3)
+        .map(|id| {
+            let mut c = config(id, 3);
+            c.snapshot_chunk_bytes_max = 16;
+            c.snapshot_inflight_chunks_max = 2;
+            c.snapshot_catch_up_entries = 0;
+            raft_with(c)
+        })
+        .collect();
+    Network::new(nodes)
+}
+
+/// Raft §7: a leader whose log no longer holds the entries a follower needs sends its snapshot
+/// instead, in chunks within the window; the follower installs it and goes on from the log.
+#[test]
+fn section_7_a_follower_behind_the_compacted_log_is_sent_the_snapshot() {
+    let mut net = snapshot_cluster();
+    net.elect(1);
+    net.isolate(3);
+    for k in 0..10 {
+        net.propose(1, &format!("c{k}"));
+    }
+    let applied = net.node(1).log.applied_index();
+    let term = net.node(1).term.0;
+    let compacted = net
+        .node(1)
+        .snapshot_taken(snapshot_at(applied.0, term, 100));
+    assert_eq!(compacted, applied, "no catch-up entries kept");
+    assert_eq!(net.node(1).log.term(LogIndex(1)), None);
+    net.heal();
+    let mut net = SnapshotNetwork::new(net);
+    net.tick_all(3);
+    assert_eq!(
+        net.installed,
+        vec![(NodeId(3), snapshot_at(applied.0, term, 100).meta)]
+    );
+    net.net.propose(1, "after");
+    net.settle();
+    let leader_last = net.net.node(1).log.last_index();
+    let follower = net.net.node(3);
+    assert_eq!(follower.log.last_index(), leader_last);
+    assert_eq!(follower.log.commit_index(), leader_last);
+    assert_eq!(follower.log.first_index(), applied.next());
+}
+
+/// Raft §7: a transfer whose chunks are lost resends from the last byte the follower
+/// confirmed once heartbeats show it stalled, and finishes; the window bounds the chunks in
+/// flight.
+#[test]
+fn section_7_a_stalled_transfer_resends_from_the_last_confirmed_byte() {
+    let mut net = snapshot_cluster();
+    net.elect(1);
+    net.isolate(3);
+    for k in 0..5 {
+        net.propose(1, &format!("c{k}"));
+    }
+    let applied = net.node(1).log.applied_index();
+    let term = net.node(1).term.0;
+    net.node(1)
+        .snapshot_taken(snapshot_at(applied.0, term, 200));
+    net.heal();
+    let mut net = SnapshotNetwork::new(net);
+    net.chunks_to_drop = 2;
+    net.tick_all(30);
+    assert_eq!(net.installed.len(), 1);
+    assert!(
+        net.chunks_sent >= 200 / 16 + 1 + 2,
+        "the two lost chunks were sent again"
+    );
+}
+
+/// Raft §7: compaction keeps `snapshot_catch_up_entries` behind the snapshot, and never
+/// compacts past the snapshot a transfer under way will install.
+#[test]
+fn section_7_compaction_keeps_catch_up_entries_and_what_a_transfer_needs() {
+    let mut r = raft_with({
+        let mut c = config(1, 1);
+        c.snapshot_catch_up_entries = 3;
+        c
+    });
+    tick_until_campaign(&mut r);
+    for k in 0..10 {
+        r.propose(payload(&format!("c{k}"))).unwrap();
+        let _ = flush(&mut r);
+    }
+    let _ = flush(&mut r);
+    let applied = r.log.applied_index();
+    assert_eq!(applied, LogIndex(11));
+    let term = r.term.0;
+    assert_eq!(r.snapshot_taken(snapshot_at(11, term, 4)), LogIndex(8));
+    assert_eq!(r.log.first_index(), LogIndex(9));
+    assert_eq!(r.status().snapshot_index, LogIndex(11));
+    // An older snapshot changes nothing.
+    assert_eq!(r.snapshot_taken(snapshot_at(10, term, 4)), LogIndex(8));
+    assert_eq!(r.log.snapshot_meta().map(|m| m.index), Some(LogIndex(11)));
+
+    let mut net = snapshot_cluster();
+    net.elect(1);
+    net.isolate(3);
+    for k in 0..4 {
+        net.propose(1, &format!("c{k}"));
+    }
+    let first = net.node(1).log.applied_index();
+    net.node(1).snapshot_taken(snapshot_at(first.0, 1, 64));
+    net.heal();
+    let mut net = SnapshotNetwork::new(net);
+    net.chunks_to_drop = usize::MAX;
+    net.tick_all(3);
+    assert!(net.chunks_sent > 0, "the transfer of `first` began");
+    for k in 0..4 {
+        net.propose(1, &format!("d{k}"));
+    }
+    let later = net.net.node(1).log.applied_index();
+    assert!(later > first);
+    let compacted = net.net.node(1).snapshot_taken(snapshot_at(later.0, 1, 64));
+    assert_eq!(
+        compacted, first,
+        "the follower installing `first` goes on from the log"
+    );
+    net.chunks_to_drop = 0;
+    net.tick_all(30);
+    assert_eq!(net.installed.first().map(|(_, m)| m.index), Some(first));
+    let leader_last = net.net.node(1).log.last_index();
+    assert_eq!(net.net.node(3).log.last_index(), leader_last);
+}
+
+/// Raft §7: a node restarts from its snapshot and the log after it: the snapshot's term is
+/// known at its index, the state machine is at the snapshot, and committed entries after it
+/// are applied again.
+#[test]
+fn section_7_restart_from_a_snapshot_and_the_log_after_it() {
+    let persisted = Persisted {
+        hard_state: HardState {
+            term: Term(3),
+            vote: None,
+            commit_index: LogIndex(6),
+        },
+        snapshot: Some(snapshot_at(4, 2, 8)),
+        entries: vec![entry(5, 2), entry(6, 3), entry(7, 3)],
+    };
+    let mut r = Raft::restart(config(1, 3), ChaCha8Rng::seed_from_u64(1), persisted).unwrap();
+    assert_eq!(r.log.term(LogIndex(4)), Some(Term(2)));
+    assert_eq!(r.log.term(LogIndex(3)), None);
+    assert_eq!(r.log.applied_index(), LogIndex(4));
+    let ready = r.ready().unwrap();
+    let applied: Vec<u64> = ready.committed_entries.iter().map(|e| e.index.0).collect();
+    assert_eq!(applied, vec![5, 6]);
+    r.advance();
+
+    let gap = Persisted {
+        hard_state: HardState::default(),
+        snapshot: Some(snapshot_at(4, 2, 8)),
+        entries: vec![entry(6, 2)],
+    };
+    assert!(Raft::restart(config(1, 3), ChaCha8Rng::seed_from_u64(1), gap).is_err());
+    let mut damaged = snapshot_at(4, 2, 8);
+    damaged.meta.checksum ^= 1;
+    let damaged = Persisted {
+        snapshot: Some(damaged),
+        ..Persisted::default()
+    };
+    assert!(Raft::restart(config(1, 3), ChaCha8Rng::seed_from_u64(1), damaged).is_err());
+}
