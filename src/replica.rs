@@ -33,8 +33,8 @@ use crate::chat::{Chat, ChatLimits, Command, Operation, Outcome};
 use crate::codec::{self, CodecError};
 use crate::limits;
 use crate::raft::{
-    Config, ConfigError, EntryData, Message, Payload, Persisted, ProposeError, Raft, RestoreError,
-    Snapshot, SnapshotChunk, SnapshotMeta, Status,
+    Config, ConfigError, EntryData, HardState, Message, Payload, Persisted, ProposeError, Raft,
+    RestoreError, Snapshot, SnapshotChunk, SnapshotMeta, Status,
 };
 use crate::storage;
 use crate::types::{LogIndex, Term};
@@ -74,6 +74,11 @@ impl SnapshotJob {
         self.index
     }
 
+    /// The digest of the state the snapshot will hold.
+    pub fn digest(&self) -> u64 {
+        self.chat.digest()
+    }
+
     /// Serializes the copied state into a snapshot, with its checksum.
     pub fn encode(self) -> Snapshot {
         Snapshot::new(self.index, self.term, Payload::new(self.chat.snapshot()))
@@ -95,6 +100,7 @@ pub struct Work {
     /// Messages to send AFTER the write is synced.
     pub messages: Vec<Message>,
     installed: Option<SnapshotMeta>,
+    hard_state: Option<HardState>,
     entries: Vec<crate::raft::Entry>,
     committed: Vec<crate::raft::Entry>,
 }
@@ -110,9 +116,14 @@ impl Work {
         &self.entries
     }
 
-    /// The snapshot installed in this round, which `write` records (for observers).
+    /// The snapshot installed in this round, which `write` records.
     pub fn installed(&self) -> Option<SnapshotMeta> {
         self.installed
+    }
+
+    /// The hard state `write` records, if it records one.
+    pub fn hard_state(&self) -> Option<HardState> {
+        self.hard_state
     }
 
     /// How many committed entries `complete` will apply.
@@ -271,6 +282,7 @@ impl Replica {
             messages_before_persist,
             messages: ready.messages,
             installed: ready.snapshot,
+            hard_state: ready.hard_state,
             entries: ready.entries,
             committed: ready.committed_entries,
         })

@@ -1,5 +1,6 @@
 //! The cluster file (`CLUSTER.toml`) that the server, the client CLI and the benchmark share:
-//! the cluster's id, every member's id and address, and optional timing and client settings.
+//! the cluster's id, every member's id and address, and optional timing, snapshot, chat and
+//! client settings.
 //! `bin/cluster.example.toml` documents the format.
 //!
 //! Parsing never panics: every problem is one line naming the file, the position or key, and
@@ -8,7 +9,9 @@
 
 use crate::client::ClientConfig;
 use crate::config::NodeConfig;
+use raftchat::chat::ChatLimits;
 use raftchat::limits::CLUSTER_SIZE_MAX;
+use raftchat::replica::SnapshotPolicy;
 use raftchat::types::NodeId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -41,8 +44,34 @@ pub struct ClusterFile {
     pub members: BTreeMap<NodeId, SocketAddr>,
     /// Raft timing shared by every member.
     pub timing: Timing,
+    /// When members snapshot and compact their logs.
+    pub snapshot: SnapshotSettings,
+    /// The chat state's retention bounds, for new data directories only.
+    pub chat: ChatLimits,
     /// Client timeouts.
     pub client: ClientTiming,
+}
+
+/// The `[snapshot]` table: when a member snapshots its state and compacts its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    /// The thresholds that call for a snapshot.
+    pub policy: SnapshotPolicy,
+    /// Entries kept behind a snapshot for followers a little behind it.
+    pub catch_up_entries: u64,
+    /// Size at which a log segment is closed.
+    pub segment_bytes: u64,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> SnapshotSettings {
+        let defaults = NodeConfig::new(NodeId(0), BTreeMap::new());
+        SnapshotSettings {
+            policy: defaults.snapshot_policy,
+            catch_up_entries: defaults.snapshot_catch_up_entries,
+            segment_bytes: defaults.segment_bytes_max,
+        }
+    }
 }
 
 /// The `[timing]` table: Raft's clock, shared by every member.
@@ -99,7 +128,25 @@ struct RawFile {
     cluster_id: u64,
     nodes: Vec<RawNode>,
     timing: Option<RawTiming>,
+    snapshot: Option<RawSnapshot>,
+    chat: Option<RawChat>,
     client: Option<RawClient>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshot {
+    log_entries: Option<u64>,
+    log_bytes: Option<u64>,
+    catch_up_entries: Option<u64>,
+    segment_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChat {
+    inbox_messages_max: Option<u64>,
+    retained_bytes_max: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -153,12 +200,16 @@ impl ClusterFile {
         let raw: RawFile = toml::from_str(text).map_err(|e| fail(describe_toml_error(text, &e)))?;
         let members = parse_members(&raw.nodes).map_err(fail)?;
         let timing = parse_timing(raw.timing.as_ref()).map_err(fail)?;
+        let snapshot = parse_snapshot(raw.snapshot.as_ref()).map_err(fail)?;
+        let chat = parse_chat(raw.chat.as_ref()).map_err(fail)?;
         let client = parse_client(raw.client.as_ref()).map_err(fail)?;
         let file = ClusterFile {
             path: path.to_path_buf(),
             cluster_id: raw.cluster_id,
             members,
             timing,
+            snapshot,
+            chat,
             client,
         };
         // Every member gets the same timing, so checking one member's config checks them all.
@@ -198,6 +249,10 @@ impl ClusterFile {
         config.heartbeat_ticks = self.timing.heartbeat_ticks;
         config.pre_vote = self.timing.pre_vote;
         config.check_quorum = self.timing.check_quorum;
+        config.snapshot_policy = self.snapshot.policy;
+        config.snapshot_catch_up_entries = self.snapshot.catch_up_entries;
+        config.segment_bytes_max = self.snapshot.segment_bytes;
+        config.chat_limits = self.chat;
         config
     }
 
@@ -267,6 +322,54 @@ fn parse_timing(raw: Option<&RawTiming>) -> Result<Timing, String> {
     Ok(timing)
 }
 
+/// Largest snapshot threshold or segment size accepted, far beyond any sensible setting.
+const SNAPSHOT_SETTING_MAX: u64 = 1 << 40;
+
+fn parse_snapshot(raw: Option<&RawSnapshot>) -> Result<SnapshotSettings, String> {
+    let mut settings = SnapshotSettings::default();
+    let Some(raw) = raw else { return Ok(settings) };
+    let positive = |key: &str, value: u64| {
+        if value == 0 || value > SNAPSHOT_SETTING_MAX {
+            Err(format!(
+                "`snapshot.{key}`: must be between 1 and {SNAPSHOT_SETTING_MAX}"
+            ))
+        } else {
+            Ok(value)
+        }
+    };
+    if let Some(value) = raw.log_entries {
+        settings.policy.log_entries = positive("log_entries", value)?;
+    }
+    if let Some(value) = raw.log_bytes {
+        settings.policy.log_bytes = positive("log_bytes", value)?;
+    }
+    if let Some(value) = raw.segment_bytes {
+        settings.segment_bytes = positive("segment_bytes", value)?;
+    }
+    if let Some(value) = raw.catch_up_entries {
+        if value > SNAPSHOT_SETTING_MAX {
+            return Err(format!(
+                "`snapshot.catch_up_entries`: must be at most {SNAPSHOT_SETTING_MAX}"
+            ));
+        }
+        settings.catch_up_entries = value;
+    }
+    Ok(settings)
+}
+
+fn parse_chat(raw: Option<&RawChat>) -> Result<ChatLimits, String> {
+    let mut limits = ChatLimits::default();
+    let Some(raw) = raw else { return Ok(limits) };
+    if let Some(value) = raw.inbox_messages_max {
+        limits.inbox_messages_max = value;
+    }
+    if let Some(value) = raw.retained_bytes_max {
+        limits.retained_bytes_max = value;
+    }
+    limits.validate().map_err(|e| format!("`chat`: {e}"))?;
+    Ok(limits)
+}
+
 fn parse_client(raw: Option<&RawClient>) -> Result<ClientTiming, String> {
     let mut client = ClientTiming::default();
     let Some(raw) = raw else { return Ok(client) };
@@ -310,6 +413,8 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
 /// operator can edit it. `raftchat cluster up` writes it.
 pub fn render(cluster_id: u64, members: &BTreeMap<NodeId, SocketAddr>) -> String {
     let timing = Timing::default();
+    let snapshot = SnapshotSettings::default();
+    let chat = ChatLimits::default();
     let client = ClientTiming::default();
     let mut out = String::new();
     out.push_str("# A raftchat cluster; the format is documented in bin/cluster.example.toml.\n");
@@ -327,6 +432,26 @@ pub fn render(cluster_id: u64, members: &BTreeMap<NodeId, SocketAddr>) -> String
         timing.heartbeat_ticks,
         timing.pre_vote,
         timing.check_quorum,
+    );
+    let _ = writeln!(
+        out,
+        "# A member snapshots its state once this many entries, or bytes of commands, were\n\
+         # applied since its last snapshot, then compacts its log, keeping catch_up_entries\n\
+         # behind the snapshot; the log is kept in segment files of segment_bytes.\n\
+         [snapshot]\nlog_entries = {}\nlog_bytes = {}\ncatch_up_entries = {}\n\
+         segment_bytes = {}\n",
+        snapshot.policy.log_entries,
+        snapshot.policy.log_bytes,
+        snapshot.catch_up_entries,
+        snapshot.segment_bytes,
+    );
+    let _ = writeln!(
+        out,
+        "# Retention: messages kept per inbox, and bytes of messages kept in all; beyond\n\
+         # either, the oldest go. Read only when a member's data directory is created: they\n\
+         # are then fixed for the cluster's life.\n\
+         [chat]\ninbox_messages_max = {}\nretained_bytes_max = {}\n",
+        chat.inbox_messages_max, chat.retained_bytes_max,
     );
     let _ = writeln!(
         out,
@@ -395,6 +520,34 @@ mod tests {
         assert_eq!(file.cluster_id, 42);
         assert_eq!(file.members, members);
         assert_eq!(file.timing, Timing::default());
+        assert_eq!(file.snapshot, SnapshotSettings::default());
+        assert_eq!(file.chat, ChatLimits::default());
+    }
+
+    #[test]
+    fn snapshot_and_chat_tables_are_applied_and_checked() {
+        let text = format!(
+            "{TWO}[snapshot]\nlog_entries = 50\nlog_bytes = 4096\ncatch_up_entries = 0\n\
+             segment_bytes = 8192\n[chat]\ninbox_messages_max = 7\nretained_bytes_max = 65536\n"
+        );
+        let config = parse(&text).unwrap().node_config(NodeId(2), 0).unwrap();
+        assert_eq!(config.snapshot_policy.log_entries, 50);
+        assert_eq!(config.snapshot_policy.log_bytes, 4096);
+        assert_eq!(config.snapshot_catch_up_entries, 0);
+        assert_eq!(config.segment_bytes_max, 8192);
+        assert_eq!(config.chat_limits.inbox_messages_max, 7);
+        assert_eq!(config.chat_limits.retained_bytes_max, 65536);
+        let bad = [
+            ("[snapshot]\nlog_entries = 0\n", "snapshot.log_entries"),
+            ("[snapshot]\nsegment_bytes = 0\n", "snapshot.segment_bytes"),
+            ("[chat]\ninbox_messages_max = 0\n", "inbox_messages_max"),
+            ("[chat]\nretained_bytes_max = 1\n", "retained_bytes_max"),
+            ("[snapshot]\nlog_entrys = 5\n", "log_entrys"),
+        ];
+        for (table, key) in bad {
+            let line = error(&format!("{TWO}{table}"));
+            assert!(line.contains(key), "{line}");
+        }
     }
 
     #[test]

@@ -107,6 +107,8 @@ mod tests {
             commit_index: LogIndex(5),
             applied_index: LogIndex(5),
             last_index: LogIndex(5),
+            snapshot_index: LogIndex(0),
+            first_index: LogIndex(1),
         };
         MemberStatus {
             id: NodeId(id),
@@ -114,6 +116,7 @@ mod tests {
             status: Ok(NodeStatus {
                 raft,
                 chat_digest: 9,
+                log_bytes: 0,
             }),
         }
     }

@@ -1,14 +1,20 @@
 //! The runtime configuration of one node: who its peers are, where they listen, its timing.
 //! Parsing of cluster files lives with the binaries; this is the validated, typed form.
 
+use raftchat::chat::ChatLimits;
 use raftchat::limits;
 use raftchat::raft;
+use raftchat::replica::SnapshotPolicy;
 use raftchat::types::NodeId;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Size at which a log segment is closed and a new one begun, by default (etcd's WAL
+/// segments are 64 MB too).
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 
 /// A node's timer rate, in parts per million of real time (1,000,000 = exact). A simulated
 /// clock drift changes it while the node runs; a real node leaves it at 1.
@@ -70,6 +76,17 @@ pub struct NodeConfig {
     pub check_quorum: bool,
     /// Most entries in one AppendEntries.
     pub append_entries_max: usize,
+    /// When the node snapshots its state and compacts its log.
+    pub snapshot_policy: SnapshotPolicy,
+    /// Entries kept behind a new snapshot for followers a little behind it.
+    pub snapshot_catch_up_entries: u64,
+    /// Largest chunk of a snapshot sent to a follower.
+    pub snapshot_chunk_bytes: usize,
+    /// A log segment this large is closed and a new one begun.
+    pub segment_bytes_max: u64,
+    /// The chat state's retention bounds for a new data directory; fixed from then on (they
+    /// travel in the replicated state), so changing them later changes nothing.
+    pub chat_limits: ChatLimits,
     /// A peer connection whose receiver has acknowledged nothing for this long, while frames
     /// were sent, is considered stalled and replaced by a new one.
     pub peer_silence_timeout: Duration,
@@ -99,6 +116,11 @@ impl NodeConfig {
             pre_vote: true,
             check_quorum: true,
             append_entries_max: limits::APPEND_ENTRIES_MAX,
+            snapshot_policy: SnapshotPolicy::default(),
+            snapshot_catch_up_entries: limits::SNAPSHOT_CATCH_UP_ENTRIES,
+            snapshot_chunk_bytes: limits::SNAPSHOT_CHUNK_BYTES_MAX,
+            segment_bytes_max: SEGMENT_BYTES_DEFAULT,
+            chat_limits: ChatLimits::default(),
             peer_silence_timeout: Duration::from_millis(500),
             reconnect_backoff: (Duration::from_millis(20), Duration::from_millis(500)),
             seed: id.0,
@@ -115,6 +137,8 @@ impl NodeConfig {
         config.pre_vote = self.pre_vote;
         config.check_quorum = self.check_quorum;
         config.append_entries_max = self.append_entries_max;
+        config.snapshot_catch_up_entries = self.snapshot_catch_up_entries;
+        config.snapshot_chunk_bytes_max = self.snapshot_chunk_bytes;
         config
     }
 
@@ -129,6 +153,13 @@ impl NodeConfig {
         if self.tick_interval.is_zero() {
             return Err("tick interval must be positive".into());
         }
+        if self.snapshot_policy.log_entries == 0 || self.snapshot_policy.log_bytes == 0 {
+            return Err("snapshot thresholds must be at least 1".into());
+        }
+        if self.segment_bytes_max == 0 {
+            return Err("segment size must be positive".into());
+        }
+        self.chat_limits.validate()?;
         self.raft_config().validate().map_err(|e| e.to_string())
     }
 }

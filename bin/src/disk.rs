@@ -1,21 +1,50 @@
-//! The durable log file behind a small trait: real files with fsync for the server, the
-//! simulator's faulty disk in simulation. The node runtime only appends, syncs, and at startup
-//! reads everything back and cuts a torn tail; it never rewrites in place.
+//! A node's data directory behind a small file-system trait: real files with fsync for the
+//! server, the simulator's faulty disk in simulation. The node runtime appends to log segments,
+//! writes snapshot files under temporary names and renames them, deletes what compaction
+//! frees, and at startup lists and reads everything back; it never rewrites a file in place
+//! except to cut a torn tail.
+//!
+//! Files are named by plain names inside the one directory (no paths), so both implementations
+//! agree on what a name means and a name from a listing can never escape the directory.
 
 use std::future::Future;
 use std::io;
 
-/// One node's append-only log file.
+/// One node's data directory.
 ///
-/// Durability contract: bytes passed to `append` may be lost (wholly, or as a torn or corrupted
-/// tail) by a power failure until `sync` returns; after that they survive any crash.
-pub trait Disk: Send + 'static {
-    /// Reads the whole file (at startup, before any append).
-    fn read_all(&mut self) -> impl Future<Output = io::Result<Vec<u8>>> + Send;
-    /// Cuts the file to its first `len` bytes and makes that durable (drops a torn tail).
-    fn truncate(&mut self, len: u64) -> impl Future<Output = io::Result<()>> + Send;
-    /// Appends bytes at the end; not durable until `sync`.
-    fn append(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
-    /// Makes every appended byte durable.
-    fn sync(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+/// Durability contract, the one POSIX file systems give and the simulator models:
+/// - bytes written to a file may be lost (wholly, or as a torn or corrupted tail) by a power
+///   failure until `sync` of that file returns; after that they survive any crash;
+/// - creating, renaming or removing a file may be undone by a power failure until `sync_dir`
+///   returns;
+/// - a process crash (without power loss) loses nothing that was written.
+///
+/// Clones share the directory: a background task may write one file while the node's loop
+/// writes another.
+pub trait Disk: Clone + Send + Sync + 'static {
+    /// The names of the files in the directory, in no particular order.
+    fn list(&self) -> impl Future<Output = io::Result<Vec<String>>> + Send;
+    /// Reads a whole file.
+    fn read(&self, name: &str) -> impl Future<Output = io::Result<Vec<u8>>> + Send;
+    /// Appends bytes at the end of a file, creating it if missing; not durable until `sync`
+    /// (and, for a new file, `sync_dir`).
+    fn append(&self, name: &str, bytes: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Cuts a file to `offset` bytes (which must not exceed its length), then appends `bytes`:
+    /// how a chunk lands at its place in a snapshot being received, a resent one included.
+    fn write_at(
+        &self,
+        name: &str,
+        offset: u64,
+        bytes: &[u8],
+    ) -> impl Future<Output = io::Result<()>> + Send;
+    /// Makes every byte written to a file durable.
+    fn sync(&self, name: &str) -> impl Future<Output = io::Result<()>> + Send;
+    /// Cuts a file to its first `len` bytes and makes that durable (drops a torn tail).
+    fn truncate(&self, name: &str, len: u64) -> impl Future<Output = io::Result<()>> + Send;
+    /// Renames a file, replacing any file of the new name; durable after `sync_dir`.
+    fn rename(&self, from: &str, to: &str) -> impl Future<Output = io::Result<()>> + Send;
+    /// Deletes a file; durable after `sync_dir`. A missing file is not an error.
+    fn remove(&self, name: &str) -> impl Future<Output = io::Result<()>> + Send;
+    /// Makes every creation, rename and removal so far durable.
+    fn sync_dir(&self) -> impl Future<Output = io::Result<()>> + Send;
 }

@@ -1,9 +1,17 @@
-//! The async host of one replica: recovery from disk, the event loop, and client waiters.
+//! The async host of one replica: recovery from disk, the event loop, snapshot tasks, and
+//! client waiters.
 //!
-//! The loop waits for any input (a tick, a peer's message, a client's request), takes every
-//! other input already queued (so one disk sync and one AppendEntries carry them all), then
-//! executes the replica's work exactly in the order the replica prescribes: replicate, write
-//! and sync, send, apply, answer. It makes no protocol decision of its own.
+//! The loop waits for any input (a tick, a peer's message, a client's request, a finished
+//! background task), takes every other input already queued (so one disk sync and one
+//! AppendEntries carry them all), then executes the replica's work exactly in the order the
+//! replica prescribes: replicate, write and sync, send, apply, answer. It makes no protocol
+//! decision of its own.
+//!
+//! Snapshots run beside the loop, so a large state never holds it: when the replica hands out
+//! a snapshot job, a task encodes it on the blocking pool and writes its file durably, and the
+//! loop only learns it is done; when the last chunk of a leader's snapshot is written, a task
+//! syncs, reads back and checks the file, decodes it and makes it durable under its final name,
+//! and the loop then installs it.
 //!
 //! Client waiters are kept by log index. An applied entry answers the waiter at its index if
 //! the terms agree; if they differ, the waiter's entry was replaced by another leader's and
@@ -13,11 +21,12 @@
 
 use crate::config::NodeConfig;
 use crate::disk::Disk;
+use crate::durable::{self, Durable, RecoveryError};
 use crate::observer::{Event, Observer};
 use crate::transport::{self, Inbound, Outbox, PeerOutbox};
-use raftchat::raft::{Message, ProposeError, RoleKind, Status};
-use raftchat::replica::{Applied, Replica};
-use raftchat::storage::{self, StorageError};
+use raftchat::chat::Chat;
+use raftchat::raft::{Message, ProposeError, RoleKind, Snapshot, SnapshotMeta, Status};
+use raftchat::replica::{Applied, Replica, SnapshotJob};
 use raftchat::types::{LogIndex, Term};
 use raftchat::wire::{NodeStatus, RequestBody, ResponseBody};
 use rand::SeedableRng;
@@ -33,11 +42,9 @@ use tokio::time::{sleep_until, Instant};
 pub const INBOX_MAX: usize = 8192;
 /// Most inputs handled between two rounds of work.
 const INPUT_BATCH_MAX: usize = 1024;
-/// The longest tail recovery will cut as torn. One batch holds at most what a leader can have
-/// in flight to a follower (its whole window of appends) plus one round of proposals; this is
-/// several times that, so a longer unreadable tail is not a crash's doing.
-const TORN_TAIL_BYTES_MAX: u64 =
-    4 * (raftchat::limits::INFLIGHT_APPENDS_MAX * raftchat::limits::APPEND_BYTES_MAX) as u64;
+/// Background tasks finished but not yet seen by the loop (at most one snapshot being taken
+/// and one being received run at once).
+const BACKGROUND_MAX: usize = 4;
 
 /// Most clients waiting on a leader at once; more are answered `Busy`.
 pub const WAITERS_MAX: usize = 16 * 1024;
@@ -48,13 +55,14 @@ pub enum NodeError {
     /// The configuration cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The log file is damaged in a way that is not a torn tail; the node refuses to serve it.
-    #[error("log file cannot be trusted: {0}")]
-    Storage(#[from] StorageError),
-    /// The log file's records are intact but do not form a valid Raft state.
-    #[error("log file cannot be trusted: {0}")]
+    /// The data directory is damaged in a way that is not a crash's doing; the node refuses
+    /// to serve it, and leaves it as it is.
+    #[error("data directory cannot be trusted: {0}")]
+    Data(String),
+    /// The data directory's records are intact but do not form a valid Raft state.
+    #[error("data directory cannot be trusted: {0}")]
     Restore(#[from] raftchat::raft::RestoreError),
-    /// Reading, writing or syncing the log file failed.
+    /// Reading, writing or syncing the data directory failed.
     #[error("disk error: {0}")]
     Disk(io::Error),
     /// The listening socket could not be opened.
@@ -67,20 +75,45 @@ pub enum NodeError {
     },
 }
 
+impl From<RecoveryError> for NodeError {
+    fn from(error: RecoveryError) -> NodeError {
+        match error {
+            RecoveryError::Disk(error) => NodeError::Disk(error),
+            other => NodeError::Data(other.to_string()),
+        }
+    }
+}
+
 struct Waiter {
     term: Term,
     reply: oneshot::Sender<ResponseBody>,
+}
+
+/// What a background task reports to the loop when it is done.
+enum Background {
+    /// A snapshot of this node's state is durable (or writing it failed); `digest` is the
+    /// digest of the state it holds.
+    Taken {
+        result: io::Result<Snapshot>,
+        digest: u64,
+    },
+    /// A leader's snapshot was checked and made durable (or refused, with why).
+    Received {
+        snapshot: SnapshotMeta,
+        result: io::Result<Result<(Snapshot, Chat), String>>,
+    },
 }
 
 /// One node's running state.
 struct Host<D, O> {
     config: NodeConfig,
     replica: Replica,
-    disk: D,
+    durable: Durable<D>,
     outbox: O,
     observer: Arc<dyn Observer>,
     waiters: BTreeMap<LogIndex, Waiter>,
     last_status: Status,
+    background: mpsc::Sender<Background>,
 }
 
 /// Recovers the node from `disk`, starts its transport, and runs it until the inbox closes or
@@ -88,7 +121,7 @@ struct Host<D, O> {
 /// real server passes the identity.
 pub async fn run_node<D, O>(
     config: NodeConfig,
-    mut disk: D,
+    disk: D,
     wrap_outbox: impl FnOnce(PeerOutbox) -> O,
     observer: Arc<dyn Observer>,
 ) -> Result<(), NodeError>
@@ -97,7 +130,7 @@ where
     O: Outbox,
 {
     config.validate().map_err(NodeError::Config)?;
-    let replica = recover(&config, &mut disk, observer.as_ref()).await?;
+    let (durable, replica) = recover(&config, disk, observer.as_ref()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|error| NodeError::Bind {
@@ -112,18 +145,20 @@ where
     ));
     let outbox = wrap_outbox(PeerOutbox::start(&config));
     let last_status = replica.status();
+    let (background, finished) = mpsc::channel(BACKGROUND_MAX);
     let mut host = Host {
         config,
         replica,
-        disk,
+        durable,
         outbox,
         observer,
         waiters: BTreeMap::new(),
         last_status,
+        background,
     };
     host.observer
         .event(host.config.id, &Event::Status(last_status));
-    let result = host.run(inbox).await;
+    let result = host.run(inbox, finished).await;
     if let Err(error) = &result {
         let reason = error.to_string();
         host.observer
@@ -132,47 +167,50 @@ where
     result
 }
 
-/// Reads the log file back, cuts a torn tail, and rebuilds the replica.
+/// Recovers the data directory and rebuilds the replica from it.
 async fn recover<D: Disk>(
     config: &NodeConfig,
-    disk: &mut D,
+    disk: D,
     observer: &dyn Observer,
-) -> Result<Replica, NodeError> {
-    let bytes = disk.read_all().await.map_err(NodeError::Disk)?;
-    let recovered = storage::recover(&bytes)?;
-    let torn_tail_bytes = bytes.len() as u64 - recovered.valid_len;
-    if torn_tail_bytes > TORN_TAIL_BYTES_MAX {
-        // A crash tears at most the one batch being written. Anything longer is not a torn
-        // append: a file from another program or format, which must never be cut away.
-        return Err(NodeError::Storage(StorageError::Inconsistent {
-            offset: recovered.valid_len,
-            reason: format!(
-                "{torn_tail_bytes} bytes at the end do not form records, more than one write \
-                 could leave; refusing to truncate them"
-            ),
-        }));
-    }
-    if torn_tail_bytes > 0 {
-        // Bytes past the last whole record were never synced (a crash mid-append), so no
-        // promise rests on them: cut them before appending anything new after them.
-        disk.truncate(recovered.valid_len)
-            .await
-            .map_err(NodeError::Disk)?;
-    }
+) -> Result<(Durable<D>, Replica), NodeError> {
+    let limits = config.chat_limits;
+    let initial = || Replica::initial_snapshot(limits);
+    let (durable, recovered) = Durable::open(disk, config.segment_bytes_max, initial).await?;
+    let snapshot = recovered
+        .persisted
+        .snapshot
+        .as_ref()
+        .map(|s| s.meta)
+        .expect("recovery always finds or makes a snapshot");
+    let rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let hard_state = recovered.persisted.hard_state;
+    let entries = recovered.persisted.entries.clone();
+    let replica = Replica::recover(
+        config.raft_config(),
+        config.snapshot_policy,
+        rng,
+        recovered.persisted,
+    )?;
     observer.event(
         config.id,
         &Event::Recovered {
-            hard_state: recovered.hard_state,
-            entries: &recovered.entries,
-            torn_tail_bytes,
+            hard_state,
+            snapshot,
+            snapshot_digest: replica.chat().digest(),
+            entries: &entries,
+            torn_tail_bytes: recovered.torn_tail_bytes,
+            skipped_snapshots: &recovered.skipped_snapshots,
         },
     );
-    let rng = ChaCha8Rng::seed_from_u64(config.seed);
-    Ok(Replica::recover(config.raft_config(), rng, recovered)?)
+    Ok((durable, replica))
 }
 
 impl<D: Disk, O: Outbox> Host<D, O> {
-    async fn run(&mut self, mut inbox: mpsc::Receiver<Inbound>) -> Result<(), NodeError> {
+    async fn run(
+        &mut self,
+        mut inbox: mpsc::Receiver<Inbound>,
+        mut finished: mpsc::Receiver<Background>,
+    ) -> Result<(), NodeError> {
         let mut next_tick = Instant::now() + self.tick_interval();
         loop {
             tokio::select! {
@@ -181,6 +219,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     next_tick += self.tick_interval();
                     self.replica.tick();
                 }
+                Some(done) = finished.recv() => self.finish_background(done).await?,
                 input = inbox.recv() => match input {
                     Some(input) => self.handle(input),
                     None => return Ok(()),
@@ -191,7 +230,89 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 self.handle(input);
             }
             self.process_ready().await?;
+            self.maybe_start_snapshot();
         }
+    }
+
+    /// Starts taking a snapshot if the replica calls for one: the copy of the state is taken
+    /// here, everything costly in a task.
+    fn maybe_start_snapshot(&mut self) {
+        let Some(job) = self.replica.maybe_snapshot() else {
+            return;
+        };
+        let disk = self.durable.disk().clone();
+        let done = self.background.clone();
+        tokio::spawn(async move {
+            let digest = job.digest();
+            let result = take_snapshot(disk, job).await;
+            let _ = done.send(Background::Taken { result, digest }).await;
+        });
+    }
+
+    /// Starts finishing a received snapshot whose last chunk is written.
+    fn start_finishing(&mut self, snapshot: SnapshotMeta) {
+        let disk = self.durable.disk().clone();
+        let done = self.background.clone();
+        tokio::spawn(async move {
+            let result = durable::finish_incoming(&disk, snapshot).await;
+            let _ = done.send(Background::Received { snapshot, result }).await;
+        });
+    }
+
+    async fn finish_background(&mut self, done: Background) -> Result<(), NodeError> {
+        match done {
+            Background::Taken { result, digest } => {
+                let snapshot = result.map_err(NodeError::Disk)?;
+                let meta = snapshot.meta;
+                let compacted_through = self.replica.snapshot_taken(snapshot);
+                self.durable
+                    .snapshot_added(meta)
+                    .await
+                    .map_err(NodeError::Disk)?;
+                let event = Event::SnapshotTaken {
+                    snapshot: meta,
+                    digest,
+                    compacted_through,
+                    applied_index: self.replica.status().applied_index,
+                };
+                self.observer.event(self.config.id, &event);
+            }
+            Background::Received { snapshot, result } => match result.map_err(NodeError::Disk)? {
+                Ok((received, chat)) => self.install(received, chat).await?,
+                Err(reason) => {
+                    self.replica.snapshot_refused(snapshot);
+                    let event = Event::SnapshotRefused {
+                        snapshot,
+                        reason: &reason,
+                    };
+                    self.observer.event(self.config.id, &event);
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Hands a checked, durable snapshot to the replica; keeps its file if it was installed.
+    async fn install(&mut self, snapshot: Snapshot, chat: Chat) -> Result<(), NodeError> {
+        let meta = snapshot.meta;
+        let digest = chat.digest();
+        if self.replica.snapshot_received(snapshot, chat) {
+            self.durable
+                .snapshot_added(meta)
+                .await
+                .map_err(NodeError::Disk)?;
+            let event = Event::SnapshotInstalled {
+                snapshot: meta,
+                digest,
+            };
+            self.observer.event(self.config.id, &event);
+        } else {
+            self.durable
+                .snapshot_dropped(meta)
+                .await
+                .map_err(NodeError::Disk)?;
+        }
+        Ok(())
     }
 
     fn tick_interval(&self) -> std::time::Duration {
@@ -212,6 +333,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     let status = NodeStatus {
                         raft: self.replica.status(),
                         chat_digest: self.replica.chat().digest(),
+                        log_bytes: self.durable.log_bytes(),
                     };
                     let _ = reply.send(ResponseBody::Status(status));
                 }
@@ -288,15 +410,14 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             for message in std::mem::take(&mut work.messages_before_persist) {
                 self.send(message);
             }
+            let received = work.snapshot_chunks.iter().find(|c| c.last);
+            let received = received.map(|chunk| chunk.snapshot);
+            self.durable.persist(&work).await.map_err(NodeError::Disk)?;
             if work.must_sync() {
-                self.disk
-                    .append(&work.write)
-                    .await
-                    .map_err(NodeError::Disk)?;
-                self.disk.sync().await.map_err(NodeError::Disk)?;
                 let event = Event::Persisted {
                     bytes: work.write.len(),
                     entries: work.entries(),
+                    installed: work.installed(),
                 };
                 self.observer.event(self.config.id, &event);
             }
@@ -307,6 +428,9 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 self.observer
                     .event(self.config.id, &Event::Applied(&applied));
                 self.answer(applied);
+            }
+            if let Some(snapshot) = received {
+                self.start_finishing(snapshot);
             }
             self.note_status();
         }
@@ -351,4 +475,13 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             }
         }
     }
+}
+
+/// Encodes a snapshot job on the blocking pool (the costly part), then writes its file.
+async fn take_snapshot<D: Disk>(disk: D, job: SnapshotJob) -> io::Result<Snapshot> {
+    #[allow(deprecated)] // madsim deprecates it; in simulation it runs as a task of the node.
+    let encoding = tokio::task::spawn_blocking(move || job.encode());
+    let snapshot = encoding.await.map_err(io::Error::other)?;
+    durable::write_snapshot_file(&disk, &snapshot).await?;
+    Ok(snapshot)
 }

@@ -8,6 +8,7 @@ pub mod cluster_file;
 pub mod cluster_status;
 pub mod config;
 pub mod disk;
+pub mod durable;
 pub mod file_disk;
 pub mod frame_io;
 pub mod host;

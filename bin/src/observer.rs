@@ -3,9 +3,9 @@
 //! properties after every event. Per-message events are only produced when asked for, so a node
 //! without a tracing observer pays nothing for them.
 
-use raftchat::raft::{Entry, HardState, Message, Status};
+use raftchat::raft::{Entry, HardState, Message, SnapshotMeta, Status};
 use raftchat::replica::Applied;
-use raftchat::types::NodeId;
+use raftchat::types::{LogIndex, NodeId};
 
 /// Something that happened in a node's runtime.
 #[derive(Debug)]
@@ -14,10 +14,16 @@ pub enum Event<'a> {
     Recovered {
         /// The recovered hard state.
         hard_state: HardState,
-        /// The recovered log.
+        /// The snapshot it starts from (index 0 for a new data directory).
+        snapshot: SnapshotMeta,
+        /// The digest of the snapshot's state.
+        snapshot_digest: u64,
+        /// The recovered log after the snapshot.
         entries: &'a [Entry],
         /// Bytes of torn tail that were cut off.
         torn_tail_bytes: u64,
+        /// Snapshot files skipped because they failed their checks, with why.
+        skipped_snapshots: &'a [String],
     },
     /// Role, term, leader, commit or applied index changed.
     Status(Status),
@@ -27,6 +33,33 @@ pub enum Event<'a> {
         bytes: usize,
         /// The log entries it held; each replaces any entry at its index or later.
         entries: &'a [Entry],
+        /// A snapshot it recorded as installed, before the entries: the log continues after it.
+        installed: Option<SnapshotMeta>,
+    },
+    /// A snapshot of this node's state was made durable, and the log compacted behind it.
+    SnapshotTaken {
+        /// The snapshot.
+        snapshot: SnapshotMeta,
+        /// The digest of the state it holds.
+        digest: u64,
+        /// The log in memory is compacted through this index.
+        compacted_through: LogIndex,
+        /// The applied index when it was compacted.
+        applied_index: LogIndex,
+    },
+    /// A leader's snapshot was installed: the state machine now holds its state.
+    SnapshotInstalled {
+        /// The snapshot.
+        snapshot: SnapshotMeta,
+        /// The digest of the state it holds.
+        digest: u64,
+    },
+    /// A leader's snapshot arrived whole but failed its checks; the transfer starts over.
+    SnapshotRefused {
+        /// The snapshot.
+        snapshot: SnapshotMeta,
+        /// Why.
+        reason: &'a str,
     },
     /// A Raft message was handed to the transport.
     Sent(&'a Message),

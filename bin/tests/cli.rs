@@ -120,11 +120,17 @@ fn a_corrupt_log_is_refused_and_left_untouched() {
         assert_eq!(stdout(&output), "SUCCESS\n", "{}", stderr(&output));
     }
     assert_eq!(servers.terminate(1), Some(0), "SIGTERM is a clean exit");
-    let log = servers.data_dir(1).join("raft.log");
+    let dir = servers.data_dir(1);
+    let segment = files_in(&dir)
+        .into_keys()
+        .find(|name| name.starts_with("log-"))
+        .expect("a log segment");
+    let log = dir.join(&segment);
     let mut bytes = fs::read(&log).unwrap();
     let middle = bytes.len() / 3;
     bytes[middle] ^= 0x55;
     fs::write(&log, &bytes).unwrap();
+    let before = files_in(&dir);
 
     servers.start(1);
     let code = servers.wait_exit(1, Duration::from_secs(10));
@@ -132,14 +138,94 @@ fn a_corrupt_log_is_refused_and_left_untouched() {
     let text = fs::read_to_string(servers.dir.join("1.log")).unwrap();
     let line = text.lines().last().unwrap();
     assert!(
-        line.contains("raft.log") && line.contains("offset"),
+        line.contains(&segment) && line.contains("offset") && line.contains("untouched"),
         "{line}"
     );
     assert_eq!(
-        fs::read(&log).unwrap(),
-        bytes,
-        "the log must not be modified"
+        files_in(&dir),
+        before,
+        "the data directory must not be modified"
     );
+}
+
+/// Every file of a directory and its content.
+fn files_in(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .map(|entry| {
+            let name = entry.file_name().into_string().unwrap();
+            (name, fs::read(entry.path()).unwrap())
+        })
+        .collect()
+}
+
+/// A format-1 data directory for node 1 of `cluster_id`, as the previous release wrote it:
+/// one `raft.log` holding a session and the creation of `ann`, committed.
+fn write_format_1_dir(dir: &Path, cluster_id: u64) {
+    use raftchat::chat::{Command as ChatCommand, Operation};
+    use raftchat::raft::{Entry, EntryData, HardState, Payload};
+    use raftchat::types::{ClientId, LogIndex, NodeId, Term};
+    fs::create_dir_all(dir).unwrap();
+    let command = |command: &ChatCommand| {
+        let bytes = raftchat::codec::encode_payload(command).unwrap();
+        EntryData::Command(Payload::new(bytes))
+    };
+    let create = ChatCommand::Client {
+        client_id: ClientId(2),
+        sequence: 1,
+        operation: Operation::CreateAccount {
+            username: "ann".into(),
+        },
+    };
+    let data = [
+        EntryData::Noop,
+        command(&ChatCommand::RegisterClient),
+        command(&create),
+    ];
+    let entries: Vec<Entry> = data
+        .into_iter()
+        .enumerate()
+        .map(|(k, data)| Entry {
+            term: Term(1),
+            index: LogIndex(k as u64 + 1),
+            data,
+        })
+        .collect();
+    let hard_state = HardState {
+        term: Term(1),
+        vote: Some(NodeId(1)),
+        commit_index: LogIndex(3),
+    };
+    let mut log = Vec::new();
+    raftchat::storage::encode_batch(None, Some(&hard_state), &entries, &mut log).unwrap();
+    fs::write(dir.join("raft.log"), log).unwrap();
+    let identity = format!("format = 1\ncluster_id = {cluster_id}\nnode_id = 1\n");
+    fs::write(dir.join("identity.toml"), identity).unwrap();
+}
+
+#[test]
+fn a_format_1_data_dir_is_upgraded_in_place_even_after_a_crash_mid_upgrade() {
+    for crashed_after_rename in [false, true] {
+        let mut servers = Servers::new("cli-upgrade", 1);
+        let dir = servers.data_dir(1);
+        write_format_1_dir(&dir, servers.file.cluster_id);
+        if crashed_after_rename {
+            // The first step of an upgrade done, the identity not yet rewritten.
+            let segment = dir.join("log-0000000000000001-0000000000000001.log");
+            fs::rename(dir.join("raft.log"), segment).unwrap();
+        }
+        servers.start(1);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(servers.leader(Duration::from_secs(10)));
+        let cluster = servers.file.path.to_str().unwrap().to_string();
+        let output = run(CLIENT, &["--cluster", &cluster, "check", "ann"]);
+        assert_eq!(stdout(&output), "SUCCESS\n", "{}", stderr(&output));
+        let identity = fs::read_to_string(dir.join("identity.toml")).unwrap();
+        assert!(identity.contains("format = 2"), "{identity}");
+        assert!(!dir.join("raft.log").exists());
+        assert!(files_in(&dir).keys().any(|name| name.starts_with("snap-")));
+    }
 }
 
 #[test]
@@ -164,7 +250,7 @@ fn a_data_dir_of_another_format_is_refused_and_left_alone() {
     let dir1 = servers.data_dir(1);
     fs::create_dir_all(&dir1).unwrap();
     let identity = format!(
-        "format = 2\ncluster_id = {}\nnode_id = 1\nshard = 7\n",
+        "format = 3\ncluster_id = {}\nnode_id = 1\nshard = 7\n",
         servers.file.cluster_id
     );
     fs::write(dir1.join("identity.toml"), &identity).unwrap();
@@ -172,7 +258,11 @@ fn a_data_dir_of_another_format_is_refused_and_left_alone() {
     servers.start(1);
     assert_eq!(servers.wait_exit(1, Duration::from_secs(10)), Some(2));
     let text = fs::read_to_string(servers.dir.join("1.log")).unwrap();
-    assert!(text.contains("format 2"), "{text}");
+    let line = text.lines().last().unwrap();
+    assert!(
+        line.contains("format 3") && line.contains("newer"),
+        "{line}"
+    );
     assert_eq!(
         fs::read(dir1.join("raft.log")).unwrap(),
         b"a log of a later format"
@@ -261,7 +351,8 @@ fn local_cluster_up_chat_and_down() {
     let sent = json(&cluster, &["send", "ann", "bob", "hello", "there"]);
     assert_eq!(sent, serde_json::json!({"status": 0}));
     let fetched = json(&cluster, &["fetch", "bob"]);
-    let expected = serde_json::json!({"status": 0, "messages": [["ann", "hello there"]]});
+    let expected =
+        serde_json::json!({"status": 0, "first_id": 1, "messages": [["ann", "hello there"]]});
     assert_eq!(fetched, expected);
     let listed = json(&cluster, &["list", "*"]);
     assert_eq!(

@@ -5,14 +5,22 @@
 //! starting or running (it cannot listen on its address, a disk write or fsync fails); 2 on a
 //! usage or input error (bad flags, a bad cluster file, an id that is not a member, a data
 //! directory that cannot be used, belongs to another node, or holds a corrupt log). The data is
-//! never modified on an error: a corrupt log is reported with its offset and left as it is.
+//! never modified on an error: a corrupt log is reported with its file and offset and left as
+//! it is.
+//!
+//! The data directory names its format in `identity.toml`. Format 2 (this binary) holds log
+//! segments and snapshot files (see `raftchat_node::durable`); a format-1 directory (one
+//! `raft.log`) is upgraded in place on first start, crash-safely: the log file is renamed to be
+//! the first segment and the directory synced, then the identity is rewritten atomically. Each
+//! step is idempotent, so a crash anywhere is finished by the next start; a directory of a
+//! newer format is refused.
 
 use clap::Parser;
 use raftchat::raft::{RoleKind, Status};
 use raftchat::types::NodeId;
 use raftchat_node::cluster_file::ClusterFile;
 use raftchat_node::config::NodeConfig;
-use raftchat_node::file_disk::FileDisk;
+use raftchat_node::file_disk::{self, FileDisk};
 use raftchat_node::host::{run_node, NodeError};
 use raftchat_node::observer::{Event, Observer};
 use serde::Deserialize;
@@ -23,14 +31,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
-/// The log file's name inside the data directory.
-const LOG_FILE_NAME: &str = "raft.log";
+/// The log file of a format-1 data directory.
+const FORMAT_1_LOG_FILE_NAME: &str = "raft.log";
+/// The name the format-1 log takes as the first segment of format 2.
+const FORMAT_1_FIRST_SEGMENT: &str = "log-0000000000000001-0000000000000001.log";
 /// The file that ties a data directory to one node of one cluster, and names its format.
 const IDENTITY_FILE_NAME: &str = "identity.toml";
-/// The layout of the data directory and its log records that this binary reads and writes.
-/// A change to either that an older binary would misread bumps it; a directory of another
-/// format is refused, never reinterpreted.
-const DATA_FORMAT: u32 = 1;
+/// The layout of the data directory and its records that this binary reads and writes. A
+/// change to either that an older binary would misread bumps it; an older format is upgraded
+/// in place, a newer one refused, never reinterpreted.
+const DATA_FORMAT: u32 = 2;
 /// How long a shutdown waits for the runtime's tasks to stop.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -109,8 +119,7 @@ fn run(args: Args) -> Result<(), Failure> {
         .node_config(id, seed(id))
         .map_err(|e| Failure::input(e.to_string()))?;
     prepare_data_dir(&args.data_dir, &config)?;
-    let log_path = args.data_dir.join(LOG_FILE_NAME);
-    let disk = FileDisk::open(&log_path).map_err(|e| Failure::input(e.to_string()))?;
+    let disk = FileDisk::open(&args.data_dir).map_err(|e| Failure::input(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -124,7 +133,7 @@ fn run(args: Args) -> Result<(), Failure> {
     );
     let result = runtime.block_on(serve(config, disk));
     runtime.shutdown_timeout(SHUTDOWN_WAIT);
-    result.map_err(|error| classify(error, &log_path))
+    result.map_err(|error| classify(error, &args.data_dir))
 }
 
 /// Runs the node until it fails or a shutdown signal arrives.
@@ -165,11 +174,11 @@ async fn shutdown_signal() -> std::io::Result<&'static str> {
 }
 
 /// The exit code and message for a node that stopped on an error.
-fn classify(error: NodeError, log_path: &Path) -> Failure {
+fn classify(error: NodeError, data_dir: &Path) -> Failure {
     match error {
-        NodeError::Storage(_) | NodeError::Restore(_) => Failure::input(format!(
-            "{}: {error}; the file was left untouched",
-            log_path.display()
+        NodeError::Data(_) | NodeError::Restore(_) => Failure::input(format!(
+            "{}: {error}; the directory was left untouched",
+            data_dir.display()
         )),
         NodeError::Config(_) => Failure::input(error.to_string()),
         NodeError::Bind { .. } => {
@@ -235,22 +244,27 @@ fn check_identity(dir: &Path, path: &Path, text: &str, config: &NodeConfig) -> R
     // The format first, on its own: a later format may have fields this binary does not know,
     // and must be refused for its format, not for those fields.
     let table: toml::Table = toml::from_str(text).map_err(|e| invalid(e.message().into()))?;
-    match table.get("format") {
-        Some(toml::Value::Integer(format)) if *format == i64::from(DATA_FORMAT) => {}
-        Some(toml::Value::Integer(format)) => {
+    let format = match table.get("format") {
+        Some(toml::Value::Integer(format)) if (1..=i64::from(DATA_FORMAT)).contains(format) => {
+            *format
+        }
+        Some(toml::Value::Integer(format)) if *format > i64::from(DATA_FORMAT) => {
             return Err(Failure::input(format!(
-                "{}: the data directory is in format {format}, and this raftchat-server \
-                 reads format {DATA_FORMAT} only",
+                "{}: the data directory is in format {format}, newer than this \
+                 raftchat-server (format {DATA_FORMAT}); run a newer raftchat-server",
                 dir.display()
             )));
         }
+        Some(toml::Value::Integer(format)) => {
+            return Err(invalid(format!("`format` {format} is no format")))
+        }
         Some(_) => return Err(invalid("`format` is not an integer".into())),
         None => return Err(invalid("no `format`".into())),
-    }
+    };
     let identity: Identity = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| invalid(e.message().into()))?;
-    assert_eq!(identity.format, DATA_FORMAT);
+    assert_eq!(i64::from(identity.format), format);
     if identity.node_id != config.id.0 || identity.cluster_id != config.cluster_id {
         return Err(Failure::input(format!(
             "{}: this data directory belongs to node {} of cluster {}, not to node {} of \
@@ -262,6 +276,40 @@ fn check_identity(dir: &Path, path: &Path, text: &str, config: &NodeConfig) -> R
             config.cluster_id
         )));
     }
+    if identity.format == 1 {
+        upgrade_from_format_1(dir, path, config)?;
+    }
+    Ok(())
+}
+
+/// Upgrades a format-1 directory to format 2 in place (see the module doc). Every step can be
+/// repeated, so a crash at any point is finished by the next start.
+fn upgrade_from_format_1(dir: &Path, path: &Path, config: &NodeConfig) -> Result<(), Failure> {
+    let old_log = dir.join(FORMAT_1_LOG_FILE_NAME);
+    let first_segment = dir.join(FORMAT_1_FIRST_SEGMENT);
+    let fail = |e: std::io::Error| {
+        Failure::runtime(format!(
+            "{}: cannot upgrade the data directory from format 1: {e}",
+            dir.display()
+        ))
+    };
+    match (old_log.is_file(), first_segment.exists()) {
+        (true, true) => {
+            return Err(Failure::input(format!(
+                "{}: holds both {FORMAT_1_LOG_FILE_NAME} and {FORMAT_1_FIRST_SEGMENT}; \
+                 refusing to upgrade it from format 1",
+                dir.display()
+            )))
+        }
+        (true, false) => {
+            std::fs::rename(&old_log, &first_segment).map_err(fail)?;
+            file_disk::sync_dir(dir).map_err(fail)?;
+        }
+        // Renamed before a crash, or a directory that never held a log.
+        (false, _) => {}
+    }
+    write_identity(dir, path, config)?;
+    tracing::info!(data_dir = %dir.display(), "upgraded the data directory from format 1 to 2");
     Ok(())
 }
 

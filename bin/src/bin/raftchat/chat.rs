@@ -49,11 +49,7 @@ impl Session {
         let read_only = operation.is_read_only();
         let kind = match &operation {
             Operation::ListAccounts { .. } => ReplyKind::List,
-            Operation::FetchMessages {
-                first_message_id, ..
-            } => ReplyKind::Fetch {
-                first_message_id: *first_message_id,
-            },
+            Operation::FetchMessages { .. } => ReplyKind::Fetch,
             _ => ReplyKind::Plain,
         };
         match self.client.execute(operation).await {
@@ -103,7 +99,7 @@ fn describe_client_error(error: &ClientError, read_only: bool) -> Failure {
 enum ReplyKind {
     Plain,
     List,
-    Fetch { first_message_id: u64 },
+    Fetch,
 }
 
 fn print_reply(reply: &Reply, kind: ReplyKind, json: bool) {
@@ -115,7 +111,9 @@ fn print_reply(reply: &Reply, kind: ReplyKind, json: bool) {
     for user in &reply.users {
         out!("{user}");
     }
-    if let ReplyKind::Fetch { first_message_id } = kind {
+    if let ReplyKind::Fetch = kind {
+        // The first id may be past the one asked for: older messages were dropped.
+        let first_message_id = reply.first_message_id;
         for (offset, (from, text)) in (0u64..).zip(&reply.messages) {
             out!(
                 "#{} {from}: {text}",
@@ -129,20 +127,22 @@ fn print_reply(reply: &Reply, kind: ReplyKind, json: bool) {
     }
 }
 
-/// `{"status": S}`, plus `"users"` for a list and `"messages"` for a fetch (empty unless the
-/// status is SUCCESS), so a script always finds the key it expects.
+/// `{"status": S}`, plus `"users"` for a list and `"messages"` and `"first_id"` (the id of the
+/// first message, 0 without one) for a fetch (empty unless the status is SUCCESS), so a script
+/// always finds the key it expects.
 fn reply_json(reply: &Reply, kind: ReplyKind) -> Value {
     let status = reply.status.code();
     match kind {
         ReplyKind::Plain => json!({ "status": status }),
         ReplyKind::List => json!({ "status": status, "users": reply.users }),
-        ReplyKind::Fetch { .. } => {
+        ReplyKind::Fetch => {
             let messages: Vec<Value> = reply
                 .messages
                 .iter()
                 .map(|(from, text)| json!([from, text]))
                 .collect();
-            json!({ "status": status, "messages": messages })
+            let first_id = reply.first_message_id;
+            json!({ "status": status, "first_id": first_id, "messages": messages })
         }
     }
 }
@@ -164,6 +164,9 @@ fn member_json(member: &MemberStatus) -> Value {
             "commit_index": s.raft.commit_index.0,
             "applied_index": s.raft.applied_index.0,
             "last_index": s.raft.last_index.0,
+            "snapshot_index": s.raft.snapshot_index.0,
+            "first_index": s.raft.first_index.0,
+            "log_bytes": s.log_bytes,
             "chat_digest": format!("{:016x}", s.chat_digest),
             "error": null,
         }),
@@ -177,6 +180,9 @@ fn member_json(member: &MemberStatus) -> Value {
             "commit_index": null,
             "applied_index": null,
             "last_index": null,
+            "snapshot_index": null,
+            "first_index": null,
+            "log_bytes": null,
             "chat_digest": null,
             "error": error,
         }),
@@ -189,20 +195,22 @@ fn print_status(status: &ClusterStatus) {
         None => out!("leader: none"),
     }
     out!(
-        "{:<4} {:<21} {:<13} {:>6} {:>10} {:>10} {:>10}  DIGEST",
+        "{:<4} {:<21} {:<13} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9}  DIGEST",
         "ID",
         "ADDRESS",
         "ROLE",
         "TERM",
         "COMMIT",
         "APPLIED",
-        "LAST"
+        "LAST",
+        "SNAPSHOT",
+        "LOG"
     );
     for member in &status.members {
         let address = member.address.to_string();
         match &member.status {
             Ok(s) => out!(
-                "{:<4} {:<21} {:<13} {:>6} {:>10} {:>10} {:>10}  {:016x}",
+                "{:<4} {:<21} {:<13} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9}  {:016x}",
                 member.id.0,
                 address,
                 role_name(s.raft.role),
@@ -210,10 +218,27 @@ fn print_status(status: &ClusterStatus) {
                 s.raft.commit_index.0,
                 s.raft.applied_index.0,
                 s.raft.last_index.0,
+                s.raft.snapshot_index.0,
+                human_bytes(s.log_bytes),
                 s.chat_digest
             ),
             Err(error) => out!("{:<4} {:<21} unreachable: {error}", member.id.0, address),
         }
+    }
+}
+
+/// A byte count for a person: `512 B`, `3.4 KiB`, `12.0 MiB`, `1.2 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{value:.1} {}", UNITS[unit]),
     }
 }
 
@@ -230,13 +255,19 @@ mod tests {
         let list = Reply::new(Status::Success);
         let text = reply_json(&list, ReplyKind::List).to_string();
         assert_eq!(text, r#"{"status":0,"users":[]}"#);
-        let fetch = Reply::with_messages(vec![("a".into(), "hi".into())]);
-        let kind = ReplyKind::Fetch {
-            first_message_id: 1,
-        };
+        let fetch = Reply::with_messages(4, vec![("a".into(), "hi".into())]);
+        let kind = ReplyKind::Fetch;
         let text = reply_json(&fetch, kind).to_string();
-        assert_eq!(text, r#"{"messages":[["a","hi"]],"status":0}"#);
+        assert_eq!(text, r#"{"first_id":4,"messages":[["a","hi"]],"status":0}"#);
         let text = reply_json(&Reply::new(Status::NoElement), kind).to_string();
-        assert_eq!(text, r#"{"messages":[],"status":1}"#);
+        assert_eq!(text, r#"{"first_id":0,"messages":[],"status":1}"#);
+    }
+
+    #[test]
+    fn byte_counts_read_like_a_person_would_write_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 * 1024 + 400), "3.4 KiB");
+        assert_eq!(human_bytes(12 * 1024 * 1024), "12.0 MiB");
+        assert_eq!(human_bytes(5 << 40), "5120.0 GiB");
     }
 }

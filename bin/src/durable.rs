@@ -1,0 +1,540 @@
+//! The node's data on disk: the log as a sequence of segment files, and snapshot files; their
+//! recovery, and the deletions compaction allows. The host calls it at the steps the replica
+//! prescribes; this module decides file names, order of writes and syncs, and what may go.
+//!
+//! Layout, all in one directory (anything else there, such as the server's identity file, is
+//! left alone):
+//!
+//! - `log-{seq:016x}-{first:016x}.log`: a log segment (`storage`'s records). `seq` orders the
+//!   segments; `first` is the index the log's next entry had when the segment was begun. Each
+//!   segment begins with a hard state record, so deleting older segments loses none. A new
+//!   segment is begun after a synced batch takes the active one past its size bound, and after
+//!   a snapshot is installed; it is created, its first record synced, and the directory synced
+//!   before anything that must be durable is written to it.
+//! - `snap-{index:016x}-{term:016x}.snap`: a snapshot file (`storage::snapshot_file_header`,
+//!   then the state machine's bytes), written as `….snap.tmp`, synced, renamed, and the
+//!   directory synced, so it appears whole or not at all.
+//! - `….snap.part`: a leader's snapshot being received: its header, then the chunks in order.
+//!   Once whole it is synced, read back and checked, and renamed to its final name.
+//!
+//! Recovery reads everything before it changes anything: it loads the newest snapshot that
+//! passes its checksums (skipping a damaged one for an older one), replays every segment, and
+//! combines them by the rule of Raft §7 (`storage::combine`). Only then does it delete
+//! temporary files and cut a torn tail, so a directory it refuses is left exactly as it was.
+//! A directory with no snapshot file at all is new (or was written by format 1): it gets the
+//! initial snapshot, the state the cluster was created with.
+//!
+//! Compaction keeps what recovery may need: the newest snapshot, the one before it (in case
+//! the newest is ever unreadable), and every segment holding entries after the older of the
+//! two. Segment k may go once segment k+1 began at or before that point plus one: entries that
+//! survive in segments up to k all come before k+1's first index (a later write at a lower
+//! index only shortens the log). An installed snapshot ends the log before it, so after an
+//! install only it is kept. Files are deleted oldest first, so a power failure that undoes
+//! some deletions leaves a contiguous run of segments.
+
+use crate::disk::Disk;
+use raftchat::chat::Chat;
+use raftchat::raft::{HardState, Persisted, Snapshot, SnapshotChunk, SnapshotMeta};
+use raftchat::replica::{Replica, Work};
+use raftchat::storage::{self, StorageError};
+use raftchat::types::{LogIndex, Term};
+use std::io;
+
+/// The longest tail recovery will cut as torn. One batch holds at most what a leader can have
+/// in flight to a follower (its whole window of appends) plus one round of proposals; this is
+/// several times that, so a longer unreadable tail is not a crash's doing.
+const TORN_TAIL_BYTES_MAX: u64 =
+    4 * (raftchat::limits::INFLIGHT_APPENDS_MAX * raftchat::limits::APPEND_BYTES_MAX) as u64;
+
+/// Pieces a snapshot's bytes are written in, so no single write is larger.
+const WRITE_PIECE_BYTES: usize = 1024 * 1024;
+
+/// Why a data directory cannot be recovered.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// Reading the directory failed.
+    #[error("disk error: {0}")]
+    Disk(#[from] io::Error),
+    /// A log segment is damaged, or the log is inconsistent.
+    #[error("{file}: {error}")]
+    Log {
+        /// The segment (the last one, for a torn tail too long to be one).
+        file: String,
+        /// What is wrong.
+        error: StorageError,
+    },
+    /// The snapshots and the log do not fit together, or no snapshot can be read.
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+/// What recovery found, for the host to start from and to report.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The state to restart Raft from; its snapshot is always there.
+    pub persisted: Persisted,
+    /// Bytes of torn tail cut from the last segment.
+    pub torn_tail_bytes: u64,
+    /// Snapshot files skipped because they failed their checks, with why.
+    pub skipped_snapshots: Vec<String>,
+    /// Whether the directory was new and got the initial snapshot.
+    pub bootstrapped: bool,
+}
+
+/// One log segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Segment {
+    seq: u64,
+    first_index: LogIndex,
+    size_bytes: u64,
+}
+
+impl Segment {
+    fn name(&self) -> String {
+        format!("log-{:016x}-{:016x}.log", self.seq, self.first_index.0)
+    }
+}
+
+/// The file name of the snapshot `meta`.
+pub fn snapshot_name(meta: &SnapshotMeta) -> String {
+    format!("snap-{:016x}-{:016x}.snap", meta.index.0, meta.term.0)
+}
+
+fn part_name(meta: &SnapshotMeta) -> String {
+    format!("{}.part", snapshot_name(meta))
+}
+
+fn parse_hex_pair(name: &str, prefix: &str, suffix: &str) -> Option<(u64, u64)> {
+    let middle = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    let (a, b) = middle.split_once('-')?;
+    let hex = |s: &str| (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok())?;
+    Some((hex(a)?, hex(b)?))
+}
+
+fn parse_segment(name: &str) -> Option<Segment> {
+    let (seq, first) = parse_hex_pair(name, "log-", ".log")?;
+    Some(Segment {
+        seq,
+        first_index: LogIndex(first),
+        size_bytes: 0,
+    })
+}
+
+fn parse_snapshot(name: &str) -> Option<(LogIndex, Term)> {
+    let (index, term) = parse_hex_pair(name, "snap-", ".snap")?;
+    Some((LogIndex(index), Term(term)))
+}
+
+fn is_temporary(name: &str) -> bool {
+    name.starts_with("snap-") && (name.ends_with(".snap.tmp") || name.ends_with(".snap.part"))
+}
+
+/// A node's durable state, as files.
+#[derive(Debug)]
+pub struct Durable<D> {
+    disk: D,
+    segment_bytes_max: u64,
+    /// Oldest first; the last is the one appended to.
+    segments: Vec<Segment>,
+    /// The snapshot files held, by (index, term), oldest first.
+    snapshots: Vec<(LogIndex, Term)>,
+    /// The newest installed snapshot's index: the log cannot be recovered from before it.
+    install_floor: LogIndex,
+    /// The hard state last written, which heads every new segment.
+    hard_state: HardState,
+    /// The index of the last entry written.
+    last_index: LogIndex,
+    /// The snapshot whose chunks are being received.
+    incoming: Option<SnapshotMeta>,
+}
+
+impl<D: Disk> Durable<D> {
+    /// Recovers the node's state from `disk` (see the module doc). `initial` is the snapshot a
+    /// new directory starts from.
+    pub async fn open(
+        disk: D,
+        segment_bytes_max: u64,
+        initial: impl FnOnce() -> Snapshot,
+    ) -> Result<(Durable<D>, Recovered), RecoveryError> {
+        let names = disk.list().await?;
+        let found = read_newest_snapshot(&disk, &names).await?;
+        let (snapshot, snapshots, skipped) = (found.newest, found.held, found.skipped);
+        let (segments, log) = read_log(&disk, &names).await?;
+        let torn_tail_bytes = match (segments.last(), log.torn_tail) {
+            (Some(last), Some(_)) => last.size_bytes - log.valid_len,
+            _ => 0,
+        };
+        if torn_tail_bytes > TORN_TAIL_BYTES_MAX {
+            // A crash tears at most the one batch being written. Anything longer is not a
+            // torn append: a file from another program or format, never to be cut away.
+            let file = segments.last().map(Segment::name).unwrap_or_default();
+            let reason = format!(
+                "{torn_tail_bytes} bytes at the end do not form records, more than one write \
+                 could leave; refusing to truncate them"
+            );
+            let offset = log.valid_len;
+            let error = StorageError::Inconsistent { offset, reason };
+            return Err(RecoveryError::Log { file, error });
+        }
+        let bootstrapped = snapshot.is_none();
+        let snapshot = match snapshot {
+            Some(snapshot) => snapshot,
+            None if skipped.is_empty() && log.base.is_none() && starts_at_one(&log) => initial(),
+            None => {
+                return Err(RecoveryError::Inconsistent(format!(
+                    "no readable snapshot ({}), and the log does not start at index 1",
+                    skipped.join("; ")
+                )))
+            }
+        };
+        let hard_state = log.hard_state;
+        let install_floor = log.base.map_or(LogIndex(0), |base| base.index);
+        let persisted = storage::combine(snapshot.clone(), log)
+            .map_err(|e| RecoveryError::Inconsistent(format!("log and snapshot: {e}")))?;
+        let last_index = persisted
+            .entries
+            .last()
+            .map_or(snapshot.meta.index, |e| e.index);
+        let mut durable = Durable {
+            disk,
+            segment_bytes_max,
+            segments,
+            snapshots,
+            install_floor,
+            hard_state,
+            last_index,
+            incoming: None,
+        };
+        durable
+            .repair(&names, &found.damaged, torn_tail_bytes)
+            .await?;
+        if bootstrapped {
+            write_snapshot_file(&durable.disk, &snapshot).await?;
+            durable
+                .snapshots
+                .push((snapshot.meta.index, snapshot.meta.term));
+        }
+        if durable.segments.is_empty() {
+            durable.begin_segment().await?;
+        }
+        let recovered = Recovered {
+            persisted,
+            torn_tail_bytes,
+            skipped_snapshots: skipped,
+            bootstrapped,
+        };
+        Ok((durable, recovered))
+    }
+
+    /// What a crash leaves behind, removed once recovery has accepted the directory: temporary
+    /// snapshot files, snapshot files that failed their checks (recovery did without them),
+    /// and the torn tail of the last segment.
+    async fn repair(
+        &mut self,
+        names: &[String],
+        damaged: &[String],
+        torn_tail_bytes: u64,
+    ) -> io::Result<()> {
+        let useless: Vec<&String> = names
+            .iter()
+            .filter(|n| is_temporary(n))
+            .chain(damaged)
+            .collect();
+        for name in &useless {
+            self.disk.remove(name).await?;
+        }
+        if !useless.is_empty() {
+            self.disk.sync_dir().await?;
+        }
+        if let (Some(last), true) = (self.segments.last_mut(), torn_tail_bytes > 0) {
+            // Bytes past the last whole record were never synced (a crash mid-append), so no
+            // promise rests on them: cut them before appending anything new after them.
+            last.size_bytes -= torn_tail_bytes;
+            self.disk.truncate(&last.name(), last.size_bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// The directory.
+    pub fn disk(&self) -> &D {
+        &self.disk
+    }
+
+    /// Bytes of log on disk, over every segment.
+    pub fn log_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size_bytes).sum()
+    }
+
+    /// How many segments the log has.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Step 1 of a round of work: writes the chunks of a snapshot being received, then appends
+    /// the log records and syncs them. After an install, begins a new segment and deletes
+    /// what the install made useless.
+    pub async fn persist(&mut self, work: &Work) -> io::Result<()> {
+        for chunk in &work.snapshot_chunks {
+            self.write_chunk(chunk).await?;
+        }
+        if work.must_sync() {
+            let active = self.segments.last_mut().expect("there is always a segment");
+            let name = active.name();
+            self.disk.append(&name, &work.write).await?;
+            self.disk.sync(&name).await?;
+            active.size_bytes += work.write.len() as u64;
+            if let Some(hard_state) = work.hard_state() {
+                self.hard_state = hard_state;
+            }
+            if let Some(installed) = work.installed() {
+                self.last_index = installed.index;
+            }
+            if let Some(last) = work.entries().last() {
+                self.last_index = last.index;
+            }
+        }
+        if let Some(installed) = work.installed() {
+            // The log now continues after the snapshot: begin it afresh, and let everything
+            // before it go.
+            self.install_floor = installed.index;
+            self.begin_segment().await?;
+            self.compact().await?;
+        } else if self
+            .segments
+            .last()
+            .is_some_and(|s| s.size_bytes >= self.segment_bytes_max)
+        {
+            self.begin_segment().await?;
+        }
+        Ok(())
+    }
+
+    /// Begins a new segment, durable (file and directory) before it is used.
+    async fn begin_segment(&mut self) -> io::Result<()> {
+        let segment = Segment {
+            seq: self.segments.last().map_or(1, |s| s.seq + 1),
+            first_index: self.last_index.next(),
+            size_bytes: 0,
+        };
+        let mut header = Vec::new();
+        storage::encode_batch(None, Some(&self.hard_state), &[], &mut header)
+            .expect("a hard state always encodes");
+        let name = segment.name();
+        self.disk.append(&name, &header).await?;
+        self.disk.sync(&name).await?;
+        self.disk.sync_dir().await?;
+        self.segments.push(Segment {
+            size_bytes: header.len() as u64,
+            ..segment
+        });
+        Ok(())
+    }
+
+    /// Writes one received chunk at its place; a chunk at offset 0 starts the file, and a
+    /// transfer of another snapshot abandons the previous file.
+    async fn write_chunk(&mut self, chunk: &SnapshotChunk) -> io::Result<()> {
+        let meta = chunk.snapshot;
+        let name = part_name(&meta);
+        if chunk.offset == 0 {
+            if let Some(previous) = self.incoming.filter(|previous| *previous != meta) {
+                self.disk.remove(&part_name(&previous)).await?;
+            }
+            self.incoming = Some(meta);
+            let mut bytes = storage::snapshot_file_header(&meta);
+            bytes.extend_from_slice(chunk.data.as_bytes());
+            return self.disk.write_at(&name, 0, &bytes).await;
+        }
+        let header_len = storage::snapshot_file_header(&meta).len() as u64;
+        let offset = header_len + chunk.offset;
+        self.disk
+            .write_at(&name, offset, chunk.data.as_bytes())
+            .await
+    }
+
+    /// A snapshot file was made durable (taken by this node, or received): record it and
+    /// delete what recovery no longer needs.
+    pub async fn snapshot_added(&mut self, meta: SnapshotMeta) -> io::Result<()> {
+        if self.incoming == Some(meta) {
+            self.incoming = None;
+        }
+        let key = (meta.index, meta.term);
+        if !self.snapshots.contains(&key) {
+            self.snapshots.push(key);
+            self.snapshots.sort();
+        }
+        self.compact().await
+    }
+
+    /// A received snapshot that was not installed: its file is of no use.
+    pub async fn snapshot_dropped(&mut self, meta: SnapshotMeta) -> io::Result<()> {
+        if self.incoming == Some(meta) {
+            self.incoming = None;
+        }
+        self.snapshots
+            .retain(|held| *held != (meta.index, meta.term));
+        self.disk.remove(&part_name(&meta)).await?;
+        self.disk.remove(&snapshot_name(&meta)).await
+    }
+
+    /// Deletes the snapshot files and segments recovery can no longer need, oldest first.
+    async fn compact(&mut self) -> io::Result<()> {
+        let Some(newest) = self.snapshots.last().copied() else {
+            return Ok(());
+        };
+        let floor = self.install_floor;
+        let fallback = self
+            .snapshots
+            .iter()
+            .rev()
+            .nth(1)
+            .filter(|(index, _)| *index >= floor && *index < newest.0)
+            .copied();
+        let keep_from = fallback.map_or(newest.0, |(index, _)| index);
+        let mut removed = false;
+        for key in self.snapshots.clone() {
+            if key != newest && Some(key) != fallback {
+                let (index, term) = key;
+                let meta = SnapshotMeta {
+                    index,
+                    term,
+                    ..SnapshotMeta::default()
+                };
+                self.disk.remove(&snapshot_name(&meta)).await?;
+                self.snapshots.retain(|held| *held != key);
+                removed = true;
+            }
+        }
+        while self.segments.len() > 1 && self.segments[1].first_index.0 <= keep_from.0 + 1 {
+            let segment = self.segments.remove(0);
+            self.disk.remove(&segment.name()).await?;
+            removed = true;
+        }
+        if removed {
+            self.disk.sync_dir().await?;
+        }
+        Ok(())
+    }
+}
+
+fn starts_at_one(log: &storage::Recovered) -> bool {
+    log.entries.first().is_none_or(|e| e.index == LogIndex(1))
+}
+
+/// What the snapshot files of a directory hold.
+struct FoundSnapshots {
+    /// The newest that passes its checks.
+    newest: Option<Snapshot>,
+    /// Every snapshot file up to it, by (index, term), oldest first.
+    held: Vec<(LogIndex, Term)>,
+    /// Newer files that failed their checks, by name.
+    damaged: Vec<String>,
+    /// Why each was skipped.
+    skipped: Vec<String>,
+}
+
+/// Reads the snapshot files, newest first, until one passes its checks.
+async fn read_newest_snapshot<D: Disk>(disk: &D, names: &[String]) -> io::Result<FoundSnapshots> {
+    let mut files: Vec<(LogIndex, Term, &String)> = names
+        .iter()
+        .filter_map(|name| parse_snapshot(name).map(|(index, term)| (index, term, name)))
+        .collect();
+    files.sort();
+    let mut found = FoundSnapshots {
+        newest: None,
+        held: Vec::new(),
+        damaged: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for &(index, term, name) in files.iter().rev() {
+        let decoded = storage::decode_snapshot_file(disk.read(name).await?);
+        let why = match decoded {
+            Ok(snapshot) if snapshot.meta.index == index && snapshot.meta.term == term => {
+                found.newest = Some(snapshot);
+                break;
+            }
+            Ok(_) => "its header names another snapshot".to_string(),
+            Err(error) => error.to_string(),
+        };
+        found.skipped.push(format!("{name}: {why}"));
+        found.damaged.push(name.clone());
+    }
+    if let Some(newest) = &found.newest {
+        let newest = (newest.meta.index, newest.meta.term);
+        found.held = files
+            .iter()
+            .map(|&(index, term, _)| (index, term))
+            .filter(|key| *key <= newest)
+            .collect();
+    }
+    Ok(found)
+}
+
+/// Reads and replays every segment, in order.
+async fn read_log<D: Disk>(
+    disk: &D,
+    names: &[String],
+) -> Result<(Vec<Segment>, storage::Recovered), RecoveryError> {
+    let mut segments: Vec<Segment> = names.iter().filter_map(|n| parse_segment(n)).collect();
+    segments.sort_by_key(|s| s.seq);
+    let mut contents = Vec::with_capacity(segments.len());
+    for segment in &mut segments {
+        let bytes = disk.read(&segment.name()).await?;
+        segment.size_bytes = bytes.len() as u64;
+        contents.push(bytes);
+    }
+    let slices: Vec<&[u8]> = contents.iter().map(Vec::as_slice).collect();
+    let log = storage::recover_segments(&slices).map_err(|error| {
+        // Name the segment: only the last one's tail is judged, so a whole-log error is
+        // usually there, and the offset says where.
+        let file = segments.last().map(Segment::name).unwrap_or_default();
+        RecoveryError::Log { file, error }
+    })?;
+    Ok((segments, log))
+}
+
+/// Writes a snapshot file so it appears whole or not at all: under a temporary name, synced,
+/// renamed, and the directory synced. Its bytes go in pieces, so no single write is large.
+pub async fn write_snapshot_file<D: Disk>(disk: &D, snapshot: &Snapshot) -> io::Result<()> {
+    let name = snapshot_name(&snapshot.meta);
+    let temporary = format!("{name}.tmp");
+    disk.remove(&temporary).await?;
+    disk.append(&temporary, &storage::snapshot_file_header(&snapshot.meta))
+        .await?;
+    for piece in snapshot.data.as_bytes().chunks(WRITE_PIECE_BYTES) {
+        disk.append(&temporary, piece).await?;
+    }
+    disk.sync(&temporary).await?;
+    disk.rename(&temporary, &name).await?;
+    disk.sync_dir().await
+}
+
+/// Finishes receiving a snapshot: syncs its file, reads it back and checks it whole (the
+/// file's checksums, then the chat state it decodes to), then makes it durable under its final
+/// name. `Ok(Err(why))` when the snapshot is not good (its file is removed); `Err` for a disk
+/// error.
+pub async fn finish_incoming<D: Disk>(
+    disk: &D,
+    meta: SnapshotMeta,
+) -> io::Result<Result<(Snapshot, Chat), String>> {
+    let part = part_name(&meta);
+    disk.sync(&part).await?;
+    let bytes = disk.read(&part).await?;
+    let checked = storage::decode_snapshot_file(bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|snapshot| match snapshot.meta == meta {
+            true => Ok(snapshot),
+            false => Err("the received file names another snapshot".to_string()),
+        })
+        .and_then(|snapshot| Replica::decode_snapshot(&snapshot).map(|chat| (snapshot, chat)));
+    match checked {
+        Ok(decoded) => {
+            disk.rename(&part, &snapshot_name(&meta)).await?;
+            disk.sync_dir().await?;
+            Ok(Ok(decoded))
+        }
+        Err(why) => {
+            disk.remove(&part).await?;
+            Ok(Err(why))
+        }
+    }
+}
