@@ -3,10 +3,14 @@
 //!
 //! - Election safety: at most one leader per term.
 //! - Commit index never moves backwards within a node's life.
-//! - State machine safety: every node applies the same command at each index, in order from 1
-//!   in each life. Because a restarted node applies its log again from index 1, this also
-//!   proves that nothing committed was lost across crashes and power loss: a node that lost a
-//!   committed entry applies something else at that index, or stalls below it.
+//! - State machine safety: every node applies the same command at each index, in order from its
+//!   snapshot in each life, and reaches the same state (the chat digest) after it. Because a
+//!   restarted node applies its log again from its snapshot, this also proves that nothing
+//!   committed was lost across crashes and power loss: a node that lost a committed entry
+//!   applies something else at that index, or stalls below it.
+//! - Snapshots: a snapshot's state digest equals the digest every node had at its index; a
+//!   node installs only a snapshot ahead of what it applied; compaction never drops an entry
+//!   the state machine has not applied; and no node's log has a gap after its snapshot.
 //! - Exactly once: no session command is applied (not answered from the session table) twice.
 //! - Log matching: two nodes' logs holding an entry of the same index and term are identical up
 //!   to it. Each node's persisted log is mirrored with a hash chained over every entry.
@@ -17,10 +21,11 @@
 //! - The commitment rule (Raft §5.4.2): a leader advances its commit index only onto an entry
 //!   of its own term; older entries are committed only indirectly.
 //! - Committed entries stay durable: after every recovery (the one moment a power loss can
-//!   take data away), every applied entry is still in the logs of a majority.
+//!   take data away), every applied entry is still in the logs of a majority (or in the
+//!   snapshots that cover it).
 
 use raftchat::chat::{Command, Outcome};
-use raftchat::raft::{Entry, EntryData, RoleKind, Status};
+use raftchat::raft::{Entry, EntryData, RoleKind, SnapshotMeta, Status};
 use raftchat::replica::Applied;
 use raftchat::types::{ClientId, LogIndex, NodeId, Term};
 use std::collections::BTreeMap;
@@ -57,27 +62,94 @@ struct Life {
     completeness_due: Option<(Term, LogIndex)>,
 }
 
-/// A node's log as it last persisted it: per index, the entry's term and a hash chained over
-/// every entry up to it. Equal chains at an index mean equal logs up to it.
+/// A node's log as it last persisted it: the snapshot it continues after, and per index after
+/// it the entry's term and a hash chained over every entry up to it. Equal chains at an index
+/// mean equal logs up to it.
 #[derive(Clone, Debug, Default)]
 struct LogMirror {
+    /// The snapshot's index, term, and the chain hash of the log up to it.
+    base: (LogIndex, Term, u64),
+    /// The entries after `base`.
     entries: Vec<(Term, u64)>,
 }
 
 impl LogMirror {
-    /// Applies a persisted batch: each entry replaces its index and everything after.
-    fn write(&mut self, entries: &[Entry]) {
-        for entry in entries {
-            let position = entry.index.0 as usize - 1;
-            self.entries.truncate(position);
-            let previous = self.entries.last().map_or(0, |&(_, chain)| chain);
-            self.entries.push((entry.term, chain_hash(previous, entry)));
+    /// A log that continues after a snapshot whose log had `chain`.
+    fn after(snapshot: SnapshotMeta, chain: u64) -> LogMirror {
+        LogMirror {
+            base: (snapshot.index, snapshot.term, chain),
+            entries: Vec::new(),
         }
     }
 
+    /// Applies a persisted batch: each entry replaces its index and everything after. An entry
+    /// that would leave a gap after the snapshot or the log, or land inside the snapshot, is
+    /// refused with the reason.
+    fn write(&mut self, entries: &[Entry]) -> Result<(), String> {
+        for entry in entries {
+            let Some(position) = entry.index.0.checked_sub(self.base.0 .0 + 1) else {
+                return Err(format!(
+                    "entry {} written inside the snapshot at {}",
+                    entry.index, self.base.0
+                ));
+            };
+            let position = position as usize;
+            if position > self.entries.len() {
+                return Err(format!(
+                    "entry {} written after the log ends at {}: a gap",
+                    entry.index,
+                    self.last_index()
+                ));
+            }
+            self.entries.truncate(position);
+            let previous = self.entries.last().map_or(self.base.2, |&(_, chain)| chain);
+            self.entries.push((entry.term, chain_hash(previous, entry)));
+        }
+        Ok(())
+    }
+
+    /// Raft §7: keeps the entries after the snapshot if the log holds its last entry, else
+    /// drops them all; the log now continues after it.
+    fn install(&mut self, snapshot: SnapshotMeta, chain: u64) {
+        let position = snapshot.index.0.checked_sub(self.base.0 .0 + 1);
+        let matching = self.term(snapshot.index) == Some(snapshot.term);
+        match (matching, position) {
+            (true, Some(position)) => {
+                self.entries.drain(..=position as usize);
+            }
+            _ => self.entries.clear(),
+        }
+        self.base = (snapshot.index, snapshot.term, chain);
+    }
+
+    fn last_index(&self) -> LogIndex {
+        LogIndex(self.base.0 .0 + self.entries.len() as u64)
+    }
+
     fn term(&self, index: LogIndex) -> Option<Term> {
-        let position = usize::try_from(index.0).ok()?.checked_sub(1)?;
-        self.entries.get(position).map(|&(term, _)| term)
+        if index == self.base.0 {
+            return Some(self.base.1);
+        }
+        let position = index.0.checked_sub(self.base.0 .0 + 1)?;
+        self.entries
+            .get(usize::try_from(position).ok()?)
+            .map(|&(term, _)| term)
+    }
+
+    fn chain(&self, index: LogIndex) -> Option<u64> {
+        if index == self.base.0 {
+            return Some(self.base.2);
+        }
+        let position = index.0.checked_sub(self.base.0 .0 + 1)?;
+        self.entries
+            .get(usize::try_from(position).ok()?)
+            .map(|&(_, chain)| chain)
+    }
+
+    /// Whether this node durably holds the entry at `index` of `term`: in its log, or inside
+    /// its snapshot (whose state the digest checks vouch for).
+    fn holds(&self, index: LogIndex, term: Term) -> bool {
+        index <= self.base.0 || self.term(index) == Some(term)
     }
 }
 
@@ -112,6 +184,8 @@ pub struct Checker {
     logs: BTreeMap<NodeId, LogMirror>,
     /// The chain hash first seen for each (index, term).
     chains: BTreeMap<(LogIndex, Term), u64>,
+    /// The chat state's digest after each index, as first seen (applied, or in a snapshot).
+    digests: BTreeMap<LogIndex, (u64, NodeId)>,
     /// Voters in the cluster.
     voter_count: usize,
     /// The candidate each node voted for in each term, across its restarts.
@@ -135,20 +209,79 @@ impl Checker {
         }
     }
 
-    /// A node (re)started from its recovered log: its volatile state begins again, its log
-    /// mirror is what it read back, and every committed entry must still be on a majority.
-    pub fn node_started(&mut self, node: NodeId, entries: &[Entry]) -> Result<(), Failure> {
-        self.lives.insert(node, Life::default());
-        let mut mirror = LogMirror::default();
-        mirror.write(entries);
+    /// A node (re)started from its recovered snapshot and log: its volatile state begins again
+    /// at the snapshot, its log mirror is what it read back, the snapshot's state is the one
+    /// every node had at its index, and every committed entry must still be on a majority.
+    pub fn node_started(
+        &mut self,
+        node: NodeId,
+        snapshot: SnapshotMeta,
+        digest: u64,
+        entries: &[Entry],
+    ) -> Result<(), Failure> {
+        let life = Life {
+            applied_index: snapshot.index,
+            ..Life::default()
+        };
+        self.lives.insert(node, life);
+        self.check_digest(node, snapshot.index, digest, "snapshot_digest")?;
+        let mut mirror = LogMirror::after(snapshot, self.chain_at(snapshot));
+        let written = mirror.write(entries);
         self.logs.insert(node, mirror);
+        if let Err(detail) = written {
+            return fail("log_gap", node, format!("recovered log: {detail}"));
+        }
         self.check_log_matching(node, entries)?;
         self.check_committed_on_majority(node)
     }
 
-    /// A node persisted a batch.
-    pub fn persisted(&mut self, node: NodeId, entries: &[Entry]) -> Result<(), Failure> {
-        self.logs.entry(node).or_default().write(entries);
+    /// The chain hash of the log up to a snapshot's last entry, as first seen.
+    fn chain_at(&self, snapshot: SnapshotMeta) -> u64 {
+        if snapshot.index == LogIndex(0) {
+            return 0;
+        }
+        let key = (snapshot.index, snapshot.term);
+        // Every snapshot is of a prefix some node persisted; without one on record the chain
+        // starts afresh, and log matching is checked from the snapshot on.
+        self.chains
+            .get(&key)
+            .copied()
+            .unwrap_or_else(|| crate::trace::fnv1a(format!("{key:?}").as_bytes()))
+    }
+
+    /// The state after `index` must be the one every node had there.
+    fn check_digest(
+        &mut self,
+        node: NodeId,
+        index: LogIndex,
+        digest: u64,
+        check: &'static str,
+    ) -> Result<(), Failure> {
+        let (first, seen_on) = *self.digests.entry(index).or_insert((digest, node));
+        if first != digest {
+            let detail =
+                format!("state digest at {index} is {digest:016x}, but {seen_on} had {first:016x}");
+            return fail(check, node, detail);
+        }
+        Ok(())
+    }
+
+    /// A node persisted a batch: an installed snapshot's record (the log continues after it),
+    /// then entries.
+    pub fn persisted(
+        &mut self,
+        node: NodeId,
+        installed: Option<SnapshotMeta>,
+        entries: &[Entry],
+    ) -> Result<(), Failure> {
+        let chain = installed.map(|snapshot| self.chain_at(snapshot));
+        let mirror = self.logs.entry(node).or_default();
+        if let (Some(snapshot), Some(chain)) = (installed, chain) {
+            mirror.install(snapshot, chain);
+        }
+        if let Err(detail) = mirror.write(entries) {
+            return fail("log_gap", node, detail);
+        }
         self.check_log_matching(node, entries)?;
         let due = self
             .lives
@@ -163,7 +296,10 @@ impl Checker {
     fn check_log_matching(&mut self, node: NodeId, entries: &[Entry]) -> Result<(), Failure> {
         let mirror = &self.logs[&node];
         for entry in entries {
-            let (term, chain) = mirror.entries[entry.index.0 as usize - 1];
+            let (Some(term), Some(chain)) = (mirror.term(entry.index), mirror.chain(entry.index))
+            else {
+                continue;
+            };
             let first = *self.chains.entry((entry.index, term)).or_insert(chain);
             if first != chain {
                 let detail = format!(
@@ -185,7 +321,7 @@ impl Checker {
     ) -> Result<(), Failure> {
         let mirror = &self.logs[&node];
         for (&index, entry) in self.applied.range(..=applied) {
-            if mirror.term(index) != Some(entry.term) {
+            if !mirror.holds(index, entry.term) {
                 let detail = format!(
                     "leader of {term} lacks committed entry {index} of {} (has {:?})",
                     entry.term,
@@ -207,7 +343,7 @@ impl Checker {
             let holders = self
                 .logs
                 .values()
-                .filter(|log| log.term(index) == Some(entry.term))
+                .filter(|log| log.holds(index, entry.term))
                 .count();
             if holders < majority {
                 let detail = format!(
@@ -301,6 +437,46 @@ impl Checker {
         Ok(())
     }
 
+    /// A node made a snapshot of its state durable and compacted its log through
+    /// `compacted_through`, with its state machine at `applied_index`.
+    pub fn snapshot_taken(
+        &mut self,
+        node: NodeId,
+        snapshot: SnapshotMeta,
+        digest: u64,
+        compacted_through: LogIndex,
+        applied_index: LogIndex,
+    ) -> Result<(), Failure> {
+        if compacted_through > applied_index {
+            let detail = format!(
+                "log compacted through {compacted_through}, past the applied index \
+                 {applied_index}"
+            );
+            return fail("compaction", node, detail);
+        }
+        self.check_digest(node, snapshot.index, digest, "snapshot_digest")
+    }
+
+    /// A node installed a leader's snapshot: it must be ahead of what the node applied, and
+    /// hold the state every node had at its index; the node applies from there on.
+    pub fn snapshot_installed(
+        &mut self,
+        node: NodeId,
+        snapshot: SnapshotMeta,
+        digest: u64,
+    ) -> Result<(), Failure> {
+        let life = self.lives.entry(node).or_default();
+        if snapshot.index <= life.applied_index {
+            let detail = format!(
+                "installed a snapshot at {}, not ahead of its applied index {}",
+                snapshot.index, life.applied_index
+            );
+            return fail("snapshot_install", node, detail);
+        }
+        life.applied_index = snapshot.index;
+        self.check_digest(node, snapshot.index, digest, "snapshot_digest")
+    }
+
     /// A node applied a committed entry.
     pub fn applied(&mut self, node: NodeId, applied: &Applied) -> Result<(), Failure> {
         let life = self.lives.entry(node).or_default();
@@ -324,6 +500,7 @@ impl Checker {
             );
             return fail("state_machine_safety", node, detail);
         }
+        self.check_digest(node, applied.index, applied.digest, "state_machine_safety")?;
         self.check_exactly_once(node, applied)
     }
 
@@ -404,6 +581,8 @@ mod tests {
             commit_index: LogIndex(commit),
             applied_index: LogIndex(0),
             last_index: LogIndex(commit),
+            snapshot_index: LogIndex(0),
+            first_index: LogIndex(1),
         }
     }
 
@@ -425,6 +604,7 @@ mod tests {
                 reply,
                 duplicate: false,
             }),
+            digest: index ^ (term << 8) ^ (sequence << 16),
         }
     }
 
@@ -458,7 +638,9 @@ mod tests {
         assert!(checker
             .status(NodeId(1), status(RoleKind::Follower, 1, 5))
             .is_ok());
-        checker.node_started(NodeId(1), &[]).unwrap();
+        checker
+            .node_started(NodeId(1), SnapshotMeta::default(), 0, &[])
+            .unwrap();
         assert!(checker
             .status(NodeId(1), status(RoleKind::Follower, 1, 0))
             .is_ok());
@@ -506,7 +688,7 @@ mod tests {
         checker
             .status(NodeId(1), status(RoleKind::Leader, 1, 0))
             .unwrap();
-        assert!(checker.persisted(NodeId(1), &[noop(1, 1)]).is_ok());
+        assert!(checker.persisted(NodeId(1), None, &[noop(1, 1)]).is_ok());
     }
 
     #[test]
@@ -517,7 +699,92 @@ mod tests {
         checker
             .status(NodeId(1), status(RoleKind::Leader, 2, 0))
             .unwrap();
-        let failure = checker.persisted(NodeId(1), &[noop(1, 2)]).unwrap_err();
+        let failure = checker
+            .persisted(NodeId(1), None, &[noop(1, 2)])
+            .unwrap_err();
         assert_eq!(failure.check, "leader_completeness");
+    }
+
+    fn snapshot(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(term),
+            ..SnapshotMeta::default()
+        }
+    }
+
+    #[test]
+    fn a_snapshot_whose_state_differs_from_the_applied_one_is_caught() {
+        let mut checker = Checker::new(3);
+        checker.applied(NodeId(1), &applied(1, 1, 1)).unwrap();
+        let digest = applied(1, 1, 1).digest;
+        let ok =
+            checker.snapshot_taken(NodeId(2), snapshot(1, 1), digest, LogIndex(1), LogIndex(1));
+        assert!(ok.is_ok());
+        let failure = checker
+            .snapshot_taken(
+                NodeId(2),
+                snapshot(1, 1),
+                digest ^ 1,
+                LogIndex(0),
+                LogIndex(1),
+            )
+            .unwrap_err();
+        assert_eq!(failure.check, "snapshot_digest");
+    }
+
+    #[test]
+    fn compaction_past_the_applied_index_is_caught() {
+        let mut checker = Checker::new(3);
+        let failure = checker
+            .snapshot_taken(NodeId(1), snapshot(5, 1), 0, LogIndex(5), LogIndex(4))
+            .unwrap_err();
+        assert_eq!(failure.check, "compaction");
+    }
+
+    #[test]
+    fn installing_a_snapshot_not_ahead_of_the_applied_index_is_caught() {
+        let mut checker = Checker::new(3);
+        checker.applied(NodeId(1), &applied(1, 1, 1)).unwrap();
+        checker.applied(NodeId(1), &applied(2, 1, 2)).unwrap();
+        let digest = applied(1, 1, 1).digest;
+        let failure = checker
+            .snapshot_installed(NodeId(1), snapshot(1, 1), digest)
+            .unwrap_err();
+        assert_eq!(failure.check, "snapshot_install");
+    }
+
+    #[test]
+    fn a_gap_after_an_installed_snapshot_is_caught_and_a_matching_suffix_kept() {
+        let mut checker = Checker::new(3);
+        checker
+            .persisted(NodeId(1), None, &[noop(1, 1), noop(2, 1), noop(3, 1)])
+            .unwrap();
+        // Matching at 2: the entry at 3 is kept, so the log goes on at 4.
+        checker
+            .persisted(NodeId(1), Some(snapshot(2, 1)), &[noop(4, 1)])
+            .unwrap();
+        // Conflicting at 5: the log is dropped, so 7 after 5 is a gap.
+        let failure = checker
+            .persisted(NodeId(1), Some(snapshot(5, 2)), &[noop(7, 2)])
+            .unwrap_err();
+        assert_eq!(failure.check, "log_gap");
+    }
+
+    #[test]
+    fn a_node_restarted_from_a_snapshot_applies_from_it() {
+        let mut checker = Checker::new(3);
+        checker
+            .node_started(NodeId(1), snapshot(4, 1), 7, &[noop(5, 1)])
+            .unwrap();
+        checker.applied(NodeId(1), &applied(5, 1, 1)).unwrap();
+        let failure = checker
+            .node_started(NodeId(2), snapshot(4, 1), 8, &[])
+            .unwrap_err();
+        assert_eq!(failure.check, "snapshot_digest");
+        let gap = checker
+            .node_started(NodeId(3), snapshot(4, 1), 7, &[noop(6, 1)])
+            .unwrap_err();
+        assert_eq!(gap.check, "log_gap");
     }
 }

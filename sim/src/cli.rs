@@ -272,7 +272,8 @@ fn describe(report: &RunReport, wall: std::time::Duration) -> String {
     format!(
         "{simulated:.1}s simulated in {:.2}s wall ({:.0}x); {} operations ({ok} ok, {fail} fail, \
          {info} info); {} entries applied; {} leader terms; {} messages ({} dropped, {} \
-         duplicated, {} delayed); {} disk syncs; recovery after heal {recovery}",
+         duplicated, {} delayed); {} disk syncs; {} snapshots taken, {} installed; recovery \
+         after heal {recovery}",
         wall.as_secs_f64(),
         simulated / wall.as_secs_f64().max(1e-9),
         ok + fail + info,
@@ -283,6 +284,8 @@ fn describe(report: &RunReport, wall: std::time::Duration) -> String {
         report.stats.messages_duplicated,
         report.stats.messages_delayed,
         report.disk.syncs,
+        report.stats.snapshots_taken,
+        report.stats.snapshots_installed,
     )
 }
 

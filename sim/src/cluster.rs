@@ -151,6 +151,14 @@ fn node_config(drawn: &Drawn, id: NodeId, members: &BTreeMap<NodeId, SocketAddr>
     config.pre_vote = drawn.pre_vote;
     config.check_quorum = drawn.check_quorum;
     config.append_entries_max = drawn.append_entries_max as usize;
+    config.snapshot_policy = raftchat::replica::SnapshotPolicy {
+        log_entries: drawn.snapshot_log_entries,
+        log_bytes: drawn.snapshot_log_bytes,
+    };
+    config.snapshot_catch_up_entries = drawn.catch_up_entries;
+    config.snapshot_chunk_bytes = drawn.chunk_bytes as usize;
+    config.segment_bytes_max = drawn.segment_bytes;
+    config.chat_limits = drawn.chat_limits();
     let election_timeout = Duration::from_millis(drawn.tick_ms * u64::from(drawn.election_ticks.0));
     config.peer_silence_timeout = (election_timeout / 2).max(Duration::from_millis(50));
     config
@@ -217,6 +225,7 @@ fn client_config(drawn: &Drawn, members: &BTreeMap<NodeId, SocketAddr>, seed: u6
 
 async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
     let world = Arc::new(World::new(drawn.nodes as usize, options.trace));
+    world.with(|s| s.history.limits = drawn.chat_limits());
     let members: BTreeMap<NodeId, SocketAddr> = (1..=u64::from(drawn.nodes))
         .map(|i| (NodeId(i), node_address(NodeId(i))))
         .collect();

@@ -1,24 +1,29 @@
-//! The simulated disk: one node's log file, with power loss modelled (madsim's own file system
-//! does not model it: its `power_fail` and `sync_all` do nothing), as TigerBeetle's simulator
-//! brings its own storage.
+//! The simulated disk: one node's data directory, with power loss modelled (madsim's own file
+//! system does not model it: its `power_fail` and `sync_all` do nothing), as TigerBeetle's
+//! simulator brings its own storage. It models every file the real one writes (log segments,
+//! snapshot files, their temporary and partial forms) with the real one's durability contract:
 //!
-//! The file is one byte buffer whose first `durable_len` bytes are on the platter and whose rest
-//! was appended since the last sync: readable, but lost or torn by a power failure.
+//! - a file's bytes are durable up to its `durable_len`; what was written after its last sync
+//!   is lost by a power failure, or survives torn at an arbitrary byte, or corrupted;
+//! - the directory's names are durable as of its last `sync_dir`: a power failure undoes every
+//!   creation, rename and removal since (a file created and synced but never named durably
+//!   vanishes; a removed file comes back with its durable bytes);
+//! - a process kill loses nothing (unsynced bytes sit in the OS page cache).
 //!
-//! Invariant: `durable_len <= data.len()`.
-//! Invariant: a process kill loses nothing (unsynced bytes sit in the OS page cache); only
-//! `power_fail` drops or damages unsynced bytes, and only those.
-//! Invariant: a sync makes durable exactly the bytes appended before it began, and only once
-//! its latency has elapsed. Each operation sleeps first and changes the state afterwards in
-//! one step, so a node killed mid-operation (madsim drops its futures) leaves no trace of it.
+//! Invariant: `durable_len <= data.len()` for every file.
+//! Invariant: every file is named in `names` or `durable_names` (others are freed).
+//! Invariant: an operation sleeps first and changes the state afterwards in one step, so a node
+//! killed mid-operation (madsim drops its futures) leaves no trace of it, and an operation that
+//! straddles a power failure fails instead of taking effect.
 //!
-//! Latencies come from the handle's own seeded ChaCha RNG, so this module needs no global RNG
-//! and builds unchanged with and without `--cfg madsim`; its sleeps are madsim-tokio's, hence
-//! simulated time in the simulator. The state sits behind a `std::sync::Mutex` (madsim runs one
-//! thread) that is never held across an await.
+//! Latencies come from the handle's own seeded ChaCha RNG, plus a cost per byte, so this module
+//! needs no global RNG and builds unchanged with and without `--cfg madsim`; its sleeps are
+//! madsim-tokio's, hence simulated time in the simulator. The state sits behind a
+//! `std::sync::Mutex` (madsim runs one thread) that is never held across an await.
 // This is a toolkit for the nemesis and the checkers, in a binary crate: whichever parts a
 // given build (and the normal build, tests aside, uses none) leaves unused are not dead.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::ops::RangeInclusive;
@@ -29,13 +34,16 @@ use raftchat_node::disk::Disk;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Default latency of one append (a write into the page cache): a few microseconds.
+/// Default latency of one write (into the page cache): a few microseconds.
 pub const WRITE_LATENCY_DEFAULT: (Duration, Duration) =
     (Duration::from_micros(5), Duration::from_micros(20));
 
 /// Default latency of one sync (an fsync on an SSD): about a millisecond.
 pub const SYNC_LATENCY_DEFAULT: (Duration, Duration) =
     (Duration::from_micros(500), Duration::from_millis(2));
+
+/// Bytes a write moves, or a sync flushes, per simulated microsecond (about 1 GB/s).
+const BYTES_PER_MICRO: u64 = 1000;
 
 /// Counters of the operations a disk has completed, for traces and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,6 +59,20 @@ pub struct DiskStats {
 /// How far from the end of a torn tail a corrupting power failure flips a byte.
 const TAIL_CORRUPTION_WINDOW_BYTES: usize = 8;
 
+/// One file's bytes.
+#[derive(Clone, Debug, Default)]
+struct SimFile {
+    // Invariant: data[..durable_len] is durable; data[durable_len..] is the volatile tail.
+    data: Vec<u8>,
+    durable_len: usize,
+}
+
+impl SimFile {
+    fn volatile_len(&self) -> usize {
+        self.data.len() - self.durable_len
+    }
+}
+
 /// The durable state of one simulated node's disk; survives kills and restarts of the node
 /// (the simulator holds it), shared with the nemesis.
 #[derive(Clone)]
@@ -59,9 +81,12 @@ pub struct SimDiskHandle {
 }
 
 struct DiskState {
-    // Invariant: data[..durable_len] is durable; data[durable_len..] is the volatile tail.
-    data: Vec<u8>,
-    durable_len: usize,
+    files: BTreeMap<u64, SimFile>,
+    /// The directory as the node sees it.
+    names: BTreeMap<String, u64>,
+    /// The directory as of the last `sync_dir`: what a power failure returns to.
+    durable_names: BTreeMap<String, u64>,
+    next_file_id: u64,
     /// Power failures so far; an operation that straddles one must not take effect.
     power_cycle_count: u64,
     write_latency: RangeInclusive<Duration>,
@@ -71,10 +96,6 @@ struct DiskState {
 }
 
 impl DiskState {
-    fn volatile_len(&self) -> usize {
-        self.data.len() - self.durable_len
-    }
-
     fn draw(&mut self, latency: fn(&DiskState) -> &RangeInclusive<Duration>) -> Duration {
         let range = latency(self).clone();
         if range.start() == range.end() {
@@ -83,20 +104,65 @@ impl DiskState {
         self.rng.gen_range(range)
     }
 
-    fn assert_invariants(&self) {
-        assert!(
-            self.durable_len <= self.data.len(),
-            "durable prefix beyond the file"
-        );
+    fn file(&self, name: &str) -> io::Result<&SimFile> {
+        let id = self.names.get(name).ok_or_else(|| not_found(name))?;
+        Ok(&self.files[id])
     }
+
+    fn file_mut(&mut self, name: &str) -> io::Result<&mut SimFile> {
+        let id = *self.names.get(name).ok_or_else(|| not_found(name))?;
+        Ok(self.files.get_mut(&id).expect("a named file exists"))
+    }
+
+    /// The file `name`, created (empty, its name not yet durable) if missing.
+    fn file_or_create(&mut self, name: &str) -> &mut SimFile {
+        let id = match self.names.get(name) {
+            Some(&id) => id,
+            None => {
+                let id = self.next_file_id;
+                self.next_file_id += 1;
+                self.files.insert(id, SimFile::default());
+                self.names.insert(name.to_string(), id);
+                id
+            }
+        };
+        self.files.get_mut(&id).expect("just ensured")
+    }
+
+    /// Frees files no name (current or durable) refers to.
+    fn collect_garbage(&mut self) {
+        let named: Vec<u64> = self
+            .names
+            .values()
+            .chain(self.durable_names.values())
+            .copied()
+            .collect();
+        self.files.retain(|id, _| named.contains(id));
+    }
+
+    fn assert_invariants(&self) {
+        for file in self.files.values() {
+            assert!(
+                file.durable_len <= file.data.len(),
+                "durable prefix beyond the file"
+            );
+        }
+    }
+}
+
+fn not_found(name: &str) -> io::Error {
+    let message = format!("simulated disk: {name}: no such file");
+    io::Error::new(io::ErrorKind::NotFound, message)
 }
 
 impl SimDiskHandle {
     /// An empty disk with the default latencies, drawn from an RNG seeded with `seed`.
     pub fn new(seed: u64) -> Self {
         let state = DiskState {
-            data: Vec::new(),
-            durable_len: 0,
+            files: BTreeMap::new(),
+            names: BTreeMap::new(),
+            durable_names: BTreeMap::new(),
+            next_file_id: 0,
             power_cycle_count: 0,
             write_latency: WRITE_LATENCY_DEFAULT.0..=WRITE_LATENCY_DEFAULT.1,
             sync_latency: SYNC_LATENCY_DEFAULT.0..=SYNC_LATENCY_DEFAULT.1,
@@ -128,65 +194,91 @@ impl SimDiskHandle {
         }
     }
 
-    /// Power failure: the volatile tail is lost; with `torn`, a random strict prefix of it
-    /// survives (cut at an arbitrary byte, not a record boundary); with `corrupt`, one byte
-    /// among the last few surviving ones is also flipped. Whatever survives is durable afterwards.
-    /// The caller kills the node too: power loss takes the process with it. Returns a short
-    /// description for the trace.
+    /// Power failure: every file loses its volatile tail; with `torn`, a random strict prefix
+    /// of each tail survives (cut at an arbitrary byte, not a record boundary); with `corrupt`,
+    /// one byte among the last few surviving ones is also flipped. The directory returns to
+    /// its names as of the last `sync_dir`. Whatever survives is durable afterwards. The caller
+    /// kills the node too: power loss takes the process with it. Returns a short description
+    /// for the trace.
     pub fn power_fail(&self, rng: &mut impl Rng, torn: bool, corrupt: bool) -> String {
         let mut state = self.state();
         state.power_cycle_count += 1;
-        let volatile_len = state.volatile_len();
-        if volatile_len == 0 {
+        let mut described = Vec::new();
+        let names_by_id: BTreeMap<u64, String> = state
+            .names
+            .iter()
+            .chain(state.durable_names.iter())
+            .map(|(name, &id)| (id, name.clone()))
+            .collect();
+        for (id, file) in state.files.iter_mut() {
+            let what = lose_volatile_tail(file, rng, torn, corrupt);
+            if let Some(what) = what {
+                let name = names_by_id.get(id).map_or("?", String::as_str);
+                described.push(format!("{name}: {what}"));
+            }
+        }
+        let undone = state.names != state.durable_names;
+        state.names = state.durable_names.clone();
+        state.collect_garbage();
+        state.assert_invariants();
+        if undone {
+            described.push("directory changes since its last sync undone".into());
+        }
+        if described.is_empty() {
             return "no unsynced bytes".to_string();
         }
-        let kept_len = if torn {
-            rng.gen_range(0..volatile_len)
-        } else {
-            0
-        };
-        let durable_len = state.durable_len;
-        let mut description = format!("lost {} unsynced bytes", volatile_len - kept_len);
-        if torn {
-            description += &format!(", kept {kept_len} torn");
-        }
-        if corrupt && kept_len > 0 {
-            // The flip lands in the last few surviving bytes, i.e. in the record the power
-            // failure interrupted: a corrupted tail record. A flip deeper in the unsynced tail,
-            // with whole records after it, is indistinguishable on restart from damage to
-            // synced data, and the node would rightly refuse to start.
-            let window = kept_len.min(TAIL_CORRUPTION_WINDOW_BYTES);
-            let offset = durable_len + kept_len - 1 - rng.gen_range(0..window);
-            flip_byte(rng, &mut state.data, offset);
-            description += &format!(", flipped byte at offset {offset}");
-        }
-        state.data.truncate(durable_len + kept_len);
-        state.durable_len = state.data.len();
-        state.assert_invariants();
-        description
+        described.join("; ")
     }
 
     /// Frees the disk's contents at the end of a run (the handle itself may outlive the run).
     pub fn release(&self) {
         let mut state = self.state();
-        state.data = Vec::new();
-        state.durable_len = 0;
+        state.files = BTreeMap::new();
+        state.names = BTreeMap::new();
+        state.durable_names = BTreeMap::new();
     }
 
-    /// Appends `bytes` to the volatile tail as if the node had written them and not synced
-    /// yet: the nemesis's stand-in for a write that a power failure leaves half-done.
+    /// Appends `bytes` to the newest log segment as if the node had written them and not
+    /// synced yet: the nemesis's stand-in for a write that a power failure leaves half-done.
     pub fn append_unsynced_garbage(&self, bytes: &[u8]) {
-        self.state().data.extend_from_slice(bytes);
+        let mut state = self.state();
+        let newest = state
+            .names
+            .keys()
+            .filter(|name| name.starts_with("log-"))
+            .max()
+            .cloned();
+        if let Some(name) = newest {
+            let file = state.file_or_create(&name);
+            file.data.extend_from_slice(bytes);
+        }
     }
 
+    /// The names in the directory as the node sees it, and each file's length.
     #[cfg(test)]
-    pub fn durable_len(&self) -> u64 {
-        self.state().durable_len as u64
+    pub fn listing(&self) -> BTreeMap<String, usize> {
+        let state = self.state();
+        let length = |id: &u64| state.files[id].data.len();
+        state
+            .names
+            .iter()
+            .map(|(name, id)| (name.clone(), length(id)))
+            .collect()
     }
 
-    /// The whole file, synced bytes then unsynced ones, as a node would read it (for checkers).
-    pub fn contents(&self) -> Vec<u8> {
-        self.state().data.clone()
+    /// A file's bytes, synced then unsynced, as a node would read it.
+    #[cfg(test)]
+    pub fn contents(&self, name: &str) -> Vec<u8> {
+        self.state()
+            .file(name)
+            .map(|f| f.data.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many bytes of a file are durable.
+    #[cfg(test)]
+    pub fn durable_len(&self, name: &str) -> u64 {
+        self.state().file(name).map_or(0, |f| f.durable_len as u64)
     }
 
     /// What the disk has done so far.
@@ -202,12 +294,47 @@ impl SimDiskHandle {
     }
 }
 
+/// A power failure's effect on one file's volatile tail; `None` if it had none.
+fn lose_volatile_tail(
+    file: &mut SimFile,
+    rng: &mut impl Rng,
+    torn: bool,
+    corrupt: bool,
+) -> Option<String> {
+    let volatile_len = file.volatile_len();
+    if volatile_len == 0 {
+        return None;
+    }
+    let kept_len = if torn {
+        rng.gen_range(0..volatile_len)
+    } else {
+        0
+    };
+    let durable_len = file.durable_len;
+    let mut description = format!("lost {} unsynced bytes", volatile_len - kept_len);
+    if torn {
+        description += &format!(", kept {kept_len} torn");
+    }
+    if corrupt && kept_len > 0 {
+        // The flip lands in the last few surviving bytes, i.e. in the record the power
+        // failure interrupted: a corrupted tail record. A flip deeper in the unsynced tail,
+        // with whole records after it, is indistinguishable on restart from damage to
+        // synced data, and the node would rightly refuse to start.
+        let window = kept_len.min(TAIL_CORRUPTION_WINDOW_BYTES);
+        let offset = durable_len + kept_len - 1 - rng.gen_range(0..window);
+        flip_byte(rng, &mut file.data, offset);
+        description += &format!(", flipped byte at offset {offset}");
+    }
+    file.data.truncate(durable_len + kept_len);
+    file.durable_len = file.data.len();
+    Some(description)
+}
+
 impl fmt::Debug for SimDiskHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state();
         f.debug_struct("SimDiskHandle")
-            .field("len", &state.data.len())
-            .field("durable_len", &state.durable_len)
+            .field("files", &state.names.len())
             .field("stats", &state.stats)
             .finish()
     }
@@ -219,22 +346,47 @@ fn flip_byte(rng: &mut impl Rng, data: &mut [u8], offset: usize) {
 }
 
 /// The `Disk` one life of a simulated node writes through; dropping it (a kill) loses nothing.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SimDisk {
     handle: SimDiskHandle,
 }
 
 impl SimDisk {
-    /// Sleeps for a latency drawn from the disk's RNG; returns the power cycle it started in.
-    async fn wait(&self, latency: fn(&DiskState) -> &RangeInclusive<Duration>) -> u64 {
+    /// Sleeps for a latency drawn from the disk's RNG plus `bytes` worth of transfer; returns
+    /// the power cycle it started in.
+    async fn wait(
+        &self,
+        latency: fn(&DiskState) -> &RangeInclusive<Duration>,
+        bytes: usize,
+    ) -> u64 {
         let (delay, power_cycle_count) = {
             let mut state = self.handle.state();
             (state.draw(latency), state.power_cycle_count)
         };
+        let transfer = Duration::from_micros(bytes as u64 / BYTES_PER_MICRO);
+        let delay = delay + transfer;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         power_cycle_count
+    }
+
+    /// Waits, then runs `change` on the state unless a power failure came in between.
+    async fn operate<T>(
+        &self,
+        operation: &str,
+        latency: fn(&DiskState) -> &RangeInclusive<Duration>,
+        bytes: usize,
+        change: impl FnOnce(&mut DiskState) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let started_in = self.wait(latency, bytes).await;
+        let mut state = self.handle.state();
+        if state.power_cycle_count != started_in {
+            return Err(power_failed(operation));
+        }
+        let result = change(&mut state);
+        state.assert_invariants();
+        result
     }
 }
 
@@ -244,54 +396,117 @@ fn power_failed(operation: &str) -> io::Error {
     io::Error::other(format!("simulated disk: power failed during {operation}"))
 }
 
+fn write_latency(state: &DiskState) -> &RangeInclusive<Duration> {
+    &state.write_latency
+}
+
+fn sync_latency(state: &DiskState) -> &RangeInclusive<Duration> {
+    &state.sync_latency
+}
+
 impl Disk for SimDisk {
-    async fn read_all(&mut self) -> io::Result<Vec<u8>> {
-        Ok(self.handle.contents())
+    async fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.handle.state().names.keys().cloned().collect())
     }
 
-    async fn truncate(&mut self, len: u64) -> io::Result<()> {
-        let started_in = self.wait(|state| &state.sync_latency).await;
-        let mut state = self.handle.state();
-        if state.power_cycle_count != started_in {
-            return Err(power_failed("truncate"));
-        }
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        assert!(
-            len <= state.data.len(),
-            "truncate to {len} beyond the file's end"
-        );
-        state.data.truncate(len);
-        state.durable_len = len;
-        state.assert_invariants();
-        Ok(())
+    async fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        let len = self.handle.state().file(name).map_or(0, |f| f.data.len());
+        self.operate("read", write_latency, len, |state| {
+            Ok(state.file(name)?.data.clone())
+        })
+        .await
     }
 
-    async fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let started_in = self.wait(|state| &state.write_latency).await;
-        let mut state = self.handle.state();
-        if state.power_cycle_count != started_in {
-            return Err(power_failed("append"));
-        }
-        state.data.extend_from_slice(bytes);
-        state.stats.appends += 1;
-        state.stats.bytes_written += bytes.len() as u64;
-        Ok(())
+    async fn append(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.operate("append", write_latency, bytes.len(), |state| {
+            state.file_or_create(name).data.extend_from_slice(bytes);
+            state.stats.appends += 1;
+            state.stats.bytes_written += bytes.len() as u64;
+            Ok(())
+        })
+        .await
     }
 
-    async fn sync(&mut self) -> io::Result<()> {
+    async fn write_at(&self, name: &str, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.operate("write", write_latency, bytes.len(), |state| {
+            let file = state.file_or_create(name);
+            let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+            if offset > file.data.len() {
+                let message = format!("simulated disk: {name}: write past the end");
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+            }
+            // The cut is taken as durable at once: only a snapshot being received is written
+            // this way, and recovery discards it whole.
+            file.data.truncate(offset);
+            file.durable_len = file.durable_len.min(offset);
+            file.data.extend_from_slice(bytes);
+            state.stats.appends += 1;
+            state.stats.bytes_written += bytes.len() as u64;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sync(&self, name: &str) -> io::Result<()> {
         // Only what was written when the fsync began is covered by it.
-        let target_len = self.handle.state().data.len();
-        let started_in = self.wait(|state| &state.sync_latency).await;
-        let mut state = self.handle.state();
-        if state.power_cycle_count != started_in {
-            return Err(power_failed("sync"));
-        }
-        // A truncate during the sleep may have cut below the target; it made everything durable.
-        let covered_len = target_len.min(state.data.len());
-        state.durable_len = state.durable_len.max(covered_len);
-        state.stats.syncs += 1;
-        state.assert_invariants();
-        Ok(())
+        let (target_len, dirty) = {
+            let state = self.handle.state();
+            let file = state.file(name)?;
+            (file.data.len(), file.volatile_len())
+        };
+        self.operate("sync", sync_latency, dirty, |state| {
+            let file = state.file_mut(name)?;
+            // A cut during the sleep may have shortened the file below the target.
+            let covered_len = target_len.min(file.data.len());
+            file.durable_len = file.durable_len.max(covered_len);
+            state.stats.syncs += 1;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        self.operate("truncate", sync_latency, 0, |state| {
+            let file = state.file_mut(name)?;
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            assert!(
+                len <= file.data.len(),
+                "truncate to {len} beyond the file's end"
+            );
+            file.data.truncate(len);
+            file.durable_len = len;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.operate("rename", write_latency, 0, |state| {
+            let id = state.names.remove(from).ok_or_else(|| not_found(from))?;
+            state.names.insert(to.to_string(), id);
+            state.collect_garbage();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove(&self, name: &str) -> io::Result<()> {
+        self.operate("remove", write_latency, 0, |state| {
+            state.names.remove(name);
+            state.collect_garbage();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sync_dir(&self) -> io::Result<()> {
+        self.operate("directory sync", sync_latency, 0, |state| {
+            state.durable_names = state.names.clone();
+            state.collect_garbage();
+            state.stats.syncs += 1;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -317,84 +532,99 @@ mod tests {
         ChaCha8Rng::seed_from_u64(seed)
     }
 
+    const LOG: &str = "log-0000000000000001-0000000000000001.log";
+
+    /// A disk whose `LOG` exists durably, empty.
+    async fn disk_with_log(seed: u64) -> (SimDiskHandle, SimDisk) {
+        let (handle, disk) = instant_disk(seed);
+        disk.append(LOG, b"").await.unwrap();
+        disk.sync_dir().await.unwrap();
+        (handle, disk)
+    }
+
     #[tokio::test]
     async fn unsynced_bytes_are_lost_by_a_power_failure() {
-        let (handle, mut disk) = instant_disk(1);
-        disk.append(b"synced").await.unwrap();
-        disk.sync().await.unwrap();
-        disk.append(b"volatile").await.unwrap();
+        let (handle, disk) = disk_with_log(1).await;
+        disk.append(LOG, b"synced").await.unwrap();
+        disk.sync(LOG).await.unwrap();
+        disk.append(LOG, b"volatile").await.unwrap();
         let description = handle.power_fail(&mut rng(1), false, false);
-        assert_eq!(description, "lost 8 unsynced bytes");
-        assert_eq!(handle.disk().read_all().await.unwrap(), b"synced");
-        assert_eq!(handle.durable_len(), 6);
+        assert!(
+            description.contains("lost 8 unsynced bytes"),
+            "{description}"
+        );
+        assert_eq!(handle.disk().read(LOG).await.unwrap(), b"synced");
+        assert_eq!(handle.durable_len(LOG), 6);
     }
 
     #[tokio::test]
     async fn synced_bytes_survive_a_power_failure() {
-        let (handle, mut disk) = instant_disk(2);
-        disk.append(b"one").await.unwrap();
-        disk.append(b"two").await.unwrap();
-        disk.sync().await.unwrap();
+        let (handle, disk) = disk_with_log(2).await;
+        disk.append(LOG, b"one").await.unwrap();
+        disk.append(LOG, b"two").await.unwrap();
+        disk.sync(LOG).await.unwrap();
         assert_eq!(
             handle.power_fail(&mut rng(2), true, true),
             "no unsynced bytes"
         );
-        assert_eq!(handle.contents(), b"onetwo");
+        assert_eq!(handle.contents(LOG), b"onetwo");
         let stats = handle.stats();
-        assert_eq!((stats.appends, stats.syncs, stats.bytes_written), (2, 1, 6));
+        assert_eq!((stats.appends, stats.bytes_written), (3, 6));
     }
 
     #[tokio::test]
     async fn a_torn_power_failure_keeps_a_strict_prefix_of_the_unsynced_bytes() {
         let tail: Vec<u8> = (0..=255).collect();
         for seed in 0..100 {
-            let (handle, mut disk) = instant_disk(seed);
-            disk.append(b"base").await.unwrap();
-            disk.sync().await.unwrap();
-            disk.append(&tail).await.unwrap();
+            let (handle, disk) = disk_with_log(seed).await;
+            disk.append(LOG, b"base").await.unwrap();
+            disk.sync(LOG).await.unwrap();
+            disk.append(LOG, &tail).await.unwrap();
             handle.power_fail(&mut rng(seed), true, false);
-            let after = handle.contents();
+            let after = handle.contents(LOG);
             assert!(
                 after.len() < 4 + tail.len(),
                 "seed {seed}: kept the whole tail"
             );
             assert_eq!(&after[..4], b"base");
             assert_eq!(&after[4..], &tail[..after.len() - 4], "seed {seed}");
-            assert_eq!(handle.durable_len(), after.len() as u64);
+            assert_eq!(handle.durable_len(LOG), after.len() as u64);
         }
     }
 
     #[tokio::test]
-    async fn a_corrupting_power_failure_flips_exactly_one_byte_of_the_kept_tail() {
-        let tail = vec![0x5a; 300];
+    async fn a_corrupting_power_failure_flips_one_byte_near_the_end_of_the_torn_tail() {
         for seed in 0..100 {
-            let (handle, mut disk) = instant_disk(seed);
-            disk.append(&[0xa5; 50]).await.unwrap();
-            disk.sync().await.unwrap();
-            disk.append(&tail).await.unwrap();
+            let (handle, disk) = disk_with_log(seed).await;
+            disk.append(LOG, &[0xa5; 50]).await.unwrap();
+            disk.sync(LOG).await.unwrap();
+            disk.append(LOG, &[0x5a; 300]).await.unwrap();
             let description = handle.power_fail(&mut rng(seed), true, true);
-            let after = handle.contents();
+            let after = handle.contents(LOG);
             assert!(
                 after[..50].iter().all(|&b| b == 0xa5),
                 "seed {seed}: synced bytes hit"
             );
-            let flipped = after[50..].iter().filter(|&&b| b != 0x5a).count();
+            let changed: Vec<usize> = (50..after.len()).filter(|&i| after[i] != 0x5a).collect();
             assert_eq!(
-                flipped,
+                changed.len(),
                 usize::from(after.len() > 50),
                 "seed {seed}: {description}"
             );
+            if let Some(&offset) = changed.first() {
+                assert!(offset + TAIL_CORRUPTION_WINDOW_BYTES >= after.len());
+            }
         }
     }
 
     #[tokio::test]
-    async fn a_kill_keeps_unsynced_bytes() {
-        let (handle, mut disk) = instant_disk(3);
-        disk.append(b"in the page cache").await.unwrap();
+    async fn a_kill_keeps_unsynced_bytes_and_names() {
+        let (handle, disk) = instant_disk(3);
+        disk.append("new", b"in the page cache").await.unwrap();
         drop(disk);
-        let mut restarted = handle.disk();
-        assert_eq!(restarted.read_all().await.unwrap(), b"in the page cache");
-        assert_eq!(handle.durable_len(), 0);
+        let restarted = handle.disk();
+        assert_eq!(restarted.read("new").await.unwrap(), b"in the page cache");
+        assert_eq!(handle.durable_len("new"), 0);
     }
 
     #[tokio::test]
@@ -402,13 +632,16 @@ mod tests {
         let handle = SimDiskHandle::new(4);
         let slow = Duration::from_millis(50);
         handle.set_latency((Duration::ZERO, Duration::ZERO), (slow, slow));
-        let mut disk = handle.disk();
-        disk.append(b"pending").await.unwrap();
+        let disk = handle.disk();
+        disk.append(LOG, b"pending").await.unwrap();
         let short = Duration::from_millis(5);
-        assert!(tokio::time::timeout(short, disk.sync()).await.is_err());
-        assert_eq!(handle.durable_len(), 0);
+        assert!(tokio::time::timeout(short, disk.sync(LOG)).await.is_err());
+        assert_eq!(handle.durable_len(LOG), 0);
         handle.power_fail(&mut rng(4), false, false);
-        assert!(handle.contents().is_empty());
+        assert!(
+            handle.listing().is_empty(),
+            "never synced, not even its name"
+        );
     }
 
     #[tokio::test]
@@ -416,55 +649,78 @@ mod tests {
         let handle = SimDiskHandle::new(5);
         let slow = Duration::from_millis(20);
         handle.set_latency((Duration::ZERO, Duration::ZERO), (slow, slow));
-        let (mut syncer, mut writer) = (handle.disk(), handle.disk());
-        syncer.append(b"before").await.unwrap();
-        let (synced, appended) = tokio::join!(syncer.sync(), writer.append(b"during"));
+        let (syncer, writer) = (handle.disk(), handle.disk());
+        syncer.append(LOG, b"before").await.unwrap();
+        let (synced, appended) = tokio::join!(syncer.sync(LOG), writer.append(LOG, b"during"));
         synced.unwrap();
         appended.unwrap();
-        assert_eq!(handle.durable_len(), 6);
-        assert_eq!(handle.contents(), b"beforeduring");
+        assert_eq!(handle.durable_len(LOG), 6);
+        assert_eq!(handle.contents(LOG), b"beforeduring");
     }
 
     #[tokio::test]
     async fn truncate_cuts_the_file_and_makes_the_rest_durable() {
-        let (handle, mut disk) = instant_disk(6);
-        disk.append(b"good").await.unwrap();
-        disk.append(b"torn").await.unwrap();
-        disk.truncate(4).await.unwrap();
-        assert_eq!(handle.contents(), b"good");
-        assert_eq!(handle.durable_len(), 4);
+        let (handle, disk) = disk_with_log(6).await;
+        disk.append(LOG, b"good").await.unwrap();
+        disk.append(LOG, b"torn").await.unwrap();
+        disk.truncate(LOG, 4).await.unwrap();
+        assert_eq!(handle.contents(LOG), b"good");
         handle.power_fail(&mut rng(6), false, false);
-        assert_eq!(disk.read_all().await.unwrap(), b"good");
+        assert_eq!(disk.read(LOG).await.unwrap(), b"good");
     }
 
     #[tokio::test]
-    async fn unsynced_garbage_is_volatile_and_not_counted_as_a_write() {
-        let (handle, mut disk) = instant_disk(8);
-        disk.append(b"log").await.unwrap();
-        disk.sync().await.unwrap();
+    async fn names_are_durable_only_after_a_directory_sync() {
+        let (handle, disk) = instant_disk(7);
+        disk.append("a.tmp", b"whole").await.unwrap();
+        disk.sync("a.tmp").await.unwrap();
+        disk.sync_dir().await.unwrap();
+        disk.rename("a.tmp", "a").await.unwrap();
+        disk.append("b", b"synced, but not its name").await.unwrap();
+        disk.sync("b").await.unwrap();
+        handle.power_fail(&mut rng(7), false, false);
+        let names: Vec<String> = handle.listing().into_keys().collect();
+        assert_eq!(
+            names,
+            vec!["a.tmp".to_string()],
+            "the rename and the creation undone"
+        );
+        disk.rename("a.tmp", "a").await.unwrap();
+        disk.sync_dir().await.unwrap();
+        disk.remove("a").await.unwrap();
+        handle.power_fail(&mut rng(7), false, false);
+        assert_eq!(
+            disk.read("a").await.unwrap(),
+            b"whole",
+            "the removal undone"
+        );
+        disk.remove("a").await.unwrap();
+        disk.sync_dir().await.unwrap();
+        handle.power_fail(&mut rng(7), false, false);
+        assert!(handle.listing().is_empty());
+    }
+
+    #[tokio::test]
+    async fn write_at_cuts_then_appends() {
+        let (handle, disk) = instant_disk(8);
+        disk.write_at("p", 0, b"abcdef").await.unwrap();
+        disk.write_at("p", 2, b"XY").await.unwrap();
+        assert_eq!(handle.contents("p"), b"abXY");
+        assert!(disk.write_at("p", 9, b"!").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn unsynced_garbage_lands_on_the_newest_segment() {
+        let (handle, disk) = disk_with_log(9).await;
+        let newer = "log-0000000000000002-0000000000000009.log";
+        disk.append(newer, b"log").await.unwrap();
+        disk.sync(newer).await.unwrap();
+        disk.sync_dir().await.unwrap();
         handle.append_unsynced_garbage(b"junk");
-        assert_eq!(disk.read_all().await.unwrap(), b"logjunk");
-        assert_eq!((handle.durable_len(), handle.stats().bytes_written), (3, 3));
-        handle.power_fail(&mut rng(8), false, false);
-        assert_eq!(handle.contents(), b"log");
-    }
-
-    #[tokio::test]
-    async fn a_corrupting_power_failure_flips_a_byte_near_the_end_of_the_torn_tail() {
-        for seed in 0..100 {
-            let (handle, mut disk) = instant_disk(seed);
-            disk.append(&[0; 1000]).await.unwrap();
-            handle.power_fail(&mut rng(seed), true, true);
-            let after = handle.contents();
-            let changed: Vec<usize> = (0..after.len()).filter(|&i| after[i] != 0).collect();
-            assert!(changed.len() <= 1, "seed {seed}: {changed:?}");
-            if let Some(&offset) = changed.first() {
-                assert!(
-                    offset + TAIL_CORRUPTION_WINDOW_BYTES >= after.len(),
-                    "seed {seed}"
-                );
-            }
-        }
+        assert_eq!(disk.read(newer).await.unwrap(), b"logjunk");
+        assert_eq!(handle.stats().bytes_written, 3);
+        handle.power_fail(&mut rng(9), false, false);
+        assert_eq!(handle.contents(newer), b"log");
     }
 
     fn entry(index: u64, size: usize) -> Entry {
@@ -485,7 +741,7 @@ mod tests {
     }
 
     /// Writes random batches, syncing after some; returns (every entry, synced entry count).
-    async fn write_log(disk: &mut SimDisk, rng: &mut ChaCha8Rng) -> (Vec<Entry>, usize) {
+    async fn write_log(disk: &SimDisk, rng: &mut ChaCha8Rng) -> (Vec<Entry>, usize) {
         let (mut written, mut synced_count) = (Vec::new(), 0);
         for _ in 0..rng.gen_range(1..8) {
             let first = written.len() as u64 + 1;
@@ -493,11 +749,11 @@ mod tests {
                 .map(|index| entry(index, rng.gen_range(0..64)))
                 .collect();
             let mut bytes = Vec::new();
-            encode_batch(Some(&hard_state(first - 1)), &batch, &mut bytes).unwrap();
-            disk.append(&bytes).await.unwrap();
+            encode_batch(None, Some(&hard_state(first - 1)), &batch, &mut bytes).unwrap();
+            disk.append(LOG, &bytes).await.unwrap();
             written.extend(batch);
             if rng.gen_bool(0.5) {
-                disk.sync().await.unwrap();
+                disk.sync(LOG).await.unwrap();
                 synced_count = written.len();
             }
         }
@@ -507,30 +763,29 @@ mod tests {
     #[tokio::test]
     async fn a_torn_log_always_recovers_every_synced_entry_and_only_written_ones() {
         for seed in 0..200 {
-            let (handle, mut disk) = instant_disk(seed);
+            let (handle, disk) = disk_with_log(seed).await;
             let mut rng = rng(seed);
-            let (written, synced_count) = write_log(&mut disk, &mut rng).await;
+            let (written, synced_count) = write_log(&disk, &mut rng).await;
             handle.power_fail(&mut rng, true, false);
-            let mut disk = handle.disk();
-            let bytes = disk.read_all().await.unwrap();
+            let bytes = disk.read(LOG).await.unwrap();
             let recovered = recover(&bytes).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
             let count = recovered.entries.len();
             assert!(count >= synced_count, "seed {seed}: lost a synced entry");
             assert_eq!(recovered.entries, written[..count], "seed {seed}");
-            disk.truncate(recovered.valid_len).await.unwrap();
-            assert_eq!(recover(&handle.contents()).unwrap().torn_tail, None);
+            disk.truncate(LOG, recovered.valid_len).await.unwrap();
+            assert_eq!(recover(&handle.contents(LOG)).unwrap().torn_tail, None);
         }
     }
 
     #[tokio::test]
     async fn a_corrupted_torn_log_is_refused_or_recovers_written_entries_only() {
         for seed in 0..200 {
-            let (handle, mut disk) = instant_disk(seed);
+            let (handle, disk) = disk_with_log(seed).await;
             let mut rng = rng(seed);
-            let (written, synced_count) = write_log(&mut disk, &mut rng).await;
+            let (written, synced_count) = write_log(&disk, &mut rng).await;
             handle.power_fail(&mut rng, true, true);
             // A flipped byte followed by intact records reads as corruption: refusing is right.
-            let Ok(recovered) = recover(&handle.contents()) else {
+            let Ok(recovered) = recover(&handle.contents(LOG)) else {
                 continue;
             };
             let count = recovered.entries.len();

@@ -3,7 +3,7 @@
 //! which the operation took effect, or null. `fail` means certainly not applied, `info` unknown;
 //! for an `info` the simulator fills the index in afterwards from the replicas' applied logs.
 
-use raftchat::chat::{Operation, Reply};
+use raftchat::chat::{ChatLimits, Operation, Reply};
 use raftchat::types::{ClientId, LogIndex};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -53,6 +53,8 @@ pub struct HistoryEvent {
 pub struct History {
     /// Every event, in order.
     pub events: Vec<HistoryEvent>,
+    /// The chat service's retention limits in the run, which the model must apply too.
+    pub limits: ChatLimits,
 }
 
 /// Jepsen's name of an operation.
@@ -96,6 +98,7 @@ fn reply_value(operation: &Operation, reply: &Reply) -> Value {
                 .map(|(from, text)| [from.as_str(), text.as_str()])
                 .collect();
             value["messages"] = json!(messages);
+            value["first_id"] = json!(reply.first_message_id);
         }
         _ => {}
     }

@@ -36,13 +36,13 @@
 
 use crate::history::{op_name, Completion, History, HistoryEvent};
 use raftchat::chat::glob::Pattern;
-use raftchat::chat::{Operation, Reply, Status};
+use raftchat::chat::{ChatLimits, Operation, Reply, Status, MESSAGE_OVERHEAD_BYTES};
 use raftchat::limits::{
     ACCOUNTS_MAX, FETCH_MESSAGES_MAX, MESSAGE_CHARS_MAX, PATTERN_CHARS_MAX, USERNAME_CHARS_MAX,
 };
 use raftchat::types::LogIndex;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::rc::Rc;
@@ -57,20 +57,68 @@ const REASON_ITEMS_MAX: usize = 5;
 // ---------------------------------------------------------------------------------------------
 // The sequential model.
 
-/// The chat service as a sequential specification (BRIEF §1): accounts in creation order, each
-/// with its inbox. Clone, Hash and Eq so that the search can memoize states.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+/// The chat service as a sequential specification (BRIEF §1, with the retention rule):
+/// accounts in creation order, each with its inbox; an inbox keeps at most
+/// `limits.inbox_messages_max` messages and all of them together at most
+/// `limits.retained_bytes_max` bytes (a message counts its sender, its text and
+/// `MESSAGE_OVERHEAD_BYTES`), the oldest going first, with ids that count every message
+/// received. Clone, Hash and Eq so that the search can memoize states.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Model {
+    limits: ChatLimits,
     // Invariant: `order` holds exactly the keys of `inboxes`, oldest account first.
     order: Vec<String>,
     // Inboxes are shared between the cloned states of the search until one of them changes.
-    inboxes: BTreeMap<String, Rc<Vec<(String, String)>>>,
+    inboxes: BTreeMap<String, Rc<ModelInbox>>,
+    /// Messages delivered so far: the arrival number of the next one.
+    arrivals: u64,
+    /// Bytes retained over every inbox.
+    retained_bytes: u64,
+}
+
+/// One inbox: the id of its oldest retained message, and the retained messages with their
+/// arrival numbers, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ModelInbox {
+    first_id: u64,
+    messages: VecDeque<(String, String, u64)>,
+}
+
+impl Default for ModelInbox {
+    fn default() -> ModelInbox {
+        ModelInbox {
+            first_id: 1,
+            messages: VecDeque::new(),
+        }
+    }
+}
+
+fn charge(from: &str, text: &str) -> u64 {
+    MESSAGE_OVERHEAD_BYTES + from.len() as u64 + text.len() as u64
+}
+
+impl Default for Model {
+    fn default() -> Model {
+        Model::with_limits(ChatLimits::default())
+    }
 }
 
 impl Model {
-    /// The empty service: no accounts.
+    /// The empty service under the default limits: no accounts.
+    #[cfg(test)]
     pub fn new() -> Model {
         Model::default()
+    }
+
+    /// The empty service under `limits`.
+    pub fn with_limits(limits: ChatLimits) -> Model {
+        Model {
+            limits,
+            order: Vec::new(),
+            inboxes: BTreeMap::new(),
+            arrivals: 0,
+            retained_bytes: 0,
+        }
     }
 
     /// Applies one operation and returns the reply the service must give.
@@ -132,9 +180,11 @@ impl Model {
     /// A deleted account's inbox goes with it; a later account of that name starts empty and
     /// comes last in creation order.
     fn delete(&mut self, username: &str) -> Reply {
-        if self.inboxes.remove(username).is_none() {
+        let Some(inbox) = self.inboxes.remove(username) else {
             return Reply::new(Status::AccountNotExist);
-        }
+        };
+        let freed: u64 = inbox.messages.iter().map(|(f, t, _)| charge(f, t)).sum();
+        self.retained_bytes -= freed;
         self.order.retain(|user| user != username);
         Reply::new(Status::Success)
     }
@@ -150,10 +200,37 @@ impl Model {
         if message.chars().count() > MESSAGE_CHARS_MAX {
             return Reply::new(Status::MessageTooLong);
         }
-        Rc::make_mut(inbox).push((from.to_owned(), message.to_owned()));
+        let arrival = self.arrivals;
+        self.arrivals += 1;
+        let inbox = Rc::make_mut(inbox);
+        inbox
+            .messages
+            .push_back((from.to_owned(), message.to_owned(), arrival));
+        self.retained_bytes += charge(from, message);
+        if inbox.messages.len() as u64 > self.limits.inbox_messages_max {
+            self.drop_oldest(to);
+        }
+        while self.retained_bytes > self.limits.retained_bytes_max {
+            let oldest = self
+                .inboxes
+                .iter()
+                .filter_map(|(user, inbox)| Some((inbox.messages.front()?.2, user)))
+                .min()
+                .map(|(_, user)| user.clone())
+                .expect("retained bytes are in some inbox");
+            self.drop_oldest(&oldest);
+        }
         Reply::new(Status::Success)
     }
 
+    fn drop_oldest(&mut self, username: &str) {
+        let inbox = Rc::make_mut(self.inboxes.get_mut(username).expect("the account exists"));
+        let (from, text, _) = inbox.messages.pop_front().expect("a message to drop");
+        inbox.first_id += 1;
+        self.retained_bytes -= charge(&from, &text);
+    }
+
+    /// From the requested id, or the oldest retained one if that was dropped.
     fn fetch(&self, username: &str, first_message_id: u64) -> Reply {
         let Some(inbox) = self.inboxes.get(username) else {
             return Reply::new(Status::AccountNotExist);
@@ -161,12 +238,18 @@ impl Model {
         if first_message_id < 1 {
             return Reply::new(Status::GeneralError);
         }
-        if first_message_id > inbox.len() as u64 {
+        let start = first_message_id.max(inbox.first_id);
+        let next_id = inbox.first_id + inbox.messages.len() as u64;
+        if start >= next_id {
             return Reply::new(Status::NoElement);
         }
-        let start = (first_message_id - 1) as usize;
-        let messages = inbox[start..].iter().take(FETCH_MESSAGES_MAX).cloned();
-        Reply::with_messages(messages.collect())
+        let messages = inbox
+            .messages
+            .iter()
+            .skip((start - inbox.first_id) as usize)
+            .take(FETCH_MESSAGES_MAX)
+            .map(|(from, text, _)| (from.clone(), text.clone()));
+        Reply::with_messages(start, messages.collect())
     }
 }
 
@@ -183,7 +266,9 @@ fn same_reply(operation: &Operation, a: &Reply, b: &Reply) -> bool {
     a.status == b.status
         && match operation {
             Operation::ListAccounts { .. } => a.users == b.users,
-            Operation::FetchMessages { .. } => a.messages == b.messages,
+            Operation::FetchMessages { .. } => {
+                a.messages == b.messages && a.first_message_id == b.first_message_id
+            }
             _ => true,
         }
 }
@@ -424,7 +509,7 @@ fn check_log_order(history: &History, ops: &[Op]) -> Verdict {
     let violation = failed_with_effect(ops)
         .or_else(|| shared_index(ops))
         .or_else(|| real_time_inversion(ops))
-        .or_else(|| replay_mismatch(ops));
+        .or_else(|| replay_mismatch(ops, history.limits));
     match violation {
         Some(violation) => not_linearizable(history, ops, violation),
         None => Verdict::Linearizable {
@@ -510,12 +595,12 @@ fn inversion(a: &Op, b: &Op, ids: [usize; 2]) -> Violation {
 }
 
 /// Replays every operation that took effect in index order and compares each `ok` reply.
-fn replay_mismatch(ops: &[Op]) -> Option<Violation> {
+fn replay_mismatch(ops: &[Op], limits: ChatLimits) -> Option<Violation> {
     let mut order: Vec<usize> = (0..ops.len())
         .filter(|&id| ops[id].effect_index().is_some())
         .collect();
     order.sort_by_key(|&id| ops[id].index);
-    let mut model = Model::new();
+    let mut model = Model::with_limits(limits);
     for (position, &id) in order.iter().enumerate() {
         let op = &ops[id];
         let expected = model.apply(&op.operation);
@@ -608,6 +693,7 @@ type Memo = HashSet<(Bits, Model), BuildHasherDefault<DefaultHasher>>;
 
 struct Search<'a> {
     ops: &'a [Op],
+    limits: ChatLimits,
     // Invariant: sorted by invocation, so the candidates of a frame are a prefix.
     items: Vec<Item>,
     ok_by_completion: Vec<usize>,
@@ -617,7 +703,7 @@ struct Search<'a> {
 }
 
 fn check_by_search(history: &History, ops: &[Op], budget: usize) -> Verdict {
-    match search(ops, budget) {
+    match search(ops, budget, history.limits) {
         SearchResult::Found(order) => {
             let acknowledged = |id: &&usize| ops[**id].reply().is_some();
             let ok_count = ops.iter().filter(|op| op.reply().is_some()).count();
@@ -639,7 +725,7 @@ fn check_by_search(history: &History, ops: &[Op], budget: usize) -> Verdict {
     }
 }
 
-fn search(ops: &[Op], budget: usize) -> SearchResult {
+fn search(ops: &[Op], budget: usize, limits: ChatLimits) -> SearchResult {
     let mut items: Vec<Item> = ops
         .iter()
         .enumerate()
@@ -652,6 +738,7 @@ fn search(ops: &[Op], budget: usize) -> SearchResult {
     ok_by_completion.sort_by_key(|&i| items[i].completed);
     let mut search = Search {
         ops,
+        limits,
         items,
         ok_by_completion,
         memo: Memo::default(),
@@ -679,7 +766,8 @@ fn search_item(id: usize, op: &Op) -> Option<Item> {
 impl Search<'_> {
     fn run(&mut self) -> SearchResult {
         let mut path = Vec::new();
-        let Some(root) = self.enter(Bits::new(self.items.len()), Model::new(), 0, &mut path) else {
+        let model = Model::with_limits(self.limits);
+        let Some(root) = self.enter(Bits::new(self.items.len()), model, 0, &mut path) else {
             return SearchResult::Found(self.order(&path));
         };
         let mut stack = vec![root];
@@ -1026,6 +1114,7 @@ fn render_slice(history: &History, ops: &[Op], ids: &[usize]) -> String {
     lines.dedup();
     let slice = History {
         events: lines.iter().map(|&l| history.events[l].clone()).collect(),
+        limits: history.limits,
     };
     String::from_utf8_lossy(&slice.to_json_lines()).into_owned()
 }
@@ -1095,8 +1184,14 @@ mod tests {
     }
 
     fn messages(pairs: &[(&str, &str)]) -> Reply {
-        let pairs = pairs.iter().map(|(f, t)| (f.to_string(), t.to_string()));
-        Reply::with_messages(pairs.collect())
+        messages_from(1, pairs)
+    }
+
+    fn messages_from(first_id: u64, pairs: &[(&str, &str)]) -> Reply {
+        let pairs = pairs
+            .iter()
+            .map(|&(from, text)| (from.to_owned(), text.to_owned()));
+        Reply::with_messages(first_id, pairs.collect())
     }
 
     // -- Histories written by hand: one event per millisecond, in call order.
@@ -1168,7 +1263,10 @@ mod tests {
     fn without_indexes(history: &History) -> History {
         let mut events = history.events.clone();
         events.iter_mut().for_each(|event| event.index = None);
-        History { events }
+        History {
+            events,
+            limits: ChatLimits::default(),
+        }
     }
 
     fn assert_linearizable_both_ways(history: &History) {
@@ -1252,7 +1350,7 @@ mod tests {
             (fetch("b", 3), status(Status::NoElement)),
             (fetch("b", u64::MAX), status(Status::NoElement)),
             (fetch("b", 1), messages(&[("a", &text_max), ("b", "self")])),
-            (fetch("b", 2), messages(&[("b", "self")])),
+            (fetch("b", 2), messages_from(2, &[("b", "self")])),
             (delete("x"), status(Status::AccountNotExist)),
             (delete("b"), success()),
             (delete("b"), status(Status::AccountNotExist)),
@@ -1293,7 +1391,71 @@ mod tests {
         assert_eq!(page.messages.len(), FETCH_MESSAGES_MAX);
         assert_eq!(page.messages[0].1, "0");
         let rest = model.apply(&fetch("a", FETCH_MESSAGES_MAX as u64 + 1));
-        assert_eq!(rest, messages(&[("a", &FETCH_MESSAGES_MAX.to_string())]));
+        let next = FETCH_MESSAGES_MAX as u64 + 1;
+        assert_eq!(
+            rest,
+            messages_from(next, &[("a", &FETCH_MESSAGES_MAX.to_string())])
+        );
+    }
+
+    #[test]
+    fn model_drops_the_oldest_messages_beyond_its_limits_and_keeps_ids() {
+        let limits = ChatLimits {
+            inbox_messages_max: 2,
+            retained_bytes_max: raftchat::limits::RETAINED_BYTES_MIN,
+        };
+        let mut model = Model::with_limits(limits);
+        model.apply(&create("a"));
+        model.apply(&create("b"));
+        for k in 1..=3 {
+            assert_eq!(model.apply(&send("a", "b", &format!("m{k}"))), success());
+        }
+        let kept = messages_from(2, &[("a", "m2"), ("a", "m3")]);
+        assert_eq!(model.apply(&fetch("b", 1)), kept);
+        assert_eq!(model.apply(&fetch("b", 4)), status(Status::NoElement));
+        // Past the byte bound the oldest message anywhere goes: b's m1 first.
+        let limits = ChatLimits {
+            inbox_messages_max: 1000,
+            ..limits
+        };
+        let mut model = Model::with_limits(limits);
+        model.apply(&create("a"));
+        model.apply(&create("b"));
+        model.apply(&send("a", "b", "m1"));
+        let long = "x".repeat(400);
+        let fits = raftchat::limits::RETAINED_BYTES_MIN / charge("b", &long);
+        for _ in 0..fits {
+            model.apply(&send("b", "a", &long));
+        }
+        assert_eq!(model.apply(&fetch("b", 1)), messages(&[("a", "m1")]));
+        // One more: m1 goes, and so does a's first, to get back under the bound.
+        model.apply(&send("b", "a", &long));
+        assert_eq!(model.apply(&fetch("b", 1)), status(Status::NoElement));
+        assert_eq!(model.apply(&fetch("a", 1)).first_message_id, 2);
+        // The same history through the real state machine gives the same replies.
+        let mut chat = raftchat::chat::Chat::with_limits(limits);
+        let mut model = Model::with_limits(limits);
+        let mut index = 1;
+        let register = chat.apply(LogIndex(index), &Command::RegisterClient);
+        let ChatOutcome::Registered(client_id) = register else {
+            panic!("{register:?}")
+        };
+        let script = [create("a"), create("b"), send("a", "b", "m1")]
+            .into_iter()
+            .chain((0..60).map(|k| send("b", "a", &"y".repeat(k * 5))))
+            .chain([fetch("a", 1), fetch("b", 1)]);
+        for (sequence, operation) in script.enumerate() {
+            index += 1;
+            let command = Command::Client {
+                client_id,
+                sequence: sequence as u64 + 1,
+                operation: operation.clone(),
+            };
+            let ChatOutcome::Replied { reply, .. } = chat.apply(LogIndex(index), &command) else {
+                panic!("not applied")
+            };
+            assert_eq!(reply, model.apply(&operation), "{operation:?}");
+        }
     }
 
     #[test]
@@ -1736,6 +1898,7 @@ mod tests {
             self.events.sort_by_key(|&(time, _)| time);
             History {
                 events: self.events.into_iter().map(|(_, event)| event).collect(),
+                limits: ChatLimits::default(),
             }
         }
     }
@@ -1816,7 +1979,7 @@ mod tests {
                 "round {round}: {fast}"
             );
             let ops = operations(&history).expect("well formed");
-            match search(&ops, BUDGET) {
+            match search(&ops, BUDGET, ChatLimits::default()) {
                 SearchResult::Refuted(_) | SearchResult::OutOfBudget => refuted += 1,
                 // The mutant may be linearizable in another order than the log's (two
                 // concurrent creates of one name, swapped): only the indexes refute it then.
@@ -1838,7 +2001,7 @@ mod tests {
         for _ in 0..100 {
             let history = random_history(&mut rng, 16, 4);
             let ops = operations(&history).expect("well formed");
-            let SearchResult::Found(order) = search(&ops, BUDGET) else {
+            let SearchResult::Found(order) = search(&ops, BUDGET, ChatLimits::default()) else {
                 panic!("a valid history was not linearized");
             };
             assert!(is_linearization(&ops, &order), "{order:?}");

@@ -41,6 +41,20 @@
 //! check_quorum = true        # a leader steps down when it cannot hear a quorum
 //! append_entries_max = 1024   # most entries per AppendEntries, 1..=1024 (1 splits every batch)
 //!
+//! [snapshot]                 # snapshots and compaction: tiny by default, so every run
+//!                            #   snapshots, compacts and installs all the time
+//! log_entries = [10, 300]    # param, 1..=1000000: entries applied since a node's last
+//!                            #   snapshot that call for a new one
+//! log_bytes = [4096, 262144] # param, 1..=2^40: command bytes applied since the last snapshot
+//!                            #   that call for a new one
+//! catch_up_entries = [0, 50] # param, 0..=1000000: entries kept behind a new snapshot
+//! chunk_bytes = [256, 65536] # param, 1..=1048576: largest snapshot chunk on the wire
+//! segment_bytes = [4096, 65536]  # param, 512..=2^40: a log segment this large is closed
+//!
+//! [chat]                     # the chat state's retention bounds (fixed at cluster creation)
+//! inbox_messages_max = [4, 64]   # param, 1..=1000000: messages one inbox keeps
+//! retained_bytes_max = [16384, 1048576]  # param, 16384..=805306368: bytes all inboxes keep
+//!
 //! [run]
 //! duration_secs = 30         # param, 1..=3600: simulated seconds of workload and faults
 //! liveness_bound_secs = 20   # 1..=3600: once every fault heals, a leader must appear and a
@@ -165,6 +179,9 @@ const FAULTS_PER_MIN_MAX: f64 = 600.0;
 const CLOCK_DRIFT_MIN_EXCLUSIVE: f64 = 0.1;
 const CLOCK_DRIFT_MAX: f64 = 10.0;
 const DOWNTIME_MS_MAX: u64 = 3_600_000;
+const SNAPSHOT_ENTRIES_MAX: u64 = 1_000_000;
+const SNAPSHOT_BYTES_MAX: u64 = 1 << 40;
+const SEGMENT_BYTES_MIN: u64 = 512;
 
 const _: () = assert!(ELECTION_TICKS_MAX > 1 && NODES_MAX >= 3);
 const _: () = assert!(DURATION_SECS_MAX * 1000 * 1_000_000 < u64::MAX / 1024);
@@ -350,6 +367,53 @@ impl Default for ClusterSpec {
             pre_vote: true,
             check_quorum: true,
             append_entries_max: APPEND_ENTRIES_MAX,
+        }
+    }
+}
+
+/// `[snapshot]`: when nodes snapshot and compact, and how snapshots travel.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [snapshot] table")]
+pub struct SnapshotSpec {
+    /// Entries applied since the last snapshot that call for a new one.
+    pub log_entries: Param<u64>,
+    /// Command bytes applied since the last snapshot that call for a new one.
+    pub log_bytes: Param<u64>,
+    /// Entries kept behind a new snapshot.
+    pub catch_up_entries: Param<u64>,
+    /// Largest snapshot chunk.
+    pub chunk_bytes: Param<u64>,
+    /// Size at which a log segment is closed.
+    pub segment_bytes: Param<u64>,
+}
+
+impl Default for SnapshotSpec {
+    fn default() -> Self {
+        SnapshotSpec {
+            log_entries: Param::Range([10, 300]),
+            log_bytes: Param::Range([4096, 262_144]),
+            catch_up_entries: Param::Range([0, 50]),
+            chunk_bytes: Param::Range([256, 65_536]),
+            segment_bytes: Param::Range([4096, 65_536]),
+        }
+    }
+}
+
+/// `[chat]`: the chat state's retention bounds.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [chat] table")]
+pub struct ChatSpec {
+    /// Messages one inbox keeps.
+    pub inbox_messages_max: Param<u64>,
+    /// Bytes of messages all inboxes keep.
+    pub retained_bytes_max: Param<u64>,
+}
+
+impl Default for ChatSpec {
+    fn default() -> Self {
+        ChatSpec {
+            inbox_messages_max: Param::Range([4, 64]),
+            retained_bytes_max: Param::Range([16_384, 1_048_576]),
         }
     }
 }
@@ -935,6 +999,8 @@ impl RawEvent {
 #[serde(default, deny_unknown_fields, expecting = "a scenario table")]
 struct ScenarioFile {
     cluster: ClusterSpec,
+    snapshot: SnapshotSpec,
+    chat: ChatSpec,
     run: RunSpec,
     network: NetworkSpec,
     workload: WorkloadSpec,
@@ -953,6 +1019,10 @@ pub struct Scenario {
     pub story: String,
     /// `[cluster]`.
     pub cluster: ClusterSpec,
+    /// `[snapshot]`.
+    pub snapshot: SnapshotSpec,
+    /// `[chat]`.
+    pub chat: ChatSpec,
     /// `[run]`.
     pub run: RunSpec,
     /// `[network]`.
@@ -979,6 +1049,8 @@ impl Scenario {
             toml::from_str(text).map_err(|e| ScenarioError::from_toml(path, text, &e))?;
         let invalid = |e: Invalid| ScenarioError::new(path, Some(&e.key), &e.message);
         validate_cluster(&file.cluster).map_err(invalid)?;
+        validate_snapshot(&file.snapshot).map_err(invalid)?;
+        validate_chat(&file.chat).map_err(invalid)?;
         validate_run(&file.run).map_err(invalid)?;
         validate_network(&file.network).map_err(invalid)?;
         validate_workload(&file.workload).map_err(invalid)?;
@@ -1001,6 +1073,8 @@ impl Scenario {
             path: path.to_path_buf(),
             story: story(text),
             cluster: file.cluster,
+            snapshot: file.snapshot,
+            chat: file.chat,
             run: file.run,
             network: file.network,
             workload: file.workload,
@@ -1069,6 +1143,14 @@ impl Scenario {
             max_down: faults.max_down,
             events,
             events_dropped: dropped.len(),
+            // Drawn last, so adding these keys left every earlier draw of a seed as it was.
+            snapshot_log_entries: self.snapshot.log_entries.draw(rng),
+            snapshot_log_bytes: self.snapshot.log_bytes.draw(rng),
+            catch_up_entries: self.snapshot.catch_up_entries.draw(rng),
+            chunk_bytes: self.snapshot.chunk_bytes.draw(rng),
+            segment_bytes: self.snapshot.segment_bytes.draw(rng),
+            inbox_messages_max: self.chat.inbox_messages_max.draw(rng),
+            retained_bytes_max: self.chat.retained_bytes_max.draw(rng),
         }
     }
 }
@@ -1139,6 +1221,30 @@ pub struct Drawn {
     /// How many of the scenario's events this draw dropped: they named a node beyond
     /// `nodes`, split off every node, or fell after the drawn duration.
     pub events_dropped: usize,
+    /// Entries applied since the last snapshot that call for a new one.
+    pub snapshot_log_entries: u64,
+    /// Command bytes applied since the last snapshot that call for a new one.
+    pub snapshot_log_bytes: u64,
+    /// Entries kept behind a new snapshot.
+    pub catch_up_entries: u64,
+    /// Largest snapshot chunk.
+    pub chunk_bytes: u64,
+    /// Log segment size.
+    pub segment_bytes: u64,
+    /// Messages one inbox keeps.
+    pub inbox_messages_max: u64,
+    /// Bytes of messages all inboxes keep.
+    pub retained_bytes_max: u64,
+}
+
+impl Drawn {
+    /// The chat state's retention bounds of this draw.
+    pub fn chat_limits(&self) -> raftchat::chat::ChatLimits {
+        raftchat::chat::ChatLimits {
+            inbox_messages_max: self.inbox_messages_max,
+            retained_bytes_max: self.retained_bytes_max,
+        }
+    }
 }
 
 impl Drawn {
@@ -1167,6 +1273,35 @@ impl Drawn {
             self.duration_secs,
         );
         int(workload.clients.is_fixed(), "clients", self.clients.into());
+        let snapshot = &scenario.snapshot;
+        let drawn_ints = [
+            (
+                &snapshot.log_entries,
+                "log_entries",
+                self.snapshot_log_entries,
+            ),
+            (&snapshot.log_bytes, "log_bytes", self.snapshot_log_bytes),
+            (
+                &snapshot.catch_up_entries,
+                "catch_up_entries",
+                self.catch_up_entries,
+            ),
+            (&snapshot.chunk_bytes, "chunk_bytes", self.chunk_bytes),
+            (&snapshot.segment_bytes, "segment_bytes", self.segment_bytes),
+            (
+                &scenario.chat.inbox_messages_max,
+                "inbox_messages_max",
+                self.inbox_messages_max,
+            ),
+            (
+                &scenario.chat.retained_bytes_max,
+                "retained_bytes_max",
+                self.retained_bytes_max,
+            ),
+        ];
+        for (param, name, value) in drawn_ints {
+            int(param.is_fixed(), name, value);
+        }
         let floats = [
             (network.loss, "loss", self.loss),
             (network.duplicate, "duplicate", self.duplicate),
@@ -1372,6 +1507,54 @@ fn validate_cluster(cluster: &ClusterSpec) -> Result<(), Invalid> {
         return Err(invalid("cluster.election_ticks", message));
     }
     Ok(())
+}
+
+fn validate_snapshot(snapshot: &SnapshotSpec) -> Result<(), Invalid> {
+    let within = |key: &str, param: &Param<u64>, min: u64, max: u64| {
+        param.validate(
+            key,
+            |v| (min..=max).contains(&v),
+            &format!("between {min} and {max}"),
+        )
+    };
+    within(
+        "snapshot.log_entries",
+        &snapshot.log_entries,
+        1,
+        SNAPSHOT_ENTRIES_MAX,
+    )?;
+    within(
+        "snapshot.log_bytes",
+        &snapshot.log_bytes,
+        1,
+        SNAPSHOT_BYTES_MAX,
+    )?;
+    within(
+        "snapshot.catch_up_entries",
+        &snapshot.catch_up_entries,
+        0,
+        SNAPSHOT_ENTRIES_MAX,
+    )?;
+    let chunk_max = raftchat::limits::SNAPSHOT_CHUNK_BYTES_MAX as u64;
+    within("snapshot.chunk_bytes", &snapshot.chunk_bytes, 1, chunk_max)?;
+    within(
+        "snapshot.segment_bytes",
+        &snapshot.segment_bytes,
+        SEGMENT_BYTES_MIN,
+        SNAPSHOT_BYTES_MAX,
+    )
+}
+
+fn validate_chat(chat: &ChatSpec) -> Result<(), Invalid> {
+    use raftchat::limits::{INBOX_MESSAGES_MAX, RETAINED_BYTES_MAX, RETAINED_BYTES_MIN};
+    let ok = |n| (1..=INBOX_MESSAGES_MAX).contains(&n);
+    let want = format!("between 1 and {INBOX_MESSAGES_MAX}");
+    chat.inbox_messages_max
+        .validate("chat.inbox_messages_max", ok, &want)?;
+    let ok = |n| (RETAINED_BYTES_MIN..=RETAINED_BYTES_MAX).contains(&n);
+    let want = format!("between {RETAINED_BYTES_MIN} and {RETAINED_BYTES_MAX}");
+    chat.retained_bytes_max
+        .validate("chat.retained_bytes_max", ok, &want)
 }
 
 fn validate_run(run: &RunSpec) -> Result<(), Invalid> {
@@ -2246,6 +2429,8 @@ action = "restart_all"
             "the story: what this scenario exercises, in one line"
         );
         assert_eq!(documented.cluster, defaults.cluster);
+        assert_eq!(documented.snapshot, defaults.snapshot);
+        assert_eq!(documented.chat, defaults.chat);
         assert_eq!(documented.run, defaults.run);
         assert_eq!(documented.network, defaults.network);
         assert_eq!(documented.workload, defaults.workload);
@@ -2568,10 +2753,27 @@ action = "restart_all"
         }
         let defaults = parse_ok("");
         let d = defaults.draw(7);
-        assert_eq!(d, defaults.draw(8));
+        // By default only the snapshot and retention settings are drawn (so that every run
+        // snapshots, compacts and drops messages in its own way).
+        let snapshot_and_chat_only = |mut d: Drawn| {
+            d.snapshot_log_entries = 0;
+            d.snapshot_log_bytes = 0;
+            d.catch_up_entries = 0;
+            d.chunk_bytes = 0;
+            d.segment_bytes = 0;
+            d.inbox_messages_max = 0;
+            d.retained_bytes_max = 0;
+            d
+        };
+        assert_eq!(
+            snapshot_and_chat_only(d.clone()),
+            snapshot_and_chat_only(defaults.draw(8))
+        );
         assert_eq!((d.nodes, d.tick_ms, d.clients, d.loss), (3, 10, 4, 0.0));
         assert_eq!(d.clock_drift, vec![1.0; 3]);
-        assert_eq!(d.summary(&defaults), "");
+        let summary = d.summary(&defaults);
+        assert!(summary.starts_with("log_entries="), "{summary}");
+        assert!(summary.contains("retained_bytes_max="), "{summary}");
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct Stats {
     pub messages_delayed: u64,
     /// Sync batches written.
     pub persisted_batches: u64,
+    /// Snapshots taken by nodes of their own state.
+    pub snapshots_taken: u64,
+    /// Leaders' snapshots installed by followers.
+    pub snapshots_installed: u64,
 }
 
 /// The mutable part of the world.
@@ -163,16 +167,36 @@ fn message_fields(message: &raftchat::raft::Message) -> serde_json::Value {
         "term": message.term.0,
         "message": message.body.kind(),
     });
-    if let MessageBody::AppendEntries {
-        prev_log_index,
-        entries,
-        leader_commit,
-        ..
-    } = &message.body
-    {
-        fields["prev_index"] = json!(prev_log_index.0);
-        fields["entries"] = json!(entries.len());
-        fields["commit"] = json!(leader_commit.0);
+    match &message.body {
+        MessageBody::AppendEntries {
+            prev_log_index,
+            entries,
+            leader_commit,
+            ..
+        } => {
+            fields["prev_index"] = json!(prev_log_index.0);
+            fields["entries"] = json!(entries.len());
+            fields["commit"] = json!(leader_commit.0);
+        }
+        MessageBody::InstallSnapshot {
+            snapshot,
+            offset,
+            data,
+        } => {
+            fields["snapshot"] = json!(snapshot.index.0);
+            fields["offset"] = json!(offset);
+            fields["bytes"] = json!(data.len());
+        }
+        MessageBody::InstallSnapshotResponse {
+            snapshot,
+            next_offset,
+            resend,
+        } => {
+            fields["snapshot"] = json!(snapshot.index.0);
+            fields["next_offset"] = json!(next_offset);
+            fields["resend"] = json!(resend);
+        }
+        _ => {}
     }
     fields
 }
@@ -186,17 +210,25 @@ impl Observer for World {
         match event {
             Event::Recovered {
                 hard_state,
+                snapshot,
+                snapshot_digest,
                 entries,
                 torn_tail_bytes,
+                skipped_snapshots,
             } => {
-                let result = self.with(|s| s.checker.node_started(node, entries));
+                let result = self.with(|s| {
+                    s.checker
+                        .node_started(node, *snapshot, *snapshot_digest, entries)
+                });
                 self.check(result);
                 self.trace(Some(node), "recovered", || {
                     json!({
                         "term": hard_state.term.0,
+                        "snapshot": snapshot.index.0,
                         "entries": entries.len(),
                         "commit": hard_state.commit_index.0,
                         "torn_tail_bytes": torn_tail_bytes,
+                        "skipped_snapshots": skipped_snapshots,
                     })
                 });
             }
@@ -213,16 +245,62 @@ impl Observer for World {
                 });
                 self.check(result);
             }
-            Event::Persisted { bytes, entries } => {
+            Event::Persisted {
+                bytes,
+                entries,
+                installed,
+            } => {
                 let result = self.with(|s| {
                     s.stats.persisted_batches += 1;
-                    s.checker.persisted(node, entries)
+                    s.checker.persisted(node, *installed, entries)
                 });
                 self.trace(Some(node), "persist", || {
                     json!({ "bytes": bytes, "entries": entries.len(),
-                            "first": entries.first().map(|e| e.index.0) })
+                            "first": entries.first().map(|e| e.index.0),
+                            "installed": installed.map(|m| m.index.0) })
                 });
                 self.check(result);
+            }
+            Event::SnapshotTaken {
+                snapshot,
+                digest,
+                compacted_through,
+                applied_index,
+            } => {
+                let result = self.with(|s| {
+                    s.stats.snapshots_taken += 1;
+                    s.checker.snapshot_taken(
+                        node,
+                        *snapshot,
+                        *digest,
+                        *compacted_through,
+                        *applied_index,
+                    )
+                });
+                self.trace(Some(node), "snapshot", || {
+                    json!({ "index": snapshot.index.0, "term": snapshot.term.0,
+                            "bytes": snapshot.size_bytes,
+                            "compacted_through": compacted_through.0 })
+                });
+                self.check(result);
+            }
+            Event::SnapshotInstalled { snapshot, digest } => {
+                let result = self.with(|s| {
+                    s.stats.snapshots_installed += 1;
+                    s.checker.snapshot_installed(node, *snapshot, *digest)
+                });
+                self.trace(Some(node), "install", || {
+                    json!({ "index": snapshot.index.0, "term": snapshot.term.0,
+                            "bytes": snapshot.size_bytes })
+                });
+                self.check(result);
+            }
+            Event::SnapshotRefused { snapshot, reason } => {
+                self.trace(
+                    Some(node),
+                    "snapshot_refused",
+                    || json!({ "index": snapshot.index.0, "reason": reason }),
+                );
             }
             // Counting and the vote check happen in the fault layer, which sees every
             // message whether or not the trace is on.

@@ -56,7 +56,7 @@ pub use snapshot::ChatSnapshotError;
 
 /// The retention bounds of the chat state: part of the replicated state, fixed when a cluster
 /// is created, so that every replica drops the same messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChatLimits {
     /// Most messages one inbox retains; beyond it the inbox's oldest message goes.
     pub inbox_messages_max: u64,
