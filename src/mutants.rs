@@ -32,11 +32,13 @@ pub enum Mutant {
     /// Leave the session table out of the chat snapshot, so a retry after an install is
     /// applied a second time.
     SnapshotWithoutSessions,
-    /// Label a snapshot with the commit index instead of the applied index, so the log is
-    /// compacted past entries the state machine never applied.
-    CompactPastApplied,
-    /// On installing a snapshot, keep the log's suffix even when the log's entry at the
-    /// snapshot's index has another term (Raft §7 says discard the whole log).
+    /// Compact the log through the commit index when a snapshot is taken, past the snapshot's
+    /// own index (and the catch-up entries and running transfers): a follower that installs
+    /// the snapshot cannot go on from the log, and is sent the snapshot again and again.
+    CompactPastSnapshot,
+    /// On installing a snapshot, trust the log after it: keep the suffix even when the log's
+    /// entry at the snapshot's index has another term (Raft §7 says discard the whole log),
+    /// and tell the leader the whole log matches.
     KeepConflictingSuffix,
 }
 
@@ -53,7 +55,7 @@ impl Mutant {
         Mutant::SkipSessionDedup,
         Mutant::InstallOlderSnapshot,
         Mutant::SnapshotWithoutSessions,
-        Mutant::CompactPastApplied,
+        Mutant::CompactPastSnapshot,
         Mutant::KeepConflictingSuffix,
     ];
 
@@ -70,7 +72,7 @@ impl Mutant {
             Mutant::SkipSessionDedup => "skip-session-dedup",
             Mutant::InstallOlderSnapshot => "install-older-snapshot",
             Mutant::SnapshotWithoutSessions => "snapshot-without-sessions",
-            Mutant::CompactPastApplied => "compact-past-applied",
+            Mutant::CompactPastSnapshot => "compact-past-snapshot",
             Mutant::KeepConflictingSuffix => "keep-conflicting-suffix",
         }
     }

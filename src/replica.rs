@@ -341,28 +341,13 @@ impl Replica {
         if self.snapshot_in_progress || !due || entries == 0 {
             return None;
         }
-        let (index, term) = self.snapshot_point(applied_index);
+        let term = self.raft.log().term(applied_index);
         self.snapshot_in_progress = true;
         Some(SnapshotJob {
-            index,
-            term,
+            index: applied_index,
+            term: term.expect("the applied index is in the log"),
             chat: self.chat.clone(),
         })
-    }
-
-    /// The index and term a snapshot of the state at `applied_index` is labelled with.
-    fn snapshot_point(&self, applied_index: LogIndex) -> (LogIndex, Term) {
-        #[cfg(feature = "mutants")]
-        if crate::mutants::is_active(crate::mutants::Mutant::CompactPastApplied) {
-            let commit_index = self.raft.status().commit_index;
-            let term = self.raft.log().term(commit_index);
-            return (commit_index, term.expect("the commit index is in the log"));
-        }
-        let term = self.raft.log().term(applied_index);
-        (
-            applied_index,
-            term.expect("the applied index is in the log"),
-        )
     }
 
     /// The host made the job's snapshot durable. Returns the index the log is now compacted

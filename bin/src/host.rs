@@ -130,7 +130,14 @@ where
     O: Outbox,
 {
     config.validate().map_err(NodeError::Config)?;
-    let (durable, replica) = recover(&config, disk, observer.as_ref()).await?;
+    let (durable, replica) = match recover(&config, disk, observer.as_ref()).await {
+        Ok(recovered) => recovered,
+        Err(error) => {
+            let reason = error.to_string();
+            observer.event(config.id, &Event::RecoveryFailed { reason: &reason });
+            return Err(error);
+        }
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|error| NodeError::Bind {

@@ -67,6 +67,11 @@ pub enum Event<'a> {
     Received(&'a Message),
     /// A committed entry was applied.
     Applied(&'a Applied),
+    /// The node refused to start from its data directory (it stays down).
+    RecoveryFailed {
+        /// Why.
+        reason: &'a str,
+    },
     /// The node stopped on a fatal error.
     Stopped {
         /// Why.

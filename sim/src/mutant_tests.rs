@@ -57,6 +57,10 @@ mutant_tests! {
     mutant_no_conflict_truncation_is_caught => NoConflictTruncation,
     mutant_reply_before_apply_is_caught => ReplyBeforeApply,
     mutant_skip_session_dedup_is_caught => SkipSessionDedup,
+    mutant_install_older_snapshot_is_caught => InstallOlderSnapshot,
+    mutant_snapshot_without_sessions_is_caught => SnapshotWithoutSessions,
+    mutant_compact_past_snapshot_is_caught => CompactPastSnapshot,
+    mutant_keep_conflicting_suffix_is_caught => KeepConflictingSuffix,
 }
 
 #[test]
@@ -65,7 +69,7 @@ fn every_mutant_has_a_test_and_a_unique_name() {
     names.sort();
     names.dedup();
     assert_eq!(names.len(), Mutant::ALL.len());
-    assert!(Mutant::ALL.len() >= 8);
+    assert!(Mutant::ALL.len() >= 12);
     for mutant in Mutant::ALL {
         assert_eq!(Mutant::from_name(mutant.name()), Some(mutant));
     }

@@ -318,6 +318,21 @@ impl Observer for World {
                 });
                 self.check(result);
             }
+            Event::RecoveryFailed { reason } => {
+                // The fault model only ever damages what was not yet synced, which recovery
+                // must always get past: a node refusing its own directory lost data.
+                self.with(|s| s.checker.node_stopped(node, reason));
+                self.trace(
+                    Some(node),
+                    "recovery_failed",
+                    || json!({ "reason": reason }),
+                );
+                self.violate(Failure {
+                    check: "recovery",
+                    node: Some(node),
+                    detail: format!("refused its own data directory: {reason}"),
+                });
+            }
             Event::Stopped { reason } => {
                 self.with(|s| s.checker.node_stopped(node, reason));
                 self.trace(Some(node), "stopped", || json!({ "reason": reason }));

@@ -280,13 +280,8 @@ impl RaftLog {
     /// than the one held is ignored; returns whether it was kept.
     pub fn set_snapshot(&mut self, snapshot: Snapshot) -> bool {
         let meta = snapshot.meta;
-        #[cfg(feature = "mutants")]
-        let labelled_past_applied =
-            crate::mutants::is_active(crate::mutants::Mutant::CompactPastApplied);
-        #[cfg(not(feature = "mutants"))]
-        let labelled_past_applied = false;
         assert!(
-            meta.index <= self.applied_index || labelled_past_applied,
+            meta.index <= self.applied_index,
             "snapshot of unapplied state"
         );
         if self
@@ -314,14 +309,11 @@ impl RaftLog {
         if index < self.first_index {
             return;
         }
-        #[cfg(feature = "mutants")]
-        if crate::mutants::is_active(crate::mutants::Mutant::CompactPastApplied) {
-            // The bug: committed entries dropped before the state machine saw them; the
-            // applied index jumps over them as if they had been applied.
-            self.applied_index = self.applied_index.max(index);
-        }
         assert!(index <= self.applied_index, "compacting unapplied entries");
         let covered = self.snapshot_meta().is_some_and(|s| s.index >= index);
+        #[cfg(feature = "mutants")]
+        let covered =
+            covered || crate::mutants::is_active(crate::mutants::Mutant::CompactPastSnapshot);
         assert!(covered, "compacting entries no snapshot covers");
         self.prefix_term = self.term(index).expect("a compacted index is in the log");
         self.entries.drain(..self.offset(index.next()));

@@ -594,6 +594,10 @@ impl Raft {
                 compact_to = compact_to.min(pending.index);
             }
         }
+        #[cfg(feature = "mutants")]
+        if crate::mutants::is_active(Mutant::CompactPastSnapshot) {
+            compact_to = self.log.applied_index();
+        }
         self.log.compact(compact_to);
         self.log.first_index().prev()
     }
@@ -628,10 +632,15 @@ impl Raft {
         let leader = follower.leader;
         self.log.install(snapshot);
         self.installed = Some(meta);
+        // Only the snapshot is known to match the leader: a kept suffix may still diverge.
+        let match_index = meta.index;
+        #[cfg(feature = "mutants")]
+        let match_index = match crate::mutants::is_active(Mutant::KeepConflictingSuffix) {
+            true => self.log.last_index(),
+            false => match_index,
+        };
         if let Some(leader) = leader {
-            let outcome = AppendOutcome::Accepted {
-                match_index: meta.index,
-            };
+            let outcome = AppendOutcome::Accepted { match_index };
             self.send(
                 leader,
                 self.term,

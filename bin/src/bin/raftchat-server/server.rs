@@ -354,13 +354,40 @@ impl Observer for LogObserver {
         match event {
             Event::Recovered {
                 hard_state,
+                snapshot,
+                entries,
                 torn_tail_bytes,
+                skipped_snapshots,
                 ..
             } => {
-                tracing::info!(%node, ?hard_state, torn_tail_bytes, "recovered the log");
+                for skipped in skipped_snapshots.iter() {
+                    tracing::warn!(%node, skipped, "skipped an unreadable snapshot");
+                }
+                tracing::info!(
+                    %node, ?hard_state, snapshot_index = snapshot.index.0,
+                    entries = entries.len(), torn_tail_bytes, "recovered the data directory"
+                );
             }
             Event::Status(status) => self.status(node, status),
             Event::Stopped { reason } => tracing::error!(%node, reason, "node stopped"),
+            Event::RecoveryFailed { reason } => {
+                tracing::error!(%node, reason, "cannot recover the data directory")
+            }
+            Event::SnapshotTaken {
+                snapshot,
+                compacted_through,
+                ..
+            } => tracing::info!(
+                %node, index = snapshot.index.0, bytes = snapshot.size_bytes,
+                compacted_through = compacted_through.0, "snapshot taken"
+            ),
+            Event::SnapshotInstalled { snapshot, .. } => tracing::info!(
+                %node, index = snapshot.index.0, bytes = snapshot.size_bytes,
+                "snapshot installed"
+            ),
+            Event::SnapshotRefused { snapshot, reason } => tracing::warn!(
+                %node, index = snapshot.index.0, reason, "received snapshot refused"
+            ),
             _ => {}
         }
     }
