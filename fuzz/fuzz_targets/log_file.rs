@@ -1,9 +1,10 @@
 //! A node's log file after a crash, a power loss or a bad disk: recovery must never panic, and
 //! must never hand back bytes it could not vouch for.
 //!
-//! The input builds a valid log (batches of entries and hard states, through the production
-//! encoder, so the fuzzer is not stopped by checksums), then damages it once: a cut (a torn
-//! write) or a run of overwritten bytes (a bad sector). Whatever recovery answers, the records
+//! The input builds a valid log (batches of snapshot-install records, entries and hard states,
+//! through the production encoder, so the fuzzer is not stopped by checksums), split into
+//! segments, then damages the last segment once: a cut (a torn write) or a run of overwritten
+//! bytes (a bad sector). Whatever recovery answers, the records
 //! it keeps must be exactly the records written before the damage, and a cut is always a torn
 //! tail, never corruption. The raw input is also recovered as a file, for the pure-garbage case.
 #![no_main]
@@ -11,12 +12,14 @@
 use arbitrary::{Arbitrary, Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use raftchat::codec;
-use raftchat::raft::{Entry, EntryData, HardState, Payload};
+use raftchat::raft::{Entry, EntryData, HardState, Payload, SnapshotMeta};
 use raftchat::storage::{self, Record, Recovered};
 use raftchat::types::{LogIndex, NodeId, Term};
 
 #[derive(Debug)]
 struct Input {
+    /// Whole segments before the last, which is `file`.
+    earlier: Vec<Vec<u8>>,
     file: Vec<u8>,
     /// Offset just past each record, in order.
     record_ends: Vec<usize>,
@@ -31,13 +34,38 @@ enum Damage {
 
 impl<'a> Arbitrary<'a> for Input {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Input> {
+        let mut earlier = Vec::new();
         let mut file = Vec::new();
         let mut record_count = 0;
         let mut last_index = 0u64;
+        let mut first_index = 1u64;
         let mut term = 1u64;
         for _ in 0..u.int_in_range(0..=12)? {
+            if u.ratio(1, 6)? {
+                // Begin a new segment; the records so far are whole and synced.
+                earlier.push(std::mem::take(&mut file));
+                record_count = 0;
+            }
+            // Now and then an installed snapshot: the log continues after it.
+            let installed = if u.ratio(1, 5)? {
+                term += 1;
+                let index = u.int_in_range(first_index..=last_index + 3)?;
+                first_index = index + 1;
+                last_index = index;
+                Some(SnapshotMeta {
+                    index: LogIndex(index),
+                    term: Term(term),
+                    size_bytes: 0,
+                    checksum: 0,
+                })
+            } else {
+                None
+            };
             // A batch may rewrite from any index up to one past the end (conflict truncation).
-            let first = u.int_in_range(1..=last_index + 1)?;
+            let first = match installed {
+                Some(meta) => meta.index.0 + 1,
+                None => u.int_in_range(first_index..=last_index + 1)?,
+            };
             term += u.int_in_range(0..=2)?;
             let mut entries = Vec::new();
             for index in first..first + u.int_in_range(0..=4)? {
@@ -65,9 +93,11 @@ impl<'a> Arbitrary<'a> for Input {
                 None
             };
             let mut batch = Vec::new();
-            storage::encode_batch(hard_state.as_ref(), &entries, &mut batch)
+            storage::encode_batch(installed.as_ref(), hard_state.as_ref(), &entries, &mut batch)
                 .expect("a small batch encodes");
-            record_count += entries.len() + usize::from(hard_state.is_some());
+            record_count += entries.len()
+                + usize::from(hard_state.is_some())
+                + usize::from(installed.is_some());
             file.extend_from_slice(&batch);
         }
         // Where each record ends, from a scan of the undamaged file (checked against the count
@@ -83,6 +113,7 @@ impl<'a> Arbitrary<'a> for Input {
             .collect();
         let damage = Damage::arbitrary(u)?;
         Ok(Input {
+            earlier,
             file,
             record_ends,
             damage,
@@ -90,9 +121,21 @@ impl<'a> Arbitrary<'a> for Input {
     }
 }
 
+/// Recovers the earlier segments, then `last`.
+fn recover(input: &Input, last: &[u8]) -> Result<Recovered, storage::StorageError> {
+    let mut segments: Vec<&[u8]> = input.earlier.iter().map(Vec::as_slice).collect();
+    segments.push(last);
+    storage::recover_segments(&segments)
+}
+
 fuzz_target!(|input: Input| {
-    let whole = storage::recover(&input.file).expect("an undamaged log recovers");
-    assert_eq!(whole.record_count, input.record_ends.len());
+    let whole = recover(&input, &input.file).expect("an undamaged log recovers");
+    let earlier_records: usize = input
+        .earlier
+        .iter()
+        .map(|segment| codec::scan_records::<Record>(segment).expect("whole").records.len())
+        .sum();
+    assert_eq!(whole.record_count, earlier_records + input.record_ends.len());
     assert!(whole.torn_tail.is_none());
 
     let mut damaged = input.file.clone();
@@ -129,27 +172,25 @@ fuzz_target!(|input: Input| {
         .iter()
         .take_while(|&&end| end <= first_damaged_byte)
         .count();
-    match storage::recover(&damaged) {
+    match recover(&input, &damaged) {
         Ok(recovered) => {
+            let kept = recovered.record_count - earlier_records;
             assert!(
-                recovered.record_count <= intact,
-                "recovery kept {} records, but damage at byte {first_damaged_byte} left {intact} intact",
-                recovered.record_count
+                kept <= intact,
+                "recovery kept {kept} records, but damage at byte {first_damaged_byte} left \
+                 {intact} intact"
             );
-            let prefix_len = if recovered.record_count == 0 {
+            let prefix_len = if kept == 0 {
                 0
             } else {
-                input.record_ends[recovered.record_count - 1]
+                input.record_ends[kept - 1]
             };
             assert_eq!(recovered.valid_len as usize, prefix_len);
             let expected =
-                storage::recover(&input.file[..prefix_len]).expect("a record prefix recovers");
+                recover(&input, &input.file[..prefix_len]).expect("a record prefix recovers");
             assert_same(&recovered, &expected);
             if matches!(input.damage, Damage::Cut { .. }) {
-                assert_eq!(
-                    recovered.record_count, intact,
-                    "a cut keeps every whole record"
-                );
+                assert_eq!(kept, intact, "a cut keeps every whole record");
             }
         }
         Err(error) => {
@@ -165,6 +206,7 @@ fuzz_target!(|input: Input| {
 
 fn assert_same(a: &Recovered, b: &Recovered) {
     assert_eq!(a.hard_state, b.hard_state);
+    assert_eq!(a.base, b.base);
     assert_eq!(a.entries, b.entries);
     assert_eq!(a.record_count, b.record_count);
 }

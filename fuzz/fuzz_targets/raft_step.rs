@@ -1,7 +1,9 @@
 //! One Raft node under any sequence of ticks, proposals and messages from its peers, including
-//! messages no correct peer would send: it must never panic, and its own promises must hold
-//! whatever it is told. Its term and commit index never go back, its vote never changes within
-//! a term, its log terms never decrease, and a committed entry is never changed or removed.
+//! messages no correct peer would send, with snapshots of its own taken and a leader's
+//! snapshots received: it must never panic, and its own promises must hold whatever it is
+//! told. Its term and commit index never go back, its vote never changes within a term, its
+//! log terms never decrease, a committed entry is never changed or removed (until a snapshot
+//! covers it), and committed entries are handed out in order, from a snapshot on.
 //!
 //! Numbers are drawn small (terms and indexes up to a few dozen) so messages agree with the
 //! node's state often enough to drive it through every role; now and then a field is huge.
@@ -10,7 +12,8 @@
 use arbitrary::{Arbitrary, Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use raftchat::raft::{
-    AppendOutcome, Config, Entry, EntryData, Message, MessageBody, Payload, Raft,
+    AppendOutcome, Config, Entry, EntryData, Message, MessageBody, Payload, Raft, Snapshot,
+    SnapshotMeta,
 };
 use raftchat::types::{LogIndex, NodeId, Term};
 use rand::SeedableRng;
@@ -37,7 +40,7 @@ struct Input(Message);
 
 impl<'a> Arbitrary<'a> for Input {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Input> {
-        let body = match u.int_in_range(0..=5)? {
+        let body = match u.int_in_range(0..=7)? {
             0 => MessageBody::RequestVote {
                 pre_vote: u.arbitrary()?,
                 last_log_index: index(u)?,
@@ -84,6 +87,21 @@ impl<'a> Arbitrary<'a> for Input {
             4 => MessageBody::Heartbeat {
                 leader_commit: index(u)?,
             },
+            5 => {
+                let snapshot = snapshot_meta(u)?;
+                let offset = small(u, snapshot.size_bytes.saturating_add(2))?;
+                let len = u.int_in_range(0..=3)?;
+                MessageBody::InstallSnapshot {
+                    snapshot,
+                    offset,
+                    data: Payload::new(vec![0x5a; len]),
+                }
+            }
+            6 => MessageBody::InstallSnapshotResponse {
+                snapshot: snapshot_meta(u)?,
+                next_offset: small(u, 8)?,
+                resend: u.arbitrary()?,
+            },
             _ => MessageBody::HeartbeatResponse,
         };
         Ok(Input(Message {
@@ -95,18 +113,46 @@ impl<'a> Arbitrary<'a> for Input {
     }
 }
 
+fn snapshot_meta(u: &mut Unstructured<'_>) -> Result<SnapshotMeta> {
+    Ok(SnapshotMeta {
+        index: index(u)?,
+        term: term(u)?,
+        size_bytes: small(u, 6)?,
+        checksum: u.arbitrary()?,
+    })
+}
+
 #[derive(Debug, Arbitrary)]
 enum Action {
     Tick(u8),
     Propose(u8),
     Step(Input),
+    /// The host made a snapshot of the state at the applied index durable.
+    TakeSnapshot,
+    /// The host reports a received snapshot whole (a leader's, as far as it can tell).
+    SnapshotReceived(u8),
+    /// The host reports a received snapshot refused.
+    SnapshotRefused(u8),
 }
 
-fuzz_target!(|input: (u64, Vec<Action>)| {
-    let (seed, actions) = input;
-    let config = Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]);
+/// What the host of the node under test has seen of it.
+#[derive(Default)]
+struct Host {
+    /// Entries handed out as committed since the last install, in index order.
+    committed: Vec<Entry>,
+    /// The index the state machine is at.
+    applied_index: LogIndex,
+    /// Snapshots whose last chunk was written, waiting to be reported.
+    received: Vec<SnapshotMeta>,
+}
+
+fuzz_target!(|input: (u64, u8, Vec<Action>)| {
+    let (seed, catch_up, actions) = input;
+    let mut config = Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]);
+    config.snapshot_catch_up_entries = u64::from(catch_up % 4);
+    config.snapshot_chunk_bytes_max = 2;
     let mut raft = Raft::new(config, ChaCha8Rng::seed_from_u64(seed)).expect("a valid config");
-    let mut committed: Vec<Entry> = Vec::new();
+    let mut host = Host::default();
     let mut voted = (Term(0), None);
     for action in actions {
         let before = raft.status();
@@ -114,15 +160,41 @@ fuzz_target!(|input: (u64, Vec<Action>)| {
             Action::Tick(count) => {
                 for _ in 0..count % 32 {
                     raft.tick();
-                    drain(&mut raft, &mut committed);
+                    drain(&mut raft, &mut host);
                 }
             }
             Action::Propose(byte) => {
                 let _ = raft.propose(Payload::new(vec![byte]));
             }
             Action::Step(Input(message)) => raft.step(message),
+            Action::TakeSnapshot => {
+                let index = host.applied_index;
+                if let Some(term) = raft.log().term(index).filter(|_| index.0 > 0) {
+                    let data = Payload::new(index.0.to_le_bytes().to_vec());
+                    let compacted = raft.snapshot_taken(Snapshot::new(index, term, data));
+                    assert!(compacted <= host.applied_index, "compacted past applied");
+                }
+            }
+            Action::SnapshotReceived(pick) => {
+                if !host.received.is_empty() {
+                    let meta = host.received.remove(pick as usize % host.received.len());
+                    let data = Payload::new(vec![0x5a; meta.size_bytes as usize]);
+                    let snapshot = Snapshot { meta, data };
+                    if raft.snapshot_received(snapshot) {
+                        assert!(meta.index > before.commit_index, "installed an old snapshot");
+                        host.committed.clear();
+                        host.applied_index = meta.index;
+                    }
+                }
+            }
+            Action::SnapshotRefused(pick) => {
+                if !host.received.is_empty() {
+                    let meta = host.received.remove(pick as usize % host.received.len());
+                    raft.snapshot_refused(meta);
+                }
+            }
         }
-        drain(&mut raft, &mut committed);
+        drain(&mut raft, &mut host);
         let after = raft.status();
         assert!(after.term >= before.term, "the term went back");
         assert!(
@@ -140,23 +212,28 @@ fuzz_target!(|input: (u64, Vec<Action>)| {
             log.windows(2).all(|w| w[0].term <= w[1].term),
             "log terms decrease"
         );
-        for entry in &committed {
-            let kept = log.get(entry.index.0 as usize - 1);
+        let first = raft.log().first_index();
+        for entry in host.committed.iter().filter(|e| e.index >= first) {
+            let kept = log.get((entry.index.0 - first.0) as usize);
             assert_eq!(kept, Some(entry), "a committed entry changed");
         }
     }
 });
 
-/// Carries out every Ready as a host would, recording the entries handed out as committed.
-fn drain(raft: &mut Raft, committed: &mut Vec<Entry>) {
+/// Carries out every Ready as a host would, recording the entries handed out as committed and
+/// the snapshots received whole.
+fn drain(raft: &mut Raft, host: &mut Host) {
     while let Some(ready) = raft.ready() {
         for entry in ready.committed_entries {
-            assert_eq!(
-                entry.index.0,
-                committed.len() as u64 + 1,
-                "applied out of order"
-            );
-            committed.push(entry);
+            assert_eq!(entry.index, host.applied_index.next(), "applied out of order");
+            host.applied_index = entry.index;
+            host.committed.push(entry);
+        }
+        for chunk in ready.snapshot_chunks {
+            assert!(chunk.offset + chunk.data.len() as u64 <= chunk.snapshot.size_bytes);
+            if chunk.last {
+                host.received.push(chunk.snapshot);
+            }
         }
         raft.advance();
     }
