@@ -93,6 +93,18 @@ struct DiskState {
     sync_latency: RangeInclusive<Duration>,
     rng: ChaCha8Rng,
     stats: DiskStats,
+    /// A power failure armed to strike at a given operation (tests of every crash point).
+    trap: Option<Trap>,
+    /// Operations completed (or struck by the trap).
+    operations: u64,
+}
+
+/// A power failure that strikes when `remaining` more operations have completed.
+struct Trap {
+    remaining: u64,
+    torn: bool,
+    corrupt: bool,
+    rng: ChaCha8Rng,
 }
 
 impl DiskState {
@@ -168,6 +180,8 @@ impl SimDiskHandle {
             sync_latency: SYNC_LATENCY_DEFAULT.0..=SYNC_LATENCY_DEFAULT.1,
             rng: ChaCha8Rng::seed_from_u64(seed),
             stats: DiskStats::default(),
+            trap: None,
+            operations: 0,
         };
         SimDiskHandle {
             inner: Arc::new(Mutex::new(state)),
@@ -201,33 +215,26 @@ impl SimDiskHandle {
     /// kills the node too: power loss takes the process with it. Returns a short description
     /// for the trace.
     pub fn power_fail(&self, rng: &mut impl Rng, torn: bool, corrupt: bool) -> String {
-        let mut state = self.state();
-        state.power_cycle_count += 1;
-        let mut described = Vec::new();
-        let names_by_id: BTreeMap<u64, String> = state
-            .names
-            .iter()
-            .chain(state.durable_names.iter())
-            .map(|(name, &id)| (id, name.clone()))
-            .collect();
-        for (id, file) in state.files.iter_mut() {
-            let what = lose_volatile_tail(file, rng, torn, corrupt);
-            if let Some(what) = what {
-                let name = names_by_id.get(id).map_or("?", String::as_str);
-                described.push(format!("{name}: {what}"));
-            }
-        }
-        let undone = state.names != state.durable_names;
-        state.names = state.durable_names.clone();
-        state.collect_garbage();
-        state.assert_invariants();
-        if undone {
-            described.push("directory changes since its last sync undone".into());
-        }
-        if described.is_empty() {
-            return "no unsynced bytes".to_string();
-        }
-        described.join("; ")
+        power_fail_state(&mut self.state(), rng, torn, corrupt)
+    }
+
+    /// Arms a power failure that strikes instead of the operation after `operations` more
+    /// have completed: that operation fails and takes no effect, and the disk loses (or tears,
+    /// or corrupts) every unsynced byte and undoes every unsynced directory change.
+    #[cfg(test)]
+    pub fn power_fail_after(&self, operations: u64, torn: bool, corrupt: bool, seed: u64) {
+        self.state().trap = Some(Trap {
+            remaining: operations,
+            torn,
+            corrupt,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        });
+    }
+
+    /// How many operations the disk has carried out (or failed for a power failure).
+    #[cfg(test)]
+    pub fn operations_done(&self) -> u64 {
+        self.state().operations
     }
 
     /// Frees the disk's contents at the end of a run (the handle itself may outlive the run).
@@ -292,6 +299,41 @@ impl SimDiskHandle {
             .lock()
             .expect("simulated disk state poisoned by a panic")
     }
+}
+
+/// Power failure on a disk's state (see `SimDiskHandle::power_fail`).
+fn power_fail_state(
+    state: &mut DiskState,
+    rng: &mut impl Rng,
+    torn: bool,
+    corrupt: bool,
+) -> String {
+    state.power_cycle_count += 1;
+    let mut described = Vec::new();
+    let names_by_id: BTreeMap<u64, String> = state
+        .names
+        .iter()
+        .chain(state.durable_names.iter())
+        .map(|(name, &id)| (id, name.clone()))
+        .collect();
+    for (id, file) in state.files.iter_mut() {
+        let what = lose_volatile_tail(file, rng, torn, corrupt);
+        if let Some(what) = what {
+            let name = names_by_id.get(id).map_or("?", String::as_str);
+            described.push(format!("{name}: {what}"));
+        }
+    }
+    let undone = state.names != state.durable_names;
+    state.names = state.durable_names.clone();
+    state.collect_garbage();
+    state.assert_invariants();
+    if undone {
+        described.push("directory changes since its last sync undone".into());
+    }
+    if described.is_empty() {
+        return "no unsynced bytes".to_string();
+    }
+    described.join("; ")
 }
 
 /// A power failure's effect on one file's volatile tail; `None` if it had none.
@@ -383,6 +425,15 @@ impl SimDisk {
         let mut state = self.handle.state();
         if state.power_cycle_count != started_in {
             return Err(power_failed(operation));
+        }
+        state.operations += 1;
+        if let Some(trap) = state.trap.as_mut() {
+            if trap.remaining == 0 {
+                let mut trap = state.trap.take().expect("just seen");
+                power_fail_state(&mut state, &mut trap.rng, trap.torn, trap.corrupt);
+                return Err(power_failed(operation));
+            }
+            trap.remaining -= 1;
         }
         let result = change(&mut state);
         state.assert_invariants();

@@ -11,6 +11,8 @@
 
 mod checker;
 mod disk;
+#[cfg(test)]
+mod durable_tests;
 mod history;
 mod linearizability;
 mod scenario;
