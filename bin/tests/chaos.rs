@@ -1,10 +1,14 @@
 //! Real-process chaos: a 3-node cluster of `raftchat-server` processes on loopback, each with
 //! its own data directory, written to by several clients through the client library while the
-//! leader is SIGKILLed and restarted, and then all three are SIGKILLed and restarted.
+//! leader is SIGKILLed and restarted (and SIGKILLed again while it catches up by installing a
+//! snapshot), and then all three are SIGKILLed and restarted. The cluster snapshots and
+//! compacts every few dozen entries, so kills land while nodes write snapshots, compact their
+//! logs, rotate segments and install the leader's snapshot.
 //!
 //! Afterwards every acknowledged message must be in its recipient's inbox exactly once, a
-//! message whose outcome was unknown at most once, a message reported not applied never, and
-//! all three nodes must converge on the same applied index and chat digest. Every wait has a
+//! message whose outcome was unknown at most once, a message reported not applied never, all
+//! three nodes must converge on the same applied index and chat digest, the node that was down
+//! must have installed a snapshot, and every data directory must hold at most two snapshots. Every wait has a
 //! deadline; the server guard kills every process when the test ends, however it ends.
 #![cfg(not(madsim))]
 
@@ -14,6 +18,7 @@ use common::Servers;
 use raftchat::chat::{Operation, Status};
 use raftchat::limits::FETCH_MESSAGES_MAX;
 use raftchat_node::client::{Client, ClientError};
+use raftchat_node::cluster_status::ClusterStatus;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +33,13 @@ const ACKS_PER_PHASE: u64 = 400;
 /// The bound of any one wait.
 const WAIT_MAX: Duration = Duration::from_secs(15);
 /// The bound of the whole test.
-const TEST_MAX: Duration = Duration::from_secs(50);
+const TEST_MAX: Duration = Duration::from_secs(60);
+/// Snapshot settings that make every phase snapshot, compact and rotate many times.
+const SETTINGS: [(&str, &str); 3] = [
+    ("log_entries", "40"),
+    ("catch_up_entries", "10"),
+    ("segment_bytes", "8192"),
+];
 
 /// What the writers were told about each message they sent: (recipient, text).
 #[derive(Default)]
@@ -213,9 +224,38 @@ fn check_exactly_once(ledger: &Ledger, found: &BTreeMap<String, Vec<String>>) {
     assert!(found.len() <= sent, "more messages found than sent");
 }
 
+/// Every node snapshotted and keeps at most two snapshot files; the old leader, down while the
+/// others compacted, installed a snapshot to catch up.
+fn check_snapshots(servers: &Servers, old_leader: u64, status: &ClusterStatus) {
+    for node in status.reachable() {
+        assert!(
+            node.raft.snapshot_index.0 > 0,
+            "{} never snapshotted",
+            node.raft.id
+        );
+        let dir = servers.data_dir(node.raft.id.0);
+        let snapshots = std::fs::read_dir(&dir)
+            .expect("list the data directory")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".snap"))
+            .count();
+        assert!(
+            snapshots <= 2,
+            "{} holds {snapshots} snapshots",
+            dir.display()
+        );
+    }
+    let log = std::fs::read_to_string(servers.dir.join(format!("{old_leader}.log")))
+        .expect("read the server's log");
+    assert!(
+        log.contains("snapshot installed"),
+        "node {old_leader} caught up without installing a snapshot"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_leader_and_full_cluster_crashes() {
-    let mut servers = Servers::new("chaos", 3);
+    let mut servers = Servers::with_settings("chaos", 3, &SETTINGS);
     let outcome = tokio::time::timeout(TEST_MAX, scenario(&mut servers)).await;
     assert!(outcome.is_ok(), "the chaos test exceeded {TEST_MAX:?}");
 }
@@ -234,6 +274,11 @@ async fn scenario(servers: &mut Servers) {
     writers
         .wait_for_acks(ACKS_PER_PHASE, "after SIGKILL of the leader")
         .await;
+    servers.start(leader);
+    // Killed again while it catches up (by installing the leader's snapshot: the others
+    // compacted far past it), then back for good.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    servers.kill(leader);
     servers.start(leader);
     writers
         .wait_for_acks(ACKS_PER_PHASE, "after restarting the old leader")
@@ -257,6 +302,7 @@ async fn scenario(servers: &mut Servers) {
         .await;
     let found = read_inboxes(servers).await;
     check_exactly_once(&ledger, &found);
+    check_snapshots(servers, leader, &status);
     assert!(ledger.acknowledged.len() as u64 >= 4 * ACKS_PER_PHASE);
     let largest_inbox = USERS.iter().map(|user| {
         found

@@ -50,12 +50,31 @@ pub fn free_addresses(count: usize) -> Vec<SocketAddr> {
 
 /// Writes a cluster file for `addresses` (ids 1, 2, ...) into `dir` and loads it back.
 pub fn write_cluster_file(dir: &Path, addresses: &[SocketAddr]) -> ClusterFile {
+    write_cluster_file_with(dir, addresses, &[])
+}
+
+/// Like `write_cluster_file`, with each `(key, value)` of `settings` replacing the line that
+/// sets that key (for instance `("log_entries", "50")`).
+pub fn write_cluster_file_with(
+    dir: &Path,
+    addresses: &[SocketAddr],
+    settings: &[(&str, &str)],
+) -> ClusterFile {
     let members: BTreeMap<NodeId, SocketAddr> = (1u64..)
         .map(NodeId)
         .zip(addresses.iter().copied())
         .collect();
     let path = dir.join("cluster.toml");
-    fs::write(&path, cluster_file::render(4242, &members)).expect("write the cluster file");
+    let mut text = cluster_file::render(4242, &members);
+    for (key, value) in settings {
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("the cluster file sets no {key}"))
+            .to_string();
+        text = text.replace(&line, &format!("{key} = {value}"));
+    }
+    fs::write(&path, text).expect("write the cluster file");
     ClusterFile::load(&path).expect("load the cluster file")
 }
 
@@ -71,8 +90,13 @@ pub struct Servers {
 impl Servers {
     /// A cluster of `count` nodes on free loopback ports; no server is started yet.
     pub fn new(name: &str, count: usize) -> Servers {
+        Servers::with_settings(name, count, &[])
+    }
+
+    /// Like `new`, with cluster file settings replaced (see `write_cluster_file_with`).
+    pub fn with_settings(name: &str, count: usize, settings: &[(&str, &str)]) -> Servers {
         let dir = scratch_dir(name);
-        let file = write_cluster_file(&dir, &free_addresses(count));
+        let file = write_cluster_file_with(&dir, &free_addresses(count), settings);
         Servers {
             dir,
             file,
