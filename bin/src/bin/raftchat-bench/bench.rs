@@ -8,6 +8,11 @@
 //! seconds into the measured window, and reports the time from the kill to the next
 //! acknowledged write, and the longest pause between two acknowledgements.
 //!
+//! `--monitor SECS` samples every node's resident memory and data directory size (from the same
+//! pid files, and the `ID/` data directories beside them) at that interval while the load
+//! runs, printing each sample to stderr and listing them with the results, so a long run shows
+//! whether memory and disk stay flat.
+//!
 //! Exit codes: 0 the benchmark ran; 1 the cluster could not be reached, no operation was
 //! acknowledged, or the leader could not be killed; 2 usage or input error.
 
@@ -23,8 +28,12 @@ use raftchat_node::cluster_status::ClusterStatus;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+use crate::monitor::{self, Sample};
 
 /// Most concurrent clients.
 const CLIENTS_MAX: usize = 4096;
@@ -71,9 +80,13 @@ struct Args {
     /// until the next acknowledged write. Needs the leader's pid file (see --pid-dir).
     #[arg(long, value_name = "SECS")]
     kill_leader_after: Option<f64>,
-    /// Where the servers' ID.pid files are [default: the cluster file's directory].
+    /// Where the servers' ID.pid files (and ID/ data directories) are [default: the cluster
+    /// file's directory].
     #[arg(long, value_name = "DIR")]
     pid_dir: Option<PathBuf>,
+    /// Sample each node's resident memory and data directory size every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    monitor: Option<f64>,
     /// Print the results as one JSON object.
     #[arg(long)]
     json: bool,
@@ -121,6 +134,7 @@ struct Plan {
     message_chars: usize,
     kill_leader_after: Option<Duration>,
     pid_dir: PathBuf,
+    monitor: Option<Duration>,
 }
 
 fn seconds(flag: &str, value: f64, min: f64) -> Result<Duration, Failure> {
@@ -161,6 +175,10 @@ fn plan(args: &Args) -> Result<Plan, Failure> {
     if kill_leader_after.is_some_and(|after| after >= duration) {
         return Err(input("--kill-leader-after must be shorter than --duration"));
     }
+    let monitor = match args.monitor {
+        Some(secs) => Some(seconds("--monitor", secs, 0.1)?),
+        None => None,
+    };
     let pid_dir = match &args.pid_dir {
         Some(dir) => dir.clone(),
         None => args.cluster.parent().map(PathBuf::from).unwrap_or_default(),
@@ -174,6 +192,7 @@ fn plan(args: &Args) -> Result<Plan, Failure> {
         message_chars: args.message_chars,
         kill_leader_after,
         pid_dir,
+        monitor,
     })
 }
 
@@ -218,6 +237,7 @@ struct RunResults {
     measure_start: Instant,
     measure_end: Instant,
     kill: Option<(NodeId, Instant)>,
+    samples: Vec<Sample>,
 }
 
 async fn load(plan: &Plan) -> Result<RunResults, Failure> {
@@ -226,6 +246,7 @@ async fn load(plan: &Plan) -> Result<RunResults, Failure> {
     let start = Instant::now();
     let measure_start = start + plan.warmup;
     let end = measure_start + plan.duration;
+    let acknowledged = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for index in 0..plan.clients {
         let config = plan
@@ -237,9 +258,15 @@ async fn load(plan: &Plan) -> Result<RunResults, Failure> {
             message_chars: plan.message_chars,
             measure_start,
             end,
+            acknowledged: acknowledged.clone(),
         };
         tasks.push(tokio::spawn(run_client(Client::new(config), work)));
     }
+    let sampler = plan.monitor.map(|interval| {
+        let ids: Vec<u64> = plan.file.members.keys().map(|id| id.0).collect();
+        let dir = plan.pid_dir.clone();
+        tokio::spawn(run_monitor(dir, ids, interval, start, end, acknowledged))
+    });
     let kill = match plan.kill_leader_after {
         Some(after) => {
             tokio::time::sleep_until(measure_start + after).await;
@@ -254,12 +281,41 @@ async fn load(plan: &Plan) -> Result<RunResults, Failure> {
             .map_err(|e| cluster(format!("a client task failed: {e}")))?;
         clients.push(results);
     }
+    let samples = match sampler {
+        Some(task) => task
+            .await
+            .map_err(|e| cluster(format!("the monitor failed: {e}")))?,
+        None => Vec::new(),
+    };
     Ok(RunResults {
         clients,
         measure_start,
         measure_end: end,
         kill,
+        samples,
     })
+}
+
+/// Samples the nodes every `interval` until `end`, printing each sample to stderr.
+async fn run_monitor(
+    dir: PathBuf,
+    ids: Vec<u64>,
+    interval: Duration,
+    start: Instant,
+    end: Instant,
+    acknowledged: Arc<AtomicU64>,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let mut next = start;
+    while next <= end {
+        tokio::time::sleep_until(next).await;
+        let count = acknowledged.load(Ordering::Relaxed);
+        let sample = monitor::sample(&dir, &ids, start.elapsed(), count);
+        eprintln!("{}", sample.line());
+        samples.push(sample);
+        next += interval;
+    }
+    samples
 }
 
 /// Creates the accounts the load uses; ones left by an earlier run are fine.
@@ -296,6 +352,8 @@ struct ClientWork {
     message_chars: usize,
     measure_start: Instant,
     end: Instant,
+    /// Every client's acknowledged writes, warmup included, for the monitor.
+    acknowledged: Arc<AtomicU64>,
 }
 
 async fn run_client(mut client: Client, work: ClientWork) -> ClientResults {
@@ -318,6 +376,9 @@ async fn run_client(mut client: Client, work: ClientWork) -> ClientResults {
         let began = Instant::now();
         let result = client.execute(operation).await;
         let done = Instant::now();
+        if matches!(&result, Ok(completed) if completed.reply.status == Status::Success) {
+            work.acknowledged.fetch_add(1, Ordering::Relaxed);
+        }
         if done < work.measure_start {
             continue;
         }
@@ -396,6 +457,8 @@ struct Report {
     /// The killed leader, when it was killed (from the measured window's start), and how long
     /// until the next acknowledged write.
     failover: Option<(NodeId, Duration, Option<Duration>)>,
+    /// The monitor's samples, in time order.
+    samples: Vec<Sample>,
 }
 
 impl Report {
@@ -444,6 +507,7 @@ impl Report {
             unexpected_status,
             longest_gap,
             failover,
+            samples: results.samples,
         }
     }
 
@@ -499,6 +563,9 @@ impl Report {
                 at.as_secs_f64()
             );
         }
+        for sample in &self.samples {
+            out!("  {}", sample.line());
+        }
     }
 
     fn json(&self) -> serde_json::Value {
@@ -528,6 +595,7 @@ impl Report {
             },
             "longest_gap_ms": millis(self.longest_gap),
             "failover": failover,
+            "monitor": self.samples.iter().map(Sample::json).collect::<Vec<_>>(),
         })
     }
 }

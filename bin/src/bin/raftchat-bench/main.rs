@@ -14,6 +14,8 @@ macro_rules! out {
 #[cfg(not(madsim))]
 mod bench;
 #[cfg(not(madsim))]
+mod monitor;
+#[cfg(not(madsim))]
 #[path = "../raftchat/process.rs"]
 mod process;
 

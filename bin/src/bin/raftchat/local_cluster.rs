@@ -40,7 +40,14 @@ pub enum ClusterCommand {
 #[derive(Args, Debug)]
 #[command(
     after_help = "Writes DIR/cluster.toml (or reuses it), and for each node ID its data \
-                        directory DIR/ID/, log file DIR/ID.log and pid file DIR/ID.pid."
+                        directory DIR/ID/, log file DIR/ID.log and pid file DIR/ID.pid.\n\n\
+                        The cluster file it writes spells out every setting with its default, \
+                        commented: [timing]; [snapshot] (log_entries and log_bytes: when a \
+                        member snapshots its state and compacts its log; catch_up_entries; \
+                        segment_bytes); [chat] (inbox_messages_max and retained_bytes_max: \
+                        how many messages are kept, fixed when a data directory is created); \
+                        [client]. Edit it and run `cluster up` again to apply it to new \
+                        members (restart running ones with `cluster down` first)."
 )]
 pub struct UpArgs {
     /// How many servers (1 to 15; odd numbers tolerate the most failures).
