@@ -571,14 +571,26 @@ impl Raft {
     /// at an applied index. It becomes the snapshot sent to followers that need compacted
     /// entries, and the log is compacted behind it: `snapshot_catch_up_entries` entries before
     /// it are kept for followers a little behind, and so is every entry after a snapshot that a
-    /// transfer under way will install, so its follower can go on from the log. An older
-    /// snapshot than the one held changes nothing. Returns the index the log is now compacted
-    /// through.
+    /// live transfer (one its follower has begun and answered about within an election
+    /// timeout) will install, so its follower can go on from the log. A transfer that has not started or has
+    /// gone quiet (its follower is down) starts over with the new snapshot instead, so a dead
+    /// follower never holds the log back. An older snapshot than the one held changes nothing.
+    /// Returns the index the log is now compacted through.
     pub fn snapshot_taken(&mut self, snapshot: Snapshot) -> LogIndex {
         self.assert_not_pending();
         let index = snapshot.meta.index;
         if !self.log.set_snapshot(snapshot) {
             return self.log.first_index().prev();
+        }
+        let idle_ticks_max = self.config.election_timeout_ticks_min;
+        if let Role::Leader(leader) = &mut self.role {
+            let newest = self.log.snapshot().expect("just set");
+            for progress in leader.progress.values_mut() {
+                let pending = progress.pending_snapshot().is_some();
+                if pending && !progress.is_transfer_active(idle_ticks_max) {
+                    progress.become_snapshot(newest.clone());
+                }
+            }
         }
         let mut compact_to = LogIndex(
             index
@@ -586,11 +598,11 @@ impl Raft {
                 .saturating_sub(self.config.snapshot_catch_up_entries),
         );
         if let Role::Leader(leader) = &self.role {
-            for pending in leader
+            let active = leader
                 .progress
                 .values()
-                .filter_map(Progress::pending_snapshot)
-            {
+                .filter(|progress| progress.is_transfer_active(idle_ticks_max));
+            for pending in active.filter_map(Progress::pending_snapshot) {
                 compact_to = compact_to.min(pending.index);
             }
         }
@@ -861,6 +873,11 @@ impl Raft {
         let Role::Leader(leader) = &mut self.role else {
             unreachable!()
         };
+        for progress in leader.progress.values_mut() {
+            if let Some(transfer) = progress.snapshot_transfer() {
+                transfer.idle_ticks = transfer.idle_ticks.saturating_add(1);
+            }
+        }
         leader.heartbeat_elapsed_ticks += 1;
         if leader.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
             leader.heartbeat_elapsed_ticks = 0;

@@ -27,6 +27,8 @@ pub struct SnapshotTransfer {
     pub acked_offset: u64,
     /// Heartbeat answers since the follower last confirmed a byte.
     pub stalled_rounds: u32,
+    /// Leader ticks since the follower last answered about this transfer (or since it began).
+    pub idle_ticks: u32,
     /// Send one chunk from `acked_offset` even with the window full or nothing left to send:
     /// a chunk was lost, or the follower may have lost what it had (a restart).
     pub probe_due: bool,
@@ -219,8 +221,22 @@ impl Progress {
             next_offset: 0,
             acked_offset: 0,
             stalled_rounds: 0,
+            idle_ticks: 0,
             probe_due: false,
         });
+    }
+
+    /// Whether a snapshot transfer is under way that its follower has begun to receive and
+    /// answered about within the last `idle_ticks_max` ticks (while it checks and installs a
+    /// whole snapshot it still answers the leader's probes): only such a transfer holds the
+    /// leader's compaction back.
+    pub fn is_transfer_active(&self, idle_ticks_max: u32) -> bool {
+        match &self.mode {
+            ProgressMode::Snapshot(transfer) => {
+                transfer.acked_offset > 0 && transfer.idle_ticks < idle_ticks_max
+            }
+            _ => false,
+        }
     }
 
     /// The snapshot transfer under way to this follower, if any.
@@ -248,6 +264,7 @@ impl Progress {
         if transfer.snapshot.meta != snapshot || next_offset > transfer.size_bytes() {
             return;
         }
+        transfer.idle_ticks = 0;
         if next_offset > transfer.acked_offset {
             transfer.acked_offset = next_offset;
             transfer.stalled_rounds = 0;

@@ -1309,6 +1309,8 @@ struct SnapshotNetwork {
     net: Network,
     incoming: BTreeMap<NodeId, Vec<u8>>,
     installed: Vec<(NodeId, SnapshotMeta)>,
+    /// How many more InstallSnapshot chunks to deliver before losing `chunks_to_drop`.
+    chunks_to_pass: usize,
     /// How many more InstallSnapshot chunks to lose.
     chunks_to_drop: usize,
     chunks_sent: usize,
@@ -1320,6 +1322,7 @@ impl SnapshotNetwork {
             net,
             incoming: BTreeMap::new(),
             installed: Vec::new(),
+            chunks_to_pass: 0,
             chunks_to_drop: 0,
             chunks_sent: 0,
         }
@@ -1361,7 +1364,9 @@ impl SnapshotNetwork {
             for m in queue {
                 if matches!(m.body, MessageBody::InstallSnapshot { .. }) {
                     self.chunks_sent += 1;
-                    if self.chunks_to_drop > 0 {
+                    if self.chunks_to_pass > 0 {
+                        self.chunks_to_pass -= 1;
+                    } else if self.chunks_to_drop > 0 {
                         self.chunks_to_drop -= 1;
                         continue;
                     }
@@ -1497,9 +1502,10 @@ fn section_7_compaction_keeps_catch_up_entries_and_what_a_transfer_needs() {
     net.node(1).snapshot_taken(snapshot_at(first.0, 1, 64));
     net.heal();
     let mut net = SnapshotNetwork::new(net);
+    net.chunks_to_pass = 1;
     net.chunks_to_drop = usize::MAX;
-    net.tick_all(3);
-    assert!(net.chunks_sent > 0, "the transfer of `first` began");
+    net.tick_all(1);
+    assert!(net.chunks_sent > 1, "the transfer of `first` began");
     for k in 0..4 {
         net.propose(1, &format!("d{k}"));
     }
@@ -1553,4 +1559,64 @@ fn section_7_restart_from_a_snapshot_and_the_log_after_it() {
         ..Persisted::default()
     };
     assert!(Raft::restart(config(1, 3), ChaCha8Rng::seed_from_u64(1), damaged).is_err());
+}
+
+/// Raft §7: a transfer to a follower that is down holds nothing back: once it has gone quiet
+/// for an election timeout, a new snapshot restarts it and the log is compacted behind the new
+/// snapshot, so a dead follower never makes the leader's log grow without bound.
+#[test]
+fn section_7_a_transfer_to_a_dead_follower_does_not_hold_compaction_back() {
+    let mut net = snapshot_cluster();
+    net.elect(1);
+    net.isolate(3);
+    for k in 0..4 {
+        net.propose(1, &format!("c{k}"));
+    }
+    let first = net.node(1).log.applied_index();
+    net.node(1).snapshot_taken(snapshot_at(first.0, 1, 64));
+    net.heal();
+    let mut net = SnapshotNetwork::new(net);
+    net.chunks_to_pass = 1;
+    net.chunks_to_drop = usize::MAX;
+    net.tick_all(1);
+    let pending = net
+        .net
+        .node(1)
+        .progress(NodeId(3))
+        .and_then(Progress::pending_snapshot);
+    assert_eq!(
+        pending.map(|m| m.index),
+        Some(first),
+        "the follower began the transfer"
+    );
+    // The follower answered once (it began the transfer), then dies.
+    net.net.isolate(3);
+    for k in 0..4 {
+        net.propose(1, &format!("d{k}"));
+    }
+    let timeout = net.net.node(1).config.election_timeout_ticks_min;
+    for _ in 0..timeout {
+        net.net.node(1).tick();
+        let _ = flush(net.net.node(1));
+    }
+    let later = net.net.node(1).log.applied_index();
+    let compacted = net.net.node(1).snapshot_taken(snapshot_at(later.0, 1, 64));
+    assert_eq!(compacted, later, "nothing held back by the quiet transfer");
+    let pending = net
+        .net
+        .node(1)
+        .progress(NodeId(3))
+        .and_then(Progress::pending_snapshot);
+    assert_eq!(
+        pending.map(|m| m.index),
+        Some(later),
+        "the transfer starts over"
+    );
+    // Back again, the follower installs the newer snapshot and goes on from the log.
+    net.net.heal();
+    net.chunks_to_drop = 0;
+    net.tick_all(30);
+    assert_eq!(net.installed.last().map(|(_, m)| m.index), Some(later));
+    let leader_last = net.net.node(1).log.last_index();
+    assert_eq!(net.net.node(3).log.last_index(), leader_last);
 }
