@@ -14,8 +14,11 @@
 //! - `snap-{index:016x}-{term:016x}.snap`: a snapshot file (`storage::snapshot_file_header`,
 //!   then the state machine's bytes), written as `….snap.tmp`, synced, renamed, and the
 //!   directory synced, so it appears whole or not at all.
-//! - `….snap.part`: a leader's snapshot being received: its header, then the chunks in order.
-//!   Once whole it is synced, read back and checked, and renamed to its final name.
+//! - `snap-{index:016x}-{term:016x}-{transfer:016x}.part`: a leader's snapshot being received
+//!   (each transfer, numbered by this node, in a file of its own, so a transfer that begins
+//!   while an earlier one is still being checked never touches its file): the header, then the
+//!   chunks in order. Once whole it is synced, read back and checked, and renamed to its final
+//!   name.
 //!
 //! Recovery reads everything before it changes anything: it loads the newest snapshot that
 //! passes its checksums (skipping a damaged one for an older one), replays every segment, and
@@ -100,8 +103,11 @@ pub fn snapshot_name(meta: &SnapshotMeta) -> String {
     format!("snap-{:016x}-{:016x}.snap", meta.index.0, meta.term.0)
 }
 
-fn part_name(meta: &SnapshotMeta) -> String {
-    format!("{}.part", snapshot_name(meta))
+fn part_name(meta: &SnapshotMeta, transfer: u64) -> String {
+    format!(
+        "snap-{:016x}-{:016x}-{transfer:016x}.part",
+        meta.index.0, meta.term.0
+    )
 }
 
 fn parse_hex_pair(name: &str, prefix: &str, suffix: &str) -> Option<(u64, u64)> {
@@ -126,7 +132,16 @@ fn parse_snapshot(name: &str) -> Option<(LogIndex, Term)> {
 }
 
 fn is_temporary(name: &str) -> bool {
-    name.starts_with("snap-") && (name.ends_with(".snap.tmp") || name.ends_with(".snap.part"))
+    name.starts_with("snap-") && (name.ends_with(".snap.tmp") || name.ends_with(".part"))
+}
+
+/// A snapshot being received: which one, and the number of its transfer (its file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// The snapshot.
+    pub snapshot: SnapshotMeta,
+    /// This node's number for the transfer.
+    pub transfer: u64,
 }
 
 /// A node's durable state, as files.
@@ -144,8 +159,11 @@ pub struct Durable<D> {
     hard_state: HardState,
     /// The index of the last entry written.
     last_index: LogIndex,
-    /// The snapshot whose chunks are being received.
-    incoming: Option<SnapshotMeta>,
+    /// The transfer whose chunks are being written.
+    incoming: Option<Incoming>,
+    /// Transfers whose file is whole and being checked beside the loop.
+    finishing: Vec<u64>,
+    next_transfer: u64,
 }
 
 impl<D: Disk> Durable<D> {
@@ -204,6 +222,8 @@ impl<D: Disk> Durable<D> {
             hard_state,
             last_index,
             incoming: None,
+            finishing: Vec::new(),
+            next_transfer: 1,
         };
         durable
             .repair(&names, &found.damaged, torn_tail_bytes)
@@ -272,10 +292,18 @@ impl<D: Disk> Durable<D> {
 
     /// Step 1 of a round of work: writes the chunks of a snapshot being received, then appends
     /// the log records and syncs them. After an install, begins a new segment and deletes
-    /// what the install made useless.
-    pub async fn persist(&mut self, work: &Work) -> io::Result<()> {
+    /// what the install made useless. Returns the transfer whose file is now whole, if one is:
+    /// the host checks it beside the loop ([`finish_incoming`]) and then reports
+    /// [`Durable::transfer_finished`].
+    pub async fn persist(&mut self, work: &Work) -> io::Result<Option<Incoming>> {
+        let mut whole = None;
         for chunk in &work.snapshot_chunks {
             self.write_chunk(chunk).await?;
+            if chunk.last {
+                let incoming = self.incoming.take().expect("the chunk's transfer");
+                self.finishing.push(incoming.transfer);
+                whole = Some(incoming);
+            }
         }
         if work.must_sync() {
             let active = self.segments.last_mut().expect("there is always a segment");
@@ -306,7 +334,7 @@ impl<D: Disk> Durable<D> {
         {
             self.begin_segment().await?;
         }
-        Ok(())
+        Ok(whole)
     }
 
     /// Begins a new segment, durable (file and directory) before it is used.
@@ -330,33 +358,51 @@ impl<D: Disk> Durable<D> {
         Ok(())
     }
 
-    /// Writes one received chunk at its place; a chunk at offset 0 starts the file, and a
-    /// transfer of another snapshot abandons the previous file.
+    /// Writes one received chunk at its place. A chunk at offset 0 begins a new transfer in a
+    /// file of its own and abandons the previous one (its file is removed, unless it is whole
+    /// and being checked); the others follow it in order (the core sends them so).
     async fn write_chunk(&mut self, chunk: &SnapshotChunk) -> io::Result<()> {
         let meta = chunk.snapshot;
-        let name = part_name(&meta);
         if chunk.offset == 0 {
-            if let Some(previous) = self.incoming.filter(|previous| *previous != meta) {
-                self.disk.remove(&part_name(&previous)).await?;
+            if let Some(previous) = self.incoming.take() {
+                self.disk
+                    .remove(&part_name(&previous.snapshot, previous.transfer))
+                    .await?;
             }
-            self.incoming = Some(meta);
+            let transfer = self.next_transfer;
+            self.next_transfer += 1;
+            self.incoming = Some(Incoming {
+                snapshot: meta,
+                transfer,
+            });
             let mut bytes = storage::snapshot_file_header(&meta);
             bytes.extend_from_slice(chunk.data.as_bytes());
-            return self.disk.write_at(&name, 0, &bytes).await;
+            return self
+                .disk
+                .write_at(&part_name(&meta, transfer), 0, &bytes)
+                .await;
         }
+        let incoming = self
+            .incoming
+            .filter(|incoming| incoming.snapshot == meta)
+            .expect("a chunk past offset 0 follows its transfer's first chunk");
         let header_len = storage::snapshot_file_header(&meta).len() as u64;
         let offset = header_len + chunk.offset;
+        let name = part_name(&meta, incoming.transfer);
         self.disk
             .write_at(&name, offset, chunk.data.as_bytes())
             .await
     }
 
+    /// The check of a whole transfer's file is done (its file was renamed or removed).
+    pub fn transfer_finished(&mut self, incoming: Incoming) {
+        self.finishing
+            .retain(|&transfer| transfer != incoming.transfer);
+    }
+
     /// A snapshot file was made durable (taken by this node, or received): record it and
     /// delete what recovery no longer needs.
     pub async fn snapshot_added(&mut self, meta: SnapshotMeta) -> io::Result<()> {
-        if self.incoming == Some(meta) {
-            self.incoming = None;
-        }
         let key = (meta.index, meta.term);
         if !self.snapshots.contains(&key) {
             self.snapshots.push(key);
@@ -365,14 +411,13 @@ impl<D: Disk> Durable<D> {
         self.compact().await
     }
 
-    /// A received snapshot that was not installed: its file is of no use.
+    /// A received snapshot that was not installed: its file is of no use, unless this node
+    /// holds the same snapshot already (a state machine's snapshot at an index is the same
+    /// bytes on every node, so the received file replaced it with itself).
     pub async fn snapshot_dropped(&mut self, meta: SnapshotMeta) -> io::Result<()> {
-        if self.incoming == Some(meta) {
-            self.incoming = None;
+        if self.snapshots.contains(&(meta.index, meta.term)) {
+            return Ok(());
         }
-        self.snapshots
-            .retain(|held| *held != (meta.index, meta.term));
-        self.disk.remove(&part_name(&meta)).await?;
         self.disk.remove(&snapshot_name(&meta)).await
     }
 
@@ -514,9 +559,10 @@ pub async fn write_snapshot_file<D: Disk>(disk: &D, snapshot: &Snapshot) -> io::
 /// error.
 pub async fn finish_incoming<D: Disk>(
     disk: &D,
-    meta: SnapshotMeta,
+    incoming: Incoming,
 ) -> io::Result<Result<(Snapshot, Chat), String>> {
-    let part = part_name(&meta);
+    let meta = incoming.snapshot;
+    let part = part_name(&meta, incoming.transfer);
     disk.sync(&part).await?;
     let bytes = disk.read(&part).await?;
     let checked = storage::decode_snapshot_file(bytes)

@@ -21,11 +21,11 @@
 
 use crate::config::NodeConfig;
 use crate::disk::Disk;
-use crate::durable::{self, Durable, RecoveryError};
+use crate::durable::{self, Durable, Incoming, RecoveryError};
 use crate::observer::{Event, Observer};
 use crate::transport::{self, Inbound, Outbox, PeerOutbox};
 use raftchat::chat::Chat;
-use raftchat::raft::{Message, ProposeError, RoleKind, Snapshot, SnapshotMeta, Status};
+use raftchat::raft::{Message, ProposeError, RoleKind, Snapshot, Status};
 use raftchat::replica::{Applied, Replica, SnapshotJob};
 use raftchat::types::{LogIndex, Term};
 use raftchat::wire::{NodeStatus, RequestBody, ResponseBody};
@@ -34,6 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
@@ -96,10 +97,13 @@ enum Background {
     Taken {
         result: io::Result<Snapshot>,
         digest: u64,
+        /// How long copying the state held the loop, and when the copy was taken.
+        loop_held: Duration,
+        started: Instant,
     },
     /// A leader's snapshot was checked and made durable (or refused, with why).
     Received {
-        snapshot: SnapshotMeta,
+        incoming: Incoming,
         result: io::Result<Result<(Snapshot, Chat), String>>,
     },
 }
@@ -244,31 +248,44 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     /// Starts taking a snapshot if the replica calls for one: the copy of the state is taken
     /// here, everything costly in a task.
     fn maybe_start_snapshot(&mut self) {
+        let started = Instant::now();
         let Some(job) = self.replica.maybe_snapshot() else {
             return;
         };
+        let loop_held = started.elapsed();
         let disk = self.durable.disk().clone();
         let done = self.background.clone();
         tokio::spawn(async move {
             let digest = job.digest();
             let result = take_snapshot(disk, job).await;
-            let _ = done.send(Background::Taken { result, digest }).await;
+            let taken = Background::Taken {
+                result,
+                digest,
+                loop_held,
+                started,
+            };
+            let _ = done.send(taken).await;
         });
     }
 
     /// Starts finishing a received snapshot whose last chunk is written.
-    fn start_finishing(&mut self, snapshot: SnapshotMeta) {
+    fn start_finishing(&mut self, incoming: Incoming) {
         let disk = self.durable.disk().clone();
         let done = self.background.clone();
         tokio::spawn(async move {
-            let result = durable::finish_incoming(&disk, snapshot).await;
-            let _ = done.send(Background::Received { snapshot, result }).await;
+            let result = durable::finish_incoming(&disk, incoming).await;
+            let _ = done.send(Background::Received { incoming, result }).await;
         });
     }
 
     async fn finish_background(&mut self, done: Background) -> Result<(), NodeError> {
         match done {
-            Background::Taken { result, digest } => {
+            Background::Taken {
+                result,
+                digest,
+                loop_held,
+                started,
+            } => {
                 let snapshot = result.map_err(NodeError::Disk)?;
                 let meta = snapshot.meta;
                 let compacted_through = self.replica.snapshot_taken(snapshot);
@@ -281,22 +298,27 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     digest,
                     compacted_through,
                     applied_index: self.replica.status().applied_index,
+                    loop_held,
+                    took: started.elapsed(),
                 };
                 self.observer.event(self.config.id, &event);
             }
-            Background::Received { snapshot, result } => match result.map_err(NodeError::Disk)? {
-                Ok((received, chat)) => self.install(received, chat).await?,
-                Err(reason) => {
-                    self.replica.snapshot_refused(snapshot);
-                    let event = Event::SnapshotRefused {
-                        snapshot,
-                        reason: &reason,
-                    };
-                    self.observer.event(self.config.id, &event);
+            Background::Received { incoming, result } => {
+                self.durable.transfer_finished(incoming);
+                match result.map_err(NodeError::Disk)? {
+                    Ok((received, chat)) => self.install(received, chat).await?,
+                    Err(reason) => self.refuse(incoming.snapshot, &reason),
                 }
-            },
+            }
         }
         Ok(())
+    }
+
+    /// A received snapshot failed its checks: the transfer starts over.
+    fn refuse(&mut self, snapshot: raftchat::raft::SnapshotMeta, reason: &str) {
+        self.replica.snapshot_refused(snapshot);
+        let event = Event::SnapshotRefused { snapshot, reason };
+        self.observer.event(self.config.id, &event);
     }
 
     /// Hands a checked, durable snapshot to the replica; keeps its file if it was installed.
@@ -417,9 +439,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             for message in std::mem::take(&mut work.messages_before_persist) {
                 self.send(message);
             }
-            let received = work.snapshot_chunks.iter().find(|c| c.last);
-            let received = received.map(|chunk| chunk.snapshot);
-            self.durable.persist(&work).await.map_err(NodeError::Disk)?;
+            let received = self.durable.persist(&work).await.map_err(NodeError::Disk)?;
             if work.must_sync() {
                 let event = Event::Persisted {
                     bytes: work.write.len(),

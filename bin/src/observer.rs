@@ -6,6 +6,7 @@
 use raftchat::raft::{Entry, HardState, Message, SnapshotMeta, Status};
 use raftchat::replica::Applied;
 use raftchat::types::{LogIndex, NodeId};
+use std::time::Duration;
 
 /// Something that happened in a node's runtime.
 #[derive(Debug)]
@@ -46,6 +47,10 @@ pub enum Event<'a> {
         compacted_through: LogIndex,
         /// The applied index when it was compacted.
         applied_index: LogIndex,
+        /// How long copying the state held the node's loop (the rest runs beside it).
+        loop_held: Duration,
+        /// From the copy to the file durable and the log compacted.
+        took: Duration,
     },
     /// A leader's snapshot was installed: the state machine now holds its state.
     SnapshotInstalled {

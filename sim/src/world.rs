@@ -266,6 +266,7 @@ impl Observer for World {
                 digest,
                 compacted_through,
                 applied_index,
+                ..
             } => {
                 let result = self.with(|s| {
                     s.stats.snapshots_taken += 1;
@@ -334,8 +335,15 @@ impl Observer for World {
                 });
             }
             Event::Stopped { reason } => {
+                // A power failure always takes the process with it, so no disk operation of a
+                // running node ever fails in a run: a node that stops on an error has a bug.
                 self.with(|s| s.checker.node_stopped(node, reason));
                 self.trace(Some(node), "stopped", || json!({ "reason": reason }));
+                self.violate(Failure {
+                    check: "node_error",
+                    node: Some(node),
+                    detail: format!("stopped on an error: {reason}"),
+                });
             }
         }
     }

@@ -376,10 +376,14 @@ impl Observer for LogObserver {
             Event::SnapshotTaken {
                 snapshot,
                 compacted_through,
+                loop_held,
+                took,
                 ..
             } => tracing::info!(
                 %node, index = snapshot.index.0, bytes = snapshot.size_bytes,
-                compacted_through = compacted_through.0, "snapshot taken"
+                compacted_through = compacted_through.0,
+                loop_held_us = loop_held.as_micros() as u64, took_ms = took.as_millis() as u64,
+                "snapshot taken"
             ),
             Event::SnapshotInstalled { snapshot, .. } => tracing::info!(
                 %node, index = snapshot.index.0, bytes = snapshot.size_bytes,
