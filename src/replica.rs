@@ -101,6 +101,7 @@ pub struct Work {
     pub messages: Vec<Message>,
     installed: Option<SnapshotMeta>,
     hard_state: Option<HardState>,
+    last_index: LogIndex,
     entries: Vec<crate::raft::Entry>,
     committed: Vec<crate::raft::Entry>,
 }
@@ -124,6 +125,12 @@ impl Work {
     /// The hard state `write` records, if it records one.
     pub fn hard_state(&self) -> Option<HardState> {
         self.hard_state
+    }
+
+    /// The log's last index once `write` is persisted: the last entry it writes, or (after an
+    /// install that kept the log's suffix) the last entry already on disk.
+    pub fn last_index(&self) -> LogIndex {
+        self.last_index
     }
 
     /// How many committed entries `complete` will apply.
@@ -267,6 +274,9 @@ impl Replica {
     /// The next round of effects, or `None` when there is nothing to do.
     pub fn ready(&mut self) -> Option<Work> {
         let mut ready = self.raft.ready()?;
+        // Every entry up to it is persisted once this round's write is: the unstable ones are
+        // in `ready.entries`.
+        let last_index = self.raft.status().last_index;
         let messages_before_persist = ready.take_messages_before_persist();
         let mut write = Vec::new();
         storage::encode_batch(
@@ -283,6 +293,7 @@ impl Replica {
             messages: ready.messages,
             installed: ready.snapshot,
             hard_state: ready.hard_state,
+            last_index,
             entries: ready.entries,
             committed: ready.committed_entries,
         })

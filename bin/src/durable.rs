@@ -314,12 +314,9 @@ impl<D: Disk> Durable<D> {
             if let Some(hard_state) = work.hard_state() {
                 self.hard_state = hard_state;
             }
-            if let Some(installed) = work.installed() {
-                self.last_index = installed.index;
-            }
-            if let Some(last) = work.entries().last() {
-                self.last_index = last.index;
-            }
+            // Not the install's index: an install may keep the log's suffix after it, and the
+            // next segment must begin after that suffix, or compaction would delete it.
+            self.last_index = work.last_index();
         }
         if let Some(installed) = work.installed() {
             // The log now continues after the snapshot: begin it afresh, and let everything
