@@ -127,8 +127,8 @@ impl Work {
         self.hard_state
     }
 
-    /// The log's last index once `write` is persisted: the last entry it writes, or (after an
-    /// install that kept the log's suffix) the last entry already on disk.
+    /// The log's last index once `write` is persisted: everything the log holds is on disk
+    /// then (after an install, the snapshot's index, or the end of the suffix it kept).
     pub fn last_index(&self) -> LogIndex {
         self.last_index
     }
@@ -583,7 +583,9 @@ mod tests {
                 .snapshot
                 .clone()
                 .unwrap_or_else(|| Replica::initial_snapshot(ChatLimits::default()));
-            let persisted = storage::combine(snapshot, log).unwrap();
+            let combined = storage::combine(snapshot, log).unwrap();
+            assert!(!combined.reset, "nodes crash only between batches here");
+            let persisted = combined.persisted;
             let rng = ChaCha8Rng::seed_from_u64(id.0 + 100);
             let replica = Replica::recover(config(id.0), self.policy, rng, persisted).unwrap();
             self.replicas.insert(id, replica);

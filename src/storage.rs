@@ -9,9 +9,12 @@
 //!
 //! - an `Entry` record at index `i` replaces any entry at `i` or later (that is how conflict
 //!   truncation reaches the disk without rewriting it), so replaying in order rebuilds the log;
-//! - a `Snapshot` record says the log now continues after an installed snapshot: replay keeps
-//!   the entries after the snapshot's index if it holds the snapshot's entry there, and drops
-//!   every entry otherwise (the same rule `RaftLog::install` follows, Raft §7);
+//! - a `Snapshot` record says the log starts again after an installed snapshot: replay drops
+//!   every entry before it. An install that keeps the log's suffix (Raft §7) writes that
+//!   suffix again after the record, in the same batch, so the record never depends on what
+//!   came before it (which compaction may have deleted);
+//! - an entry at an index below every entry replayed so far (a conflict rewrite whose older
+//!   segments were deleted) starts the log again from it;
 //! - the last `HardState` record wins (every segment starts with one, so a deleted segment
 //!   takes nothing with it).
 //!
@@ -41,7 +44,8 @@ pub enum Record {
     HardState(HardState),
     /// A log entry; replaces any entry at its index or later.
     Entry(Entry),
-    /// The node installed this snapshot: the log continues after it.
+    /// The node installed this snapshot (or recovered from it): the log starts again after
+    /// it, with the entries written after this record.
     Snapshot(SnapshotMeta),
 }
 
@@ -50,7 +54,7 @@ pub enum Record {
 pub struct Recovered {
     /// The last hard state written (default if none).
     pub hard_state: HardState,
-    /// The last snapshot the log says was installed, if any: the log continues after it.
+    /// The last snapshot the log says was installed, if any: the log starts after it.
     pub base: Option<SnapshotMeta>,
     /// The entries, contiguous.
     pub entries: Vec<Entry>,
@@ -106,8 +110,11 @@ pub fn encode_batch(
         );
     }
     if let (Some(snapshot), Some(first)) = (snapshot, entries.first()) {
-        // Right after it, or after the suffix the install kept (already persisted).
-        assert!(first.index > snapshot.index, "entries follow the snapshot");
+        assert_eq!(
+            first.index,
+            snapshot.index.next(),
+            "entries follow the snapshot"
+        );
     }
     let start = out.len();
     let result = (|| {
@@ -172,7 +179,8 @@ pub fn recover_segments(segments: &[&[u8]]) -> Result<Recovered, StorageError> {
                     replay_entry(&mut recovered.entries, &mut first_index, entry, offset)?
                 }
                 Record::Snapshot(meta) => {
-                    replay_snapshot(&mut recovered.entries, &mut first_index, meta);
+                    recovered.entries.clear();
+                    first_index = meta.index.next();
                     recovered.base = Some(meta);
                 }
             }
@@ -187,12 +195,16 @@ fn replay_entry(
     entry: Entry,
     offset: u64,
 ) -> Result<(), StorageError> {
-    if entries.is_empty() && entry.index.0 != 0 {
-        // The oldest surviving segment starts wherever compaction left it.
+    if entry.index.0 != 0 && (entries.is_empty() || entry.index < *first_index) {
+        // The oldest surviving segment starts wherever compaction left it; and a rewrite below
+        // everything replayed (a conflict truncation whose older segments are gone) starts the
+        // log again from there. Compaction only deletes what a snapshot covers, and recovery
+        // checks the result against the snapshot.
+        entries.clear();
         *first_index = entry.index;
     }
     let next = LogIndex(first_index.0 + entries.len() as u64);
-    if entry.index < *first_index || entry.index > next {
+    if entry.index > next {
         let reason = format!(
             "entry {} does not follow the log {}..{}: a gap",
             entry.index, first_index, next
@@ -204,20 +216,16 @@ fn replay_entry(
     Ok(())
 }
 
-/// Raft §7 at replay: keep the entries after the snapshot if the log holds its last entry,
-/// else drop them all; either way the log now starts just after it.
-fn replay_snapshot(entries: &mut Vec<Entry>, first_index: &mut LogIndex, meta: SnapshotMeta) {
-    let position = meta.index.0.checked_sub(first_index.0);
-    let matching = position
-        .and_then(|p| entries.get(usize::try_from(p).ok()?))
-        .is_some_and(|e| e.term == meta.term);
-    match (matching, position) {
-        (true, Some(position)) => {
-            entries.drain(..=position as usize);
-        }
-        _ => entries.clear(),
-    }
-    *first_index = meta.index.next();
+/// The state a node restarts from, and whether the log on disk must be told so.
+#[derive(Clone, Debug)]
+pub struct Combined {
+    /// The snapshot and the log after it, for Raft.
+    pub persisted: Persisted,
+    /// The snapshot is newer than any the log records, and the log held entries that do not
+    /// continue it (a stale tail, or a log that ends before it): the host must write a
+    /// `Snapshot` record before appending anything, or a later recovery would replay those
+    /// entries as if the new ones followed them.
+    pub reset: bool,
 }
 
 /// The state a node restarts from: its newest readable snapshot, and the replayed log after it
@@ -225,7 +233,7 @@ fn replay_snapshot(entries: &mut Vec<Entry>, first_index: &mut LogIndex, meta: S
 /// last entry, or starts right after it; otherwise every entry is dropped). Fails if the log
 /// cannot continue from the snapshot: the log says a newer (or another) snapshot was
 /// installed, or its first entry comes after a gap.
-pub fn combine(snapshot: Snapshot, log: Recovered) -> Result<Persisted, StorageError> {
+pub fn combine(snapshot: Snapshot, log: Recovered) -> Result<Combined, StorageError> {
     let meta = snapshot.meta;
     let gap = |reason: String| StorageError::Inconsistent { offset: 0, reason };
     if let Some(base) = log.base {
@@ -239,6 +247,7 @@ pub fn combine(snapshot: Snapshot, log: Recovered) -> Result<Persisted, StorageE
         }
     }
     let mut entries = log.entries;
+    let mut reset = false;
     match entries.first().map(|e| e.index) {
         None => {}
         Some(first) if first > meta.index.next() => {
@@ -255,15 +264,19 @@ pub fn combine(snapshot: Snapshot, log: Recovered) -> Result<Persisted, StorageE
                 Some(entry) if entry.term == meta.term => {
                     entries.drain(..=position);
                 }
-                _ => entries.clear(),
+                _ => {
+                    entries.clear();
+                    reset = true;
+                }
             }
         }
     }
-    Ok(Persisted {
+    let persisted = Persisted {
         hard_state: log.hard_state,
         snapshot: Some(snapshot),
         entries,
-    })
+    };
+    Ok(Combined { persisted, reset })
 }
 
 /// What a snapshot file says about itself, in its first record.
@@ -332,9 +345,9 @@ pub fn decode_snapshot_file(mut bytes: Vec<u8>) -> Result<Snapshot, SnapshotFile
 }
 
 /// Whether `meta` can describe a snapshot a node holds: index 0 only for the empty initial
-/// state (term 0), any other index with a term.
+/// state (term 0), any other index with a term, and an index the log can go on from.
 pub fn is_plausible_snapshot(meta: &SnapshotMeta) -> bool {
-    (meta.index == LogIndex(0)) == (meta.term == Term(0))
+    (meta.index == LogIndex(0)) == (meta.term == Term(0)) && meta.index.0 <= crate::raft::INDEX_MAX
 }
 
 #[cfg(test)]
@@ -636,25 +649,41 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_record_keeps_the_suffix_after_a_matching_entry_or_drops_the_log() {
+    fn a_snapshot_record_starts_the_log_again_with_what_its_batch_writes_after_it() {
         let log = [entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)];
         let cases = [
-            (meta(2, 1), vec![(3, 2), (4, 2)]),
+            // An install that kept the suffix writes it again after the record.
+            (meta(2, 1), vec![entry(3, 2), entry(4, 2)]),
             (meta(3, 3), vec![]),
             (meta(9, 3), vec![]),
         ];
         for (snapshot, kept) in cases {
             let mut bytes = Vec::new();
             encode_batch(None, None, &log, &mut bytes).unwrap();
-            encode_batch(Some(&snapshot), Some(&hard_state(3, 9)), &[], &mut bytes).unwrap();
+            encode_batch(Some(&snapshot), Some(&hard_state(3, 9)), &kept, &mut bytes).unwrap();
             let recovered = recover(&bytes).unwrap();
-            assert_eq!(indexes(&recovered.entries), kept, "{snapshot:?}");
+            assert_eq!(recovered.entries, kept, "{snapshot:?}");
             assert_eq!(recovered.base, Some(snapshot));
-            // Entries written after the record continue from the snapshot.
-            let next = snapshot.index.0 + kept.len() as u64 + 1;
-            encode_batch(None, None, &[entry(next, 3)], &mut bytes).unwrap();
-            assert_eq!(recover(&bytes).unwrap().entries.len(), kept.len() + 1);
+            // Even with every segment before the record's gone.
+            let start = bytes.len() - {
+                let mut batch = Vec::new();
+                encode_batch(Some(&snapshot), Some(&hard_state(3, 9)), &kept, &mut batch).unwrap();
+                batch.len()
+            };
+            assert_eq!(recover(&bytes[start..]).unwrap().entries, kept);
         }
+    }
+
+    #[test]
+    fn a_rewrite_below_every_replayed_entry_starts_the_log_again() {
+        // Segment k held 50..51 of term 1; the segment before it (40..49) was deleted by
+        // compaction; segment k+1 rewrote the log from 40 after a conflict.
+        let mut older = Vec::new();
+        encode_batch(None, None, &[entry(50, 1), entry(51, 1)], &mut older).unwrap();
+        let mut newer = Vec::new();
+        encode_batch(None, None, &[entry(40, 2), entry(41, 2)], &mut newer).unwrap();
+        let recovered = recover_segments(&[&older, &newer]).unwrap();
+        assert_eq!(indexes(&recovered.entries), vec![(40, 2), (41, 2)]);
     }
 
     #[test]
@@ -666,17 +695,28 @@ mod tests {
         let kept = combine(
             snapshot(2, 1),
             log(vec![entry(1, 1), entry(2, 1), entry(3, 2)]),
+        )
+        .unwrap();
+        assert_eq!(indexes(&kept.persisted.entries), vec![(3, 2)]);
+        assert!(!kept.reset, "the log on disk continues the snapshot");
+        let right_after = combine(snapshot(2, 1), log(vec![entry(3, 2), entry(4, 2)])).unwrap();
+        assert_eq!(
+            indexes(&right_after.persisted.entries),
+            vec![(3, 2), (4, 2)]
         );
-        assert_eq!(indexes(&kept.unwrap().entries), vec![(3, 2)]);
-        let right_after = combine(snapshot(2, 1), log(vec![entry(3, 2), entry(4, 2)]));
-        assert_eq!(indexes(&right_after.unwrap().entries), vec![(3, 2), (4, 2)]);
         let divergent = combine(
             snapshot(2, 3),
             log(vec![entry(1, 1), entry(2, 1), entry(3, 2)]),
+        )
+        .unwrap();
+        assert!(divergent.persisted.entries.is_empty());
+        assert!(
+            divergent.reset,
+            "the stale tail on disk must be cut off by a record"
         );
-        assert!(divergent.unwrap().entries.is_empty());
-        let behind = combine(snapshot(9, 3), log(vec![entry(1, 1)]));
-        assert!(behind.unwrap().entries.is_empty());
+        let behind = combine(snapshot(9, 3), log(vec![entry(1, 1)])).unwrap();
+        assert!(behind.persisted.entries.is_empty() && behind.reset);
+        assert!(!combine(snapshot(9, 3), log(vec![])).unwrap().reset);
         let gap = combine(snapshot(2, 1), log(vec![entry(5, 2)]));
         assert!(gap.unwrap_err().to_string().contains("gap"));
         let newer_base = Recovered {

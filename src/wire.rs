@@ -303,7 +303,9 @@ mod tests {
         }
 
         #[test]
-        fn garbage_behind_a_valid_header_is_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fn garbage_behind_a_valid_header_is_an_error(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
             // A frame whose checksum matches its garbage payload must still not decode into a
             // frame unless the payload really is one.
             let mut buf = Vec::new();

@@ -24,6 +24,9 @@
 //! passes its checksums (skipping a damaged one for an older one), replays every segment, and
 //! combines them by the rule of Raft §7 (`storage::combine`). Only then does it delete
 //! temporary files and cut a torn tail, so a directory it refuses is left exactly as it was.
+//! If the newest snapshot is one the log never recorded and the log does not continue it (a
+//! crash between a received snapshot's rename and its record), recovery writes that record
+//! before anything else, so the stale entries can never be replayed before new ones.
 //! A directory with no snapshot file at all is new (or was written by format 1): it gets the
 //! initial snapshot, the state the cluster was created with.
 //!
@@ -32,8 +35,10 @@
 //! two. Segment k may go once segment k+1 began at or before that point plus one: entries that
 //! survive in segments up to k all come before k+1's first index (a later write at a lower
 //! index only shortens the log). An installed snapshot ends the log before it, so after an
-//! install only it is kept. Files are deleted oldest first, so a power failure that undoes
-//! some deletions leaves a contiguous run of segments.
+//! install only it is kept. A received snapshot that was not installed (the log caught up
+//! first) is kept like any other: it is the committed state at its index. Segments are deleted
+//! oldest first, the directory synced after each, so a power failure that undoes some
+//! deletions leaves a contiguous run.
 
 use crate::disk::Disk;
 use raftchat::chat::Chat;
@@ -161,8 +166,6 @@ pub struct Durable<D> {
     last_index: LogIndex,
     /// The transfer whose chunks are being written.
     incoming: Option<Incoming>,
-    /// Transfers whose file is whole and being checked beside the loop.
-    finishing: Vec<u64>,
     next_transfer: u64,
 }
 
@@ -178,22 +181,7 @@ impl<D: Disk> Durable<D> {
         let found = read_newest_snapshot(&disk, &names).await?;
         let (snapshot, snapshots, skipped) = (found.newest, found.held, found.skipped);
         let (segments, log) = read_log(&disk, &names).await?;
-        let torn_tail_bytes = match (segments.last(), log.torn_tail) {
-            (Some(last), Some(_)) => last.size_bytes - log.valid_len,
-            _ => 0,
-        };
-        if torn_tail_bytes > TORN_TAIL_BYTES_MAX {
-            // A crash tears at most the one batch being written. Anything longer is not a
-            // torn append: a file from another program or format, never to be cut away.
-            let file = segments.last().map(Segment::name).unwrap_or_default();
-            let reason = format!(
-                "{torn_tail_bytes} bytes at the end do not form records, more than one write \
-                 could leave; refusing to truncate them"
-            );
-            let offset = log.valid_len;
-            let error = StorageError::Inconsistent { offset, reason };
-            return Err(RecoveryError::Log { file, error });
-        }
+        let torn_tail_bytes = torn_tail_bytes(&segments, &log)?;
         let bootstrapped = snapshot.is_none();
         let snapshot = match snapshot {
             Some(snapshot) => snapshot,
@@ -206,9 +194,16 @@ impl<D: Disk> Durable<D> {
             }
         };
         let hard_state = log.hard_state;
-        let install_floor = log.base.map_or(LogIndex(0), |base| base.index);
-        let persisted = storage::combine(snapshot.clone(), log)
+        let base_index = log.base.map_or(LogIndex(0), |base| base.index);
+        let combined = storage::combine(snapshot.clone(), log)
             .map_err(|e| RecoveryError::Inconsistent(format!("log and snapshot: {e}")))?;
+        let (persisted, reset) = (combined.persisted, combined.reset);
+        // A reset (its record is written below) starts the log again after the snapshot.
+        let install_floor = if reset {
+            snapshot.meta.index
+        } else {
+            base_index
+        };
         let last_index = persisted
             .entries
             .last()
@@ -222,21 +217,12 @@ impl<D: Disk> Durable<D> {
             hard_state,
             last_index,
             incoming: None,
-            finishing: Vec::new(),
             next_transfer: 1,
         };
         durable
             .repair(&names, &found.damaged, torn_tail_bytes)
             .await?;
-        if bootstrapped {
-            write_snapshot_file(&durable.disk, &snapshot).await?;
-            durable
-                .snapshots
-                .push((snapshot.meta.index, snapshot.meta.term));
-        }
-        if durable.segments.is_empty() {
-            durable.begin_segment().await?;
-        }
+        durable.prepare(&snapshot, bootstrapped, reset).await?;
         let recovered = Recovered {
             persisted,
             torn_tail_bytes,
@@ -293,16 +279,14 @@ impl<D: Disk> Durable<D> {
     /// Step 1 of a round of work: writes the chunks of a snapshot being received, then appends
     /// the log records and syncs them. After an install, begins a new segment and deletes
     /// what the install made useless. Returns the transfer whose file is now whole, if one is:
-    /// the host checks it beside the loop ([`finish_incoming`]) and then reports
-    /// [`Durable::transfer_finished`].
+    /// the host checks it beside the loop ([`finish_incoming`]), or gives it up
+    /// ([`Durable::abandon`]).
     pub async fn persist(&mut self, work: &Work) -> io::Result<Option<Incoming>> {
         let mut whole = None;
         for chunk in &work.snapshot_chunks {
             self.write_chunk(chunk).await?;
             if chunk.last {
-                let incoming = self.incoming.take().expect("the chunk's transfer");
-                self.finishing.push(incoming.transfer);
-                whole = Some(incoming);
+                whole = Some(self.incoming.take().expect("the chunk's transfer"));
             }
         }
         if work.must_sync() {
@@ -314,8 +298,8 @@ impl<D: Disk> Durable<D> {
             if let Some(hard_state) = work.hard_state() {
                 self.hard_state = hard_state;
             }
-            // Not the install's index: an install may keep the log's suffix after it, and the
-            // next segment must begin after that suffix, or compaction would delete it.
+            // Not the install's index: an install may keep the log's suffix (written again
+            // after its record), and the next segment must begin after that suffix.
             self.last_index = work.last_index();
         }
         if let Some(installed) = work.installed() {
@@ -332,6 +316,45 @@ impl<D: Disk> Durable<D> {
             self.begin_segment().await?;
         }
         Ok(whole)
+    }
+
+    /// The writes recovery owes before the node appends anything: the initial snapshot's file
+    /// for a new directory, a first segment, and after a reset the record that starts the log
+    /// again after `snapshot`.
+    async fn prepare(
+        &mut self,
+        snapshot: &Snapshot,
+        bootstrapped: bool,
+        reset: bool,
+    ) -> io::Result<()> {
+        let meta = snapshot.meta;
+        if bootstrapped {
+            write_snapshot_file(&self.disk, snapshot).await?;
+            self.snapshots.push((meta.index, meta.term));
+        }
+        if self.segments.is_empty() {
+            self.begin_segment().await?;
+        }
+        if reset {
+            // The log on disk holds entries that do not continue the snapshot (a crash came
+            // between a received snapshot's file and its record). Entries appended after them
+            // would replay as if they followed them: start the log again first.
+            self.write_reset(&meta).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a record that the log starts again after `snapshot`, synced.
+    async fn write_reset(&mut self, snapshot: &SnapshotMeta) -> io::Result<()> {
+        let mut record = Vec::new();
+        storage::encode_batch(Some(snapshot), Some(&self.hard_state), &[], &mut record)
+            .expect("a snapshot record always encodes");
+        let active = self.segments.last_mut().expect("there is always a segment");
+        let name = active.name();
+        self.disk.append(&name, &record).await?;
+        self.disk.sync(&name).await?;
+        active.size_bytes += record.len() as u64;
+        Ok(())
     }
 
     /// Begins a new segment, durable (file and directory) before it is used.
@@ -391,10 +414,11 @@ impl<D: Disk> Durable<D> {
             .await
     }
 
-    /// The check of a whole transfer's file is done (its file was renamed or removed).
-    pub fn transfer_finished(&mut self, incoming: Incoming) {
-        self.finishing
-            .retain(|&transfer| transfer != incoming.transfer);
+    /// Gives up a whole transfer that will not be checked (a newer one arrived meanwhile):
+    /// its file goes.
+    pub async fn abandon(&mut self, incoming: Incoming) -> io::Result<()> {
+        let name = part_name(&incoming.snapshot, incoming.transfer);
+        self.disk.remove(&name).await
     }
 
     /// A snapshot file was made durable (taken by this node, or received): record it and
@@ -406,16 +430,6 @@ impl<D: Disk> Durable<D> {
             self.snapshots.sort();
         }
         self.compact().await
-    }
-
-    /// A received snapshot that was not installed: its file is of no use, unless this node
-    /// holds the same snapshot already (a state machine's snapshot at an index is the same
-    /// bytes on every node, so the received file replaced it with itself).
-    pub async fn snapshot_dropped(&mut self, meta: SnapshotMeta) -> io::Result<()> {
-        if self.snapshots.contains(&(meta.index, meta.term)) {
-            return Ok(());
-        }
-        self.disk.remove(&snapshot_name(&meta)).await
     }
 
     /// Deletes the snapshot files and segments recovery can no longer need, oldest first.
@@ -446,16 +460,39 @@ impl<D: Disk> Durable<D> {
                 removed = true;
             }
         }
+        if removed {
+            self.disk.sync_dir().await?;
+        }
         while self.segments.len() > 1 && self.segments[1].first_index.0 <= keep_from.0 + 1 {
+            // One at a time, each made durable before the next: a power failure undoes only
+            // the newest deletions, so the segments left are always a contiguous run.
             let segment = self.segments.remove(0);
             self.disk.remove(&segment.name()).await?;
-            removed = true;
-        }
-        if removed {
             self.disk.sync_dir().await?;
         }
         Ok(())
     }
+}
+
+/// The torn tail to cut from the last segment; refuses one longer than a crash could leave.
+fn torn_tail_bytes(segments: &[Segment], log: &storage::Recovered) -> Result<u64, RecoveryError> {
+    let torn_tail_bytes = match (segments.last(), log.torn_tail) {
+        (Some(last), Some(_)) => last.size_bytes - log.valid_len,
+        _ => 0,
+    };
+    if torn_tail_bytes > TORN_TAIL_BYTES_MAX {
+        // A crash tears at most the one batch being written. Anything longer is not a torn
+        // append: a file from another program or format, never to be cut away.
+        let file = segments.last().map(Segment::name).unwrap_or_default();
+        let reason = format!(
+            "{torn_tail_bytes} bytes at the end do not form records, more than one write could \
+             leave; refusing to truncate them"
+        );
+        let offset = log.valid_len;
+        let error = StorageError::Inconsistent { offset, reason };
+        return Err(RecoveryError::Log { file, error });
+    }
+    Ok(torn_tail_bytes)
 }
 
 fn starts_at_one(log: &storage::Recovered) -> bool {

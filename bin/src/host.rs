@@ -43,9 +43,9 @@ use tokio::time::{sleep_until, Instant};
 pub const INBOX_MAX: usize = 8192;
 /// Most inputs handled between two rounds of work.
 const INPUT_BATCH_MAX: usize = 1024;
-/// Background tasks finished but not yet seen by the loop (at most one snapshot being taken
-/// and one being received run at once).
-const BACKGROUND_MAX: usize = 4;
+/// Background tasks finished but not yet seen by the loop: at most one snapshot being taken
+/// and one received snapshot being checked run at once, so a task never waits to report.
+const BACKGROUND_MAX: usize = 2;
 
 /// Most clients waiting on a leader at once; more are answered `Busy`.
 pub const WAITERS_MAX: usize = 16 * 1024;
@@ -118,6 +118,11 @@ struct Host<D, O> {
     waiters: BTreeMap<LogIndex, Waiter>,
     last_status: Status,
     background: mpsc::Sender<Background>,
+    /// A received snapshot is being checked beside the loop (one at a time: each holds a
+    /// whole snapshot in memory).
+    checking: bool,
+    /// The newest whole transfer waiting for the check under way to end.
+    queued: Option<Incoming>,
 }
 
 /// Recovers the node from `disk`, starts its transport, and runs it until the inbox closes or
@@ -166,6 +171,8 @@ where
         waiters: BTreeMap::new(),
         last_status,
         background,
+        checking: false,
+        queued: None,
     };
     host.observer
         .event(host.config.id, &Event::Status(last_status));
@@ -268,14 +275,24 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         });
     }
 
-    /// Starts finishing a received snapshot whose last chunk is written.
-    fn start_finishing(&mut self, incoming: Incoming) {
+    /// Starts finishing a received snapshot whose last chunk is written, or queues it behind
+    /// the one being checked (in place of any older one queued, which is given up: the leader
+    /// has moved on to this one).
+    async fn start_finishing(&mut self, incoming: Incoming) -> Result<(), NodeError> {
+        if self.checking {
+            if let Some(older) = self.queued.replace(incoming) {
+                self.durable.abandon(older).await.map_err(NodeError::Disk)?;
+            }
+            return Ok(());
+        }
+        self.checking = true;
         let disk = self.durable.disk().clone();
         let done = self.background.clone();
         tokio::spawn(async move {
             let result = durable::finish_incoming(&disk, incoming).await;
             let _ = done.send(Background::Received { incoming, result }).await;
         });
+        Ok(())
     }
 
     async fn finish_background(&mut self, done: Background) -> Result<(), NodeError> {
@@ -304,10 +321,13 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 self.observer.event(self.config.id, &event);
             }
             Background::Received { incoming, result } => {
-                self.durable.transfer_finished(incoming);
+                self.checking = false;
                 match result.map_err(NodeError::Disk)? {
                     Ok((received, chat)) => self.install(received, chat).await?,
                     Err(reason) => self.refuse(incoming.snapshot, &reason),
+                }
+                if let Some(next) = self.queued.take() {
+                    self.start_finishing(next).await?;
                 }
             }
         }
@@ -321,25 +341,25 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         self.observer.event(self.config.id, &event);
     }
 
-    /// Hands a checked, durable snapshot to the replica; keeps its file if it was installed.
+    /// Hands a checked, durable snapshot to the replica. Its file is kept either way: a
+    /// snapshot the node did not need (its log caught up meanwhile) is still the committed
+    /// state at its index, the same bytes on every node, and this node may be writing the
+    /// very same file from its own state right now, so deleting it by name could take that
+    /// one. Compaction decides when it goes, as for any other.
     async fn install(&mut self, snapshot: Snapshot, chat: Chat) -> Result<(), NodeError> {
         let meta = snapshot.meta;
         let digest = chat.digest();
-        if self.replica.snapshot_received(snapshot, chat) {
-            self.durable
-                .snapshot_added(meta)
-                .await
-                .map_err(NodeError::Disk)?;
+        let installed = self.replica.snapshot_received(snapshot, chat);
+        self.durable
+            .snapshot_added(meta)
+            .await
+            .map_err(NodeError::Disk)?;
+        if installed {
             let event = Event::SnapshotInstalled {
                 snapshot: meta,
                 digest,
             };
             self.observer.event(self.config.id, &event);
-        } else {
-            self.durable
-                .snapshot_dropped(meta)
-                .await
-                .map_err(NodeError::Disk)?;
         }
         Ok(())
     }
@@ -457,7 +477,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 self.answer(applied);
             }
             if let Some(snapshot) = received {
-                self.start_finishing(snapshot);
+                self.start_finishing(snapshot).await?;
             }
             self.note_status();
         }

@@ -8,8 +8,9 @@
 //! Afterwards every acknowledged message must be in its recipient's inbox exactly once, a
 //! message whose outcome was unknown at most once, a message reported not applied never, all
 //! three nodes must converge on the same applied index and chat digest, the node that was down
-//! must have installed a snapshot, and every data directory must hold at most two snapshots. Every wait has a
-//! deadline; the server guard kills every process when the test ends, however it ends.
+//! must have installed a snapshot, and every data directory must hold at most two snapshots.
+//! Every wait has a deadline; the server guard kills every process when the test ends, however
+//! it ends.
 #![cfg(not(madsim))]
 
 mod common;

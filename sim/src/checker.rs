@@ -108,17 +108,10 @@ impl LogMirror {
         Ok(())
     }
 
-    /// Raft §7: keeps the entries after the snapshot if the log holds its last entry, else
-    /// drops them all; the log now continues after it.
+    /// An install's record starts the log on disk again after the snapshot; a suffix the
+    /// install kept (Raft §7) is written again after it, in the same batch.
     fn install(&mut self, snapshot: SnapshotMeta, chain: u64) {
-        let position = snapshot.index.0.checked_sub(self.base.0 .0 + 1);
-        let matching = self.term(snapshot.index) == Some(snapshot.term);
-        match (matching, position) {
-            (true, Some(position)) => {
-                self.entries.drain(..=position as usize);
-            }
-            _ => self.entries.clear(),
-        }
+        self.entries.clear();
         self.base = (snapshot.index, snapshot.term, chain);
     }
 
@@ -266,8 +259,8 @@ impl Checker {
         Ok(())
     }
 
-    /// A node persisted a batch: an installed snapshot's record (the log continues after it),
-    /// then entries.
+    /// A node persisted a batch: an installed snapshot's record (the log starts again after
+    /// it), then entries.
     pub fn persisted(
         &mut self,
         node: NodeId,
@@ -755,15 +748,20 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_after_an_installed_snapshot_is_caught_and_a_matching_suffix_kept() {
+    fn a_gap_after_an_installed_snapshot_is_caught_and_a_kept_suffix_written_again() {
         let mut checker = Checker::new(3);
         checker
             .persisted(NodeId(1), None, &[noop(1, 1), noop(2, 1), noop(3, 1)])
             .unwrap();
-        // Matching at 2: the entry at 3 is kept, so the log goes on at 4.
+        // Matching at 2: the entry at 3 is kept and written again after the record.
         checker
-            .persisted(NodeId(1), Some(snapshot(2, 1)), &[noop(4, 1)])
+            .persisted(NodeId(1), Some(snapshot(2, 1)), &[noop(3, 1), noop(4, 1)])
             .unwrap();
+        // Without it, the log after the record would begin with a gap.
+        let failure = checker
+            .persisted(NodeId(2), Some(snapshot(2, 1)), &[noop(4, 1)])
+            .unwrap_err();
+        assert_eq!(failure.check, "log_gap");
         // Conflicting at 5: the log is dropped, so 7 after 5 is a gap.
         let failure = checker
             .persisted(NodeId(1), Some(snapshot(5, 2)), &[noop(7, 2)])

@@ -9,10 +9,11 @@
 //! at the steps a seed happens to hit.
 
 use crate::disk::SimDiskHandle;
-use raftchat::chat::{ChatLimits, Command, Operation};
-use raftchat::raft::Config;
+use raftchat::chat::{Chat, ChatLimits, Command, Operation};
+use raftchat::raft::{Config, Entry, EntryData, HardState, Payload, Snapshot};
 use raftchat::replica::{Replica, SnapshotPolicy};
-use raftchat::types::{ClientId, LogIndex, NodeId};
+use raftchat::types::{ClientId, LogIndex, NodeId, Term};
+use raftchat_node::disk::Disk;
 use raftchat_node::durable::{self, Durable};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -195,4 +196,63 @@ async fn a_power_failure_at_any_disk_operation_loses_nothing_acknowledged() {
             check_recovery(&handle, &acknowledged, &case).await;
         }
     }
+}
+
+/// A crash between a received snapshot's file and its log record leaves a log whose tail does
+/// not continue the snapshot (entries of an old term, never committed). Recovery must start
+/// the log again after the snapshot before appending anything: else what the node writes next
+/// replays after that stale tail, and recovery drops it with the tail.
+#[tokio::test]
+async fn a_log_that_does_not_continue_the_newest_snapshot_is_started_again() {
+    let handle = SimDiskHandle::new(11);
+    handle.set_latency(
+        (Duration::ZERO, Duration::ZERO),
+        (Duration::ZERO, Duration::ZERO),
+    );
+    let disk = handle.disk();
+    let stale: Vec<Entry> = (1..=6)
+        .map(|index| Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            data: EntryData::Noop,
+        })
+        .collect();
+    let mut log = Vec::new();
+    let hard_state = |term| HardState {
+        term: Term(term),
+        vote: None,
+        commit_index: LogIndex(0),
+    };
+    raftchat::storage::encode_batch(None, Some(&hard_state(1)), &stale, &mut log).unwrap();
+    raftchat::storage::encode_batch(None, Some(&hard_state(2)), &[], &mut log).unwrap();
+    let segment = format!("log-{:016x}-{:016x}.log", 1, 1);
+    disk.append(&segment, &log).await.unwrap();
+    disk.sync(&segment).await.unwrap();
+    let mut chat = Chat::with_limits(ChatLimits::default());
+    for index in 1..=3 {
+        chat.apply_noop(LogIndex(index));
+    }
+    let snapshot = Snapshot::new(LogIndex(3), Term(2), Payload::new(chat.snapshot()));
+    durable::write_snapshot_file(&disk, &snapshot)
+        .await
+        .unwrap();
+
+    let mut acknowledged = Digests::new();
+    let (mut durable, mut replica) = open(&handle).await.expect("recovers");
+    assert_eq!(
+        replica.status().last_index,
+        LogIndex(3),
+        "the stale tail is dropped"
+    );
+    lead(&mut durable, &mut replica, &mut acknowledged)
+        .await
+        .unwrap();
+    replica
+        .propose(Command::RegisterClient)
+        .expect("the leader accepts");
+    settle(&mut durable, &mut replica, &mut acknowledged)
+        .await
+        .unwrap();
+    assert!(acknowledged.keys().next_back() > Some(&LogIndex(4)));
+    check_recovery(&handle, &acknowledged, "reopened after the reset").await;
 }

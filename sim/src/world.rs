@@ -261,48 +261,9 @@ impl Observer for World {
                 });
                 self.check(result);
             }
-            Event::SnapshotTaken {
-                snapshot,
-                digest,
-                compacted_through,
-                applied_index,
-                ..
-            } => {
-                let result = self.with(|s| {
-                    s.stats.snapshots_taken += 1;
-                    s.checker.snapshot_taken(
-                        node,
-                        *snapshot,
-                        *digest,
-                        *compacted_through,
-                        *applied_index,
-                    )
-                });
-                self.trace(Some(node), "snapshot", || {
-                    json!({ "index": snapshot.index.0, "term": snapshot.term.0,
-                            "bytes": snapshot.size_bytes,
-                            "compacted_through": compacted_through.0 })
-                });
-                self.check(result);
-            }
-            Event::SnapshotInstalled { snapshot, digest } => {
-                let result = self.with(|s| {
-                    s.stats.snapshots_installed += 1;
-                    s.checker.snapshot_installed(node, *snapshot, *digest)
-                });
-                self.trace(Some(node), "install", || {
-                    json!({ "index": snapshot.index.0, "term": snapshot.term.0,
-                            "bytes": snapshot.size_bytes })
-                });
-                self.check(result);
-            }
-            Event::SnapshotRefused { snapshot, reason } => {
-                self.trace(
-                    Some(node),
-                    "snapshot_refused",
-                    || json!({ "index": snapshot.index.0, "reason": reason }),
-                );
-            }
+            Event::SnapshotTaken { .. }
+            | Event::SnapshotInstalled { .. }
+            | Event::SnapshotRefused { .. } => self.snapshot_event(node, event),
             // Counting and the vote check happen in the fault layer, which sees every
             // message whether or not the trace is on.
             Event::Sent(message) => {
@@ -345,6 +306,57 @@ impl Observer for World {
                     detail: format!("stopped on an error: {reason}"),
                 });
             }
+        }
+    }
+}
+
+impl World {
+    /// The snapshot events: checked and traced.
+    fn snapshot_event(&self, node: NodeId, event: &Event<'_>) {
+        match event {
+            Event::SnapshotTaken {
+                snapshot,
+                digest,
+                compacted_through,
+                applied_index,
+                ..
+            } => {
+                let result = self.with(|s| {
+                    s.stats.snapshots_taken += 1;
+                    s.checker.snapshot_taken(
+                        node,
+                        *snapshot,
+                        *digest,
+                        *compacted_through,
+                        *applied_index,
+                    )
+                });
+                self.trace(Some(node), "snapshot", || {
+                    json!({ "index": snapshot.index.0, "term": snapshot.term.0,
+                        "bytes": snapshot.size_bytes,
+                        "compacted_through": compacted_through.0 })
+                });
+                self.check(result);
+            }
+            Event::SnapshotInstalled { snapshot, digest } => {
+                let result = self.with(|s| {
+                    s.stats.snapshots_installed += 1;
+                    s.checker.snapshot_installed(node, *snapshot, *digest)
+                });
+                self.trace(Some(node), "install", || {
+                    json!({ "index": snapshot.index.0, "term": snapshot.term.0,
+                        "bytes": snapshot.size_bytes })
+                });
+                self.check(result);
+            }
+            Event::SnapshotRefused { snapshot, reason } => {
+                self.trace(
+                    Some(node),
+                    "snapshot_refused",
+                    || json!({ "index": snapshot.index.0, "reason": reason }),
+                );
+            }
+            _ => {}
         }
     }
 }

@@ -3,8 +3,9 @@
 //! Each account and each session contributes one 64-bit hash to a wrapping sum, kept up to
 //! date as commands apply; an account's hash covers its name, its creation index, the next
 //! message id, and its inbox's own wrapping sum over each retained message with its id (so
-//! dropping the oldest message subtracts one hash, and order is fixed by the ids). The sums do not depend on iteration order, so equal states
-//! give equal digests, and a restored snapshot arrives at the same sums as it re-inserts.
+//! dropping the oldest message subtracts one hash, and order is fixed by the ids). The sums
+//! do not depend on iteration order, so equal states give equal digests, and a restored
+//! snapshot arrives at the same sums as it re-inserts.
 //! (Recomputing a hash of the whole state on every status request stalled a node with a million
 //! messages for longer than an election timeout.)
 

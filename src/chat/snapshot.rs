@@ -301,6 +301,18 @@ impl Chat {
             chat.retained_bytes <= chat.limits.retained_bytes_max,
             "more retained bytes than retained_bytes_max",
         )?;
+        // One send, one message: eviction by arrival relies on no two sharing an index. The
+        // retained bytes bound the count (each message costs its overhead at least).
+        let mut arrivals: Vec<LogIndex> = chat
+            .accounts
+            .values()
+            .flat_map(|account| account.inbox.iter().map(|m| m.arrival))
+            .collect();
+        arrivals.sort_unstable();
+        require(
+            arrivals.windows(2).all(|pair| pair[0] < pair[1]),
+            "two messages arrived at one index",
+        )?;
         for session in record.sessions {
             chat.restore_session(session)?;
         }
@@ -678,6 +690,29 @@ mod tests {
                     text: "x".repeat(500),
                     arrival: LogIndex(900 + k),
                 }));
+            }),
+            ("two messages arrived at one index", |r| {
+                // Another account's copy of the newest message anywhere.
+                let arrivals = |a: &AccountRecord<'_>| match &a.inbox {
+                    InboxRecord::Owned(messages) => messages.last().map(|m| m.arrival),
+                    InboxRecord::Borrowed(_) => None,
+                };
+                let (newest, latest) = (0..r.accounts.len())
+                    .filter_map(|k| arrivals(&r.accounts[k]).map(|arrival| (k, arrival)))
+                    .max_by_key(|&(_, arrival)| arrival)
+                    .expect("the rich state has a message");
+                let other = usize::from(newest == 0);
+                let account = &mut r.accounts[other];
+                assert!(account.created < latest);
+                account.next_message_id += 1;
+                let InboxRecord::Owned(messages) = &mut account.inbox else {
+                    unreachable!()
+                };
+                messages.push(MessageRecord {
+                    from: "bob".into(),
+                    text: "copy".into(),
+                    arrival: latest,
+                });
             }),
             ("limits out of range", |r| r.limits.inbox_messages_max = 0),
             ("limits out of range", |r| r.limits.retained_bytes_max = 0),

@@ -25,14 +25,8 @@ struct Disk {
 impl Disk {
     fn persist(&mut self, ready: &Ready) {
         if let Some(meta) = ready.snapshot {
-            let entries = &mut self.log.entries;
-            let position = entries.iter().position(|e| e.index == meta.index);
-            match position {
-                Some(p) if entries[p].term == meta.term => {
-                    entries.drain(..=p);
-                }
-                _ => entries.clear(),
-            }
+            // The record starts the log again; a kept suffix follows it in `ready.entries`.
+            self.log.entries.clear();
             self.log.base = Some(meta);
         }
         if let Some(first) = ready.entries.first() {
@@ -206,8 +200,14 @@ impl Harness {
             .snapshot
             .unwrap_or_else(|| encode_state(LogIndex(0), Term(0), 0, 8));
         let seed = self.seed;
-        let persisted = crate::storage::combine(snapshot.clone(), disk.log)
+        let combined = crate::storage::combine(snapshot.clone(), disk.log)
             .unwrap_or_else(|e| panic!("seed {seed}: {id}'s own disk is inconsistent: {e}"));
+        if combined.reset {
+            // The host writes the snapshot's record before anything else.
+            node.disk.log.entries.clear();
+            node.disk.log.base = Some(snapshot.meta);
+        }
+        let persisted = combined.persisted;
         let raft = Raft::restart(config, rng, persisted).expect("own disk is consistent");
         node.raft = Some(raft);
         node.commit_seen = LogIndex(0);

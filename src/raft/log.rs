@@ -141,18 +141,26 @@ impl RaftLog {
         (last_log_term, last_log_index) >= (self.last_term(), self.last_index())
     }
 
-    /// The largest index `<= index` whose term is `<= term`, or the start of the log. Terms are
+    /// The largest index `<= index` whose term is `<= term`, if this log can tell. Terms are
     /// non-decreasing along the log, so this is a binary search: it is how both sides of fast
-    /// backtracking skip a whole term per round trip. Below the first entry the log knows no
-    /// terms; the compaction point is committed, so agreeing there is always right.
-    pub fn last_index_with_term_at_most(&self, index: LogIndex, term: Term) -> LogIndex {
+    /// backtracking skip a whole term per round trip. The log knows the term of every entry it
+    /// holds and of the compaction point (`first_index - 1`), and no other: `None` says the
+    /// answer lies in the compacted prefix. (A compacted prefix is committed, but only a
+    /// majority is sure to hold it: a leader cannot assume a follower agrees there.)
+    pub fn last_index_with_term_at_most(&self, index: LogIndex, term: Term) -> Option<LogIndex> {
         let index = index.min(self.last_index());
-        if index < self.first_index {
-            return index;
+        let compaction_point = self.first_index.prev();
+        if index < compaction_point {
+            return None;
         }
-        let searched = &self.entries[..=self.offset(index)];
-        let count = searched.partition_point(|e| e.term <= term);
-        LogIndex(self.first_index.0 + count as u64 - 1)
+        if index >= self.first_index {
+            let searched = &self.entries[..=self.offset(index)];
+            let count = searched.partition_point(|e| e.term <= term);
+            if count > 0 {
+                return Some(LogIndex(self.first_index.0 + count as u64 - 1));
+            }
+        }
+        (self.prefix_term <= term).then_some(compaction_point)
     }
 
     /// Appends entries created by this node as leader.
@@ -183,7 +191,8 @@ impl RaftLog {
                     continue
                 }
                 Some(_) => {
-                    // Invariant: committed entries are never overwritten (§5.4, Leader Completeness).
+                    // Invariant: committed entries are never overwritten (§5.4, Leader
+                    // Completeness).
                     assert!(
                         entry.index > self.commit_index,
                         "truncating a committed entry"
@@ -347,7 +356,9 @@ impl RaftLog {
         }
         self.first_index = meta.index.next();
         self.prefix_term = meta.term;
-        self.stable_index = self.stable_index.max(meta.index).min(self.last_index());
+        // The host writes the snapshot's record and then whatever suffix was kept: the record
+        // starts the log on disk again, so the suffix must follow it in the same batch.
+        self.stable_index = meta.index;
         self.commit_index = meta.index;
         self.applied_index = meta.index;
         self.snapshot = Some(snapshot);
@@ -426,8 +437,31 @@ mod tests {
         for (index, term, want) in cases {
             assert_eq!(
                 log.last_index_with_term_at_most(LogIndex(index), Term(term)),
-                LogIndex(want),
+                Some(LogIndex(want)),
                 "index {index} term {term}"
+            );
+        }
+        // Compacted through 3 (term 2): the point itself is known, nothing before it.
+        let snapshot = Snapshot::new(LogIndex(3), Term(2), crate::raft::Payload::new(vec![1]));
+        let after = [(4, 2), (5, 2), (6, 4), (7, 5)].map(|(index, term)| Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            data: EntryData::Noop,
+        });
+        let log = RaftLog::restore(Some(snapshot), after.to_vec(), LogIndex(3));
+        let cases = [
+            (7, 3, Some(5)),
+            (9, 2, Some(5)),
+            (7, 1, None),
+            (3, 2, Some(3)),
+            (3, 1, None),
+            (2, 9, None),
+        ];
+        for (index, term, want) in cases {
+            assert_eq!(
+                log.last_index_with_term_at_most(LogIndex(index), Term(term)),
+                want.map(LogIndex),
+                "compacted: index {index} term {term}"
             );
         }
     }

@@ -231,10 +231,12 @@ pub struct Status {
 
 /// Everything the host must do, in this order:
 ///
-/// 1. persist, then sync: first `snapshot` (a record that the log now continues after the
-///    installed snapshot, whose file is durable already), then `snapshot_chunks` (written at
-///    their offsets into the file of the snapshot being received), then `entries` (each
-///    replaces any persisted entry at the same or a later index), then `hard_state`;
+/// 1. write `snapshot_chunks` at their offsets into the file of the snapshot being received
+///    (no sync needed: a transfer never survives a crash, and the whole file is synced before
+///    it is checked); then persist, and sync: first `snapshot` (a record that the log starts
+///    again after the installed snapshot, whose file is durable already), then `entries`
+///    (each replaces any persisted entry at the same or a later index; after an install that
+///    kept the log's suffix, they begin with that suffix), then `hard_state`;
 /// 2. THEN send `messages`, which may promise what was just persisted (a vote, an
 ///    acknowledgement of entries or of snapshot bytes);
 /// 3. then apply `committed_entries` in order;
@@ -258,8 +260,8 @@ pub struct Ready {
     pub messages: Vec<Message>,
     /// Committed entries to apply, in index order, after persisting.
     pub committed_entries: Vec<Entry>,
-    /// A leader's snapshot this node installed: its log now starts after it. The state machine
-    /// already holds the snapshot's state.
+    /// A leader's snapshot this node installed: its log now starts after it, with `entries`.
+    /// The state machine already holds the snapshot's state.
     pub snapshot: Option<SnapshotMeta>,
     /// Chunks of a leader's snapshot to write into the file that receives it.
     pub snapshot_chunks: Vec<SnapshotChunk>,
@@ -289,13 +291,13 @@ impl Ready {
     }
 
     /// Takes out of `messages` those a host may send BEFORE persisting this Ready: a leader's
-    /// AppendEntries, heartbeats and snapshot chunks (thesis §10.2.1). They promise nothing this Ready holds:
-    /// their term was persisted when the leader campaigned (its vote requests left only after
-    /// that sync), and a leader counts itself towards committing an entry only once the entry
-    /// is persisted (`advance`), so followers may store and acknowledge it while the leader's
-    /// own write is under way. Sending them first overlaps the leader's sync with the round
-    /// trip to its followers. A host that never calls this keeps the strict order, which is
-    /// also correct.
+    /// AppendEntries, heartbeats and snapshot chunks (thesis §10.2.1). They promise nothing
+    /// this Ready holds: their term was persisted when the leader campaigned (its vote
+    /// requests left only after that sync), and a leader counts itself towards committing an
+    /// entry only once the entry is persisted (`advance`), so followers may store and
+    /// acknowledge it while the leader's own write is under way. Sending them first overlaps
+    /// the leader's sync with the round trip to its followers. A host that never calls this
+    /// keeps the strict order, which is also correct.
     pub fn take_messages_before_persist(&mut self) -> Vec<Message> {
         let (early, late) = std::mem::take(&mut self.messages)
             .into_iter()
@@ -422,6 +424,12 @@ impl Raft {
             entries,
         } = persisted;
         let base = snapshot.as_ref().map(|s| s.meta).unwrap_or_default();
+        if base.index.0 > INDEX_MAX || hard_state.term.0 > TERM_MAX {
+            return Err(RestoreError(format!(
+                "snapshot index {} or term {} is out of range",
+                base.index, hard_state.term
+            )));
+        }
         if snapshot.as_ref().is_some_and(|s| !s.is_intact()) {
             return Err(RestoreError(format!(
                 "snapshot at {} does not match its checksum",
@@ -572,9 +580,10 @@ impl Raft {
     /// entries, and the log is compacted behind it: `snapshot_catch_up_entries` entries before
     /// it are kept for followers a little behind, and so is every entry after a snapshot that a
     /// live transfer (one its follower has begun and answered about within an election
-    /// timeout) will install, so its follower can go on from the log. A transfer that has not started or has
-    /// gone quiet (its follower is down) starts over with the new snapshot instead, so a dead
-    /// follower never holds the log back. An older snapshot than the one held changes nothing.
+    /// timeout) will install, so its follower can go on from the log. A transfer that has not
+    /// started, or has gone quiet (its follower is down), or that its follower started over
+    /// (a restart), starts over with the new snapshot instead, so a dead follower never holds
+    /// the log back. An older snapshot than the one held changes nothing.
     /// Returns the index the log is now compacted through.
     pub fn snapshot_taken(&mut self, snapshot: Snapshot) -> LogIndex {
         self.assert_not_pending();
@@ -1226,9 +1235,12 @@ impl Raft {
                 match_index: last_new,
             }
         } else {
+            // A rejection is after the commit index, which is at or after the compaction point,
+            // so the log can always tell; were it not, the commit index is a safe hint.
             let hint_index = self
                 .log
-                .last_index_with_term_at_most(prev_log_index, prev_log_term);
+                .last_index_with_term_at_most(prev_log_index, prev_log_term)
+                .unwrap_or(commit_index);
             let hint_term = self.log.term(hint_index).expect("the hint is in the log");
             AppendOutcome::Rejected {
                 rejected_prev_index: prev_log_index,
@@ -1335,9 +1347,12 @@ impl Raft {
                         hint_term,
                     } => {
                         // Fast backtracking: our last entry at or before the hint whose term is
-                        // at most the hint's term is the furthest point the logs can agree.
+                        // at most the hint's term is the furthest point the logs can agree. If
+                        // that is in our compacted prefix, the snapshot must go (retrying from
+                        // index 1 sends it).
                         let agree = self.log.last_index_with_term_at_most(hint_index, hint_term);
-                        progress.rejected(rejected_prev_index, agree.next());
+                        let retry_from = agree.map_or(LogIndex(1), LogIndex::next);
+                        progress.rejected(rejected_prev_index, retry_from);
                     }
                 }
             }
@@ -1499,10 +1514,43 @@ fn snapshot_chunks(
 /// could overflow when incremented must never be adopted.
 const TERM_MAX: u64 = u64::MAX / 2;
 
+/// Log indexes beyond this are refused from the network and from disk, for the same reason:
+/// an index the log could never reach must not make `next()` overflow.
+pub const INDEX_MAX: u64 = u64::MAX / 2;
+
 /// Whether a message is internally consistent: a sane term, and AppendEntries entries that are
 /// contiguous from `prev_log_index + 1` with terms between `prev_log_term` and the sender's term.
 fn is_well_formed(message: &Message) -> bool {
     if message.term.0 > TERM_MAX {
+        return false;
+    }
+    let index_ok = |index: &LogIndex| index.0 <= INDEX_MAX;
+    let indexes_ok = match &message.body {
+        MessageBody::AppendEntries {
+            prev_log_index,
+            leader_commit,
+            entries,
+            ..
+        } => {
+            index_ok(prev_log_index)
+                && index_ok(leader_commit)
+                && entries.last().is_none_or(|e| index_ok(&e.index))
+        }
+        MessageBody::InstallSnapshot { snapshot, .. }
+        | MessageBody::InstallSnapshotResponse { snapshot, .. } => index_ok(&snapshot.index),
+        MessageBody::RequestVote { last_log_index, .. } => index_ok(last_log_index),
+        MessageBody::Heartbeat { leader_commit } => index_ok(leader_commit),
+        MessageBody::AppendEntriesResponse(AppendOutcome::Accepted { match_index }) => {
+            index_ok(match_index)
+        }
+        MessageBody::AppendEntriesResponse(AppendOutcome::Rejected {
+            rejected_prev_index,
+            hint_index,
+            ..
+        }) => index_ok(rejected_prev_index) && index_ok(hint_index),
+        MessageBody::RequestVoteResponse { .. } | MessageBody::HeartbeatResponse => true,
+    };
+    if !indexes_ok {
         return false;
     }
     match &message.body {

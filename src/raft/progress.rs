@@ -29,8 +29,9 @@ pub struct SnapshotTransfer {
     pub stalled_rounds: u32,
     /// Leader ticks since the follower last answered about this transfer (or since it began).
     pub idle_ticks: u32,
-    /// Send one chunk from `acked_offset` even with the window full or nothing left to send:
-    /// a chunk was lost, or the follower may have lost what it had (a restart).
+    /// Send a chunk from `acked_offset` even with the window full or nothing left to send (a
+    /// chunk was lost, or the follower may have lost what it had: a restart); the window then
+    /// refills from there as usual.
     pub probe_due: bool,
 }
 
@@ -200,8 +201,8 @@ impl Progress {
             ProgressMode::Replicate => {}
             ProgressMode::Snapshot(transfer) => {
                 // No byte confirmed for two rounds: a chunk (or its answer) was lost, or the
-                // follower restarted and lost what it had. Send one chunk from the last
-                // confirmed byte; the answer tells which.
+                // follower restarted and lost what it had. Send again from the last confirmed
+                // byte (a probe chunk, then the window refills); the answer tells which.
                 transfer.stalled_rounds += 1;
                 if transfer.stalled_rounds >= 2 {
                     transfer.stalled_rounds = 0;
@@ -265,11 +266,15 @@ impl Progress {
             return;
         }
         transfer.idle_ticks = 0;
+        let started_over = next_offset < transfer.acked_offset;
         if next_offset > transfer.acked_offset {
             transfer.acked_offset = next_offset;
             transfer.stalled_rounds = 0;
-        } else if resend || next_offset < transfer.acked_offset {
-            // A gap (a chunk lost or overtaken), or the follower started over.
+        }
+        if resend || started_over {
+            // A gap (a chunk lost or overtaken: the follower holds everything before it, which
+            // may be more than was confirmed so far), or the follower started over. Send again
+            // from where it is.
             transfer.acked_offset = next_offset;
             transfer.next_offset = next_offset;
             transfer.stalled_rounds = 0;
@@ -413,6 +418,17 @@ mod tests {
             transfer(&mut p).next_offset,
             10,
             "a gap: resend from the ack"
+        );
+        let t = p.snapshot_transfer().unwrap();
+        while t.wants_chunk(window) {
+            t.chunk_sent(5);
+        }
+        assert_eq!(transfer(&mut p).next_offset, 30);
+        p.snapshot_acked(meta, 15, true);
+        assert_eq!(
+            (transfer(&mut p).acked_offset, transfer(&mut p).next_offset),
+            (15, 15),
+            "a gap past what was confirmed: resend from where the follower is"
         );
         p.snapshot_acked(meta, 0, false);
         assert_eq!(

@@ -1076,6 +1076,7 @@ fn malformed_append_entries_are_dropped() {
         append(1, 2, 2, (u64::MAX, 1), vec![entry(0, 2)], 0),
         append(1, 2, 2, (u64::MAX, 1), vec![], 0),
         append(1, 2, u64::MAX, (0, 0), vec![], 0),
+        append(1, 2, 2, (0, 0), vec![], u64::MAX),
     ];
     for m in bad {
         let mut r = raft(2, 3);
@@ -1289,7 +1290,12 @@ fn malformed_install_snapshot_is_dropped() {
         term: Term(0),
         ..meta
     };
+    let far = SnapshotMeta {
+        index: LogIndex(u64::MAX),
+        ..meta
+    };
     let bad = [
+        install_chunk(1, 2, 2, far, 0, b"a"),
         install_chunk(1, 2, 2, meta, 5, b"abc"),
         install_chunk(1, 2, 2, meta, u64::MAX, b"a"),
         install_chunk(1, 2, 2, huge, 0, b"a"),
@@ -1439,6 +1445,45 @@ fn section_7_a_follower_behind_the_compacted_log_is_sent_the_snapshot() {
     assert_eq!(follower.log.last_index(), leader_last);
     assert_eq!(follower.log.commit_index(), leader_last);
     assert_eq!(follower.log.first_index(), applied.next());
+}
+
+/// Raft §7 with fast backtracking: a deposed leader's stale tail reaches past the current
+/// leader's compaction point, whose entry is of a later term than the tail's. The rejection's
+/// hint names that point with the tail's term, so the logs agree only somewhere in the
+/// compacted prefix: the leader must send its snapshot, not probe the compaction point again
+/// and again (a livelock for as long as no new snapshot moves the compaction point).
+#[test]
+fn section_7_a_stale_tail_past_the_compaction_point_is_replaced_by_the_snapshot() {
+    let mut net = snapshot_cluster();
+    net.elect(1);
+    net.propose(1, "a");
+    net.isolate(1);
+    for k in 0..8 {
+        net.propose(1, &format!("stale{k}"));
+    }
+    net.elect(2);
+    let compaction_point = net.propose(2, "b").prev();
+    let (first_term, second_term) = (net.node(1).term, net.node(2).term);
+    net.elect(3);
+    assert_eq!(net.node(3).log.term(compaction_point), Some(second_term));
+    assert_eq!(net.node(1).log.term(compaction_point), Some(first_term));
+    net.node(3)
+        .snapshot_taken(snapshot_at(compaction_point.0, second_term.0, 40));
+    assert_eq!(net.node(3).log.first_index(), compaction_point.next());
+    net.heal();
+    let mut net = SnapshotNetwork::new(net);
+    net.tick_all(10);
+    assert_eq!(
+        net.installed,
+        vec![(
+            NodeId(1),
+            snapshot_at(compaction_point.0, second_term.0, 40).meta
+        )]
+    );
+    let leader_last = net.net.node(3).log.last_index();
+    let leader_term = net.net.node(3).term;
+    assert_eq!(net.net.node(1).log.last_index(), leader_last);
+    assert_eq!(net.net.node(1).log.term(leader_last), Some(leader_term));
 }
 
 /// Raft §7: a transfer whose chunks are lost resends from the last byte the follower
