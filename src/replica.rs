@@ -36,7 +36,7 @@ use crate::raft::{
     Config, ConfigError, EntryData, HardState, Message, Payload, Persisted, ProposeError, Raft,
     RestoreError, Snapshot, SnapshotChunk, SnapshotMeta, Status,
 };
-use crate::storage;
+use crate::storage::{self, Install};
 use crate::types::{LogIndex, Term};
 use rand_chacha::ChaCha8Rng;
 
@@ -99,7 +99,7 @@ pub struct Work {
     pub messages_before_persist: Vec<Message>,
     /// Messages to send AFTER the write is synced.
     pub messages: Vec<Message>,
-    installed: Option<SnapshotMeta>,
+    installed: Option<Install>,
     hard_state: Option<HardState>,
     last_index: LogIndex,
     entries: Vec<crate::raft::Entry>,
@@ -117,8 +117,8 @@ impl Work {
         &self.entries
     }
 
-    /// The snapshot installed in this round, which `write` records.
-    pub fn installed(&self) -> Option<SnapshotMeta> {
+    /// The snapshot installed in this round, as `write` records it.
+    pub fn installed(&self) -> Option<Install> {
         self.installed
     }
 
@@ -278,9 +278,12 @@ impl Replica {
         // in `ready.entries`.
         let last_index = self.raft.status().last_index;
         let messages_before_persist = ready.take_messages_before_persist();
+        let installed = ready
+            .snapshot
+            .map(|snapshot| Install::after_ready(snapshot, &ready.entries, last_index));
         let mut write = Vec::new();
         storage::encode_batch(
-            ready.snapshot.as_ref(),
+            installed.as_ref(),
             ready.hard_state.as_ref(),
             &ready.entries,
             &mut write,
@@ -291,7 +294,7 @@ impl Replica {
             write,
             messages_before_persist,
             messages: ready.messages,
-            installed: ready.snapshot,
+            installed,
             hard_state: ready.hard_state,
             last_index,
             entries: ready.entries,

@@ -9,10 +9,12 @@
 //!
 //! - an `Entry` record at index `i` replaces any entry at `i` or later (that is how conflict
 //!   truncation reaches the disk without rewriting it), so replaying in order rebuilds the log;
-//! - a `Snapshot` record says the log starts again after an installed snapshot: replay drops
-//!   every entry before it. An install that keeps the log's suffix (Raft §7) writes that
-//!   suffix again after the record, in the same batch, so the record never depends on what
-//!   came before it (which compaction may have deleted);
+//! - a `Snapshot` record ([`Install`]) says the log starts again after an installed snapshot,
+//!   keeping the entries written before it up to `kept_through` (the suffix Raft §7 keeps
+//!   after a matching entry): replay drops every other entry. The record names what it keeps
+//!   rather than how to find it, so it never depends on the entry at the snapshot's index
+//!   (which compaction may have deleted), and the kept entries, already synced, are never
+//!   written again (a torn install batch cannot take them with it);
 //! - an entry at an index below every entry replayed so far (a conflict rewrite whose older
 //!   segments were deleted) starts the log again from it;
 //! - the last `HardState` record wins (every segment starts with one, so a deleted segment
@@ -44,9 +46,36 @@ pub enum Record {
     HardState(HardState),
     /// A log entry; replaces any entry at its index or later.
     Entry(Entry),
-    /// The node installed this snapshot (or recovered from it): the log starts again after
-    /// it, with the entries written after this record.
-    Snapshot(SnapshotMeta),
+    /// The node installed a snapshot (or recovered from one that cut its log off).
+    Snapshot(Install),
+}
+
+/// An installed snapshot as the log records it: the log starts again after `snapshot`,
+/// keeping the entries after it that were written before this record, up to `kept_through`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Install {
+    /// The snapshot.
+    pub snapshot: SnapshotMeta,
+    /// The last entry kept (Raft §7: the suffix after an entry matching the snapshot's);
+    /// `snapshot.index` when none is.
+    pub kept_through: LogIndex,
+}
+
+impl Install {
+    /// The record of an install carried out by a `Ready` that persists `unstable` (the
+    /// entries not on disk yet) and leaves the log ending at `last_index`: every entry before
+    /// the unstable ones is on disk already, so those after the snapshot are kept.
+    pub fn after_ready(
+        snapshot: SnapshotMeta,
+        unstable: &[Entry],
+        last_index: LogIndex,
+    ) -> Install {
+        let kept_through = unstable.first().map_or(last_index, |e| e.index.prev());
+        Install {
+            snapshot,
+            kept_through: kept_through.max(snapshot.index),
+        }
+    }
 }
 
 /// The log as replayed from its segments.
@@ -94,10 +123,10 @@ impl fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
-/// Appends one persistence batch: `snapshot` (a record that the log continues after it), then
-/// `entries` (contiguous), then `hard_state`.
+/// Appends one persistence batch: `install` (a record that the log starts again after a
+/// snapshot), then `entries` (contiguous), then `hard_state`.
 pub fn encode_batch(
-    snapshot: Option<&SnapshotMeta>,
+    install: Option<&Install>,
     hard_state: Option<&HardState>,
     entries: &[Entry],
     out: &mut Vec<u8>,
@@ -109,17 +138,17 @@ pub fn encode_batch(
             "a batch's entries are contiguous"
         );
     }
-    if let (Some(snapshot), Some(first)) = (snapshot, entries.first()) {
+    if let (Some(install), Some(first)) = (install, entries.first()) {
         assert_eq!(
             first.index,
-            snapshot.index.next(),
-            "entries follow the snapshot"
+            install.kept_through.next(),
+            "entries follow what is kept"
         );
     }
     let start = out.len();
     let result = (|| {
-        if let Some(snapshot) = snapshot {
-            codec::encode_record(&RecordRef::Snapshot(snapshot), out)?;
+        if let Some(install) = install {
+            codec::encode_record(&RecordRef::Snapshot(install), out)?;
         }
         for entry in entries {
             codec::encode_record(&RecordRef::Entry(entry), out)?;
@@ -141,7 +170,7 @@ pub fn encode_batch(
 enum RecordRef<'a> {
     HardState(&'a HardState),
     Entry(&'a Entry),
-    Snapshot(&'a SnapshotMeta),
+    Snapshot(&'a Install),
 }
 
 /// Rebuilds the log from the bytes of one log file (a single segment).
@@ -178,10 +207,9 @@ pub fn recover_segments(segments: &[&[u8]]) -> Result<Recovered, StorageError> {
                 Record::Entry(entry) => {
                     replay_entry(&mut recovered.entries, &mut first_index, entry, offset)?
                 }
-                Record::Snapshot(meta) => {
-                    recovered.entries.clear();
-                    first_index = meta.index.next();
-                    recovered.base = Some(meta);
+                Record::Snapshot(install) => {
+                    replay_install(&mut recovered.entries, &mut first_index, install, offset)?;
+                    recovered.base = Some(install.snapshot);
                 }
             }
         }
@@ -213,6 +241,32 @@ fn replay_entry(
     }
     entries.truncate((entry.index.0 - first_index.0) as usize);
     entries.push(entry);
+    Ok(())
+}
+
+/// The log starts again after the snapshot, with the entries the install kept; they must all
+/// be there (they were synced before the record was written, and compaction never deletes an
+/// entry after a snapshot recovery may need).
+fn replay_install(
+    entries: &mut Vec<Entry>,
+    first_index: &mut LogIndex,
+    install: Install,
+    offset: u64,
+) -> Result<(), StorageError> {
+    let Install {
+        snapshot,
+        kept_through,
+    } = install;
+    entries.retain(|e| snapshot.index < e.index && e.index <= kept_through);
+    let held = entries.len() as u64;
+    if kept_through < snapshot.index || held != kept_through.0 - snapshot.index.0 {
+        let reason = format!(
+            "an install keeps entries {}..={kept_through}, but the log holds {held} of them",
+            snapshot.index.next()
+        );
+        return Err(StorageError::Inconsistent { offset, reason });
+    }
+    *first_index = snapshot.index.next();
     Ok(())
 }
 
@@ -648,29 +702,71 @@ mod tests {
         ));
     }
 
+    fn install(index: u64, term: u64, kept_through: u64) -> Install {
+        Install {
+            snapshot: meta(index, term),
+            kept_through: LogIndex(kept_through),
+        }
+    }
+
     #[test]
-    fn a_snapshot_record_starts_the_log_again_with_what_its_batch_writes_after_it() {
+    fn a_snapshot_record_keeps_what_it_names_and_starts_the_log_again() {
         let log = [entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)];
         let cases = [
-            // An install that kept the suffix writes it again after the record.
-            (meta(2, 1), vec![entry(3, 2), entry(4, 2)]),
-            (meta(3, 3), vec![]),
-            (meta(9, 3), vec![]),
+            (install(2, 1, 4), vec![(3, 2), (4, 2)]),
+            (install(2, 1, 3), vec![(3, 2)]),
+            (install(3, 3, 3), vec![]),
+            (install(9, 3, 9), vec![]),
         ];
-        for (snapshot, kept) in cases {
+        for (record, kept) in cases {
             let mut bytes = Vec::new();
             encode_batch(None, None, &log, &mut bytes).unwrap();
-            encode_batch(Some(&snapshot), Some(&hard_state(3, 9)), &kept, &mut bytes).unwrap();
+            encode_batch(Some(&record), Some(&hard_state(3, 9)), &[], &mut bytes).unwrap();
             let recovered = recover(&bytes).unwrap();
-            assert_eq!(recovered.entries, kept, "{snapshot:?}");
-            assert_eq!(recovered.base, Some(snapshot));
-            // Even with every segment before the record's gone.
-            let start = bytes.len() - {
-                let mut batch = Vec::new();
-                encode_batch(Some(&snapshot), Some(&hard_state(3, 9)), &kept, &mut batch).unwrap();
-                batch.len()
-            };
-            assert_eq!(recover(&bytes[start..]).unwrap().entries, kept);
+            assert_eq!(indexes(&recovered.entries), kept, "{record:?}");
+            assert_eq!(recovered.base, Some(record.snapshot));
+            // Entries written after the record continue from what it kept.
+            let next = record.kept_through.0 + 1;
+            encode_batch(None, None, &[entry(next, 3)], &mut bytes).unwrap();
+            assert_eq!(recover(&bytes).unwrap().entries.len(), kept.len() + 1);
+        }
+        // Keeping entries the log does not hold is an inconsistent log, never a silent gap.
+        let mut bytes = Vec::new();
+        encode_batch(None, None, &log, &mut bytes).unwrap();
+        encode_batch(Some(&install(3, 2, 6)), None, &[], &mut bytes).unwrap();
+        let error = recover(&bytes).unwrap_err().to_string();
+        assert!(error.contains("holds 1 of them"), "{error}");
+    }
+
+    #[test]
+    fn a_torn_install_batch_keeps_the_entries_its_record_names() {
+        // An install that kept 3..4 writes only its record and what is new: a tear anywhere
+        // after the record still keeps 3..4, which were synced long before.
+        let mut bytes = Vec::new();
+        encode_batch(
+            None,
+            None,
+            &[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)],
+            &mut bytes,
+        )
+        .unwrap();
+        let synced = bytes.len();
+        let new = [entry(5, 3), entry(6, 3)];
+        encode_batch(
+            Some(&install(2, 1, 4)),
+            Some(&hard_state(3, 2)),
+            &new,
+            &mut bytes,
+        )
+        .unwrap();
+        for cut in synced..=bytes.len() {
+            let recovered = recover(&bytes[..cut]).unwrap();
+            let held = indexes(&recovered.entries);
+            if recovered.base.is_some() {
+                assert_eq!(held[..2], [(3, 2), (4, 2)], "cut at {cut}");
+            } else {
+                assert_eq!(held.len(), 4, "cut at {cut}");
+            }
         }
     }
 

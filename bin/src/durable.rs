@@ -44,7 +44,7 @@ use crate::disk::Disk;
 use raftchat::chat::Chat;
 use raftchat::raft::{HardState, Persisted, Snapshot, SnapshotChunk, SnapshotMeta};
 use raftchat::replica::{Replica, Work};
-use raftchat::storage::{self, StorageError};
+use raftchat::storage::{self, Install, StorageError};
 use raftchat::types::{LogIndex, Term};
 use std::io;
 
@@ -305,7 +305,7 @@ impl<D: Disk> Durable<D> {
         if let Some(installed) = work.installed() {
             // The log now continues after the snapshot: begin it afresh, and let everything
             // before it go.
-            self.install_floor = installed.index;
+            self.install_floor = installed.snapshot.index;
             self.begin_segment().await?;
             self.compact().await?;
         } else if self
@@ -344,10 +344,14 @@ impl<D: Disk> Durable<D> {
         Ok(())
     }
 
-    /// Writes a record that the log starts again after `snapshot`, synced.
+    /// Writes a record that the log starts again after `snapshot`, keeping nothing, synced.
     async fn write_reset(&mut self, snapshot: &SnapshotMeta) -> io::Result<()> {
+        let install = Install {
+            snapshot: *snapshot,
+            kept_through: snapshot.index,
+        };
         let mut record = Vec::new();
-        storage::encode_batch(Some(snapshot), Some(&self.hard_state), &[], &mut record)
+        storage::encode_batch(Some(&install), Some(&self.hard_state), &[], &mut record)
             .expect("a snapshot record always encodes");
         let active = self.segments.last_mut().expect("there is always a segment");
         let name = active.name();

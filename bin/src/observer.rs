@@ -5,6 +5,7 @@
 
 use raftchat::raft::{Entry, HardState, Message, SnapshotMeta, Status};
 use raftchat::replica::Applied;
+use raftchat::storage::Install;
 use raftchat::types::{LogIndex, NodeId};
 use std::time::Duration;
 
@@ -34,8 +35,9 @@ pub enum Event<'a> {
         bytes: usize,
         /// The log entries it held; each replaces any entry at its index or later.
         entries: &'a [Entry],
-        /// A snapshot it recorded as installed, before the entries: the log continues after it.
-        installed: Option<SnapshotMeta>,
+        /// A snapshot it recorded as installed, before the entries: the log starts again after
+        /// it, with the entries the record keeps.
+        installed: Option<Install>,
     },
     /// A snapshot of this node's state was made durable, and the log compacted behind it.
     SnapshotTaken {

@@ -13,7 +13,7 @@ use arbitrary::{Arbitrary, Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use raftchat::codec;
 use raftchat::raft::{Entry, EntryData, HardState, Payload, SnapshotMeta};
-use raftchat::storage::{self, Record, Recovered};
+use raftchat::storage::{self, Install, Record, Recovered};
 use raftchat::types::{LogIndex, NodeId, Term};
 
 #[derive(Debug)]
@@ -46,24 +46,30 @@ impl<'a> Arbitrary<'a> for Input {
                 earlier.push(std::mem::take(&mut file));
                 record_count = 0;
             }
-            // Now and then an installed snapshot: the log continues after it.
+            // Now and then an installed snapshot: the log starts again after it, keeping a
+            // suffix of what it holds there.
             let installed = if u.ratio(1, 5)? {
                 term += 1;
                 let index = u.int_in_range(first_index..=last_index + 3)?;
+                let kept_through = u.int_in_range(index..=last_index.max(index))?;
                 first_index = index + 1;
-                last_index = index;
-                Some(SnapshotMeta {
+                last_index = kept_through;
+                let snapshot = SnapshotMeta {
                     index: LogIndex(index),
                     term: Term(term),
                     size_bytes: 0,
                     checksum: 0,
+                };
+                Some(Install {
+                    snapshot,
+                    kept_through: LogIndex(kept_through),
                 })
             } else {
                 None
             };
             // A batch may rewrite from any index up to one past the end (conflict truncation).
             let first = match installed {
-                Some(meta) => meta.index.0 + 1,
+                Some(install) => install.kept_through.0 + 1,
                 None => u.int_in_range(first_index..=last_index + 1)?,
             };
             term += u.int_in_range(0..=2)?;

@@ -27,6 +27,7 @@
 use raftchat::chat::{Command, Outcome};
 use raftchat::raft::{Entry, EntryData, RoleKind, SnapshotMeta, Status};
 use raftchat::replica::Applied;
+use raftchat::storage::Install;
 use raftchat::types::{ClientId, LogIndex, NodeId, Term};
 use std::collections::BTreeMap;
 
@@ -108,11 +109,40 @@ impl LogMirror {
         Ok(())
     }
 
-    /// An install's record starts the log on disk again after the snapshot; a suffix the
-    /// install kept (Raft §7) is written again after it, in the same batch.
-    fn install(&mut self, snapshot: SnapshotMeta, chain: u64) {
-        self.entries.clear();
+    /// An install's record: the log starts again after the snapshot, keeping the entries up
+    /// to `kept_through`, which Raft §7 allows only after an entry matching the snapshot's.
+    /// Refused with the check it breaks and why.
+    fn install(&mut self, install: Install, chain: u64) -> Result<(), (&'static str, String)> {
+        let Install {
+            snapshot,
+            kept_through,
+        } = install;
+        let kept = kept_through.0.saturating_sub(snapshot.index.0) as usize;
+        let mut entries = Vec::new();
+        if kept > 0 {
+            if self.term(snapshot.index) != Some(snapshot.term) {
+                let detail = format!(
+                    "kept entries up to {kept_through} after a snapshot at {} of {}, but its log \
+                     has {:?} there",
+                    snapshot.index,
+                    snapshot.term,
+                    self.term(snapshot.index)
+                );
+                return Err(("snapshot_install", detail));
+            }
+            if self.last_index() < kept_through {
+                let detail = format!(
+                    "an install keeps entries up to {kept_through}, but the log ends at {}",
+                    self.last_index()
+                );
+                return Err(("log_gap", detail));
+            }
+            let start = (snapshot.index.0 - self.base.0 .0) as usize;
+            entries = self.entries[start..start + kept].to_vec();
+        }
+        self.entries = entries;
         self.base = (snapshot.index, snapshot.term, chain);
+        Ok(())
     }
 
     fn last_index(&self) -> LogIndex {
@@ -264,13 +294,15 @@ impl Checker {
     pub fn persisted(
         &mut self,
         node: NodeId,
-        installed: Option<SnapshotMeta>,
+        installed: Option<Install>,
         entries: &[Entry],
     ) -> Result<(), Failure> {
-        let chain = installed.map(|snapshot| self.chain_at(snapshot));
+        let chain = installed.map(|install| self.chain_at(install.snapshot));
         let mirror = self.logs.entry(node).or_default();
-        if let (Some(snapshot), Some(chain)) = (installed, chain) {
-            mirror.install(snapshot, chain);
+        if let (Some(install), Some(chain)) = (installed, chain) {
+            if let Err((check, detail)) = mirror.install(install, chain) {
+                return fail(check, node, detail);
+            }
         }
         if let Err(detail) = mirror.write(entries) {
             return fail("log_gap", node, detail);
@@ -747,24 +779,37 @@ mod tests {
         assert_eq!(failure.check, "snapshot_install");
     }
 
+    fn install(index: u64, term: u64, kept_through: u64) -> Install {
+        Install {
+            snapshot: snapshot(index, term),
+            kept_through: LogIndex(kept_through),
+        }
+    }
+
     #[test]
-    fn a_gap_after_an_installed_snapshot_is_caught_and_a_kept_suffix_written_again() {
+    fn an_install_keeps_only_a_matching_suffix_it_holds_and_the_log_goes_on_after_it() {
         let mut checker = Checker::new(3);
+        let log = [noop(1, 1), noop(2, 1), noop(3, 1)];
+        for node in 1..=4 {
+            checker.persisted(NodeId(node), None, &log).unwrap();
+        }
+        // Matching at 2: the entry at 3 is kept, and the log goes on at 4.
         checker
-            .persisted(NodeId(1), None, &[noop(1, 1), noop(2, 1), noop(3, 1)])
+            .persisted(NodeId(1), Some(install(2, 1, 3)), &[noop(4, 1)])
             .unwrap();
-        // Matching at 2: the entry at 3 is kept and written again after the record.
-        checker
-            .persisted(NodeId(1), Some(snapshot(2, 1)), &[noop(3, 1), noop(4, 1)])
-            .unwrap();
-        // Without it, the log after the record would begin with a gap.
+        // Keeping entries after a snapshot whose entry the log does not hold (Raft §7).
         let failure = checker
-            .persisted(NodeId(2), Some(snapshot(2, 1)), &[noop(4, 1)])
+            .persisted(NodeId(2), Some(install(2, 2, 3)), &[])
+            .unwrap_err();
+        assert_eq!(failure.check, "snapshot_install");
+        // Keeping entries the log never had.
+        let failure = checker
+            .persisted(NodeId(3), Some(install(2, 1, 5)), &[])
             .unwrap_err();
         assert_eq!(failure.check, "log_gap");
         // Conflicting at 5: the log is dropped, so 7 after 5 is a gap.
         let failure = checker
-            .persisted(NodeId(1), Some(snapshot(5, 2)), &[noop(7, 2)])
+            .persisted(NodeId(4), Some(install(5, 2, 5)), &[noop(7, 2)])
             .unwrap_err();
         assert_eq!(failure.check, "log_gap");
     }

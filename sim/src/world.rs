@@ -257,7 +257,8 @@ impl Observer for World {
                 self.trace(Some(node), "persist", || {
                     json!({ "bytes": bytes, "entries": entries.len(),
                             "first": entries.first().map(|e| e.index.0),
-                            "installed": installed.map(|m| m.index.0) })
+                            "installed": installed.map(|i| i.snapshot.index.0),
+                            "kept_through": installed.map(|i| i.kept_through.0) })
                 });
                 self.check(result);
             }

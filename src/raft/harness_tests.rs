@@ -10,6 +10,7 @@
 //! A failure names the seed; `RAFT_HARNESS_SEED=N cargo test -p raftchat harness` replays it.
 
 use super::*;
+use crate::storage::Install;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 
@@ -23,13 +24,22 @@ struct Disk {
 }
 
 impl Disk {
-    fn persist(&mut self, ready: &Ready) {
-        if let Some(meta) = ready.snapshot {
-            // The record starts the log again; a kept suffix follows it in `ready.entries`.
-            self.log.entries.clear();
-            self.log.base = Some(meta);
+    /// Persists a batch (or the prefix of one a power failure kept): the install's record,
+    /// then entries, then the hard state.
+    fn persist(
+        &mut self,
+        install: Option<Install>,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+    ) {
+        if let Some(install) = install {
+            let (snapshot, kept_through) = (install.snapshot.index, install.kept_through);
+            self.log
+                .entries
+                .retain(|e| snapshot < e.index && e.index <= kept_through);
+            self.log.base = Some(install.snapshot);
         }
-        if let Some(first) = ready.entries.first() {
+        if let Some(first) = entries.first() {
             let keep = self
                 .log
                 .entries
@@ -37,9 +47,9 @@ impl Disk {
                 .take_while(|e| e.index < first.index)
                 .count();
             self.log.entries.truncate(keep);
-            self.log.entries.extend(ready.entries.iter().cloned());
+            self.log.entries.extend(entries.iter().cloned());
         }
-        if let Some(hard_state) = ready.hard_state {
+        if let Some(hard_state) = hard_state {
             self.log.hard_state = hard_state;
         }
     }
@@ -295,22 +305,23 @@ impl Harness {
             return;
         };
         let Some(ready) = raft.ready() else { return };
+        let last_index = raft.status().last_index;
+        let install = ready
+            .snapshot
+            .map(|snapshot| Install::after_ready(snapshot, &ready.entries, last_index));
         if self.rng.gen_range(0..10_000) < self.options.crash_percent * 2 {
-            // Power fails mid-batch: a prefix of the batch's records (the snapshot record,
+            // Power fails mid-batch: a prefix of the batch's records (the install's record,
             // then the entries) reached the disk, the hard state written after them did not,
             // and nothing was sent.
             let kept = self.rng.gen_range(0..=ready.entries.len() + 1);
-            let torn = Ready {
-                snapshot: ready.snapshot.filter(|_| kept > 0),
-                entries: ready.entries[..kept.saturating_sub(1)].to_vec(),
-                ..Ready::default()
-            };
-            node.disk.persist(&torn);
+            let entries = &ready.entries[..kept.saturating_sub(1)];
+            node.disk
+                .persist(install.filter(|_| kept > 0), entries, None);
             node.raft = None;
             return;
         }
         let received = write_chunks(&mut node.incoming, &ready.snapshot_chunks);
-        node.disk.persist(&ready);
+        node.disk.persist(install, &ready.entries, ready.hard_state);
         // A crash after persisting but before sending loses the messages, nothing else.
         if self.rng.gen_range(0..10_000) < self.options.crash_percent {
             node.raft = None;

@@ -356,9 +356,9 @@ impl RaftLog {
         }
         self.first_index = meta.index.next();
         self.prefix_term = meta.term;
-        // The host writes the snapshot's record and then whatever suffix was kept: the record
-        // starts the log on disk again, so the suffix must follow it in the same batch.
-        self.stable_index = meta.index;
+        // A kept suffix stays as persisted as it was: the host's record of the install names
+        // the persisted part as kept, and the rest goes out after it.
+        self.stable_index = self.stable_index.max(meta.index).min(self.last_index());
         self.commit_index = meta.index;
         self.applied_index = meta.index;
         self.snapshot = Some(snapshot);

@@ -234,9 +234,9 @@ pub struct Status {
 /// 1. write `snapshot_chunks` at their offsets into the file of the snapshot being received
 ///    (no sync needed: a transfer never survives a crash, and the whole file is synced before
 ///    it is checked); then persist, and sync: first `snapshot` (a record that the log starts
-///    again after the installed snapshot, whose file is durable already), then `entries`
-///    (each replaces any persisted entry at the same or a later index; after an install that
-///    kept the log's suffix, they begin with that suffix), then `hard_state`;
+///    again after the installed snapshot, whose file is durable already, keeping the entries
+///    after it that are persisted already: `storage::Install`), then `entries` (each replaces
+///    any persisted entry at the same or a later index), then `hard_state`;
 /// 2. THEN send `messages`, which may promise what was just persisted (a vote, an
 ///    acknowledgement of entries or of snapshot bytes);
 /// 3. then apply `committed_entries` in order;
@@ -260,8 +260,8 @@ pub struct Ready {
     pub messages: Vec<Message>,
     /// Committed entries to apply, in index order, after persisting.
     pub committed_entries: Vec<Entry>,
-    /// A leader's snapshot this node installed: its log now starts after it, with `entries`.
-    /// The state machine already holds the snapshot's state.
+    /// A leader's snapshot this node installed: its log now starts after it (with the suffix
+    /// it kept, if any). The state machine already holds the snapshot's state.
     pub snapshot: Option<SnapshotMeta>,
     /// Chunks of a leader's snapshot to write into the file that receives it.
     pub snapshot_chunks: Vec<SnapshotChunk>,
