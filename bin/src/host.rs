@@ -276,8 +276,8 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     }
 
     /// Starts finishing a received snapshot whose last chunk is written, or queues it behind
-    /// the one being checked (in place of any older one queued, which is given up: the leader
-    /// has moved on to this one).
+    /// the one being checked (in place of any queued before it, which is given up: the core
+    /// awaits the answer about the latest transfer, and a stale one would never get one).
     async fn start_finishing(&mut self, incoming: Incoming) -> Result<(), NodeError> {
         if self.checking {
             if let Some(older) = self.queued.replace(incoming) {
