@@ -56,6 +56,8 @@ const TORN_TAIL_BYTES_MAX: u64 =
 
 /// Pieces a snapshot's bytes are written in, so no single write is larger.
 const WRITE_PIECE_BYTES: usize = 1024 * 1024;
+/// Bytes of a snapshot file written between two syncs of it.
+const SNAPSHOT_SYNC_BYTES: usize = 2 * WRITE_PIECE_BYTES;
 
 /// Why a data directory cannot be recovered.
 #[derive(Debug, thiserror::Error)]
@@ -576,15 +578,24 @@ async fn read_log<D: Disk>(
 }
 
 /// Writes a snapshot file so it appears whole or not at all: under a temporary name, synced,
-/// renamed, and the directory synced. Its bytes go in pieces, so no single write is large.
+/// renamed, and the directory synced. Its bytes go in pieces, so no single write is large, and
+/// are synced every `SNAPSHOT_SYNC_BYTES` as they go (RocksDB's `bytes_per_sync`): one sync of
+/// the whole file would flush tens of megabytes at once, and the log's own syncs, which every
+/// commit waits on, would queue behind it.
 pub async fn write_snapshot_file<D: Disk>(disk: &D, snapshot: &Snapshot) -> io::Result<()> {
     let name = snapshot_name(&snapshot.meta);
     let temporary = format!("{name}.tmp");
     disk.remove(&temporary).await?;
     disk.append(&temporary, &storage::snapshot_file_header(&snapshot.meta))
         .await?;
+    let mut unsynced = 0;
     for piece in snapshot.data.as_bytes().chunks(WRITE_PIECE_BYTES) {
         disk.append(&temporary, piece).await?;
+        unsynced += piece.len();
+        if unsynced >= SNAPSHOT_SYNC_BYTES {
+            disk.sync(&temporary).await?;
+            unsynced = 0;
+        }
     }
     disk.sync(&temporary).await?;
     disk.rename(&temporary, &name).await?;
