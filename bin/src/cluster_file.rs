@@ -42,6 +42,9 @@ pub struct ClusterFile {
     pub cluster_id: u64,
     /// Every member and the address it listens on.
     pub members: BTreeMap<NodeId, SocketAddr>,
+    /// The members that serve the original service's gRPC API, and the address each serves it
+    /// on (`grpc_address`, off when absent).
+    pub grpc: BTreeMap<NodeId, SocketAddr>,
     /// Raft timing shared by every member.
     pub timing: Timing,
     /// When members snapshot and compact their logs.
@@ -154,6 +157,7 @@ struct RawChat {
 struct RawNode {
     id: u64,
     address: String,
+    grpc_address: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -198,7 +202,7 @@ impl ClusterFile {
             message,
         };
         let raw: RawFile = toml::from_str(text).map_err(|e| fail(describe_toml_error(text, &e)))?;
-        let members = parse_members(&raw.nodes).map_err(fail)?;
+        let (members, grpc) = parse_members(&raw.nodes).map_err(fail)?;
         let timing = parse_timing(raw.timing.as_ref()).map_err(fail)?;
         let snapshot = parse_snapshot(raw.snapshot.as_ref()).map_err(fail)?;
         let chat = parse_chat(raw.chat.as_ref()).map_err(fail)?;
@@ -207,6 +211,7 @@ impl ClusterFile {
             path: path.to_path_buf(),
             cluster_id: raw.cluster_id,
             members,
+            grpc,
             timing,
             snapshot,
             chat,
@@ -266,7 +271,10 @@ impl ClusterFile {
     }
 }
 
-fn parse_members(nodes: &[RawNode]) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
+/// Every member's address, and the gRPC address of those that have one.
+type Addresses = (BTreeMap<NodeId, SocketAddr>, BTreeMap<NodeId, SocketAddr>);
+
+fn parse_members(nodes: &[RawNode]) -> Result<Addresses, String> {
     if nodes.is_empty() {
         return Err("`nodes`: at least one [[nodes]] entry is needed".into());
     }
@@ -277,25 +285,36 @@ fn parse_members(nodes: &[RawNode]) -> Result<BTreeMap<NodeId, SocketAddr>, Stri
         ));
     }
     let mut members = BTreeMap::new();
+    let mut grpc = BTreeMap::new();
+    let mut used = Vec::new();
     for (position, node) in nodes.iter().enumerate() {
         let key = format!("nodes[{position}]");
-        let address: SocketAddr = node.address.trim().parse().map_err(|_| {
-            format!(
-                "`{key}.address`: {:?} is not an IP:PORT address such as \"127.0.0.1:7001\"",
-                node.address
-            )
-        })?;
-        if address.port() == 0 {
-            return Err(format!("`{key}.address`: port 0 is not a fixed port"));
-        }
-        if members.values().any(|&other| other == address) {
-            return Err(format!("`{key}.address`: {address} is used by two nodes"));
-        }
+        let address = parse_address(&format!("{key}.address"), &node.address, &used)?;
+        used.push(address);
         if members.insert(NodeId(node.id), address).is_some() {
             return Err(format!("`{key}.id`: id {} is used by two nodes", node.id));
         }
+        if let Some(text) = &node.grpc_address {
+            let address = parse_address(&format!("{key}.grpc_address"), text, &used)?;
+            used.push(address);
+            grpc.insert(NodeId(node.id), address);
+        }
     }
-    Ok(members)
+    Ok((members, grpc))
+}
+
+/// A fixed IP:PORT address that no earlier key of the file uses.
+fn parse_address(key: &str, text: &str, used: &[SocketAddr]) -> Result<SocketAddr, String> {
+    let address: SocketAddr = text.trim().parse().map_err(|_| {
+        format!("`{key}`: {text:?} is not an IP:PORT address such as \"127.0.0.1:7001\"")
+    })?;
+    if address.port() == 0 {
+        return Err(format!("`{key}`: port 0 is not a fixed port"));
+    }
+    if used.contains(&address) {
+        return Err(format!("`{key}`: {address} is used twice in the file"));
+    }
+    Ok(address)
 }
 
 fn parse_timing(raw: Option<&RawTiming>) -> Result<Timing, String> {
@@ -411,7 +430,11 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
 
 /// The text of a cluster file for `members`, all with the default timing, commented so that an
 /// operator can edit it. `raftchat cluster up` writes it.
-pub fn render(cluster_id: u64, members: &BTreeMap<NodeId, SocketAddr>) -> String {
+pub fn render(
+    cluster_id: u64,
+    members: &BTreeMap<NodeId, SocketAddr>,
+    grpc: &BTreeMap<NodeId, SocketAddr>,
+) -> String {
     let timing = Timing::default();
     let snapshot = SnapshotSettings::default();
     let chat = ChatLimits::default();
@@ -419,8 +442,18 @@ pub fn render(cluster_id: u64, members: &BTreeMap<NodeId, SocketAddr>) -> String
     let mut out = String::new();
     out.push_str("# A raftchat cluster; the format is documented in bin/cluster.example.toml.\n");
     let _ = writeln!(out, "cluster_id = {cluster_id}\n");
+    if !grpc.is_empty() {
+        out.push_str(
+            "# grpc_address: where a node serves the original service's gRPC API (plaintext,\n\
+             # unauthenticated: keep it on loopback or a trusted network).\n",
+        );
+    }
     for (id, address) in members {
-        let _ = writeln!(out, "[[nodes]]\nid = {}\naddress = \"{address}\"\n", id.0);
+        let _ = writeln!(out, "[[nodes]]\nid = {}\naddress = \"{address}\"", id.0);
+        if let Some(grpc) = grpc.get(id) {
+            let _ = writeln!(out, "grpc_address = \"{grpc}\"");
+        }
+        out.push('\n');
     }
     let _ = writeln!(
         out,
@@ -516,9 +549,14 @@ mod tests {
     #[test]
     fn rendered_files_parse_back() {
         let members = parse(TWO).unwrap().members;
-        let file = parse(&render(42, &members)).unwrap();
+        let file = parse(&render(42, &members, &BTreeMap::new())).unwrap();
         assert_eq!(file.cluster_id, 42);
         assert_eq!(file.members, members);
+        assert!(file.grpc.is_empty());
+        let grpc = BTreeMap::from([(NodeId(2), "127.0.0.1:20010".parse().unwrap())]);
+        let file = parse(&render(42, &members, &grpc)).unwrap();
+        assert_eq!(file.members, members);
+        assert_eq!(file.grpc, grpc);
         assert_eq!(file.timing, Timing::default());
         assert_eq!(file.snapshot, SnapshotSettings::default());
         assert_eq!(file.chat, ChatLimits::default());
@@ -563,7 +601,7 @@ mod tests {
         let line = error(&TWO.replace("id = 2", "id = 1"));
         assert!(line.contains("nodes[1].id"), "{line}");
         let line = error(&TWO.replace("7002", "7001"));
-        assert!(line.contains("used by two nodes"), "{line}");
+        assert!(line.contains("used twice"), "{line}");
         let line = error(&format!("{TWO}[timing]\nelection_ticks = [3, 4]\n"));
         assert!(line.contains("[timing]"), "{line}");
         let line = error(&format!("{TWO}[client]\nattempt_timeout_ms = 0\n"));
@@ -574,6 +612,29 @@ mod tests {
         assert!(line.contains("at least one"), "{line}");
         error("this is not toml");
         error("");
+    }
+
+    #[test]
+    fn grpc_addresses_are_optional_fixed_and_unique() {
+        let text = TWO.replace(
+            "address = \"127.0.0.1:7002\"",
+            "address = \"127.0.0.1:7002\"\ngrpc_address = \"127.0.0.1:20010\"",
+        );
+        let file = parse(&text).unwrap();
+        let expected = BTreeMap::from([(NodeId(2), "127.0.0.1:20010".parse().unwrap())]);
+        assert_eq!(file.grpc, expected);
+        for (bad, why) in [
+            ("127.0.0.1:7001", "used twice"),
+            ("127.0.0.1:7002", "used twice"),
+            ("127.0.0.1:0", "port 0"),
+            ("localhost:20010", "not an IP:PORT"),
+        ] {
+            let line = error(&text.replace("127.0.0.1:20010", bad));
+            assert!(
+                line.contains("nodes[1].grpc_address") && line.contains(why),
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod client_pool;
 pub mod cluster_file;
 pub mod cluster_status;
 pub mod config;
@@ -11,6 +12,8 @@ pub mod disk;
 pub mod durable;
 pub mod file_disk;
 pub mod frame_io;
+#[cfg(not(madsim))]
+pub mod gateway;
 pub mod host;
 pub mod observer;
 pub mod transport;

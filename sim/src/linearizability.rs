@@ -189,17 +189,17 @@ impl Model {
         Reply::new(Status::Success)
     }
 
-    /// Sender, then target, then length, as the original service checks them.
+    /// Length, then sender, then target, as the original service checks them.
     fn send(&mut self, from: &str, to: &str, message: &str) -> Reply {
+        if message.chars().count() > MESSAGE_CHARS_MAX {
+            return Reply::new(Status::MessageTooLong);
+        }
         if !self.inboxes.contains_key(from) {
             return Reply::new(Status::AccountNotExist);
         }
         let Some(inbox) = self.inboxes.get_mut(to) else {
             return Reply::new(Status::AccountNotExist);
         };
-        if message.chars().count() > MESSAGE_CHARS_MAX {
-            return Reply::new(Status::MessageTooLong);
-        }
         let arrival = self.arrivals;
         self.arrivals += 1;
         let inbox = Rc::make_mut(inbox);
@@ -232,12 +232,12 @@ impl Model {
 
     /// From the requested id, or the oldest retained one if that was dropped.
     fn fetch(&self, username: &str, first_message_id: u64) -> Reply {
-        let Some(inbox) = self.inboxes.get(username) else {
-            return Reply::new(Status::AccountNotExist);
-        };
         if first_message_id < 1 {
             return Reply::new(Status::GeneralError);
         }
+        let Some(inbox) = self.inboxes.get(username) else {
+            return Reply::new(Status::AccountNotExist);
+        };
         let start = first_message_id.max(inbox.first_id);
         let next_id = inbox.first_id + inbox.messages.len() as u64;
         if start >= next_id {
@@ -1340,11 +1340,13 @@ mod tests {
             (list("x*"), users(&[])),
             (send("x", "a", "hi"), status(Status::AccountNotExist)),
             (send("a", "x", "hi"), status(Status::AccountNotExist)),
-            (send("x", "y", &text_over), status(Status::AccountNotExist)),
+            (send("x", "y", &text_over), status(Status::MessageTooLong)),
+            (send("a", "x", &text_over), status(Status::MessageTooLong)),
             (send("a", "b", &text_over), status(Status::MessageTooLong)),
             (send("a", "b", &text_max), success()),
             (send("b", "b", "self"), success()),
             (fetch("x", 1), status(Status::AccountNotExist)),
+            (fetch("x", 0), status(Status::GeneralError)),
             (fetch("b", 0), status(Status::GeneralError)),
             (fetch("a", 1), status(Status::NoElement)),
             (fetch("b", 3), status(Status::NoElement)),

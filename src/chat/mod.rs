@@ -722,17 +722,18 @@ impl Chat {
         Reply::new(Status::Success)
     }
 
-    /// Checks the sender, then the target, then the length, as the original service did;
-    /// then delivers the message, and drops the oldest messages beyond the retention bounds.
+    /// Checks the length, then the sender, then the target, in the original service's order
+    /// (a message too long is MESSAGE_TOO_LONG even between accounts that do not exist); then
+    /// delivers the message, and drops the oldest messages beyond the retention bounds.
     fn send_message(&mut self, index: LogIndex, from: &str, to: &str, message: &str) -> Reply {
+        if !chars_at_most(message, MESSAGE_CHARS_MAX) {
+            return Reply::new(Status::MessageTooLong);
+        }
         if !self.accounts.contains_key(from) {
             return Reply::new(Status::AccountNotExist);
         }
         if !self.accounts.contains_key(to) {
             return Reply::new(Status::AccountNotExist);
-        }
-        if !chars_at_most(message, MESSAGE_CHARS_MAX) {
-            return Reply::new(Status::MessageTooLong);
         }
         let stored = StoredMessage {
             from: from.to_owned(),
@@ -816,15 +817,17 @@ impl Chat {
     }
 
     /// At most `FETCH_MESSAGES_MAX` messages from the 1-based `first_message_id` on, or from
-    /// the oldest retained one if that one was dropped; NO_ELEMENT when no retained message
-    /// has an id at least `first_message_id`.
+    /// the oldest retained one if that one was dropped. Checked in the original service's
+    /// order: an id below 1 is GENERAL_ERROR (even for an account that does not exist), then
+    /// the account, then NO_ELEMENT when no retained message has an id at least
+    /// `first_message_id`.
     fn fetch_messages(&self, username: &str, first_message_id: u64) -> Reply {
-        let Some(account) = self.accounts.get(username) else {
-            return Reply::new(Status::AccountNotExist);
-        };
         if first_message_id < 1 {
             return Reply::new(Status::GeneralError);
         }
+        let Some(account) = self.accounts.get(username) else {
+            return Reply::new(Status::AccountNotExist);
+        };
         let start = first_message_id.max(account.inbox.first_id());
         if start >= account.inbox.next_id() {
             return Reply::new(Status::NoElement);

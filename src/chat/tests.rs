@@ -378,32 +378,40 @@ fn send_appends_the_message_to_the_target_inbox() {
 }
 
 #[test]
-fn send_from_missing_sender_is_account_not_exist_before_other_checks() {
+fn send_checks_the_length_before_either_account() {
+    let mut harness = with_accounts(&["alice"]);
+    let long = "m".repeat(501);
+    for (from, to) in [("ghost", "nobody"), ("ghost", "alice"), ("alice", "ghost")] {
+        assert_eq!(
+            harness.status(send(from, to, &long)),
+            Status::MessageTooLong,
+            "{from} -> {to}"
+        );
+    }
+}
+
+#[test]
+fn send_from_missing_sender_is_account_not_exist_before_the_target_check() {
     let mut harness = with_accounts(&["bob"]);
     assert_eq!(
         harness.status(send("ghost", "bob", "hi")),
         Status::AccountNotExist
     );
-    let long = "m".repeat(501);
     assert_eq!(
-        harness.status(send("ghost", "nobody", &long)),
+        harness.status(send("ghost", "nobody", "hi")),
         Status::AccountNotExist
     );
     assert_eq!(harness.status(fetch("bob", 1)), Status::NoElement);
 }
 
 #[test]
-fn send_to_missing_target_is_account_not_exist_before_the_length_check() {
+fn send_to_missing_target_is_account_not_exist() {
     let mut harness = with_accounts(&["alice"]);
     assert_eq!(
         harness.status(send("alice", "ghost", "hi")),
         Status::AccountNotExist
     );
-    let long = "m".repeat(501);
-    assert_eq!(
-        harness.status(send("alice", "ghost", &long)),
-        Status::AccountNotExist
-    );
+    assert_eq!(harness.status(fetch("alice", 1)), Status::NoElement);
 }
 
 #[test]
@@ -514,10 +522,11 @@ fn fetch_past_the_end_is_no_element() {
 }
 
 #[test]
-fn fetch_of_missing_account_is_account_not_exist_before_the_id_check() {
+fn fetch_checks_the_id_before_the_account() {
     let mut harness = with_inbox(1);
     assert_eq!(harness.status(fetch("ghost", 1)), Status::AccountNotExist);
-    assert_eq!(harness.status(fetch("ghost", 0)), Status::AccountNotExist);
+    assert_eq!(harness.status(fetch("ghost", 0)), Status::GeneralError);
+    assert_eq!(harness.status(fetch("ghost", 2)), Status::AccountNotExist);
 }
 
 #[test]

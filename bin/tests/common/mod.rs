@@ -65,7 +65,7 @@ pub fn write_cluster_file_with(
         .zip(addresses.iter().copied())
         .collect();
     let path = dir.join("cluster.toml");
-    let mut text = cluster_file::render(4242, &members);
+    let mut text = cluster_file::render(4242, &members, &BTreeMap::new());
     for (key, value) in settings {
         let line = text
             .lines()

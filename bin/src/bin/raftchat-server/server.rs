@@ -2,11 +2,11 @@
 //! `host::run_node`.
 //!
 //! Exit codes: 0 after a clean shutdown on SIGINT or SIGTERM; 1 when the node fails while
-//! starting or running (it cannot listen on its address, a disk write or fsync fails); 2 on a
-//! usage or input error (bad flags, a bad cluster file, an id that is not a member, a data
-//! directory that cannot be used, belongs to another node, or holds a corrupt log). The data is
-//! never modified on an error: a corrupt log is reported with its file and offset and left as
-//! it is.
+//! starting or running (it cannot listen on its address or its gRPC address, a disk write or
+//! fsync fails); 2 on a usage or input error (bad flags, a bad cluster file, an id that is not a
+//! member, a data directory that cannot be used, belongs to another node, or holds a corrupt
+//! log). The data is never modified on an error: a corrupt log is reported with its file and
+//! offset and left as it is.
 //!
 //! The data directory names its format in `identity.toml`. Format 2 (this binary) holds log
 //! segments and snapshot files (see `raftchat_node::durable`); a format-1 directory (one
@@ -18,13 +18,16 @@
 use clap::Parser;
 use raftchat::raft::{RoleKind, Status};
 use raftchat::types::NodeId;
+use raftchat_node::client::ClientConfig;
 use raftchat_node::cluster_file::ClusterFile;
 use raftchat_node::config::NodeConfig;
 use raftchat_node::file_disk::{self, FileDisk};
+use raftchat_node::gateway::Gateway;
 use raftchat_node::host::{run_node, NodeError};
 use raftchat_node::observer::{Event, Observer};
 use serde::Deserialize;
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -131,17 +134,60 @@ fn run(args: Args) -> Result<(), Failure> {
         data_dir = %args.data_dir.display(),
         "starting"
     );
-    let result = runtime.block_on(serve(config, disk));
+    let grpc = cluster
+        .grpc
+        .get(&id)
+        .map(|&address| (address, cluster.client_config(seed(id))));
+    let result = runtime.block_on(serve(config, disk, grpc));
     runtime.shutdown_timeout(SHUTDOWN_WAIT);
-    result.map_err(|error| classify(error, &args.data_dir))
+    result.map_err(|error| match error {
+        GatewayOrNode::Node(error) => classify(error, &args.data_dir),
+        GatewayOrNode::Gateway(message) => Failure::runtime(message),
+    })
 }
 
-/// Runs the node until it fails or a shutdown signal arrives.
-async fn serve(config: NodeConfig, disk: FileDisk) -> Result<(), NodeError> {
+/// Why `serve` stopped: the node failed, or the gRPC gateway did.
+enum GatewayOrNode {
+    Node(NodeError),
+    Gateway(String),
+}
+
+/// Runs the node, and its gRPC gateway if it has an address, until either fails or a shutdown
+/// signal arrives.
+async fn serve(
+    config: NodeConfig,
+    disk: FileDisk,
+    grpc: Option<(SocketAddr, ClientConfig)>,
+) -> Result<(), GatewayOrNode> {
+    let gateway = match grpc {
+        Some((address, client)) => {
+            let gateway = Gateway::bind(address, client).await.map_err(|error| {
+                GatewayOrNode::Gateway(format!(
+                    "cannot listen on {address}: {error} (is another process using this address?)"
+                ))
+            })?;
+            tracing::info!(grpc = %address, "serving the gRPC ChatService (plaintext, unauthenticated)");
+            Some(gateway)
+        }
+        None => None,
+    };
+    let gateway = async move {
+        match gateway {
+            Some(gateway) => gateway.serve(std::future::pending()).await,
+            None => std::future::pending().await,
+        }
+    };
     let observer = Arc::new(LogObserver::default());
     let node = run_node(config, disk, |outbox| outbox, observer);
     tokio::select! {
-        result = node => result,
+        result = node => result.map_err(GatewayOrNode::Node),
+        result = gateway => {
+            let why = match result {
+                Ok(()) => "stopped".to_owned(),
+                Err(error) => error.to_string(),
+            };
+            Err(GatewayOrNode::Gateway(format!("the gRPC gateway failed: {why}")))
+        }
         signal = shutdown_signal() => {
             match signal {
                 Ok(name) => tracing::info!(signal = name, "shutting down"),

@@ -22,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The distance between two nodes' gRPC ports: the original client's servers listen on 20000,
+/// 20010 and 20020.
+const GRPC_PORT_STEP: u64 = 10;
 /// How often `up` and `down` look at the processes again.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// The status poll's attempt timeout while waiting for a leader.
@@ -59,6 +62,14 @@ pub struct UpArgs {
     /// Port of node 1; node ID listens on BASE_PORT + ID - 1.
     #[arg(long, value_name = "PORT", default_value_t = 7001)]
     base_port: u16,
+    /// Serve the original service's gRPC API too (plaintext, unauthenticated, on loopback):
+    /// node ID on GRPC_BASE_PORT + 10 × (ID - 1), so by default on the original client's
+    /// fixed addresses 127.0.0.1:20000, :20010 and :20020. Only for a new --dir.
+    #[arg(long)]
+    grpc: bool,
+    /// The gRPC port of node 1, with --grpc.
+    #[arg(long, value_name = "PORT", default_value_t = 20000, requires = "grpc")]
+    grpc_base_port: u16,
     /// The server binary [default: raftchat-server next to this program].
     #[arg(long, value_name = "PATH")]
     server_bin: Option<PathBuf>,
@@ -112,11 +123,11 @@ fn up(args: &UpArgs) -> Result<(), Failure> {
         .copied()
         .filter(|id| !running.contains_key(&id.0))
         .collect();
-    check_addresses_free(
-        missing
-            .iter()
-            .filter_map(|id| Some((*id, *file.members.get(id)?))),
-    )?;
+    check_addresses_free(missing.iter().flat_map(|id| {
+        let raft = file.members.get(id).map(|address| (*id, *address));
+        let grpc = file.grpc.get(id).map(|address| (*id, *address));
+        raft.into_iter().chain(grpc)
+    }))?;
     let mut children = Vec::new();
     for &id in &missing {
         match start_server(&server_bin, &file, id, args) {
@@ -188,6 +199,13 @@ fn cluster_file(args: &UpArgs) -> Result<ClusterFile, Failure> {
                 file.members.len()
             )));
         }
+        if args.grpc && file.grpc.is_empty() {
+            return Err(Failure::input(format!(
+                "--grpc: {} gives no node a grpc_address; add them to it (see \
+                 bin/cluster.example.toml) or use --grpc with a new --dir",
+                path.display()
+            )));
+        }
         out!("reusing {} and the data beside it", path.display());
         return Ok(file);
     }
@@ -204,13 +222,37 @@ fn cluster_file(args: &UpArgs) -> Result<ClusterFile, Failure> {
             (NodeId(id), SocketAddr::from(([127, 0, 0, 1], port)))
         })
         .collect();
-    // Checked before the file is written, so a refused --base-port leaves nothing behind.
-    check_addresses_free(members.iter().map(|(&id, &address)| (id, address)))?;
+    let grpc = if args.grpc {
+        grpc_addresses(args.grpc_base_port, args.nodes)?
+    } else {
+        BTreeMap::new()
+    };
+    // Checked before the file is written, so a refused port leaves nothing behind.
+    let raft = members.iter().map(|(&id, &address)| (id, address));
+    check_addresses_free(raft.chain(grpc.iter().map(|(&id, &address)| (id, address))))?;
     let cluster_id = seed() % 1_000_000_000 + 1;
-    let text = cluster_file::render(cluster_id, &members);
+    let text = cluster_file::render(cluster_id, &members, &grpc);
     fs::write(&path, text)
         .map_err(|e| Failure::input(format!("{}: cannot write: {e}", path.display())))?;
     ClusterFile::load(&path).map_err(|e| Failure::input(e.to_string()))
+}
+
+/// Node ID's gRPC address: GRPC_BASE_PORT + 10 × (ID - 1) on 127.0.0.1.
+fn grpc_addresses(base_port: u16, nodes: usize) -> Result<BTreeMap<NodeId, SocketAddr>, Failure> {
+    let last_port = u64::from(base_port) + GRPC_PORT_STEP * (nodes as u64 - 1);
+    if base_port == 0 || last_port > u64::from(u16::MAX) {
+        return Err(Failure::input(format!(
+            "--grpc-base-port {base_port}: the gRPC ports of {nodes} nodes, {GRPC_PORT_STEP} \
+             apart, must lie between 1 and 65535"
+        )));
+    }
+    Ok((1..=nodes as u64)
+        .map(|id| {
+            let port = u64::from(base_port) + GRPC_PORT_STEP * (id - 1);
+            let port = u16::try_from(port).expect("checked above");
+            (NodeId(id), SocketAddr::from(([127, 0, 0, 1], port)))
+        })
+        .collect())
 }
 
 fn start_server(
@@ -361,6 +403,13 @@ fn print_usage(dir: &Path, file: &ClusterFile, leader: NodeId) {
     out!("  raftchat --cluster {cluster} fetch bob");
     out!("  raftchat --cluster {cluster} status");
     out!("  raftchat --cluster {cluster}                 (interactive prompt)");
+    if !file.grpc.is_empty() {
+        let addresses: Vec<String> = file.grpc.values().map(ToString::to_string).collect();
+        out!(
+            "its gRPC ChatService (the original service's API): {}",
+            addresses.join(", ")
+        );
+    }
     out!("benchmark it:");
     out!("  raftchat-bench --cluster {cluster} --clients 8 --duration 10");
     out!("stop it:");
