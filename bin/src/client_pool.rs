@@ -68,3 +68,69 @@ impl ClientPool {
         Client::new(config)
     }
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+    use raftchat::types::NodeId;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use tokio::net::TcpListener;
+    use tokio::time::Instant;
+
+    fn check(username: &str) -> Operation {
+        Operation::CheckAccount {
+            username: username.into(),
+        }
+    }
+
+    /// A pool of one client for a cluster whose one member accepts connections and never
+    /// answers, so every operation runs to its timeout.
+    async fn pool_of_one(wait_max: Duration) -> (TcpListener, Arc<ClientPool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let members = BTreeMap::from([(NodeId(1), listener.local_addr().unwrap())]);
+        let mut config = ClientConfig::new(members);
+        config.operation_timeout = Duration::from_millis(300);
+        config.attempt_timeout = Duration::from_millis(100);
+        (listener, Arc::new(ClientPool::new(config, 1, wait_max)))
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_fails_after_its_wait_and_a_finished_operation_frees_its_client() {
+        let (_listener, pool) = pool_of_one(Duration::from_millis(50)).await;
+        let busy = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.execute(check("a")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        let refused = pool.execute(check("b")).await;
+        assert_eq!(
+            refused,
+            Err(ClientError::Failed(
+                "every client of the gateway is busy".into()
+            ))
+        );
+        assert!(started.elapsed() < Duration::from_millis(250));
+        // The first operation times out (it never had an answer), and gives its client back.
+        assert!(busy.await.unwrap().is_err());
+        let next = pool.execute(check("c")).await;
+        assert!(
+            !matches!(&next, Err(ClientError::Failed(why)) if why.contains("busy")),
+            "{next:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_operation_gives_its_permit_back() {
+        let (_listener, pool) = pool_of_one(Duration::from_millis(50)).await;
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(30), pool.execute(check("a"))).await;
+        assert!(abandoned.is_err(), "the operation was cut short");
+        let next = pool.execute(check("b")).await;
+        assert!(
+            !matches!(&next, Err(ClientError::Failed(why)) if why.contains("busy")),
+            "{next:?}"
+        );
+    }
+}

@@ -94,13 +94,13 @@ pub fn to_response(request: &ChatRequest, reply: Reply) -> ChatResponse {
     }
 }
 
-/// The answer when no leader could be reached and nothing was applied: SERVER_ERROR, which
-/// tells the original client to try its next server.
+/// The answer when the request changed nothing (no leader could be reached, or it is a read):
+/// SERVER_ERROR, which tells the original client to try its next server.
 pub fn unavailable(request: &ChatRequest, why: &str) -> ChatResponse {
     text_response(
         request.op,
         Status::ServerError,
-        format!("no leader could be reached ({why}); nothing was applied, try another server"),
+        format!("this server cannot serve the request now ({why}); nothing was changed: try another server"),
     )
 }
 

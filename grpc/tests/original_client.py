@@ -74,14 +74,17 @@ class Cluster:
         finally:
             self.slowest = max(self.slowest, time.monotonic() - started)
 
-    def try_all(self, request):
+    def try_all(self, request, tell_refusals=False):
         """The original client's rpc_try_all: the servers in order, until one answers with a
-        status other than SERVER_ERROR."""
+        status other than SERVER_ERROR. With tell_refusals, also whether every server answered
+        SERVER_ERROR (rather than failing with a gRPC error)."""
+        refused = True
         for node in self.ids:
             response = self.call(node, request)
             if response is not None and response.status != SERVER_ERROR:
-                return response
-        return None
+                return (response, False) if tell_refusals else response
+            refused = refused and response is not None
+        return (None, refused) if tell_refusals else None
 
     def leader(self):
         out = subprocess.run(
@@ -168,13 +171,16 @@ def sends_through_a_leader_kill(cluster):
         response = cluster.try_all(request(CREATE, name))
         check(response is not None and response.status == SUCCESS, f"create {name}: {response}")
     outcomes = {}
+    refused_everywhere = set()  # every server answered SERVER_ERROR: nothing was applied
     sent = threading.Event()
 
     def stream():
         for k in range(STREAM_LENGTH):
             text = f"m{k}"
-            response = cluster.try_all(request(SEND, "alice", "bob", text))
+            response, refused = cluster.try_all(request(SEND, "alice", "bob", text), tell_refusals=True)
             outcomes[text] = None if response is None else (response.status, response.messages[0])
+            if response is None and refused:
+                refused_everywhere.add(text)
             if k == KILL_AFTER:
                 sent.set()
         sent.set()
@@ -218,6 +224,8 @@ def sends_through_a_leader_kill(cluster):
     check(not missing, f"acknowledged messages missing from the inbox: {sorted(missing)}")
     strangers = counts.keys() - outcomes.keys()
     check(not strangers, f"messages nobody sent: {strangers}")
+    applied_anyway = refused_everywhere & counts.keys()
+    check(not applied_anyway, f"answered SERVER_ERROR by every server, yet delivered: {applied_anyway}")
     check(len(acknowledged) >= STREAM_LENGTH // 2, f"only {len(acknowledged)} of {STREAM_LENGTH} acknowledged")
     print(f"stream of {STREAM_LENGTH} sends through the kill: {len(acknowledged)} acknowledged, "
           f"{len(unknown)} unknown, {len(unanswered)} unanswered; inbox holds {len(inbox)}, "

@@ -228,6 +228,13 @@ fn cluster_file(args: &UpArgs) -> Result<ClusterFile, Failure> {
         BTreeMap::new()
     };
     // Checked before the file is written, so a refused port leaves nothing behind.
+    if let Some(clash) = grpc.values().find(|a| members.values().any(|m| m == *a)) {
+        return Err(Failure::input(format!(
+            "--grpc-base-port {}: the gRPC address {clash} is also a node's address; choose \
+             ports that do not overlap --base-port's",
+            args.grpc_base_port
+        )));
+    }
     let raft = members.iter().map(|(&id, &address)| (id, address));
     check_addresses_free(raft.chain(grpc.iter().map(|(&id, &address)| (id, address))))?;
     let cluster_id = seed() % 1_000_000_000 + 1;
