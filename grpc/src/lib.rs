@@ -24,3 +24,6 @@ pub mod proto {
 
 pub mod service;
 pub mod translate;
+
+#[cfg(test)]
+mod local_chat;

@@ -2,46 +2,14 @@
 //! the path the original's stubs call, and the status each outcome becomes.
 
 use super::*;
+use crate::local_chat::LocalChat;
 use crate::proto::chat_service_client::ChatServiceClient;
-use raftchat::chat::{Chat, Command, Outcome, Status};
-use raftchat::types::{ClientId, LogIndex};
+use raftchat::chat::Status;
 use std::sync::Mutex;
 
-/// A backend that applies every operation to one in-memory chat state machine.
-struct LocalChat {
-    state: Mutex<(Chat, u64, u64)>,
-    client_id: ClientId,
-}
-
-impl LocalChat {
-    fn new() -> LocalChat {
-        let mut chat = Chat::new();
-        let Outcome::Registered(client_id) = chat.apply(LogIndex(1), &Command::RegisterClient)
-        else {
-            panic!("registration failed");
-        };
-        LocalChat {
-            state: Mutex::new((chat, 1, 0)),
-            client_id,
-        }
-    }
-}
-
-impl Backend for LocalChat {
+impl Backend for Mutex<LocalChat> {
     async fn execute(&self, operation: Operation) -> Result<Reply, BackendError> {
-        let mut state = self.state.lock().unwrap();
-        let (chat, index, sequence) = &mut *state;
-        *index += 1;
-        *sequence += 1;
-        let command = Command::Client {
-            client_id: self.client_id,
-            sequence: *sequence,
-            operation,
-        };
-        match chat.apply(LogIndex(*index), &command) {
-            Outcome::Replied { reply, .. } => Ok(reply),
-            other => panic!("unexpected outcome {other:?}"),
-        }
+        Ok(self.lock().unwrap().apply(operation))
     }
 }
 
@@ -78,7 +46,7 @@ fn code(status: Status) -> i32 {
 
 #[tokio::test]
 async fn the_original_stub_path_creates_sends_and_fetches() {
-    let mut client = start(LocalChat::new()).await;
+    let mut client = start(Mutex::new(LocalChat::new())).await;
     for name in ["alice", "bob"] {
         let response = client.rpc_chat_serve(request(1, name)).await.unwrap();
         assert_eq!(response.get_ref().status, code(Status::Success));

@@ -2,48 +2,21 @@
 //! that the answers, including which error wins when several apply, are the original's.
 
 use super::*;
-use raftchat::chat::{Chat, Command, Outcome};
-use raftchat::types::LogIndex;
+use crate::local_chat::LocalChat;
 
-/// A chat state machine behind one session, as the gateway's backend sees the cluster.
-struct Cluster {
-    chat: Chat,
-    index: u64,
-    client_id: raftchat::types::ClientId,
-    sequence: u64,
-}
+/// The gateway's answers, as a cluster would give them.
+struct Cluster(LocalChat);
 
 impl Cluster {
     fn new() -> Cluster {
-        let mut chat = Chat::new();
-        let Outcome::Registered(client_id) = chat.apply(LogIndex(1), &Command::RegisterClient)
-        else {
-            panic!("registration failed");
-        };
-        Cluster {
-            chat,
-            index: 1,
-            client_id,
-            sequence: 0,
-        }
+        Cluster(LocalChat::new())
     }
 
     /// The gateway's answer to `request`.
     fn call(&mut self, request: &ChatRequest) -> ChatResponse {
-        let operation = match to_operation(request) {
-            Ok(operation) => operation,
-            Err(response) => return response,
-        };
-        self.index += 1;
-        self.sequence += 1;
-        let command = Command::Client {
-            client_id: self.client_id,
-            sequence: self.sequence,
-            operation,
-        };
-        match self.chat.apply(LogIndex(self.index), &command) {
-            Outcome::Replied { reply, .. } => to_response(request, reply),
-            other => panic!("unexpected outcome {other:?}"),
+        match to_operation(request) {
+            Ok(operation) => to_response(request, self.0.apply(operation)),
+            Err(response) => response,
         }
     }
 
