@@ -1,13 +1,18 @@
-//! The command line: `run` one seed, or `sweep` many seeds over scenarios on all cores.
+//! The command line: `run` one seed, `sweep` many seeds over scenarios on all cores (or one
+//! shard of them, or random seeds for a time budget), `merge` the shards of a sweep.
 
 use crate::cluster::{run_seed, RunOptions, RunReport};
+use crate::fleet::{self, RunRecord, Shard, SweepSpec};
 use crate::scenario::Scenario;
 use crate::trace::fnv1a;
 use clap::{Parser, Subcommand};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// raftchat's deterministic simulator.
 #[derive(Parser, Debug)]
@@ -45,12 +50,28 @@ enum Command {
         /// The scenario files.
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
-        /// How many seeds per scenario.
-        #[arg(long)]
-        seeds: u64,
+        /// How many seeds per scenario (in all shards together).
+        #[arg(long, required_unless_present = "time_budget")]
+        seeds: Option<u64>,
         /// The first seed.
         #[arg(long, default_value_t = 0)]
         from: u64,
+        /// Run only shard K of N (1-based): seed FROM + i of every scenario belongs to shard
+        /// i mod N + 1, so N machines with shards 1..N run every seed once between them.
+        #[arg(long, value_name = "K/N", conflicts_with = "time_budget")]
+        shard: Option<Shard>,
+        /// Instead of --seeds: run random seeds, scenario after scenario, until SECS seconds
+        /// have passed, printing each.
+        #[arg(long, value_name = "SECS", conflicts_with = "seeds")]
+        time_budget: Option<u64>,
+        /// Write one JSON line per run (scenario, seed, drawn parameters, result, check, wall
+        /// time, the sweep's seeds and shard) to FILE, as the runs end.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write a JUnit XML report to FILE: a test case per failing seed, one per scenario for
+        /// its passing seeds.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
         /// Parallel jobs (default: every core).
         #[arg(long)]
         jobs: Option<usize>,
@@ -61,6 +82,14 @@ enum Command {
         #[cfg(feature = "mutants")]
         #[arg(long)]
         mutant: Option<String>,
+    },
+    /// Merge the `--json` files of a sweep's shards: check that every seed of every scenario
+    /// ran exactly once, and group the failures by check; exit 1 if a seed is missing, ran
+    /// twice, or failed.
+    Merge {
+        /// The JSON lines files, one per shard.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// List the known bugs `--mutant` can switch on, one per line.
     #[cfg(feature = "mutants")]
@@ -107,6 +136,10 @@ pub fn main() -> i32 {
             scenarios,
             seeds,
             from,
+            shard,
+            time_budget,
+            json,
+            junit,
             jobs,
             check_determinism,
             #[cfg(feature = "mutants")]
@@ -116,8 +149,25 @@ pub fn main() -> i32 {
             let selected = parse_mutant(mutant);
             #[cfg(not(feature = "mutants"))]
             let selected: Result<Selected, String> = Ok(());
-            selected.and_then(|m| sweep(&scenarios, seeds, from, jobs, check_determinism, m))
+            let seeds = match (seeds, time_budget) {
+                (_, Some(secs)) => Seeds::Budget(Duration::from_secs(secs)),
+                (Some(seeds), None) => Seeds::Range(SweepSpec {
+                    from,
+                    seeds,
+                    shard: shard.unwrap_or(Shard::WHOLE),
+                }),
+                (None, None) => unreachable!("clap requires --seeds or --time-budget"),
+            };
+            let options = SweepOptions {
+                seeds,
+                jobs,
+                check_determinism,
+                json,
+                junit,
+            };
+            selected.and_then(|m| sweep(&scenarios, &options, m))
         }
+        Command::Merge { files } => merge(&files),
         Command::Bench { scenario, seeds } => bench(&scenario, seeds),
         #[cfg(feature = "mutants")]
         Command::Mutants => {
@@ -162,12 +212,16 @@ fn activate(selected: Selected) {
 }
 
 fn mutant_flag(selected: Selected) -> String {
+    mutant_name(selected).map_or(String::new(), |name| format!(" --mutant {name}"))
+}
+
+fn mutant_name(selected: Selected) -> Option<String> {
     #[cfg(feature = "mutants")]
     if let Some(mutant) = selected {
-        return format!(" --mutant {}", mutant.name());
+        return Some(mutant.name().to_owned());
     }
     let _ = selected;
-    String::new()
+    None
 }
 
 fn replay_command(scenario: &Path, seed: u64) -> String {
@@ -289,75 +343,181 @@ fn describe(report: &RunReport, wall: std::time::Duration) -> String {
     )
 }
 
-struct Failed {
-    scenario: PathBuf,
-    seed: u64,
-    line: String,
+/// Which seeds a sweep runs.
+enum Seeds {
+    /// A range of every scenario's seeds, or one shard of it.
+    Range(SweepSpec),
+    /// Random seeds until the time is up.
+    Budget(Duration),
 }
 
-fn sweep(
-    paths: &[PathBuf],
-    seeds: u64,
-    from: u64,
+struct SweepOptions {
+    seeds: Seeds,
     jobs: Option<usize>,
     check_determinism: bool,
-    mutant: Selected,
-) -> Result<i32, String> {
+    json: Option<PathBuf>,
+    junit: Option<PathBuf>,
+}
+
+/// Where the next run of a sweep comes from.
+enum Work {
+    Fixed(Vec<(usize, u64)>),
+    Budget {
+        deadline: Instant,
+        rng: Box<Mutex<ChaCha8Rng>>,
+        scenarios: usize,
+    },
+}
+
+impl Work {
+    /// The `k`th run: which scenario, which seed; `None` when the sweep is done.
+    fn get(&self, k: usize) -> Option<(usize, u64)> {
+        match self {
+            Work::Fixed(runs) => runs.get(k).copied(),
+            Work::Budget {
+                deadline,
+                rng,
+                scenarios,
+            } => (Instant::now() < *deadline)
+                .then(|| (k % scenarios, rng.lock().expect("lock").gen())),
+        }
+    }
+}
+
+fn sweep(paths: &[PathBuf], options: &SweepOptions, mutant: Selected) -> Result<i32, String> {
     let scenarios: Vec<Scenario> = paths
         .iter()
         .map(|p| Scenario::load(p).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
-    let work: Vec<(usize, u64)> = (0..scenarios.len())
-        .flat_map(|s| (from..from.saturating_add(seeds)).map(move |seed| (s, seed)))
-        .collect();
-    let jobs = jobs
+    let (work, spec) = match options.seeds {
+        Seeds::Range(spec) => {
+            let runs = (0..scenarios.len())
+                .flat_map(|s| {
+                    (spec.from..spec.from.saturating_add(spec.seeds))
+                        .filter(move |&seed| spec.shard.holds(spec.from, seed))
+                        .map(move |seed| (s, seed))
+                })
+                .collect();
+            (Work::Fixed(runs), Some(spec))
+        }
+        Seeds::Budget(budget) => {
+            let master = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let work = Work::Budget {
+                deadline: Instant::now() + budget,
+                rng: Box::new(Mutex::new(ChaCha8Rng::seed_from_u64(master))),
+                scenarios: scenarios.len(),
+            };
+            (work, None)
+        }
+    };
+    let json = match &options.json {
+        Some(path) => Some(Mutex::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        ))),
+        None => None,
+    };
+    let jobs = options
+        .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let progress = indicatif::ProgressBar::new(work.len() as u64);
+    let progress = match &work {
+        Work::Fixed(runs) => {
+            let bar = indicatif::ProgressBar::new(runs.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} seeds, {elapsed} elapsed, {msg}",
+                )
+                .expect("a valid template"),
+            );
+            bar
+        }
+        Work::Budget { .. } => {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {pos} seeds, {elapsed} elapsed, {msg}",
+                )
+                .expect("a valid template"),
+            );
+            bar
+        }
+    };
     progress.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} seeds, {elapsed} elapsed, {msg}",
-        )
-        .expect("a valid template"),
-    );
     // Panics are caught and reported per seed; the default hook would print each one.
     std::panic::set_hook(Box::new(|_| {}));
     let next = AtomicUsize::new(0);
-    let failed: Mutex<Vec<Failed>> = Mutex::new(Vec::new());
-    let options = RunOptions {
-        trace: check_determinism,
+    let records: Mutex<Vec<RunRecord>> = Mutex::new(Vec::new());
+    let write_error: Mutex<Option<String>> = Mutex::new(None);
+    let run_options = RunOptions {
+        trace: options.check_determinism,
     };
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
                 activate(mutant);
                 let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(s, seed)) = work.get(k) else {
+                let Some((s, seed)) = work.get(k) else {
                     return;
                 };
                 let scenario = &scenarios[s];
-                let mut report = run_seed(scenario, seed, options);
-                if check_determinism && report.violation.is_none() {
-                    let again = run_seed(scenario, seed, options);
+                let started = Instant::now();
+                let mut report = run_seed(scenario, seed, run_options);
+                if options.check_determinism && report.violation.is_none() {
+                    let again = run_seed(scenario, seed, run_options);
                     report.violation = determinism_failure(&report, &again);
                 }
-                if let Some(v) = &report.violation {
-                    let node = v.failure.node.map_or("-".to_string(), |n| n.to_string());
-                    let line = format!(
-                        "{} at {:.6}s on {node}: {} [{}]",
-                        v.failure.check,
-                        v.time.as_secs_f64(),
-                        v.failure.detail,
-                        report.drawn
-                    );
-                    let mut failed = failed.lock().expect("lock");
-                    failed.push(Failed {
-                        scenario: paths[s].clone(),
-                        seed,
-                        line,
+                let record = RunRecord {
+                    scenario: paths[s].display().to_string(),
+                    seed,
+                    drawn: report.drawn.clone(),
+                    result: if report.violation.is_some() {
+                        "fail"
+                    } else {
+                        "pass"
+                    }
+                    .into(),
+                    check: report
+                        .violation
+                        .as_ref()
+                        .map(|v| v.failure.check.to_owned()),
+                    detail: report.violation.as_ref().map(|v| {
+                        let node = v.failure.node.map_or("-".to_string(), |n| n.to_string());
+                        format!(
+                            "at {:.6}s on {node}: {}",
+                            v.time.as_secs_f64(),
+                            v.failure.detail
+                        )
+                    }),
+                    wall_ms: started.elapsed().as_millis() as u64,
+                    sweep: spec,
+                    mutant: mutant_name(mutant),
+                };
+                if let Some(json) = &json {
+                    let line = serde_json::to_string(&record).expect("a record serializes");
+                    let mut file = json.lock().expect("lock");
+                    if let Err(error) = writeln!(file, "{line}").and_then(|()| file.flush()) {
+                        write_error
+                            .lock()
+                            .expect("lock")
+                            .get_or_insert(error.to_string());
+                    }
+                }
+                if matches!(work, Work::Budget { .. }) {
+                    let outcome = match &record.check {
+                        None => "PASS".to_owned(),
+                        Some(check) => format!("FAIL {check}"),
+                    };
+                    progress.suspend(|| {
+                        println!("{} seed {seed}: {outcome}", record.scenario);
                     });
-                    progress.set_message(format!("{} failed", failed.len()));
+                }
+                let mut records = records.lock().expect("lock");
+                records.push(record);
+                let failed = records.iter().filter(|r| r.check.is_some()).count();
+                if failed > 0 {
+                    progress.set_message(format!("{failed} failed"));
                 }
                 progress.inc(1);
             });
@@ -365,22 +525,50 @@ fn sweep(
     });
     let _ = std::panic::take_hook();
     progress.finish_and_clear();
-    let mut failed = failed.into_inner().expect("lock");
-    failed.sort_by(|a, b| (&a.scenario, a.seed).cmp(&(&b.scenario, b.seed)));
+    let mut records = records.into_inner().expect("lock");
+    records.sort_by(|a, b| (&a.scenario, a.seed).cmp(&(&b.scenario, b.seed)));
+    if let (Some(path), Some(error)) = (&options.json, write_error.into_inner().expect("lock")) {
+        return Err(format!("{}: {error}", path.display()));
+    }
+    if let Some(path) = &options.junit {
+        std::fs::write(path, fleet::junit(&records))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let failed: Vec<&RunRecord> = records.iter().filter(|r| r.check.is_some()).collect();
     for f in &failed {
-        println!("FAIL {} seed {}: {}", f.scenario.display(), f.seed, f.line);
         println!(
-            "  replay: {}{}",
-            replay_command(&f.scenario, f.seed),
-            mutant_flag(mutant)
+            "FAIL {} seed {}: {} {} [{}]",
+            f.scenario,
+            f.seed,
+            f.check.as_deref().unwrap_or_default(),
+            f.detail.as_deref().unwrap_or_default(),
+            f.drawn
         );
+        println!("  replay: {}", f.replay());
+    }
+    if let Some(spec) = spec.filter(|spec| spec.shard != Shard::WHOLE) {
+        println!("shard {}/{}:", spec.shard.index, spec.shard.count);
     }
     println!(
         "{} passed, {} failed",
-        work.len() - failed.len(),
+        records.len() - failed.len(),
         failed.len()
     );
     Ok(if failed.is_empty() { 0 } else { 1 })
+}
+
+fn merge(paths: &[PathBuf]) -> Result<i32, String> {
+    let files = paths
+        .iter()
+        .map(|path| {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok((path.display().to_string(), text))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let merged = fleet::merge(&files)?;
+    print!("{}", merged.report());
+    Ok(if merged.is_clean() { 0 } else { 1 })
 }
 
 fn bench(path: &Path, seeds: u64) -> Result<i32, String> {

@@ -13,6 +13,7 @@ mod checker;
 mod disk;
 #[cfg(test)]
 mod durable_tests;
+mod fleet;
 mod history;
 mod linearizability;
 mod scenario;
