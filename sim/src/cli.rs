@@ -91,9 +91,26 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// List the known bugs `--mutant` can switch on, one per line.
+    /// List the known bugs `--mutant` can switch on, one per line; with --score, measure how
+    /// fast the scenarios catch each.
     #[cfg(feature = "mutants")]
-    Mutants,
+    Mutants {
+        /// Run every mutant over SCENARIOS (seed FROM of each, then FROM + 1 of each, ...) and
+        /// print, per mutant, the runs until the first catch and the share of failing runs.
+        #[arg(long, requires = "scenarios")]
+        score: bool,
+        /// The scenario files, with --score.
+        scenarios: Vec<PathBuf>,
+        /// Seeds per scenario, with --score.
+        #[arg(long, default_value_t = 4)]
+        seeds: u64,
+        /// The first seed, with --score.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Parallel jobs (default: every core).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Measure the simulator: wall time per seed, simulated seconds per wall second, messages
     /// per wall second, on one core (seeds run one after another).
     Bench {
@@ -170,7 +187,15 @@ pub fn main() -> i32 {
         Command::Merge { files } => merge(&files),
         Command::Bench { scenario, seeds } => bench(&scenario, seeds),
         #[cfg(feature = "mutants")]
-        Command::Mutants => {
+        Command::Mutants {
+            score: true,
+            scenarios,
+            seeds,
+            from,
+            jobs,
+        } => score_mutants(&scenarios, from, seeds, jobs),
+        #[cfg(feature = "mutants")]
+        Command::Mutants { score: false, .. } => {
             for mutant in raftchat::mutants::Mutant::ALL {
                 println!("{}", mutant.name());
             }
@@ -555,6 +580,107 @@ fn sweep(paths: &[PathBuf], options: &SweepOptions, mutant: Selected) -> Result<
         failed.len()
     );
     Ok(if failed.is_empty() { 0 } else { 1 })
+}
+
+/// Median runs to the first catch the library should reach, and the most any mutant may take.
+#[cfg(feature = "mutants")]
+const SCORE_GOAL: (usize, usize) = (20, 100);
+
+/// `cargo sim mutants --score`: every mutant over every scenario and seed, in the round-robin
+/// order the mutant tests use, so "caught after N runs" means the same in both.
+#[cfg(feature = "mutants")]
+fn score_mutants(
+    paths: &[PathBuf],
+    from: u64,
+    seeds: u64,
+    jobs: Option<usize>,
+) -> Result<i32, String> {
+    use raftchat::mutants::Mutant;
+    let scenarios: Vec<Scenario> = paths
+        .iter()
+        .map(|p| Scenario::load(p).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let per_mutant = scenarios.len() * seeds as usize;
+    let work: Vec<(usize, usize)> = (0..Mutant::ALL.len())
+        .flat_map(|m| (0..per_mutant).map(move |run| (m, run)))
+        .collect();
+    let caught: Mutex<Vec<Vec<Option<&'static str>>>> =
+        Mutex::new(vec![vec![None; per_mutant]; Mutant::ALL.len()]);
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let progress = indicatif::ProgressBar::new(work.len() as u64);
+    progress.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    std::panic::set_hook(Box::new(|_| {}));
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let Some(&(m, run)) = work.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    return;
+                };
+                raftchat::mutants::activate(Some(Mutant::ALL[m]));
+                let scenario = &scenarios[run % scenarios.len()];
+                let seed = from + (run / scenarios.len()) as u64;
+                let report = run_seed(scenario, seed, RunOptions::default());
+                if let Some(violation) = report.violation {
+                    caught.lock().expect("lock")[m][run] = Some(violation.failure.check);
+                }
+                progress.inc(1);
+            });
+        }
+    });
+    let _ = std::panic::take_hook();
+    progress.finish_and_clear();
+    let caught = caught.into_inner().expect("lock");
+    println!(
+        "{per_mutant} runs per mutant ({} scenarios x {seeds} seeds from {from})",
+        scenarios.len()
+    );
+    println!(
+        "{:<26} {:>12} {:>9}  caught by",
+        "mutant", "first catch", "failing"
+    );
+    let mut firsts = Vec::new();
+    for (m, runs) in caught.iter().enumerate() {
+        let first = runs.iter().position(Option::is_some).map(|p| p + 1);
+        let failing = runs.iter().filter(|r| r.is_some()).count();
+        let mut checks: std::collections::BTreeMap<&str, usize> = Default::default();
+        for check in runs.iter().flatten() {
+            *checks.entry(check).or_default() += 1;
+        }
+        let checks: Vec<String> = checks.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        println!(
+            "{:<26} {:>12} {:>8.1}%  {}",
+            Mutant::ALL[m].name(),
+            first.map_or("never".to_owned(), |f| f.to_string()),
+            100.0 * failing as f64 / per_mutant.max(1) as f64,
+            checks.join(", ")
+        );
+        // A mutant never caught counts as one run past the end.
+        firsts.push(first.unwrap_or(per_mutant + 1));
+    }
+    firsts.sort_unstable();
+    let shown = |runs: usize| {
+        if runs > per_mutant {
+            "never".to_owned()
+        } else {
+            runs.to_string()
+        }
+    };
+    let median = firsts[firsts.len() / 2];
+    let slowest = *firsts.last().expect("mutants exist");
+    let all_caught = slowest <= per_mutant;
+    let (median_goal, slowest_goal) = SCORE_GOAL;
+    let met = all_caught && median <= median_goal && slowest <= slowest_goal;
+    println!(
+        "median first catch {} runs, slowest {} (goal: median <= {median_goal}, none above \
+         {slowest_goal}): {}",
+        shown(median),
+        shown(slowest),
+        if met { "met" } else { "MISSED" }
+    );
+    Ok(if all_caught { 0 } else { 1 })
 }
 
 fn merge(paths: &[PathBuf]) -> Result<i32, String> {
