@@ -26,6 +26,8 @@ pub struct RandomFaults {
     downtime_ms: (u64, u64),
     torn_writes: f64,
     corrupt_tail: f64,
+    /// Share of faults aimed at the current leader.
+    aim_leader: f64,
     /// Most nodes random faults may impair at once.
     impaired_max: usize,
     events: Vec<scenario::Event>,
@@ -51,6 +53,7 @@ impl RandomFaults {
             downtime_ms: drawn.downtime_ms,
             torn_writes: drawn.torn_writes,
             corrupt_tail: drawn.corrupt_tail,
+            aim_leader: drawn.aim_leader,
             impaired_max,
             events: drawn.events.clone(),
         }
@@ -135,7 +138,20 @@ impl RandomFaults {
             .into_iter()
             .filter(|n| !impaired.contains(n))
             .collect();
-        let target = healthy[nemesis.rng().gen_range(0..healthy.len())];
+        let mut target = healthy[nemesis.rng().gen_range(0..healthy.len())];
+        // Drawn only when aiming is on, so seeds of scenarios without it draw as they did.
+        let leader = world
+            .with(|s| s.checker.current_leader())
+            .filter(|l| healthy.contains(l));
+        let aimed = self.aim_leader > 0.0 && nemesis.rng().gen_bool(self.aim_leader);
+        if let (true, Some(leader)) = (aimed, leader) {
+            target = leader;
+            if let Kind::Partition = kind {
+                if !nemesis.partitioned() {
+                    return Some((Action::Isolate(leader), Action::Heal));
+                }
+            }
+        }
         match kind {
             Kind::Crash => Some((Action::Crash(target), Action::Restart(target))),
             Kind::PowerLoss => {

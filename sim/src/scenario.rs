@@ -95,6 +95,9 @@
 //!                            #   of the unsynced tail instead of losing it cleanly
 //! corrupt_tail = 0.0         # param, in [0, 1]: probability a power loss also flips a byte in
 //!                            #   the surviving tail
+//! aim_leader = 0.0           # param, in [0, 1]: share of random crashes, power losses, pauses
+//!                            #   and partitions aimed at the current leader (a partition then
+//!                            #   isolates it) rather than at a random healthy node
 //! downtime_ms = [200, 3000]  # pair, 1..=3600000: how long a crashed, paused or partitioned
 //!                            #   thing stays down
 //! max_down = "minority"      # "minority": random faults never take down a majority at once;
@@ -651,6 +654,8 @@ pub struct FaultSpec {
     pub torn_writes: Param<f64>,
     /// Probability a power loss also flips a byte in the surviving tail.
     pub corrupt_tail: Param<f64>,
+    /// Share of random faults aimed at the current leader.
+    pub aim_leader: Param<f64>,
     /// Bounds of how long a crashed, paused or partitioned thing stays down, in ms.
     #[serde(deserialize_with = "pair")]
     pub downtime_ms: [u64; 2],
@@ -668,6 +673,7 @@ impl Default for FaultSpec {
             clock_drift: [1.0, 1.0],
             torn_writes: Param::Fixed(0.0),
             corrupt_tail: Param::Fixed(0.0),
+            aim_leader: Param::Fixed(0.0),
             downtime_ms: [200, 3000],
             max_down: MaxDown::Minority,
         }
@@ -1151,6 +1157,7 @@ impl Scenario {
             segment_bytes: self.snapshot.segment_bytes.draw(rng),
             inbox_messages_max: self.chat.inbox_messages_max.draw(rng),
             retained_bytes_max: self.chat.retained_bytes_max.draw(rng),
+            aim_leader: faults.aim_leader.draw(rng),
         }
     }
 }
@@ -1235,6 +1242,8 @@ pub struct Drawn {
     pub inbox_messages_max: u64,
     /// Bytes of messages all inboxes keep.
     pub retained_bytes_max: u64,
+    /// Share of random faults aimed at the current leader.
+    pub aim_leader: f64,
 }
 
 impl Drawn {
@@ -1325,6 +1334,7 @@ impl Drawn {
             (faults.pause, "pause_per_min", self.pause_per_min),
             (faults.torn_writes, "torn_writes", self.torn_writes),
             (faults.corrupt_tail, "corrupt_tail", self.corrupt_tail),
+            (faults.aim_leader, "aim_leader", self.aim_leader),
         ];
         for (param, name, value) in floats {
             if !param.is_fixed() {
@@ -1655,6 +1665,9 @@ fn validate_faults(faults: &FaultSpec) -> Result<(), Invalid> {
     faults
         .corrupt_tail
         .validate("faults.corrupt_tail", is_fraction, "in [0, 1]")?;
+    faults
+        .aim_leader
+        .validate("faults.aim_leader", is_fraction, "in [0, 1]")?;
     let ok = |ms| (1..=DOWNTIME_MS_MAX).contains(&ms);
     let want = format!("between 1 and {DOWNTIME_MS_MAX}");
     check_pair("faults.downtime_ms", faults.downtime_ms, ok, &want)
@@ -2581,6 +2594,7 @@ action = "restart_all"
         assert_error_names("[faults]\ncrash = -1", "faults.crash");
         assert_error_names("[faults]\nclock_drift = [0.1, 1.0]", "faults.clock_drift");
         assert_error_names("[faults]\ntorn_writes = 1.5", "faults.torn_writes");
+        assert_error_names("[faults]\naim_leader = -0.1", "faults.aim_leader");
         assert_error_names("[faults]\ndowntime_ms = [0, 10]", "faults.downtime_ms");
         assert_error_names(
             "[faults]\ntorn_writes = 1.0\ncorrupt_tail = 2",
