@@ -184,6 +184,9 @@ fn spawn_node(
         duplicate: drawn.duplicate,
         reorder: drawn.reorder,
         reorder_delay_ms: drawn.reorder_delay_ms,
+        kind: crate::scenario::MESSAGE_KINDS
+            .into_iter()
+            .find(|&kind| kind == drawn.aim_kind),
     };
     let lives = Arc::new(AtomicU64::new(0));
     let base = node_config(drawn, id, members);

@@ -24,6 +24,8 @@ pub struct MessageFaults {
     pub reorder: f64,
     /// How long a held-back message waits, in milliseconds, `[min, max]`.
     pub reorder_delay_ms: (u64, u64),
+    /// The only message kind the faults hit (`MessageBody::kind`), or every kind.
+    pub kind: Option<&'static str>,
 }
 
 /// A [`PeerOutbox`] with faults.
@@ -76,6 +78,15 @@ impl FaultyOutbox {
 impl Outbox for FaultyOutbox {
     fn send(&mut self, message: Message) {
         self.world.message_sent(self.node, &message);
+        if self
+            .faults
+            .kind
+            .is_some_and(|kind| kind != message.body.kind())
+        {
+            // Not a kind the faults aim at: no draw, so other messages' faults stay as drawn.
+            self.inner.send(message);
+            return;
+        }
         if self.faults.loss > 0.0 && self.rng.gen_bool(self.faults.loss) {
             self.world.with(|s| s.stats.messages_dropped += 1);
             self.world.trace(

@@ -68,6 +68,12 @@
 //! reorder = 0.0              # param, in [0, 1): probability a Raft message is held back by
 //!                            #   an extra delay, so later messages overtake it
 //! reorder_delay_ms = [5, 50] # pair, 0..=60000: that extra delay
+//! aim_kinds = ["all"]        # the message kinds loss, duplication and reordering hit: each
+//!                            #   seed draws one entry of the list; "all", or one of
+//!                            #   request_vote, request_vote_response, pre_vote,
+//!                            #   pre_vote_response, append_entries, append_entries_response,
+//!                            #   heartbeat, heartbeat_response, install_snapshot,
+//!                            #   install_snapshot_response
 //!
 //! [workload]
 //! clients = 4                # param, 1..=256: concurrent clients, one operation open each
@@ -457,7 +463,23 @@ pub struct NetworkSpec {
     /// Bounds of that extra delay, in ms.
     #[serde(deserialize_with = "pair")]
     pub reorder_delay_ms: [u64; 2],
+    /// The message kinds the faults above hit, one drawn per seed ("all" for every kind).
+    pub aim_kinds: Vec<String>,
 }
+
+/// The message kinds `[network] aim_kinds` may name (`MessageBody::kind`), besides "all".
+pub const MESSAGE_KINDS: [&str; 10] = [
+    "request_vote",
+    "request_vote_response",
+    "pre_vote",
+    "pre_vote_response",
+    "append_entries",
+    "append_entries_response",
+    "heartbeat",
+    "heartbeat_response",
+    "install_snapshot",
+    "install_snapshot_response",
+];
 
 impl Default for NetworkSpec {
     fn default() -> Self {
@@ -467,6 +489,7 @@ impl Default for NetworkSpec {
             duplicate: Param::Fixed(0.0),
             reorder: Param::Fixed(0.0),
             reorder_delay_ms: [5, 50],
+            aim_kinds: vec!["all".to_owned()],
         }
     }
 }
@@ -1158,6 +1181,11 @@ impl Scenario {
             inbox_messages_max: self.chat.inbox_messages_max.draw(rng),
             retained_bytes_max: self.chat.retained_bytes_max.draw(rng),
             aim_leader: faults.aim_leader.draw(rng),
+            // A single choice draws nothing, so scenarios without the key draw as they did.
+            aim_kind: match network.aim_kinds.as_slice() {
+                [only] => only.clone(),
+                kinds => kinds[rng.gen_range(0..kinds.len())].clone(),
+            },
         }
     }
 }
@@ -1244,6 +1272,8 @@ pub struct Drawn {
     pub retained_bytes_max: u64,
     /// Share of random faults aimed at the current leader.
     pub aim_leader: f64,
+    /// The message kind message faults hit, or "all".
+    pub aim_kind: String,
 }
 
 impl Drawn {
@@ -1340,6 +1370,9 @@ impl Drawn {
             if !param.is_fixed() {
                 parts.push(format!("{name}={value:.3}"));
             }
+        }
+        if network.aim_kinds.len() > 1 {
+            parts.push(format!("aim_kind={}", self.aim_kind));
         }
         if faults.clock_drift[0] < faults.clock_drift[1] {
             let factors: Vec<String> = self.clock_drift.iter().map(|f| format!("{f:.3}")).collect();
@@ -1603,7 +1636,25 @@ fn validate_network(network: &NetworkSpec) -> Result<(), Invalid> {
         network.reorder_delay_ms,
         ok,
         &want,
-    )
+    )?;
+    if network.aim_kinds.is_empty() {
+        return Err(invalid(
+            "network.aim_kinds",
+            "must name at least one kind (\"all\" for every message)".into(),
+        ));
+    }
+    for kind in &network.aim_kinds {
+        if kind != "all" && !MESSAGE_KINDS.contains(&kind.as_str()) {
+            return Err(invalid(
+                "network.aim_kinds",
+                format!(
+                    "{kind:?} is not a message kind; use \"all\" or one of {}",
+                    MESSAGE_KINDS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_workload(workload: &WorkloadSpec) -> Result<(), Invalid> {
@@ -2595,6 +2646,8 @@ action = "restart_all"
         assert_error_names("[faults]\nclock_drift = [0.1, 1.0]", "faults.clock_drift");
         assert_error_names("[faults]\ntorn_writes = 1.5", "faults.torn_writes");
         assert_error_names("[faults]\naim_leader = -0.1", "faults.aim_leader");
+        assert_error_names("[network]\naim_kinds = [\"votes\"]", "network.aim_kinds");
+        assert_error_names("[network]\naim_kinds = []", "network.aim_kinds");
         assert_error_names("[faults]\ndowntime_ms = [0, 10]", "faults.downtime_ms");
         assert_error_names(
             "[faults]\ntorn_writes = 1.0\ncorrupt_tail = 2",
