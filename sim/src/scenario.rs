@@ -37,9 +37,12 @@
 //! election_ticks = [10, 20]  # [min, max): election timeout in ticks; min > heartbeat_ticks
 //!                            #   (its max, if a range), max >= min + 2, max <= 10000
 //! heartbeat_ticks = 2        # param, >= 1: ticks between a leader's heartbeats
-//! pre_vote = true            # Raft thesis §9.6
-//! check_quorum = true        # a leader steps down when it cannot hear a quorum
-//! append_entries_max = 1024   # most entries per AppendEntries, 1..=1024 (1 splits every batch)
+//! pre_vote = true            # Raft thesis §9.6; or [true, false] to draw it per seed
+//! check_quorum = true        # a leader steps down when it cannot hear a quorum; or a list
+//! append_entries_max = 1024  # param, 1..=1024: most entries per AppendEntries (1 splits every
+//!                            #   batch)
+//! inflight_appends_max = 64  # param, 1..=64: most unacknowledged AppendEntries per follower
+//!                            #   (1 waits for each answer; small values keep the window full)
 //!
 //! [snapshot]                 # snapshots and compaction: tiny by default, so every run
 //!                            #   snapshots, compacts and installs all the time
@@ -160,6 +163,8 @@
 
 /// The largest AppendEntries batch a scenario may ask for (the core's own bound).
 const APPEND_ENTRIES_MAX: u32 = raftchat::limits::APPEND_ENTRIES_MAX as u32;
+/// Largest `inflight_appends_max`: the runtime's own.
+const INFLIGHT_APPENDS_MAX: u32 = raftchat::limits::INFLIGHT_APPENDS_MAX as u32;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -357,13 +362,15 @@ pub struct ClusterSpec {
     pub election_ticks: [u32; 2],
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: Param<u32>,
-    /// Whether candidates run a pre-vote first (Raft thesis §9.6).
-    pub pre_vote: bool,
-    /// Whether a leader steps down when it stops hearing from a quorum.
-    pub check_quorum: bool,
+    /// Whether candidates run a pre-vote first (Raft thesis §9.6), or values to pick from.
+    pub pre_vote: Choice<bool>,
+    /// Whether a leader steps down when it stops hearing from a quorum, or values to pick from.
+    pub check_quorum: Choice<bool>,
     /// Most entries in one AppendEntries; small values split batches, so followers can match an
     /// earlier entry of a new leader's log without its no-op (what Figure 8 needs).
-    pub append_entries_max: u32,
+    pub append_entries_max: Param<u32>,
+    /// Most unacknowledged AppendEntries per follower.
+    pub inflight_appends_max: Param<u32>,
 }
 
 impl Default for ClusterSpec {
@@ -373,9 +380,10 @@ impl Default for ClusterSpec {
             tick_ms: Param::Fixed(10),
             election_ticks: [10, 20],
             heartbeat_ticks: Param::Fixed(2),
-            pre_vote: true,
-            check_quorum: true,
-            append_entries_max: APPEND_ENTRIES_MAX,
+            pre_vote: Choice::One(true),
+            check_quorum: Choice::One(true),
+            append_entries_max: Param::Fixed(APPEND_ENTRIES_MAX),
+            inflight_appends_max: Param::Fixed(INFLIGHT_APPENDS_MAX),
         }
     }
 }
@@ -1145,9 +1153,6 @@ impl Scenario {
                 self.cluster.election_ticks[1],
             ),
             heartbeat_ticks: self.cluster.heartbeat_ticks.draw(rng),
-            pre_vote: self.cluster.pre_vote,
-            check_quorum: self.cluster.check_quorum,
-            append_entries_max: self.cluster.append_entries_max,
             duration_secs,
             liveness_bound_secs: self.run.liveness_bound_secs,
             latency_ms: (network.latency_ms.min(), network.latency_ms.max()),
@@ -1186,6 +1191,12 @@ impl Scenario {
                 [only] => only.clone(),
                 kinds => kinds[rng.gen_range(0..kinds.len())].clone(),
             },
+            // Fields are evaluated in the order written: these were fixed before they could be
+            // drawn, and come last so that drawing them left every earlier draw alone.
+            pre_vote: self.cluster.pre_vote.draw(rng),
+            check_quorum: self.cluster.check_quorum.draw(rng),
+            append_entries_max: self.cluster.append_entries_max.draw(rng),
+            inflight_appends_max: self.cluster.inflight_appends_max.draw(rng),
         }
     }
 }
@@ -1207,6 +1218,8 @@ pub struct Drawn {
     pub check_quorum: bool,
     /// Most entries per AppendEntries.
     pub append_entries_max: u32,
+    /// Most unacknowledged AppendEntries per follower.
+    pub inflight_appends_max: u32,
     /// Simulated seconds of the fault phase.
     pub duration_secs: u64,
     /// Simulated seconds the liveness phase may take.
@@ -1312,6 +1325,16 @@ impl Drawn {
             self.duration_secs,
         );
         int(workload.clients.is_fixed(), "clients", self.clients.into());
+        int(
+            cluster.append_entries_max.is_fixed(),
+            "append_entries_max",
+            self.append_entries_max.into(),
+        );
+        int(
+            cluster.inflight_appends_max.is_fixed(),
+            "inflight_appends_max",
+            self.inflight_appends_max.into(),
+        );
         let snapshot = &scenario.snapshot;
         let drawn_ints = [
             (
@@ -1340,6 +1363,12 @@ impl Drawn {
         ];
         for (param, name, value) in drawn_ints {
             int(param.is_fixed(), name, value);
+        }
+        if !cluster.pre_vote.is_fixed() {
+            parts.push(format!("pre_vote={}", self.pre_vote));
+        }
+        if !cluster.check_quorum.is_fixed() {
+            parts.push(format!("check_quorum={}", self.check_quorum));
         }
         let floats = [
             (network.loss, "loss", self.loss),
@@ -1541,9 +1570,25 @@ fn validate_cluster(cluster: &ClusterSpec) -> Result<(), Invalid> {
         );
         return Err(invalid("cluster.election_ticks", message));
     }
-    if !(1..=APPEND_ENTRIES_MAX).contains(&cluster.append_entries_max) {
-        let message = format!("must be between 1 and {APPEND_ENTRIES_MAX}");
-        return Err(invalid("cluster.append_entries_max", message));
+    let want = format!("between 1 and {APPEND_ENTRIES_MAX}");
+    cluster.append_entries_max.validate(
+        "cluster.append_entries_max",
+        |n| (1..=APPEND_ENTRIES_MAX).contains(&n),
+        &want,
+    )?;
+    let want = format!("between 1 and {INFLIGHT_APPENDS_MAX}");
+    cluster.inflight_appends_max.validate(
+        "cluster.inflight_appends_max",
+        |n| (1..=INFLIGHT_APPENDS_MAX).contains(&n),
+        &want,
+    )?;
+    for (key, choice) in [
+        ("cluster.pre_vote", &cluster.pre_vote),
+        ("cluster.check_quorum", &cluster.check_quorum),
+    ] {
+        if choice.values().is_empty() {
+            return Err(invalid(key, "a list to pick from needs a value".into()));
+        }
     }
     if max > ELECTION_TICKS_MAX {
         let message = format!("max must be at most {ELECTION_TICKS_MAX}, got {max}");
@@ -2340,7 +2385,8 @@ action = "restart_all"
         assert_eq!(s.cluster.tick_ms, Param::Range([5, 20]));
         assert_eq!(s.cluster.election_ticks, [12, 24]);
         assert_eq!(s.cluster.heartbeat_ticks, Param::Range([1, 3]));
-        assert!(!s.cluster.pre_vote && !s.cluster.check_quorum);
+        assert_eq!(s.cluster.pre_vote, Choice::One(false));
+        assert_eq!(s.cluster.check_quorum, Choice::One(false));
         assert_eq!(s.run.duration_secs, Param::Range([20, 40]));
         assert_eq!(s.run.liveness_bound_secs, 15);
         assert_eq!(s.network.latency_ms, Param::Fixed(2));
@@ -2429,8 +2475,8 @@ action = "restart_all"
         assert_eq!(s.cluster.tick_ms, Param::Fixed(10));
         assert_eq!(s.cluster.election_ticks, [10, 20]);
         assert_eq!(s.cluster.heartbeat_ticks, Param::Fixed(2));
-        assert!(s.cluster.pre_vote);
-        assert!(s.cluster.check_quorum);
+        assert_eq!(s.cluster.pre_vote, Choice::One(true));
+        assert_eq!(s.cluster.check_quorum, Choice::One(true));
         assert_eq!(s.run.duration_secs, Param::Fixed(30));
         assert_eq!(s.run.liveness_bound_secs, 20);
         assert_eq!(s.network.latency_ms, Param::Range([1, 5]));
