@@ -9,6 +9,7 @@
 
 use crate::client::{Client, ClientConfig, ClientError, Completed};
 use raftchat::chat::Operation;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -23,7 +24,7 @@ pub struct ClientPool {
     /// How long an operation waits for a client when every one is busy.
     wait_max: Duration,
     /// Seeds the next client's retry jitter (each client has its own).
-    next_seed: Mutex<u64>,
+    next_seed: AtomicU64,
 }
 
 impl ClientPool {
@@ -31,7 +32,7 @@ impl ClientPool {
     /// waits at most `wait_max` for a client.
     pub fn new(config: ClientConfig, clients_max: usize, wait_max: Duration) -> ClientPool {
         assert!(clients_max > 0, "a pool needs room for one client");
-        let next_seed = Mutex::new(config.seed);
+        let next_seed = AtomicU64::new(config.seed);
         ClientPool {
             config,
             idle: Mutex::new(Vec::new()),
@@ -61,10 +62,8 @@ impl ClientPool {
     }
 
     fn new_client(&self) -> Client {
-        let mut seed = self.next_seed.lock().expect("pool lock");
         let mut config = self.config.clone();
-        config.seed = *seed;
-        *seed = seed.wrapping_add(1);
+        config.seed = self.next_seed.fetch_add(1, Ordering::Relaxed);
         Client::new(config)
     }
 }

@@ -66,16 +66,12 @@ impl Gateway {
     /// Binds `address` for a gateway whose calls run as clients of the cluster `client`
     /// describes (with the gateway's own, shorter timeouts).
     pub async fn bind(address: SocketAddr, mut client: ClientConfig) -> std::io::Result<Gateway> {
-        let listener = service::bind(address).await?;
+        // Bound before anything runs, so an address in use is reported at start.
+        let listener = TcpListener::bind(address).await?;
         client.operation_timeout = OPERATION_TIMEOUT;
         client.attempt_timeout = client.attempt_timeout.min(ATTEMPT_TIMEOUT_MAX);
         let pool = Arc::new(ClientPool::new(client, CLIENTS_MAX, CLIENT_WAIT_MAX));
         Ok(Gateway { listener, pool })
-    }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
     }
 
     /// Serves until `shutdown` completes.

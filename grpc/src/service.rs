@@ -13,7 +13,6 @@ use crate::proto::{ChatRequest, ChatResponse};
 use crate::translate;
 use raftchat::chat::{Operation, Reply};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -81,11 +80,6 @@ impl<B: Backend> ChatService for Gateway<B> {
         );
         Ok(Response::new(response))
     }
-}
-
-/// Binds the gateway's address, so that an address in use is reported before anything runs.
-pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(address).await
 }
 
 /// Serves the `ChatService` on `listener` (plaintext HTTP/2, like the original) until

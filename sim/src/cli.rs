@@ -473,6 +473,7 @@ fn sweep(paths: &[PathBuf], options: &SweepOptions, mutant: Selected) -> Result<
     // Panics are caught and reported per seed; the default hook would print each one.
     std::panic::set_hook(Box::new(|_| {}));
     let next = AtomicUsize::new(0);
+    let failures = AtomicUsize::new(0);
     let records: Mutex<Vec<RunRecord>> = Mutex::new(Vec::new());
     let write_error: Mutex<Option<String>> = Mutex::new(None);
     let run_options = RunOptions {
@@ -538,12 +539,11 @@ fn sweep(paths: &[PathBuf], options: &SweepOptions, mutant: Selected) -> Result<
                         println!("{} seed {seed}: {outcome}", record.scenario);
                     });
                 }
-                let mut records = records.lock().expect("lock");
-                records.push(record);
-                let failed = records.iter().filter(|r| r.check.is_some()).count();
-                if failed > 0 {
+                if record.check.is_some() {
+                    let failed = failures.fetch_add(1, Ordering::Relaxed) + 1;
                     progress.set_message(format!("{failed} failed"));
                 }
+                records.lock().expect("lock").push(record);
                 progress.inc(1);
             });
         }

@@ -140,11 +140,12 @@ impl RandomFaults {
             .collect();
         let mut target = healthy[nemesis.rng().gen_range(0..healthy.len())];
         // Drawn only when aiming is on, so seeds of scenarios without it draw as they did.
-        let leader = world
-            .with(|s| s.checker.current_leader())
-            .filter(|l| healthy.contains(l));
         let aimed = self.aim_leader > 0.0 && nemesis.rng().gen_bool(self.aim_leader);
-        if let (true, Some(leader)) = (aimed, leader) {
+        let leader = aimed
+            .then(|| world.with(|s| s.checker.current_leader()))
+            .flatten()
+            .filter(|l| healthy.contains(l));
+        if let Some(leader) = leader {
             target = leader;
             if let Kind::Partition = kind {
                 if !nemesis.partitioned() {

@@ -24,7 +24,7 @@ impl Backend for Broken {
 
 /// Serves `backend` on a loopback port and returns a client of it.
 async fn start<B: Backend>(backend: B) -> ChatServiceClient<tonic::transport::Channel> {
-    let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(serve(listener, Arc::new(backend), std::future::pending()));
     ChatServiceClient::connect(format!("http://{address}"))
