@@ -1,9 +1,10 @@
 //! The command line: `run` one seed, `sweep` many seeds over scenarios on all cores (or one
 //! shard of them, or random seeds for a time budget), `merge` the shards of a sweep.
 
-use crate::cluster::{run_seed, RunOptions, RunReport};
+use crate::cluster::{run_drawn, run_seed, RunOptions, RunReport};
 use crate::fleet::{self, RunRecord, Shard, SweepSpec};
-use crate::scenario::Scenario;
+use crate::scenario::{parse_schedule, Event, Scenario};
+use crate::shrink::{self, Runner, ShrinkOptions};
 use crate::trace::fnv1a;
 use clap::{Parser, Subcommand};
 use rand::{Rng, SeedableRng};
@@ -40,6 +41,36 @@ enum Command {
         /// Run twice and require byte-identical traces and histories.
         #[arg(long)]
         check_determinism: bool,
+        /// Replay this fault schedule (`[[events]]` tables, as `--save-schedule` writes them)
+        /// in place of the scenario's random faults and timed events.
+        #[arg(long, value_name = "FILE")]
+        schedule: Option<PathBuf>,
+        /// Write what the nemesis did (every fault and repair, nodes resolved to ids) to FILE
+        /// as `[[events]]` tables.
+        #[arg(long, value_name = "FILE")]
+        save_schedule: Option<PathBuf>,
+        /// Switch on one known bug (see `cargo sim mutants`).
+        #[cfg(feature = "mutants")]
+        #[arg(long)]
+        mutant: Option<String>,
+    },
+    /// Shrink a failing seed: the fewest faults and the simplest parameters that still fail
+    /// the same check, written as a new scenario with explicit events.
+    Shrink {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The failing seed.
+        #[arg(long)]
+        seed: u64,
+        /// Where to write the shrunk scenario (default: SCENARIO-NAME-SEED-shrunk.toml here).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Seeds tried per candidate: the one it last failed with, then the next ones.
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        /// Candidates run at once (default: every core).
+        #[arg(long)]
+        jobs: Option<usize>,
         /// Switch on one known bug (see `cargo sim mutants`).
         #[cfg(feature = "mutants")]
         #[arg(long)]
@@ -139,6 +170,8 @@ pub fn main() -> i32 {
             trace,
             history,
             check_determinism,
+            schedule,
+            save_schedule,
             #[cfg(feature = "mutants")]
             mutant,
         } => {
@@ -146,8 +179,28 @@ pub fn main() -> i32 {
             let selected = parse_mutant(mutant);
             #[cfg(not(feature = "mutants"))]
             let selected: Result<Selected, String> = Ok(());
-            let (trace, history) = (trace.as_deref(), history.as_deref());
-            selected.and_then(|m| run(&scenario, seed, trace, history, check_determinism, m))
+            let outputs = RunOutputs {
+                trace,
+                history,
+                schedule,
+                save_schedule,
+            };
+            selected.and_then(|m| run(&scenario, seed, &outputs, check_determinism, m))
+        }
+        Command::Shrink {
+            scenario,
+            seed,
+            out,
+            seeds,
+            jobs,
+            #[cfg(feature = "mutants")]
+            mutant,
+        } => {
+            #[cfg(feature = "mutants")]
+            let selected = parse_mutant(mutant);
+            #[cfg(not(feature = "mutants"))]
+            let selected: Result<Selected, String> = Ok(());
+            selected.and_then(|m| shrink(&scenario, seed, out, seeds, jobs, m))
         }
         Command::Sweep {
             scenarios,
@@ -256,33 +309,54 @@ fn replay_command(scenario: &Path, seed: u64) -> String {
     )
 }
 
+/// The files `cargo sim run` reads or writes besides the scenario.
+struct RunOutputs {
+    trace: Option<PathBuf>,
+    history: Option<PathBuf>,
+    schedule: Option<PathBuf>,
+    save_schedule: Option<PathBuf>,
+}
+
 fn run(
     path: &Path,
     seed: u64,
-    trace_path: Option<&Path>,
-    history_path: Option<&Path>,
+    outputs: &RunOutputs,
     check_determinism: bool,
     mutant: Selected,
 ) -> Result<i32, String> {
     let scenario = Scenario::load(path).map_err(|e| e.to_string())?;
+    let mut drawn = scenario.draw(seed);
+    let mut summary = drawn.summary(&scenario);
+    if let Some(file) = &outputs.schedule {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let events = parse_schedule(file, &text, drawn.nodes, drawn.duration_secs)
+            .map_err(|e| e.to_string())?;
+        summary = format!("{summary} schedule={}", file.display());
+        drawn = drawn.with_schedule(events);
+    }
     activate(mutant);
     // One seed is cheap: always keep the trace, so a failure can show the events behind it.
     let options = RunOptions { trace: true };
     let started = Instant::now();
-    let mut report = run_seed(&scenario, seed, options);
+    let mut report = run_drawn(drawn.clone(), summary.clone(), seed, options);
     let wall = started.elapsed();
     if check_determinism && report.violation.is_none() {
-        let again = run_seed(&scenario, seed, options);
+        let again = run_drawn(drawn, summary, seed, options);
         if let Some(failure) = determinism_failure(&report, &again) {
             report.violation = Some(failure);
         }
     }
-    if let Some(file) = trace_path {
-        let bytes = report.trace.as_deref().unwrap_or_default();
-        std::fs::write(file, bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let write = |file: &Path, bytes: &[u8]| {
+        std::fs::write(file, bytes).map_err(|e| format!("{}: {e}", file.display()))
+    };
+    if let Some(file) = &outputs.trace {
+        write(file, report.trace.as_deref().unwrap_or_default())?;
     }
-    if let Some(file) = history_path {
-        std::fs::write(file, &report.history).map_err(|e| format!("{}: {e}", file.display()))?;
+    if let Some(file) = &outputs.history {
+        write(file, &report.history)?;
+    }
+    if let Some(file) = &outputs.save_schedule {
+        write(file, schedule_toml(&report.schedule).as_bytes())?;
     }
     println!("{} seed {seed}: {}", scenario.name, report.drawn);
     println!("linearizability: {}", report.linearizability);
@@ -308,9 +382,148 @@ fn run(
                 replay_command(path, seed),
                 mutant_flag(mutant)
             );
+            println!(
+                "{} fault events in the schedule; shrink: cargo sim shrink {} --seed {seed}{}",
+                shrink::fault_count(&report.schedule),
+                path.display(),
+                mutant_flag(mutant)
+            );
             1
         }
     })
+}
+
+/// A schedule as a file `--schedule` reads back.
+fn schedule_toml(events: &[Event]) -> String {
+    let mut text = String::from(
+        "# A fault schedule: what the nemesis did, nodes resolved to ids. Replay it with\n\
+         # cargo sim run SCENARIO --seed N --schedule THIS-FILE\n",
+    );
+    for event in events {
+        text.push('\n');
+        text.push_str(&event.to_toml());
+    }
+    text
+}
+
+/// Runs shrink candidates: the scenario's pinned parameters with the mutant switched on.
+struct SimRunner {
+    mutant: Selected,
+}
+
+impl Runner for SimRunner {
+    fn failing_check(&self, drawn: &crate::scenario::Drawn, seed: u64) -> Option<&'static str> {
+        activate(self.mutant);
+        let report = run_drawn(drawn.clone(), String::new(), seed, RunOptions::default());
+        report.violation.map(|v| v.failure.check)
+    }
+}
+
+fn shrink(
+    path: &Path,
+    seed: u64,
+    out: Option<PathBuf>,
+    seeds: u64,
+    jobs: Option<usize>,
+    mutant: Selected,
+) -> Result<i32, String> {
+    let scenario = Scenario::load(path).map_err(|e| e.to_string())?;
+    let drawn = scenario.draw(seed);
+    activate(mutant);
+    std::panic::set_hook(Box::new(|_| {}));
+    let started = Instant::now();
+    let original = run_drawn(drawn.clone(), String::new(), seed, RunOptions::default());
+    let Some(violation) = original.violation else {
+        let _ = std::panic::take_hook();
+        println!("{} seed {seed} passes: nothing to shrink", scenario.name);
+        return Ok(0);
+    };
+    let check = violation.failure.check;
+    let events_before = original.schedule.len();
+    let faults_before = shrink::fault_count(&original.schedule);
+    let simulated_before = original.simulated;
+    println!(
+        "{} seed {seed} fails {check} at {:.3}s: {faults_before} faults ({events_before} \
+         events), {:.1} simulated seconds; shrinking",
+        scenario.name,
+        violation.time.as_secs_f64(),
+        simulated_before.as_secs_f64()
+    );
+    let options = ShrinkOptions {
+        seeds_per_candidate: seeds,
+        jobs: jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1),
+    };
+    let runner = SimRunner { mutant };
+    let recorded = drawn.with_schedule(original.schedule);
+    let shrunk = shrink::shrink(&runner, &recorded, seed, check, violation.time, options);
+    for line in &shrunk.log {
+        println!("  {line}");
+    }
+    // The result, run once more as written: its replay must fail, and its numbers are these.
+    activate(mutant);
+    let last = run_drawn(
+        shrunk.drawn.clone(),
+        String::new(),
+        shrunk.seed,
+        RunOptions::default(),
+    );
+    let _ = std::panic::take_hook();
+    let Some(last_violation) = last.violation.filter(|v| v.failure.check == check) else {
+        println!(
+            "the recorded schedule did not fail {check} again with seeds {seed}..{}: \
+             the failure depends on the random faults' timing beyond their schedule",
+            seed + seeds.max(1) - 1
+        );
+        return Ok(1);
+    };
+    let stem = match mutant_name(mutant) {
+        Some(name) => format!("{}-{seed}-{name}-shrunk.toml", scenario.name),
+        None => format!("{}-{seed}-shrunk.toml", scenario.name),
+    };
+    let out = out.unwrap_or_else(|| PathBuf::from(stem));
+    let faults_after = shrink::fault_count(&shrunk.drawn.events);
+    let replay = format!(
+        "cargo sim run {} --seed {}{}",
+        out.display(),
+        shrunk.seed,
+        mutant_flag(mutant)
+    );
+    let header = format!(
+        "postmortem: (fill in: what went wrong, the fix, the commit)\n\
+         \n\
+         Shrunk by `cargo sim shrink {} --seed {seed}{}` from {faults_before} faults \
+         ({events_before} events) and {:.1} simulated seconds to {faults_after} faults \
+         ({} events) and {:.1} s.\n\
+         It fails {check}: {}\n\
+         Replay: {replay}",
+        path.display(),
+        mutant_flag(mutant),
+        simulated_before.as_secs_f64(),
+        shrunk.drawn.events.len(),
+        last.simulated.as_secs_f64(),
+        last_violation
+            .failure
+            .detail
+            .lines()
+            .next()
+            .unwrap_or_default(),
+    );
+    std::fs::write(&out, shrunk.drawn.pinned_toml(&header))
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    println!(
+        "shrunk in {:.1}s wall ({} candidates, {} runs): {faults_before} -> {faults_after} \
+         faults, {events_before} -> {} events, {:.1} -> {:.1} simulated seconds",
+        started.elapsed().as_secs_f64(),
+        shrunk.candidates,
+        shrunk.runs,
+        shrunk.drawn.events.len(),
+        simulated_before.as_secs_f64(),
+        last.simulated.as_secs_f64()
+    );
+    println!("wrote {}; replay: {replay}", out.display());
+    Ok(1)
 }
 
 fn determinism_failure(first: &RunReport, second: &RunReport) -> Option<crate::world::Violation> {

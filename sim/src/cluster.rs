@@ -15,7 +15,7 @@ use crate::history::{Completion, HistoryEvent};
 use crate::linearizability::{self, Verdict};
 use crate::nemesis::{Nemesis, SimNode};
 use crate::random_faults::RandomFaults;
-use crate::scenario::{Drawn, Scenario};
+use crate::scenario::{Drawn, Event, Scenario};
 use crate::workload;
 use crate::world::{Stats, Violation, World};
 use raftchat::chat::Operation;
@@ -66,6 +66,9 @@ pub struct RunReport {
     pub disk: DiskStats,
     /// The linearizability verdict on the history.
     pub linearizability: String,
+    /// What the nemesis did in the fault phase, as explicit events with node ids resolved: a
+    /// schedule `cargo sim run --schedule` replays in place of the random faults.
+    pub schedule: Vec<Event>,
 }
 
 const NODE_PORT: u16 = 7000;
@@ -87,6 +90,13 @@ fn client_ip(k: u32) -> IpAddr {
 pub fn run_seed(scenario: &Scenario, seed: u64, options: RunOptions) -> RunReport {
     let drawn = scenario.draw(seed);
     let summary = drawn.summary(scenario);
+    run_drawn(drawn, summary, seed, options)
+}
+
+/// Runs one seed with its parameters already drawn (and perhaps changed since: a schedule in
+/// place of the random faults, a shrinker's simplification); `summary` is the run's one-line
+/// description of them.
+pub fn run_drawn(drawn: Drawn, summary: String, seed: u64, options: RunOptions) -> RunReport {
     let mut config = madsim::Config::default();
     let (min, max) = drawn.latency_ms;
     config.net.send_latency =
@@ -140,6 +150,7 @@ fn panic_report(drawn: String, panic: Box<dyn std::any::Any + Send>) -> RunRepor
         recovery: None,
         disk: DiskStats::default(),
         linearizability: String::new(),
+        schedule: Vec::new(),
     }
 }
 
@@ -200,10 +211,10 @@ fn spawn_node(
         config.clock = init_clock.clone();
         let disk = init_disk.disk();
         let world = init_world.clone();
-        let rng = ChaCha8Rng::seed_from_u64(life_seed.rotate_left(17));
+        let key = life_seed.rotate_left(17);
         async move {
             let observer: Arc<dyn Observer> = world.clone();
-            let wrap = |outbox| FaultyOutbox::new(outbox, faults, rng, world, id);
+            let wrap = |outbox| FaultyOutbox::new(outbox, faults, key, world, id);
             // A node that refuses its log has reported why; it stays down.
             let _ = run_node(config, disk, wrap, observer).await;
         }
@@ -237,11 +248,7 @@ async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
         .keys()
         .map(|&id| (id, spawn_node(&drawn, seed, id, &members, &world)))
         .collect();
-    let mut nemesis = Nemesis::new(
-        world.clone(),
-        nodes,
-        ChaCha8Rng::seed_from_u64(seed ^ SALT_NEMESIS),
-    );
+    let mut nemesis = Nemesis::new(world.clone(), nodes, seed ^ SALT_NEMESIS);
     let fault_end = Duration::from_secs(drawn.duration_secs);
     let handle = madsim::runtime::Handle::current();
     let mut helpers = Vec::new();
@@ -263,7 +270,7 @@ async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
             fault_end,
         ));
     }
-    RandomFaults::new(&drawn)
+    let schedule = RandomFaults::new(&drawn)
         .run(&mut nemesis, &world, fault_end)
         .await;
     nemesis.heal_all();
@@ -280,7 +287,8 @@ async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
     };
     // Let operations still in flight finish or time out before the history is closed.
     tokio::time::sleep(Duration::from_millis(drawn.request_timeout_ms)).await;
-    let report = finish(&world, recovery, nemesis.disk_totals());
+    let mut report = finish(&world, recovery, nemesis.disk_totals());
+    report.schedule = schedule;
     helpers.push(probe.id());
     end_run(&mut nemesis, &helpers, &world).await;
     report
@@ -494,6 +502,7 @@ fn finish(world: &World, recovery: Option<Duration>, disk: DiskStats) -> RunRepo
             recovery,
             disk,
             linearizability: verdict.to_string(),
+            schedule: Vec::new(),
         }
     })
 }

@@ -2,14 +2,19 @@
 //! messages at the sender, at rates drawn per seed. madsim's simulated TCP is reliable and
 //! ordered, so these faults cannot come from the network itself; they are injected here, from
 //! outside the node runtime, which never knows it is being lied to.
+//!
+//! Each message's fate is a function of the run's key (seed, node and life), its link and its
+//! sequence number on that link, not of a stream shared with the messages before it: a run
+//! whose schedule is shrunk (a crash removed, say) still drops, duplicates and delays the
+//! messages it has in common with the original as the original did, as far as they remain the
+//! same messages on the same links.
 
 use crate::world::World;
 use raftchat::raft::Message;
 use raftchat::types::NodeId;
 use raftchat_node::transport::{Outbox, PeerOutbox};
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,33 +37,76 @@ pub struct MessageFaults {
 pub struct FaultyOutbox {
     inner: PeerOutbox,
     faults: MessageFaults,
-    rng: ChaCha8Rng,
+    /// The run's key for this node's life; with a link and a sequence number, a message's.
+    key: u64,
+    /// Messages handed to each peer so far.
+    sequence: BTreeMap<NodeId, u64>,
     world: Arc<World>,
     node: NodeId,
 }
 
+/// The draws that decide one message's fate, each uniform in [0, 1).
+struct Fate {
+    draws: u64,
+}
+
+impl Fate {
+    /// SplitMix64's finalizer: a bijective mix of a 64-bit key into a well-spread value.
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// The next draw, in [0, 1).
+    fn unit(&mut self) -> f64 {
+        self.draws = self.draws.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        (Fate::mix(self.draws) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// True with probability `p`; draws even when `p` is 0, so every message uses the same
+    /// draws for the same decisions whatever the rates.
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+}
+
 impl FaultyOutbox {
-    /// Wraps `inner`.
+    /// Wraps `inner`; `key` stands for the seed, the node and its life.
     pub fn new(
         inner: PeerOutbox,
         faults: MessageFaults,
-        rng: ChaCha8Rng,
+        key: u64,
         world: Arc<World>,
         node: NodeId,
     ) -> FaultyOutbox {
         FaultyOutbox {
             inner,
             faults,
-            rng,
+            key,
+            sequence: BTreeMap::new(),
             world,
             node,
         }
     }
 
-    fn deliver(&mut self, message: Message) {
-        if self.faults.reorder > 0.0 && self.rng.gen_bool(self.faults.reorder) {
+    /// The fate of the next message to `to`.
+    fn fate(&mut self, to: NodeId) -> Fate {
+        let sequence = self.sequence.entry(to).or_insert(0);
+        *sequence += 1;
+        let link = Fate::mix(self.key ^ to.0.rotate_left(40));
+        Fate {
+            draws: Fate::mix(link ^ *sequence),
+        }
+    }
+
+    fn deliver(&mut self, message: Message, fate: &mut Fate) {
+        let held = fate.chance(self.faults.reorder);
+        let wait = fate.unit();
+        if held {
             let (min, max) = self.faults.reorder_delay_ms;
-            let delay = Duration::from_millis(self.rng.gen_range(min..=max));
+            let span = (max - min + 1) as f64;
+            let delay = Duration::from_millis(min + ((wait * span) as u64).min(max - min));
             self.world.with(|s| s.stats.messages_delayed += 1);
             self.world.trace(Some(self.node), "delay", || {
                 json!({ "to": format!("{}", message.to), "message": message.body.kind(),
@@ -87,7 +135,8 @@ impl Outbox for FaultyOutbox {
             self.inner.send(message);
             return;
         }
-        if self.faults.loss > 0.0 && self.rng.gen_bool(self.faults.loss) {
+        let mut fate = self.fate(message.to);
+        if fate.chance(self.faults.loss) {
             self.world.with(|s| s.stats.messages_dropped += 1);
             self.world.trace(
                 Some(self.node),
@@ -96,15 +145,15 @@ impl Outbox for FaultyOutbox {
             );
             return;
         }
-        if self.faults.duplicate > 0.0 && self.rng.gen_bool(self.faults.duplicate) {
+        if fate.chance(self.faults.duplicate) {
             self.world.with(|s| s.stats.messages_duplicated += 1);
             self.world.trace(
                 Some(self.node),
                 "duplicate",
                 || json!({ "to": format!("{}", message.to), "message": message.body.kind() }),
             );
-            self.deliver(message.clone());
+            self.deliver(message.clone(), &mut fate);
         }
-        self.deliver(message);
+        self.deliver(message, &mut fate);
     }
 }

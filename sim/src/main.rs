@@ -17,6 +17,7 @@ mod fleet;
 mod history;
 mod linearizability;
 mod scenario;
+mod shrink;
 mod trace;
 
 #[cfg(madsim)]

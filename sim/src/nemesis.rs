@@ -8,12 +8,13 @@
 //! timed events are carried out as written, whatever they do to availability.
 
 use crate::disk::{DiskStats, SimDiskHandle};
+use crate::scenario::{self, NodeRef};
 use crate::world::World;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use raftchat::types::NodeId;
 use raftchat_node::config::ClockRate;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,6 +68,51 @@ pub enum Action {
     RestartAll,
 }
 
+impl Action {
+    /// The action as a timed event's action, every node named by id: what a recorded schedule
+    /// holds, so that a replay does exactly what was done.
+    pub fn to_event_action(&self) -> scenario::Action {
+        use scenario::Action as A;
+        let id = |node: &NodeId| NodeRef::Id(node.0 as u32);
+        match self {
+            Action::Crash(node) => A::Crash { node: id(node) },
+            Action::Restart(node) => A::Restart { node: id(node) },
+            Action::PowerLoss {
+                node,
+                torn,
+                corrupt,
+            } => A::PowerLoss {
+                node: id(node),
+                torn: *torn,
+                corrupt: *corrupt,
+            },
+            Action::Pause(node) => A::Pause { node: id(node) },
+            Action::Resume(node) => A::Resume { node: id(node) },
+            Action::Isolate(node) => A::Isolate { node: id(node) },
+            Action::Split(minority) => A::Split {
+                minority: minority.iter().map(id).collect(),
+            },
+            Action::OneWay(from, to) => A::OneWay {
+                from: id(from),
+                to: id(to),
+            },
+            Action::Bridge(node) => A::Bridge { node: id(node) },
+            Action::Heal => A::Heal,
+            Action::Latency(min, max) => A::Latency {
+                ms: [min.as_millis() as u64, max.as_millis() as u64],
+            },
+            Action::ClockDrift(node, factor) => A::ClockDrift {
+                node: id(node),
+                factor: *factor,
+            },
+            Action::CorruptTail(node) => A::CorruptTail { node: id(node) },
+            Action::CrashAll => A::CrashAll,
+            Action::PowerLossAll { torn } => A::PowerLossAll { torn: *torn },
+            Action::RestartAll => A::RestartAll,
+        }
+    }
+}
+
 /// What the nemesis knows of a node.
 pub struct SimNode {
     /// madsim's handle to the node.
@@ -79,6 +125,8 @@ pub struct SimNode {
     pub drift: f64,
     up: bool,
     paused: bool,
+    /// Power losses and torn tails so far: with the seed, the key of the next one's draws.
+    disk_faults: u64,
 }
 
 impl SimNode {
@@ -96,6 +144,7 @@ impl SimNode {
             drift,
             up: true,
             paused: false,
+            disk_faults: 0,
         }
     }
 }
@@ -111,11 +160,12 @@ pub struct Nemesis {
     /// Nodes a partition leaves on the losing side (unable to be part of a quorum).
     cut_off: BTreeSet<NodeId>,
     rng: ChaCha8Rng,
+    seed: u64,
 }
 
 impl Nemesis {
-    /// A nemesis over `nodes`.
-    pub fn new(world: Arc<World>, nodes: BTreeMap<NodeId, SimNode>, rng: ChaCha8Rng) -> Nemesis {
+    /// A nemesis over `nodes`, drawing from `seed`.
+    pub fn new(world: Arc<World>, nodes: BTreeMap<NodeId, SimNode>, seed: u64) -> Nemesis {
         let handle = Handle::current();
         Nemesis {
             world,
@@ -124,7 +174,8 @@ impl Nemesis {
             clogged_links: BTreeSet::new(),
             isolated: BTreeSet::new(),
             cut_off: BTreeSet::new(),
-            rng,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            seed,
         }
     }
 
@@ -249,25 +300,37 @@ impl Nemesis {
         self.world.trace(Some(node), "restart", || json!({}));
     }
 
+    /// The draws of a node's next disk fault: keyed by the seed, the node and how many it has
+    /// had, not taken from the shared stream, so a replayed or shrunk schedule tears and
+    /// corrupts a disk as the original run did.
+    fn disk_fault_rng(&mut self, node: NodeId) -> Option<ChaCha8Rng> {
+        let n = self.nodes.get_mut(&node)?;
+        n.disk_faults += 1;
+        let key = self.seed ^ node.0.rotate_left(48) ^ n.disk_faults.rotate_left(24);
+        Some(ChaCha8Rng::seed_from_u64(key))
+    }
+
     fn power_loss(&mut self, node: NodeId, torn: bool, corrupt: bool) {
         self.kill(node);
-        let Some(n) = self.nodes.get(&node) else {
+        let Some(mut rng) = self.disk_fault_rng(node) else {
             return;
         };
-        let what = n.disk.power_fail(&mut self.rng, torn, corrupt);
+        let n = &self.nodes[&node];
+        let what = n.disk.power_fail(&mut rng, torn, corrupt);
         self.world
             .trace(Some(node), "power_loss", || json!({ "disk": what }));
     }
 
     fn corrupt_tail(&mut self, node: NodeId) {
         self.kill(node);
-        let Some(n) = self.nodes.get(&node) else {
+        let Some(mut rng) = self.disk_fault_rng(node) else {
             return;
         };
-        let garbage_len = self.rng.gen_range(1..64);
-        let garbage: Vec<u8> = (0..garbage_len).map(|_| self.rng.gen()).collect();
+        let n = &self.nodes[&node];
+        let garbage_len = rng.gen_range(1..64);
+        let garbage: Vec<u8> = (0..garbage_len).map(|_| rng.gen()).collect();
         n.disk.append_unsynced_garbage(&garbage);
-        let what = n.disk.power_fail(&mut self.rng, true, true);
+        let what = n.disk.power_fail(&mut rng, true, true);
         self.world
             .trace(Some(node), "corrupt_tail", || json!({ "disk": what }));
     }

@@ -2,7 +2,7 @@
 //! Poisson process per kind at the scenario's rates, each repaired after a random downtime.
 
 use crate::nemesis::{Action, Nemesis};
-use crate::scenario::{self, Drawn, MaxDown, NodeRef};
+use crate::scenario::{self, Drawn, Event, MaxDown, NodeRef};
 use crate::world::World;
 use raftchat::types::NodeId;
 use rand::Rng;
@@ -72,14 +72,23 @@ impl RandomFaults {
         Some(after + Duration::from_micros((wait_ms * 1000.0) as u64))
     }
 
-    /// Runs the timeline until `end` (simulated time since the start) or a violation.
-    pub async fn run(self, nemesis: &mut Nemesis, world: &World, end: Duration) {
+    /// Runs the timeline until `end` (simulated time since the start) or a violation; returns
+    /// what was done, as explicit events (the run's fault schedule).
+    pub async fn run(self, nemesis: &mut Nemesis, world: &World, end: Duration) -> Vec<Event> {
+        let mut schedule = Vec::new();
+        let mut apply = |nemesis: &mut Nemesis, at: Duration, action: &Action| {
+            nemesis.apply(action);
+            schedule.push(Event {
+                at,
+                action: action.to_event_action(),
+            });
+        };
         let mut repairs: BTreeMap<(Duration, u64), Action> = BTreeMap::new();
         let mut repair_count = 0u64;
         let mut timed = self.events.iter().peekable();
         let mut next_random = self.next_random(nemesis, world.now());
         loop {
-            let next_timed = timed.peek().map(|e| Duration::from_millis(e.at_ms));
+            let next_timed = timed.peek().map(|e| e.at);
             let next_repair = repairs.keys().next().map(|(at, _)| *at);
             let due = [next_timed, next_repair, next_random, Some(end)]
                 .into_iter()
@@ -87,20 +96,20 @@ impl RandomFaults {
                 .min();
             let due = due.expect("end is always there");
             if world.violated() {
-                return;
+                return schedule;
             }
             if due >= end {
                 tokio::time::sleep(end.saturating_sub(world.now())).await;
-                return;
+                return schedule;
             }
             tokio::time::sleep(due.saturating_sub(world.now())).await;
             if next_repair == Some(due) {
                 let (_, action) = repairs.pop_first().expect("a repair is due");
-                nemesis.apply(&action);
+                apply(nemesis, due, &action);
             } else if next_timed == Some(due) {
                 let event = timed.next().expect("an event is due");
                 match resolve(&event.action, nemesis, world) {
-                    Some(action) => nemesis.apply(&action),
+                    Some(action) => apply(nemesis, due, &action),
                     None => world.trace(
                         None,
                         "nemesis_skipped",
@@ -109,7 +118,7 @@ impl RandomFaults {
                 }
             } else {
                 if let Some((action, repair)) = self.draw_fault(nemesis, world) {
-                    nemesis.apply(&action);
+                    apply(nemesis, due, &action);
                     let (min, max) = self.downtime_ms;
                     let downtime = Duration::from_millis(nemesis.rng().gen_range(min..=max));
                     repair_count += 1;

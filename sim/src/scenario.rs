@@ -168,6 +168,7 @@ const INFLIGHT_APPENDS_MAX: u32 = raftchat::limits::INFLIGHT_APPENDS_MAX as u32;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rand::distributions::uniform::SampleUniform;
 use rand::{Rng, SeedableRng};
@@ -642,7 +643,6 @@ impl OpKind {
     ];
 
     /// The name used in `mix` and in the history's `"f"` field.
-    #[cfg(test)]
     pub fn name(&self) -> &'static str {
         match self {
             OpKind::Create => "create",
@@ -681,6 +681,9 @@ pub struct FaultSpec {
     /// Bounds of the per-node timer rate factor, drawn once per node per seed.
     #[serde(deserialize_with = "pair")]
     pub clock_drift: [f64; 2],
+    /// Each node's timer rate factor, node 1 first, in place of drawing from `clock_drift`
+    /// (a shrunk scenario pins them this way).
+    pub node_clock_drift: Option<Vec<f64>>,
     /// Probability a power loss keeps a torn prefix of the unsynced tail.
     pub torn_writes: Param<f64>,
     /// Probability a power loss also flips a byte in the surviving tail.
@@ -702,6 +705,7 @@ impl Default for FaultSpec {
             partition: Param::Fixed(0.0),
             pause: Param::Fixed(0.0),
             clock_drift: [1.0, 1.0],
+            node_clock_drift: None,
             torn_writes: Param::Fixed(0.0),
             corrupt_tail: Param::Fixed(0.0),
             aim_leader: Param::Fixed(0.0),
@@ -773,8 +777,8 @@ impl Visitor<'_> for NodeRefVisitor {
 /// One timed fault: what happens, and when.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
-    /// Simulated milliseconds into the run.
-    pub at_ms: u64,
+    /// Simulated time into the run (`at_ms` in the file, to the nanosecond).
+    pub at: Duration,
     /// What happens.
     pub action: Action,
 }
@@ -998,7 +1002,8 @@ impl ActionKind {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "an [[events]] table")]
 struct RawEvent {
-    at_ms: u64,
+    /// Milliseconds, an integer or a decimal (a recorded schedule writes nanoseconds).
+    at_ms: f64,
     action: ActionKind,
     node: Option<NodeRef>,
     torn: Option<bool>,
@@ -1092,6 +1097,7 @@ impl Scenario {
         validate_network(&file.network).map_err(invalid)?;
         validate_workload(&file.workload).map_err(invalid)?;
         validate_faults(&file.faults).map_err(invalid)?;
+        validate_node_clock_drift(&file.cluster, &file.faults).map_err(invalid)?;
         let limits = EventLimits {
             nodes_max: file.cluster.nodes.max(),
             at_ms_end: file.run.duration_secs.max().saturating_mul(1000),
@@ -1101,7 +1107,7 @@ impl Scenario {
             events.push(build_event(index, raw, &limits).map_err(invalid)?);
         }
         // A stable sort: events at the same millisecond fire in file order.
-        events.sort_by_key(|event| event.at_ms);
+        events.sort_by_key(|event| event.at);
         Ok(Scenario {
             name: path
                 .file_stem()
@@ -1127,21 +1133,23 @@ impl Scenario {
         let nodes = self.cluster.nodes.draw(rng);
         let duration_secs = self.run.duration_secs.draw(rng);
         let [drift_min, drift_max] = self.faults.clock_drift;
-        let clock_drift = (0..nodes)
-            .map(|_| {
-                if drift_min < drift_max {
-                    rng.gen_range(drift_min..=drift_max)
-                } else {
-                    drift_min
-                }
-            })
-            .collect();
+        let clock_drift = match &self.faults.node_clock_drift {
+            Some(factors) => factors.clone(),
+            None => (0..nodes)
+                .map(|_| {
+                    if drift_min < drift_max {
+                        rng.gen_range(drift_min..=drift_max)
+                    } else {
+                        drift_min
+                    }
+                })
+                .collect(),
+        };
         let at_ms_end = duration_secs * 1000;
-        let (events, dropped): (Vec<Event>, Vec<Event>) = self
-            .events
-            .iter()
-            .cloned()
-            .partition(|event| event.action.fits(nodes) && event.at_ms < at_ms_end);
+        let (events, dropped): (Vec<Event>, Vec<Event>) =
+            self.events.iter().cloned().partition(|event| {
+                event.action.fits(nodes) && event.at < Duration::from_millis(at_ms_end)
+            });
         let network = &self.network;
         let workload = &self.workload;
         let faults = &self.faults;
@@ -1290,6 +1298,19 @@ pub struct Drawn {
 }
 
 impl Drawn {
+    /// This draw with `schedule` in place of its faults: no random faults, and the
+    /// schedule's events in place of the scenario's.
+    pub fn with_schedule(mut self, schedule: Vec<Event>) -> Drawn {
+        self.crash_per_min = 0.0;
+        self.power_loss_per_min = 0.0;
+        self.partition_per_min = 0.0;
+        self.pause_per_min = 0.0;
+        self.aim_leader = 0.0;
+        self.events = schedule;
+        self.events_dropped = 0;
+        self
+    }
+
     /// The chat state's retention bounds of this draw.
     pub fn chat_limits(&self) -> raftchat::chat::ChatLimits {
         raftchat::chat::ChatLimits {
@@ -1411,6 +1432,230 @@ impl Drawn {
             parts.push(format!("events_dropped={}", self.events_dropped));
         }
         parts.join(" ")
+    }
+}
+
+impl Event {
+    /// The event as an `[[events]]` table that parses back to it, time to the nanosecond.
+    pub fn to_toml(&self) -> String {
+        let nanos = self.at.as_nanos();
+        let at_ms = match nanos % 1_000_000 {
+            0 => format!("{}", nanos / 1_000_000),
+            fraction => format!("{}.{fraction:06}", nanos / 1_000_000),
+        };
+        let mut text = format!(
+            "[[events]]\nat_ms = {at_ms}\naction = \"{}\"\n",
+            self.action.name()
+        );
+        let node = |r: &NodeRef| match r {
+            NodeRef::Id(id) => id.to_string(),
+            other => format!("\"{other}\""),
+        };
+        let mut key = |name: &str, value: String| text.push_str(&format!("{name} = {value}\n"));
+        match &self.action {
+            Action::Crash { node: n }
+            | Action::Restart { node: n }
+            | Action::Pause { node: n }
+            | Action::Resume { node: n }
+            | Action::Isolate { node: n }
+            | Action::Bridge { node: n }
+            | Action::CorruptTail { node: n } => key("node", node(n)),
+            Action::PowerLoss {
+                node: n,
+                torn,
+                corrupt,
+            } => {
+                key("node", node(n));
+                key("torn", torn.to_string());
+                key("corrupt", corrupt.to_string());
+            }
+            Action::Split { minority } => {
+                let nodes: Vec<String> = minority.iter().map(node).collect();
+                key("minority", format!("[{}]", nodes.join(", ")));
+            }
+            Action::OneWay { from, to } => {
+                key("from", node(from));
+                key("to", node(to));
+            }
+            Action::Latency { ms } => key("ms", format!("[{}, {}]", ms[0], ms[1])),
+            Action::ClockDrift { node: n, factor } => {
+                key("node", node(n));
+                key("factor", format!("{factor:?}"));
+            }
+            Action::PowerLossAll { torn } => key("torn", torn.to_string()),
+            Action::Heal | Action::RestartAll | Action::CrashAll => {}
+        }
+        text
+    }
+}
+
+/// A schedule file: `[[events]]` tables only, as `cargo sim run --schedule` takes them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a schedule: [[events]] tables only")]
+struct ScheduleFile {
+    #[serde(default)]
+    events: Vec<RawEvent>,
+}
+
+/// Parses a schedule (the `[[events]]` of a scenario file, and nothing else) for a run of
+/// `nodes` nodes lasting `duration_secs`: every node it names must exist and every event must
+/// fall within the run. Events are sorted by time, ties in file order.
+pub fn parse_schedule(
+    path: &Path,
+    text: &str,
+    nodes: u32,
+    duration_secs: u64,
+) -> Result<Vec<Event>, ScenarioError> {
+    let file: ScheduleFile =
+        toml::from_str(text).map_err(|e| ScenarioError::from_toml(path, text, &e))?;
+    let limits = EventLimits {
+        nodes_max: nodes,
+        at_ms_end: duration_secs.saturating_mul(1000),
+    };
+    let mut events = Vec::with_capacity(file.events.len());
+    for (index, raw) in file.events.iter().enumerate() {
+        let event = build_event(index, raw, &limits)
+            .map_err(|e| ScenarioError::new(path, Some(&e.key), &e.message))?;
+        events.push(event);
+    }
+    events.sort_by_key(|event| event.at);
+    Ok(events)
+}
+
+impl Drawn {
+    /// A scenario file that draws exactly this whatever the seed: every range and choice
+    /// pinned to its drawn value, and `events` as its timed events. `header` is written first,
+    /// as `#` comment lines (its first line is the scenario's story).
+    pub fn pinned_toml(&self, header: &str) -> String {
+        let mut text = String::new();
+        for line in header.lines() {
+            match line {
+                "" => text.push_str("#\n"),
+                line => text.push_str(&format!("# {line}\n")),
+            }
+        }
+        let pair = |a: &dyn fmt::Display, b: &dyn fmt::Display| format!("[{a}, {b}]");
+        let float = |x: f64| format!("{x:?}");
+        let sections: [(&str, Vec<(&str, String)>); 7] = [
+            (
+                "cluster",
+                vec![
+                    ("nodes", self.nodes.to_string()),
+                    ("tick_ms", self.tick_ms.to_string()),
+                    (
+                        "election_ticks",
+                        pair(&self.election_ticks.0, &self.election_ticks.1),
+                    ),
+                    ("heartbeat_ticks", self.heartbeat_ticks.to_string()),
+                    ("pre_vote", self.pre_vote.to_string()),
+                    ("check_quorum", self.check_quorum.to_string()),
+                    ("append_entries_max", self.append_entries_max.to_string()),
+                    (
+                        "inflight_appends_max",
+                        self.inflight_appends_max.to_string(),
+                    ),
+                ],
+            ),
+            (
+                "snapshot",
+                vec![
+                    ("log_entries", self.snapshot_log_entries.to_string()),
+                    ("log_bytes", self.snapshot_log_bytes.to_string()),
+                    ("catch_up_entries", self.catch_up_entries.to_string()),
+                    ("chunk_bytes", self.chunk_bytes.to_string()),
+                    ("segment_bytes", self.segment_bytes.to_string()),
+                ],
+            ),
+            (
+                "chat",
+                vec![
+                    ("inbox_messages_max", self.inbox_messages_max.to_string()),
+                    ("retained_bytes_max", self.retained_bytes_max.to_string()),
+                ],
+            ),
+            (
+                "run",
+                vec![
+                    ("duration_secs", self.duration_secs.to_string()),
+                    ("liveness_bound_secs", self.liveness_bound_secs.to_string()),
+                ],
+            ),
+            (
+                "network",
+                vec![
+                    ("latency_ms", pair(&self.latency_ms.0, &self.latency_ms.1)),
+                    ("loss", float(self.loss)),
+                    ("duplicate", float(self.duplicate)),
+                    ("reorder", float(self.reorder)),
+                    (
+                        "reorder_delay_ms",
+                        pair(&self.reorder_delay_ms.0, &self.reorder_delay_ms.1),
+                    ),
+                    ("aim_kinds", format!("[\"{}\"]", self.aim_kind)),
+                ],
+            ),
+            (
+                "workload",
+                vec![
+                    ("clients", self.clients.to_string()),
+                    ("users", self.users.to_string()),
+                    ("rate_per_client", float(self.rate_per_client)),
+                    ("request_timeout_ms", self.request_timeout_ms.to_string()),
+                    ("mix", {
+                        let weights: Vec<String> = self
+                            .mix
+                            .weights()
+                            .iter()
+                            .map(|(op, weight)| format!("{} = {weight}", op.name()))
+                            .collect();
+                        format!("{{ {} }}", weights.join(", "))
+                    }),
+                    (
+                        "message_chars",
+                        pair(&self.message_chars.0, &self.message_chars.1),
+                    ),
+                ],
+            ),
+            (
+                "faults",
+                vec![
+                    ("crash", float(self.crash_per_min)),
+                    ("power_loss", float(self.power_loss_per_min)),
+                    ("partition", float(self.partition_per_min)),
+                    ("pause", float(self.pause_per_min)),
+                    ("node_clock_drift", {
+                        let factors: Vec<String> =
+                            self.clock_drift.iter().map(|&f| float(f)).collect();
+                        format!("[{}]", factors.join(", "))
+                    }),
+                    ("torn_writes", float(self.torn_writes)),
+                    ("corrupt_tail", float(self.corrupt_tail)),
+                    ("aim_leader", float(self.aim_leader)),
+                    (
+                        "downtime_ms",
+                        pair(&self.downtime_ms.0, &self.downtime_ms.1),
+                    ),
+                    (
+                        "max_down",
+                        match self.max_down {
+                            MaxDown::Minority => "\"minority\"".to_string(),
+                            MaxDown::Any => "\"any\"".to_string(),
+                        },
+                    ),
+                ],
+            ),
+        ];
+        for (name, keys) in sections {
+            text.push_str(&format!("\n[{name}]\n"));
+            for (key, value) in keys {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        for event in &self.events {
+            text.push('\n');
+            text.push_str(&event.to_toml());
+        }
+        text
     }
 }
 
@@ -1769,6 +2014,28 @@ fn validate_faults(faults: &FaultSpec) -> Result<(), Invalid> {
     check_pair("faults.downtime_ms", faults.downtime_ms, ok, &want)
 }
 
+/// `node_clock_drift` names one factor per node, so the cluster size must be fixed.
+fn validate_node_clock_drift(cluster: &ClusterSpec, faults: &FaultSpec) -> Result<(), Invalid> {
+    let Some(factors) = &faults.node_clock_drift else {
+        return Ok(());
+    };
+    let key = "faults.node_clock_drift";
+    if !cluster.nodes.is_fixed() || factors.len() != cluster.nodes.max() as usize {
+        let message = format!(
+            "needs a fixed cluster.nodes and one factor per node, got {} factors",
+            factors.len()
+        );
+        return Err(invalid(key, message));
+    }
+    match factors.iter().find(|&&f| !is_clock_factor(f)) {
+        Some(bad) => Err(invalid(
+            key,
+            format!("each must be in ({CLOCK_DRIFT_MIN_EXCLUSIVE}, {CLOCK_DRIFT_MAX}], got {bad}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn is_clock_factor(factor: f64) -> bool {
     factor > CLOCK_DRIFT_MIN_EXCLUSIVE && factor <= CLOCK_DRIFT_MAX
 }
@@ -1783,9 +2050,9 @@ struct EventLimits {
 /// Checks one `[[events]]` table (the `index`th in the file) and builds its event.
 fn build_event(index: usize, raw: &RawEvent, limits: &EventLimits) -> Result<Event, Invalid> {
     let fields = EventFields { index, raw, limits };
-    if raw.at_ms >= limits.at_ms_end {
+    if !(raw.at_ms >= 0.0 && raw.at_ms < limits.at_ms_end as f64) {
         let message = format!(
-            "must be less than run.duration_secs * 1000 = {} (its max), got {}",
+            "must be at least 0 and less than run.duration_secs * 1000 = {} (its max), got {}",
             limits.at_ms_end, raw.at_ms
         );
         return Err(invalid(&fields.key("at_ms"), message));
@@ -1803,7 +2070,7 @@ fn build_event(index: usize, raw: &RawEvent, limits: &EventLimits) -> Result<Eve
     }
     let action = fields.action()?;
     Ok(Event {
-        at_ms: raw.at_ms,
+        at: Duration::from_nanos((raw.at_ms * 1e6).round() as u64),
         action,
     })
 }
@@ -2403,7 +2670,7 @@ action = "restart_all"
         assert_eq!(s.workload.message_chars, [0, 600]);
         assert_eq!(s.faults.power_loss, Param::Fixed(1.0));
         assert_eq!(s.faults.max_down, MaxDown::Any);
-        let times: Vec<u64> = s.events.iter().map(|e| e.at_ms).collect();
+        let times: Vec<Duration> = s.events.iter().map(|e| e.at).collect();
         let mut sorted = times.clone();
         sorted.sort();
         assert_eq!(times, sorted, "events are sorted by at_ms");
@@ -2546,7 +2813,7 @@ action = "restart_all"
         assert_eq!(documented.workload, defaults.workload);
         assert_eq!(documented.faults, defaults.faults);
         let crash = Event {
-            at_ms: 5000,
+            at: Duration::from_millis(5000),
             action: Action::Crash {
                 node: NodeRef::Id(1),
             },
@@ -3028,5 +3295,142 @@ action = "restart_all"
                 }
             }
         }
+    }
+
+    /// Every scenario of the library, loaded.
+    fn library() -> Vec<Scenario> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("the scenario library")
+            .map(|entry| entry.expect("a directory entry").path())
+            .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|path| Scenario::load(path).expect("a library scenario loads"))
+            .collect()
+    }
+
+    #[test]
+    fn a_pinned_draw_draws_itself_whatever_the_seed() {
+        for scenario in library() {
+            for seed in 0..8 {
+                let drawn = scenario.draw(seed);
+                let text = drawn.pinned_toml("a story\n\nand a note");
+                let pinned = Scenario::parse(Path::new("pinned.toml"), &text)
+                    .unwrap_or_else(|e| panic!("{}: {e}\n{text}", scenario.name));
+                assert_eq!(pinned.story, "a story");
+                for other in [seed, seed + 1, u64::MAX] {
+                    let again = pinned.draw(other);
+                    let expected = Drawn {
+                        events_dropped: 0,
+                        ..drawn.clone()
+                    };
+                    assert_eq!(again, expected, "{} seed {seed}", scenario.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_action_writes_an_event_that_parses_back() {
+        let actions = [
+            Action::Crash {
+                node: NodeRef::Id(1),
+            },
+            Action::Restart {
+                node: NodeRef::Leader,
+            },
+            Action::PowerLoss {
+                node: NodeRef::Follower,
+                torn: true,
+                corrupt: false,
+            },
+            Action::Pause {
+                node: NodeRef::Id(2),
+            },
+            Action::Resume {
+                node: NodeRef::Id(2),
+            },
+            Action::Isolate {
+                node: NodeRef::Id(3),
+            },
+            Action::Split {
+                minority: vec![NodeRef::Id(1), NodeRef::Id(3)],
+            },
+            Action::OneWay {
+                from: NodeRef::Id(1),
+                to: NodeRef::Id(2),
+            },
+            Action::Bridge {
+                node: NodeRef::Id(2),
+            },
+            Action::Heal,
+            Action::Latency { ms: [3, 9] },
+            Action::ClockDrift {
+                node: NodeRef::Id(3),
+                factor: 1.0625,
+            },
+            Action::CorruptTail {
+                node: NodeRef::Id(1),
+            },
+            Action::RestartAll,
+            Action::CrashAll,
+            Action::PowerLossAll { torn: true },
+        ];
+        let events: Vec<Event> = actions
+            .into_iter()
+            .enumerate()
+            .map(|(k, action)| Event {
+                at: Duration::from_nanos(1_000_000 * k as u64 + 123_456 * (k as u64 % 3)),
+                action,
+            })
+            .collect();
+        let text: String = events.iter().map(Event::to_toml).collect();
+        let parsed = parse_schedule(Path::new("s.toml"), &text, 3, 60).expect("parses back");
+        assert_eq!(parsed, events);
+    }
+
+    #[test]
+    fn a_schedule_must_fit_the_run() {
+        let error = |text: &str| {
+            parse_schedule(Path::new("s.toml"), text, 3, 10)
+                .expect_err("an error")
+                .to_string()
+        };
+        let beyond = "[[events]]\nat_ms = 1\naction = \"crash\"\nnode = 4\n";
+        assert!(
+            error(beyond).contains("events[0].node"),
+            "{}",
+            error(beyond)
+        );
+        let late = "[[events]]\nat_ms = 10000.5\naction = \"heal\"\n";
+        assert!(error(late).contains("events[0].at_ms"), "{}", error(late));
+        let negative = "[[events]]\nat_ms = -1\naction = \"heal\"\n";
+        assert!(error(negative).contains("events[0].at_ms"));
+        assert!(error("[cluster]\nnodes = 3\n").starts_with("s.toml"));
+        let fine = "[[events]]\nat_ms = 2.5\naction = \"heal\"\n";
+        let events = parse_schedule(Path::new("s.toml"), fine, 3, 10).expect("valid");
+        assert_eq!(events[0].at, Duration::from_micros(2500));
+    }
+
+    #[test]
+    fn node_clock_drift_names_each_node_once() {
+        let ok = "[cluster]\nnodes = 3\n[faults]\nnode_clock_drift = [1.0, 0.5, 2.0]\n";
+        let s = parse(ok).expect("valid");
+        assert_eq!(s.draw(0).clock_drift, vec![1.0, 0.5, 2.0]);
+        assert_error_names(
+            "[cluster]\nnodes = 3\n[faults]\nnode_clock_drift = [1.0]",
+            "faults.node_clock_drift",
+        );
+        assert_error_names(
+            "[cluster]\nnodes = [3, 5]\n[faults]\nnode_clock_drift = [1.0, 1.0, 1.0]",
+            "faults.node_clock_drift",
+        );
+        assert_error_names(
+            "[cluster]\nnodes = 1\n[faults]\nnode_clock_drift = [0.05]",
+            "faults.node_clock_drift",
+        );
     }
 }
