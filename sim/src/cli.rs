@@ -37,6 +37,14 @@ enum Command {
         /// Write the client history (JSON lines, Jepsen's convention) to this file.
         #[arg(long)]
         history: Option<PathBuf>,
+        /// Write a self-contained HTML page explaining the run (space-time diagram, client
+        /// timeline, node status at a cursor, the failed check) to this file.
+        #[arg(long, value_name = "FILE.html")]
+        report: Option<PathBuf>,
+        /// Write the run as a Chrome trace event file (for ui.perfetto.dev or
+        /// chrome://tracing) to this file.
+        #[arg(long, value_name = "FILE.json")]
+        perfetto: Option<PathBuf>,
         /// Run twice and require byte-identical traces and histories.
         #[arg(long)]
         check_determinism: bool,
@@ -138,6 +146,8 @@ pub fn main() -> i32 {
             seed,
             trace,
             history,
+            report,
+            perfetto,
             check_determinism,
             #[cfg(feature = "mutants")]
             mutant,
@@ -147,7 +157,18 @@ pub fn main() -> i32 {
             #[cfg(not(feature = "mutants"))]
             let selected: Result<Selected, String> = Ok(());
             let (trace, history) = (trace.as_deref(), history.as_deref());
-            selected.and_then(|m| run(&scenario, seed, trace, history, check_determinism, m))
+            let explain = Explain { report, perfetto };
+            selected.and_then(|m| {
+                run(
+                    &scenario,
+                    seed,
+                    trace,
+                    history,
+                    &explain,
+                    check_determinism,
+                    m,
+                )
+            })
         }
         Command::Sweep {
             scenarios,
@@ -261,6 +282,7 @@ fn run(
     seed: u64,
     trace_path: Option<&Path>,
     history_path: Option<&Path>,
+    explain: &Explain,
     check_determinism: bool,
     mutant: Selected,
 ) -> Result<i32, String> {
@@ -284,6 +306,8 @@ fn run(
     if let Some(file) = history_path {
         std::fs::write(file, &report.history).map_err(|e| format!("{}: {e}", file.display()))?;
     }
+    let title = format!("{} seed {seed}{}", scenario.name, mutant_flag(mutant));
+    write_explanations(explain, &report, title)?;
     println!("{} seed {seed}: {}", scenario.name, report.drawn);
     println!("linearizability: {}", report.linearizability);
     Ok(match &report.violation {
@@ -311,6 +335,47 @@ fn run(
             1
         }
     })
+}
+
+/// The files that explain a run (`--report`, `--perfetto`).
+struct Explain {
+    report: Option<PathBuf>,
+    perfetto: Option<PathBuf>,
+}
+
+fn write_explanations(explain: &Explain, run: &RunReport, title: String) -> Result<(), String> {
+    if explain.report.is_none() && explain.perfetto.is_none() {
+        return Ok(());
+    }
+    let source = crate::report::Source {
+        title,
+        trace: run.trace.as_deref().unwrap_or_default(),
+        history: &run.history,
+        failed: run.violation.as_ref().map(|v| crate::report::Failed {
+            time_ns: v.time.as_nanos() as u64,
+            node: v.failure.node.map(|n| format!("{n}")),
+            check: v.failure.check.to_owned(),
+            detail: v.failure.detail.clone(),
+        }),
+    };
+    let write = |file: &Path, bytes: &[u8]| {
+        std::fs::write(file, bytes).map_err(|e| format!("{}: {e}", file.display()))
+    };
+    if let Some(file) = &explain.report {
+        write(
+            file,
+            crate::report::html(&source)
+                .map_err(|e| e.to_string())?
+                .as_bytes(),
+        )?;
+    }
+    if let Some(file) = &explain.perfetto {
+        write(
+            file,
+            &crate::report::perfetto(&source).map_err(|e| e.to_string())?,
+        )?;
+    }
+    Ok(())
 }
 
 fn determinism_failure(first: &RunReport, second: &RunReport) -> Option<crate::world::Violation> {
