@@ -361,19 +361,13 @@ fn write_explanations(explain: &Explain, run: &RunReport, title: String) -> Resu
     let write = |file: &Path, bytes: &[u8]| {
         std::fs::write(file, bytes).map_err(|e| format!("{}: {e}", file.display()))
     };
+    let extracted =
+        crate::report::extract(source.trace, source.history).map_err(|e| e.to_string())?;
     if let Some(file) = &explain.report {
-        write(
-            file,
-            crate::report::html(&source)
-                .map_err(|e| e.to_string())?
-                .as_bytes(),
-        )?;
+        write(file, crate::report::html(&source, &extracted).as_bytes())?;
     }
     if let Some(file) = &explain.perfetto {
-        write(
-            file,
-            &crate::report::perfetto(&source).map_err(|e| e.to_string())?,
-        )?;
+        write(file, &crate::report::perfetto(&source, &extracted))?;
     }
     Ok(())
 }

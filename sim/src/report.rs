@@ -757,13 +757,12 @@ fn page_data(source: &Source<'_>, run: &Run) -> Value {
     })
 }
 
-/// The self-contained HTML page that explains a run.
-pub fn html(source: &Source<'_>) -> Result<String, ReportError> {
-    let run = extract(source.trace, source.history)?;
-    let data = serde_json::to_string(&page_data(source, &run)).expect("JSON to memory");
+/// The self-contained HTML page that explains `run` (extracted from `source`).
+pub fn html(source: &Source<'_>, run: &Run) -> String {
+    let data = serde_json::to_string(&page_data(source, run)).expect("JSON to memory");
     // Inside <script>, `</` could close the element; `<\/` is the same JSON string.
     let data = data.replace("</", "<\\/");
-    Ok(TEMPLATE.replacen(DATA_PLACEHOLDER, &data, 1))
+    TEMPLATE.replacen(DATA_PLACEHOLDER, &data, 1)
 }
 
 /// Which messages the Perfetto file draws: all of them up to `PERFETTO_FLOWS_MAX`; beyond, every
@@ -798,13 +797,12 @@ fn ts(time_us: u64) -> f64 {
     time_us as f64
 }
 
-/// The run as a Chrome trace event file (JSON object form), for ui.perfetto.dev and
+/// `run` (extracted from `source`) as a Chrome trace event file (JSON object form), for ui.perfetto.dev and
 /// chrome://tracing: a process per node with a `role` track of role/term slices, `commit` and
 /// `applied` counters and a `messages` track whose one-microsecond slices carry the flow arrows
 /// from send to receive; faults as instant events; client operations as slices of a `clients`
 /// process, a thread per client process.
-pub fn perfetto(source: &Source<'_>) -> Result<Vec<u8>, ReportError> {
-    let run = extract(source.trace, source.history)?;
+pub fn perfetto(source: &Source<'_>, run: &Run) -> Vec<u8> {
     let mut out = b"{\"traceEvents\":[".to_vec();
     let pid = |node: u64| lane(&run.nodes, node) + 1;
     let clients_pid = run.nodes.len() + 1;
@@ -834,10 +832,10 @@ pub fn perfetto(source: &Source<'_>) -> Result<Vec<u8>, ReportError> {
         &json!({"ph": "M", "name": "process_name", "pid": clients_pid,
         "tid": 0, "args": {"name": "clients"}}),
     );
-    perfetto_roles(&mut out, &run, &pid);
-    let (keep, stride) = perfetto_sample(&run, source.failed.as_ref());
-    perfetto_messages(&mut out, &run, &keep, &pid);
-    perfetto_marks(&mut out, &run, source.failed.as_ref(), &pid);
+    perfetto_roles(&mut out, run, &pid);
+    let (keep, stride) = perfetto_sample(run, source.failed.as_ref());
+    perfetto_messages(&mut out, run, &keep, &pid);
+    perfetto_marks(&mut out, run, source.failed.as_ref(), &pid);
     for o in &run.operations {
         let end = o.complete_us.unwrap_or(run.end_us);
         push_event(
@@ -862,7 +860,7 @@ pub fn perfetto(source: &Source<'_>) -> Result<Vec<u8>, ReportError> {
         "unmatched_receives": run.unmatched_receives});
     serde_json::to_writer(&mut out, &other).expect("JSON to memory");
     out.extend_from_slice(b"}\n");
-    Ok(out)
+    out
 }
 
 /// Role/term slices per node (one per stretch of the same role and term) and index counters.
@@ -1175,7 +1173,9 @@ mod tests {
             br#"{"process":0,"type":"invoke","f":"create","value":{"user":"a"},"time":1000}
 {"process":0,"type":"info","f":"create","value":null,"time":2000,"index":null}
 "#;
-        let bytes = perfetto(&source(&trace, history)).unwrap();
+        let source = source(&trace, history);
+        let run = extract(source.trace, source.history).unwrap();
+        let bytes = perfetto(&source, &run);
         let value: Value = serde_json::from_slice(&bytes).expect("valid JSON");
         let events = value["traceEvents"].as_array().unwrap();
         let count = |ph: &str| events.iter().filter(|e| e["ph"] == ph).count();
@@ -1206,7 +1206,8 @@ mod tests {
     #[test]
     fn html_embeds_the_data_once_and_cannot_close_its_script() {
         let trace = lines(&[send(1_000, 1, 2, "heartbeat", 1)]);
-        let page = html(&source(&trace, b"")).unwrap();
+        let source = source(&trace, b"");
+        let page = html(&source, &extract(source.trace, source.history).unwrap());
         assert!(!page.contains(DATA_PLACEHOLDER));
         assert!(!page.contains("test </script>"));
         assert!(page.contains("election_safety"));
