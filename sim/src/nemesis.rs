@@ -297,7 +297,7 @@ impl Nemesis {
         self.isolated.insert(node);
         self.cut_off.insert(node);
         self.world
-            .trace(Some(node), "partition", || json!({ "kind": "isolate" }));
+            .trace(Some(node), "partition", || json!({ "cut": "isolate" }));
     }
 
     fn clog(&mut self, from: NodeId, to: NodeId) {
@@ -309,7 +309,7 @@ impl Nemesis {
         self.world.trace(
             None,
             "partition",
-            || json!({ "kind": "link", "from": format!("{from}"), "to": format!("{to}") }),
+            || json!({ "cut": "link", "from": format!("{from}"), "to": format!("{to}") }),
         );
     }
 

@@ -426,8 +426,18 @@ struct Spans {
 }
 
 impl Spans {
+    /// Opens a period, or adds `text` to the one already open (a node cut off from several).
     fn open(&mut self, node: u64, kind: &'static str, time_us: u64, text: String) {
-        self.open.entry((node, kind)).or_insert((time_us, text));
+        match self.open.get_mut(&(node, kind)) {
+            Some((_, open)) if !open.contains(&text) => {
+                open.push_str(", ");
+                open.push_str(&text);
+            }
+            Some(_) => {}
+            None => {
+                self.open.insert((node, kind), (time_us, text));
+            }
+        }
     }
 
     fn close(&mut self, node: u64, kind: &'static str, time_us: u64) {
@@ -469,7 +479,11 @@ pub fn extract(trace: &[u8], history: &[u8]) -> Result<Run, ReportError> {
             _ => Some(line.node("node")?),
         };
         nodes.extend(node);
-        let kind = line.str("kind")?;
+        // Traces written before partitions said `cut` have the cut's kind in `kind`.
+        let kind = match line.str("kind")? {
+            "isolate" | "link" => "partition",
+            kind => kind,
+        };
         match (kind, node) {
             ("send" | "receive", Some(_)) => {
                 let arrow = message(line, &mut run.kinds, time_us)?;
@@ -589,6 +603,7 @@ fn lifecycle(
             let (from, to) = (line.node("from")?, line.node("to")?);
             nodes.extend([from, to]);
             spans.open(from, "cut", time_us, format!("cut off from n{to}"));
+            spans.open(to, "cut", time_us, format!("cut off from n{from}"));
         }
         ("heal", _) => spans.close_all(&["isolated", "cut"], time_us),
         _ => {}
@@ -863,10 +878,19 @@ pub fn perfetto(source: &Source<'_>, run: &Run) -> Vec<u8> {
     out
 }
 
-/// Role/term slices per node (one per stretch of the same role and term) and index counters.
+/// Role/term slices per node (one per stretch of the same role and term, cut short where the
+/// node went down) and index counters.
 fn perfetto_roles(out: &mut Vec<u8>, run: &Run, pid: &impl Fn(u64) -> usize) {
     let mut open: HashMap<u64, &Status> = HashMap::new();
+    let down_from = |node: u64, start_us: u64, end_us: u64| {
+        (run.spans.iter())
+            .filter(|s| s.node == node && s.kind == "down")
+            .map(|s| s.start_us)
+            .find(|&t| t >= start_us && t < end_us)
+            .unwrap_or(end_us)
+    };
     let close = |out: &mut Vec<u8>, from: &Status, end_us: u64| {
+        let end_us = down_from(from.node, from.time_us, end_us);
         let name = format!("{} t{}", run.roles[from.role], from.term);
         push_event(
             out,
@@ -1084,6 +1108,37 @@ mod tests {
     }
 
     #[test]
+    fn a_split_cuts_nodes_off_until_the_heal() {
+        let cut = |from: u64, to: u64| {
+            format!(
+                r#"{{"time":1000,"node":null,"kind":"partition","cut":"link","from":"n{from}","to":"n{to}"}}"#
+            )
+        };
+        let trace = lines(&[
+            cut(1, 2),
+            cut(1, 3),
+            // Written before partitions said `cut`: the same thing.
+            r#"{"time":2000,"node":"n2","kind":"isolate"}"#.into(),
+            r#"{"time":9000,"node":null,"kind":"heal"}"#.into(),
+        ]);
+        let run = extract(&trace, b"").unwrap();
+        let spans: Vec<(u64, &str, u64, u64, &str)> = (run.spans.iter())
+            .map(|s| (s.node, s.kind, s.start_us, s.end_us, s.text.as_str()))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (1, "cut", 1, 9, "cut off from n2, cut off from n3"),
+                (2, "cut", 1, 9, "cut off from n1"),
+                (3, "cut", 1, 9, "cut off from n1"),
+                (2, "isolated", 2, 9, "isolated"),
+            ]
+        );
+        let kinds: Vec<&str> = run.marks.iter().map(|m| m.kind.as_str()).collect();
+        assert_eq!(kinds, ["partition", "partition", "partition", "heal"]);
+    }
+
+    #[test]
     fn status_timeline_keeps_changes_only() {
         let status = |t: u64, role: &str, term: u64, commit: u64| {
             format!(
@@ -1167,7 +1222,7 @@ mod tests {
             r#"{"time":500,"node":"n1","kind":"status","role":"leader","term":1,"leader":1,"commit":0,"applied":0}"#.into(),
             send(1_000, 1, 2, "heartbeat", 1),
             receive(3_000, 1, 2, "heartbeat", 1),
-            r#"{"time":3500,"node":"n2","kind":"crash"}"#.into(),
+            r#"{"time":3500,"node":"n1","kind":"crash"}"#.into(),
         ]);
         let history =
             br#"{"process":0,"type":"invoke","f":"create","value":{"user":"a"},"time":1000}
@@ -1191,9 +1246,9 @@ mod tests {
             .filter_map(|e| e["args"]["name"].as_str())
             .collect();
         assert_eq!(names, ["n1", "n2", "clients"]);
-        assert!(events
-            .iter()
-            .any(|e| e["ph"] == "X" && e["name"] == "leader t1"));
+        // The leader's slice ends where it crashed.
+        let leader = events.iter().find(|e| e["name"] == "leader t1").unwrap();
+        assert_eq!((&leader["ts"], &leader["dur"]), (&json!(0.0), &json!(3.0)));
         assert!(events
             .iter()
             .any(|e| e["ph"] == "i" && e["name"] == "crash"));
