@@ -38,6 +38,14 @@ enum Command {
         /// Write the client history (JSON lines, Jepsen's convention) to this file.
         #[arg(long)]
         history: Option<PathBuf>,
+        /// Write a self-contained HTML page explaining the run (space-time diagram, client
+        /// timeline, node status at a cursor, the failed check) to this file.
+        #[arg(long, value_name = "FILE.html")]
+        report: Option<PathBuf>,
+        /// Write the run as a Chrome trace event file (for ui.perfetto.dev or
+        /// chrome://tracing) to this file.
+        #[arg(long, value_name = "FILE.json")]
+        perfetto: Option<PathBuf>,
         /// Run twice and require byte-identical traces and histories.
         #[arg(long)]
         check_determinism: bool,
@@ -169,6 +177,8 @@ pub fn main() -> i32 {
             seed,
             trace,
             history,
+            report,
+            perfetto,
             check_determinism,
             schedule,
             save_schedule,
@@ -182,6 +192,8 @@ pub fn main() -> i32 {
             let outputs = RunOutputs {
                 trace,
                 history,
+                report,
+                perfetto,
                 schedule,
                 save_schedule,
             };
@@ -313,6 +325,10 @@ fn replay_command(scenario: &Path, seed: u64) -> String {
 struct RunOutputs {
     trace: Option<PathBuf>,
     history: Option<PathBuf>,
+    /// `--report`: the self-contained HTML page.
+    report: Option<PathBuf>,
+    /// `--perfetto`: the Chrome trace event file.
+    perfetto: Option<PathBuf>,
     schedule: Option<PathBuf>,
     save_schedule: Option<PathBuf>,
 }
@@ -358,6 +374,8 @@ fn run(
     if let Some(file) = &outputs.save_schedule {
         write(file, schedule_toml(&report.schedule).as_bytes())?;
     }
+    let title = format!("{} seed {seed}{}", scenario.name, mutant_flag(mutant));
+    write_explanations(outputs, &report, title)?;
     println!("{} seed {seed}: {}", scenario.name, report.drawn);
     println!("linearizability: {}", report.linearizability);
     Ok(match &report.violation {
@@ -524,6 +542,35 @@ fn shrink(
     );
     println!("wrote {}; replay: {replay}", out.display());
     Ok(1)
+}
+
+fn write_explanations(outputs: &RunOutputs, run: &RunReport, title: String) -> Result<(), String> {
+    if outputs.report.is_none() && outputs.perfetto.is_none() {
+        return Ok(());
+    }
+    let source = crate::report::Source {
+        title,
+        trace: run.trace.as_deref().unwrap_or_default(),
+        history: &run.history,
+        failed: run.violation.as_ref().map(|v| crate::report::Failed {
+            time_ns: v.time.as_nanos() as u64,
+            node: v.failure.node.map(|n| format!("{n}")),
+            check: v.failure.check.to_owned(),
+            detail: v.failure.detail.clone(),
+        }),
+    };
+    let write = |file: &Path, bytes: &[u8]| {
+        std::fs::write(file, bytes).map_err(|e| format!("{}: {e}", file.display()))
+    };
+    let extracted =
+        crate::report::extract(source.trace, source.history).map_err(|e| e.to_string())?;
+    if let Some(file) = &outputs.report {
+        write(file, crate::report::html(&source, &extracted).as_bytes())?;
+    }
+    if let Some(file) = &outputs.perfetto {
+        write(file, &crate::report::perfetto(&source, &extracted))?;
+    }
+    Ok(())
 }
 
 fn determinism_failure(first: &RunReport, second: &RunReport) -> Option<crate::world::Violation> {

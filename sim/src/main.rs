@@ -16,6 +16,7 @@ mod durable_tests;
 mod fleet;
 mod history;
 mod linearizability;
+mod report;
 mod scenario;
 mod shrink;
 mod trace;

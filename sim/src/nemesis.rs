@@ -360,7 +360,7 @@ impl Nemesis {
         self.isolated.insert(node);
         self.cut_off.insert(node);
         self.world
-            .trace(Some(node), "partition", || json!({ "kind": "isolate" }));
+            .trace(Some(node), "partition", || json!({ "cut": "isolate" }));
     }
 
     fn clog(&mut self, from: NodeId, to: NodeId) {
@@ -372,7 +372,7 @@ impl Nemesis {
         self.world.trace(
             None,
             "partition",
-            || json!({ "kind": "link", "from": format!("{from}"), "to": format!("{to}") }),
+            || json!({ "cut": "link", "from": format!("{from}"), "to": format!("{to}") }),
         );
     }
 
