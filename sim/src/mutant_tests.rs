@@ -1,13 +1,71 @@
 //! Proof that the checkers bite: each known bug, switched on alone, must be caught by a sweep
 //! of at most 200 seeds over the scenario library. The seeds go round-robin over the scenarios
 //! (seed 0 of each, then seed 1 of each, ...), and each test reports how many runs it took.
+//! The failing seed is then shrunk: the shrinker must bring it down to at most
+//! [`SHRUNK_FAULTS_MAX`] fault events, and the scenario it writes must fail the same check.
 
-use crate::cluster::{run_seed, RunOptions};
+use crate::cluster::{run_drawn, run_seed, RunOptions};
+use crate::scenario::{Drawn, Scenario};
 use crate::scenario_tests::scenarios;
+use crate::shrink::{self, Runner, ShrinkOptions};
 use raftchat::mutants::{activate, Mutant};
+use std::path::Path;
 
 /// Most runs a mutant may survive.
 const RUNS_MAX: u64 = 200;
+
+/// Most fault events a mutant's shrunk failing seed may keep (issue 11's goal).
+const SHRUNK_FAULTS_MAX: usize = 5;
+
+/// Runs shrink candidates with one mutant on.
+struct MutantRunner(Mutant);
+
+impl Runner for MutantRunner {
+    fn failing_check(&self, drawn: &Drawn, seed: u64) -> Option<&'static str> {
+        activate(Some(self.0));
+        let report = run_drawn(drawn.clone(), String::new(), seed, RunOptions::default());
+        report.violation.map(|v| v.failure.check)
+    }
+}
+
+/// Shrinks a failing seed and checks the goal and the written scenario's replay.
+fn assert_shrinks(mutant: Mutant, scenario: &Scenario, seed: u64) {
+    let drawn = scenario.draw(seed);
+    let original = run_drawn(drawn.clone(), String::new(), seed, RunOptions::default());
+    let violation = original.violation.expect("the seed fails");
+    let check = violation.failure.check;
+    let options = ShrinkOptions {
+        seeds_per_candidate: 3,
+        jobs: 1,
+    };
+    let before = shrink::fault_count(&original.schedule);
+    let recorded = drawn.with_schedule(original.schedule);
+    let runner = MutantRunner(mutant);
+    let shrunk = shrink::shrink(&runner, &recorded, seed, check, violation.time, options);
+    let after = shrink::fault_count(&shrunk.drawn.events);
+    eprintln!(
+        "mutant {} shrunk from {before} to {after} faults in {} runs",
+        mutant.name(),
+        shrunk.runs
+    );
+    assert!(
+        after <= SHRUNK_FAULTS_MAX,
+        "mutant {}: {} seed {seed} shrank only to {after} faults: {:?}",
+        mutant.name(),
+        scenario.name,
+        shrunk.log
+    );
+    let text = shrunk.drawn.pinned_toml("postmortem: a test");
+    let written = Scenario::parse(Path::new("shrunk.toml"), &text).expect("it parses");
+    activate(Some(mutant));
+    let replay = run_seed(&written, shrunk.seed, RunOptions::default());
+    let replayed = replay.violation.map(|v| v.failure.check);
+    assert_eq!(
+        replayed,
+        Some(check),
+        "the shrunk scenario replays:\n{text}"
+    );
+}
 
 fn assert_caught(mutant: Mutant) {
     activate(Some(mutant));
@@ -30,6 +88,7 @@ fn assert_caught(mutant: Mutant) {
                     violation.failure.check,
                     violation.failure.detail
                 );
+                assert_shrinks(mutant, scenario, seed);
                 activate(None);
                 return;
             }
