@@ -20,6 +20,7 @@
 //! session is deduplicated.
 
 use crate::config::NodeConfig;
+use crate::deadline::Deadline;
 use crate::disk::Disk;
 use crate::durable::{self, Durable, Incoming, RecoveryError};
 use crate::observer::{Event, Observer};
@@ -37,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 /// Inputs queued for the node's loop before new ones are refused or dropped.
 pub const INBOX_MAX: usize = 8192;
@@ -229,12 +230,13 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         mut inbox: mpsc::Receiver<Inbound>,
         mut finished: mpsc::Receiver<Background>,
     ) -> Result<(), NodeError> {
-        let mut next_tick = Instant::now() + self.tick_interval();
+        let mut tick = Deadline::at(Instant::now() + self.tick_interval());
         loop {
             tokio::select! {
                 biased;
-                () = sleep_until(next_tick) => {
-                    next_tick += self.tick_interval();
+                () = &mut tick => {
+                    let next = tick.instant() + self.tick_interval();
+                    tick.reset(next);
                     self.replica.tick();
                 }
                 Some(done) = finished.recv() => self.finish_background(done).await?,

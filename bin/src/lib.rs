@@ -8,6 +8,7 @@ pub mod client_pool;
 pub mod cluster_file;
 pub mod cluster_status;
 pub mod config;
+pub mod deadline;
 pub mod disk;
 pub mod durable;
 pub mod file_disk;

@@ -15,6 +15,7 @@
 //! decode, closes that connection and nothing else.
 
 use crate::config::NodeConfig;
+use crate::deadline::Deadline;
 use crate::frame_io::{write_frames, FrameError, FrameReader};
 use raftchat::raft::Message;
 use raftchat::types::NodeId;
@@ -159,6 +160,10 @@ async fn run_peer_connection(
     let (mut sent_count, mut acked_count) = (1u64, 0u64);
     let mut waiting_since = Instant::now();
     let mut batch: Vec<Frame> = Vec::with_capacity(PEER_BATCH_FRAMES_MAX);
+    // Wakes the loop now and then, so a link whose peer went silent is noticed even when
+    // nothing more is sent on it.
+    let check_every = config.peer_silence_timeout / 4;
+    let mut check = Deadline::at(Instant::now() + check_every);
     loop {
         tokio::select! {
             biased;
@@ -188,7 +193,7 @@ async fn run_peer_connection(
                     .await
                     .map_err(PeerLinkError::Frame)?;
             },
-            _ = sleep(config.peer_silence_timeout / 4) => {}
+            () = &mut check => check.reset(Instant::now() + check_every),
         }
         let stalled = waiting_since.elapsed() > config.peer_silence_timeout;
         if acked_count < sent_count && stalled {
@@ -264,6 +269,8 @@ where
     let mut acked_count = 0u64;
     let mut last_ack = Instant::now();
     let mut scratch = Vec::new();
+    // Acknowledges what was read at least every `ack_interval` while frames wait for it.
+    let mut ack_timer = Deadline::at(last_ack + ack_interval);
     loop {
         let ack_due = reader.frames_read() > acked_count;
         tokio::select! {
@@ -278,7 +285,7 @@ where
                 ))),
                 None => return Ok(()),
             },
-            _ = sleep(ack_interval), if ack_due => {}
+            () = &mut ack_timer, if ack_due => {}
         }
         let unacked = reader.frames_read() - acked_count;
         if unacked > 0 && (unacked >= ACK_EVERY_FRAMES || last_ack.elapsed() >= ack_interval) {
@@ -288,6 +295,7 @@ where
             write_frames(&mut writer, [&ack], &mut scratch).await?;
             acked_count = reader.frames_read();
             last_ack = Instant::now();
+            ack_timer.reset(last_ack + ack_interval);
         }
     }
 }
