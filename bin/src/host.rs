@@ -235,7 +235,11 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             tokio::select! {
                 biased;
                 () = &mut tick => {
-                    let next = tick.instant() + self.tick_interval();
+                    // After a stall (a GC pause, a suspended VM) the ticks missed are not made
+                    // up in a burst: they would count time in which the inbox, holding the
+                    // leader's heartbeats, was not read, and call elections against a healthy
+                    // leader. Otherwise the cadence stays exact (the instant is now).
+                    let next = tick.instant().max(Instant::now()) + self.tick_interval();
                     tick.reset(next);
                     self.replica.tick();
                 }
