@@ -234,7 +234,11 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             tokio::select! {
                 biased;
                 () = sleep_until(next_tick) => {
-                    next_tick += self.tick_interval();
+                    // After a stall (a GC pause, a suspended VM) the ticks missed are not made
+                    // up in a burst: they would count time in which the inbox, holding the
+                    // leader's heartbeats, was not read, and call elections against a healthy
+                    // leader. Otherwise the cadence stays exact (next_tick is now).
+                    next_tick = next_tick.max(Instant::now()) + self.tick_interval();
                     self.replica.tick();
                 }
                 Some(done) = finished.recv() => self.finish_background(done).await?,
