@@ -2757,8 +2757,9 @@ action = "restart_all"
     fn split_random_needs_a_count_that_leaves_both_sides_a_node() {
         let three = |body: &str| format!("[cluster]\nnodes = [3, 5]\n{}", event(body));
         let ok = parse_ok(&three("at_ms = 1\naction = \"split_random\"\ncount = 4"));
-        assert_eq!(ok.events[1].action, Action::SplitRandom { count: 4 });
-        // A seed that draws three nodes drops the event rather than cut off every node.
+        // Sorted by at_ms: the split (at 1 ms) comes before the heal (at 100 ms).
+        assert_eq!(ok.events[0].action, Action::SplitRandom { count: 4 });
+        // A seed that draws three nodes drops the split rather than cut off every node.
         let drawn = (0..64).map(|seed| ok.draw(seed)).find(|d| d.nodes == 3);
         assert_eq!(drawn.map(|d| d.events.len()), Some(1));
         for bad in ["count = 0", "count = 5", "count = 9"] {
