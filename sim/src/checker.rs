@@ -23,6 +23,12 @@
 //! - Committed entries stay durable: after every recovery (the one moment a power loss can
 //!   take data away), every applied entry is still in the logs of a majority (or in the
 //!   snapshots that cover it).
+//!
+//! And once the nemesis has healed everything, in the quiet window that follows (nothing is
+//! faulted, message faults included), the liveness of elections: the cluster settles under one
+//! leader within a bounded number of terms and a bounded time, both derived from the run's
+//! timeouts ([`QuietBounds`]), and from then on keeps that leader and that term: a term change,
+//! a campaign or a lost leadership with nothing faulted is a spurious election.
 
 use raftchat::chat::{Command, Outcome};
 use raftchat::raft::{Entry, EntryData, RoleKind, SnapshotMeta, Status};
@@ -30,6 +36,7 @@ use raftchat::replica::Applied;
 use raftchat::storage::Install;
 use raftchat::types::{ClientId, LogIndex, NodeId, Term};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// A broken property.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,6 +228,46 @@ pub struct Checker {
     /// requires it in the winner's log. Observing the winner later (a paused node reports its
     /// leadership late) would wrongly include entries committed after it won.
     applied_at_first_vote: BTreeMap<(NodeId, Term), LogIndex>,
+    /// The highest term any node has reported.
+    term_max: Term,
+    /// The quiet window after the last heal, once open.
+    quiet: Option<QuietWindow>,
+}
+
+/// What the recovery after the last heal may take, derived from the run's timing by the
+/// caller, which also says how (the derivation goes into every failure message).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuietBounds {
+    /// Most terms the cluster may start between the heal and settling under one leader.
+    pub terms_max: u64,
+    /// Longest the cluster may take from the heal until it settles under one leader.
+    pub settle_max: Duration,
+    /// How long a settled cluster must stay put before a change counts as a spurious election
+    /// rather than the tail of recovery (a resumed node's timers catch up at once).
+    pub grace: Duration,
+    /// How the bounds were computed from the timing, in words and numbers.
+    pub derivation: String,
+}
+
+/// The quiet window: from the last heal to the end of the run.
+#[derive(Clone, Debug)]
+struct QuietWindow {
+    bounds: QuietBounds,
+    /// When the nemesis healed everything.
+    opened_at: Duration,
+    /// The highest term any node had reached by then.
+    term_at_heal: Term,
+    /// The settled state under observation: its term and leader, and since when it holds.
+    settled: Option<(Term, NodeId, Duration)>,
+}
+
+/// How the quiet window went, for the run's report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuietOutcome {
+    /// Time from the heal until the cluster settled under one leader for good.
+    pub settled_after: Duration,
+    /// Terms started between the heal and settling.
+    pub terms_started: u64,
 }
 
 impl Checker {
@@ -428,6 +475,7 @@ impl Checker {
             .get(&(node, status.term))
             .copied()
             .unwrap_or_else(|| self.applied_through());
+        self.term_max = self.term_max.max(status.term);
         let life = self.lives.entry(node).or_default();
         let advanced = status.commit_index > life.commit_index;
         if status.role == RoleKind::Leader && advanced && mirror_term != Some(status.term) {
@@ -589,6 +637,141 @@ impl Checker {
     /// Number of distinct terms that had a leader.
     pub fn leader_terms(&self) -> usize {
         self.leaders.len()
+    }
+
+    /// Nothing is faulted from `now` on: starts checking recovery against `bounds`, then that
+    /// the cluster stays settled.
+    pub fn open_quiet_window(&mut self, bounds: QuietBounds, now: Duration) {
+        assert!(self.quiet.is_none(), "the quiet window opens once per run");
+        self.quiet = Some(QuietWindow {
+            bounds,
+            opened_at: now,
+            term_at_heal: self.term_max,
+            settled: None,
+        });
+    }
+
+    /// The term and leader every running node agrees on, if they all do: one node leads the
+    /// term, and every other follows it. A node killed and not yet restarted (no life), or
+    /// restarted but not yet reporting, has not settled.
+    fn settled_under(&self) -> Option<(Term, NodeId)> {
+        let running: Vec<(NodeId, Status)> = (1..=self.voter_count as u64)
+            .map(NodeId)
+            .filter_map(|node| match self.lives.get(&node) {
+                Some(life) if life.stopped.is_some() => None,
+                Some(life) => Some(life.status.map(|status| (node, status))),
+                None => Some(None),
+            })
+            .collect::<Option<_>>()?;
+        let mut leaders = running.iter().filter(|(_, s)| s.role == RoleKind::Leader);
+        let (leader, leader_status) = *leaders.next()?;
+        if leaders.next().is_some() {
+            return None;
+        }
+        let term = leader_status.term;
+        let following =
+            |s: &Status| s.term == term && s.role == RoleKind::Follower && s.leader == Some(leader);
+        running
+            .iter()
+            .all(|(node, s)| *node == leader || following(s))
+            .then_some((term, leader))
+    }
+
+    /// After a status report from `node` at `now`: within the quiet window, recovery stays
+    /// within its bounds, and a settled cluster stays settled.
+    pub fn check_quiet(&mut self, node: NodeId, now: Duration) -> Result<(), Failure> {
+        let Some(window) = self.quiet.as_ref() else {
+            return Ok(());
+        };
+        let current = self.settled_under();
+        if let Some((term, leader, since)) = window.settled {
+            if current == Some((term, leader)) {
+                return Ok(());
+            }
+            if now - since >= window.bounds.grace {
+                return Err(self.spurious_election(node, term, leader, since, now));
+            }
+        }
+        let window = self.quiet.as_ref().expect("checked above");
+        let terms_started = self.term_max.0.saturating_sub(window.term_at_heal.0);
+        if terms_started > window.bounds.terms_max {
+            let detail = format!(
+                "{terms_started} terms started since everything healed at {:?} (from {} to {}) \
+                 without settling under one leader; the bound is {} ({})",
+                window.opened_at,
+                window.term_at_heal,
+                self.term_max,
+                window.bounds.terms_max,
+                window.bounds.derivation
+            );
+            return fail("recovery_elections", node, detail);
+        }
+        let settled = current.map(|(term, leader)| (term, leader, now));
+        self.quiet.as_mut().expect("checked above").settled = settled;
+        Ok(())
+    }
+
+    fn spurious_election(
+        &self,
+        node: NodeId,
+        term: Term,
+        leader: NodeId,
+        since: Duration,
+        now: Duration,
+    ) -> Failure {
+        let window = self
+            .quiet
+            .as_ref()
+            .expect("a spurious election needs a quiet window");
+        let status = self.lives.get(&node).and_then(|life| life.status);
+        let what = status.map_or("restarted".to_string(), |s| {
+            format!("is now {} in {}", s.role.name(), s.term)
+        });
+        let detail = format!(
+            "spurious election: every node followed {leader} in {term} from {since:?} (settled \
+             {:?} after everything healed at {:?}), and nothing was faulted, but {node} {what}, \
+             {:?} later ({})",
+            since - window.opened_at,
+            window.opened_at,
+            now - since,
+            window.bounds.derivation
+        );
+        Failure {
+            check: "stable_term",
+            node: Some(node),
+            detail,
+        }
+    }
+
+    /// The end of the run: the cluster must have settled, within the time bound.
+    pub fn close_quiet_window(&mut self, now: Duration) -> Result<Option<QuietOutcome>, Failure> {
+        let Some(window) = self.quiet.take() else {
+            return Ok(None);
+        };
+        let terms_started = self.term_max.0.saturating_sub(window.term_at_heal.0);
+        let settled_after = window.settled.map(|(_, _, since)| since - window.opened_at);
+        let bound = window.bounds.settle_max;
+        if settled_after.is_none_or(|after| after > bound) {
+            let observed = settled_after.map_or_else(
+                || format!("had not settled by {:?}", now - window.opened_at),
+                |after| format!("settled only after {after:?}"),
+            );
+            let detail = format!(
+                "after everything healed at {:?}, the cluster {observed} under one leader \
+                 (every running node following it in its term; {terms_started} terms started); \
+                 the bound is {bound:?} ({})",
+                window.opened_at, window.bounds.derivation
+            );
+            return Err(Failure {
+                check: "recovery_time",
+                node: None,
+                detail,
+            });
+        }
+        Ok(settled_after.map(|settled_after| QuietOutcome {
+            settled_after,
+            terms_started,
+        }))
     }
 }
 
@@ -829,5 +1012,143 @@ mod tests {
             .node_started(NodeId(3), snapshot(4, 1), 7, &[noop(6, 1)])
             .unwrap_err();
         assert_eq!(gap.check, "log_gap");
+    }
+
+    fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
+    fn quiet_bounds() -> QuietBounds {
+        QuietBounds {
+            terms_max: 2,
+            settle_max: ms(1000),
+            grace: ms(200),
+            derivation: "test bounds".into(),
+        }
+    }
+
+    /// Reports `node`'s status at `at_ms` and runs the quiet checks, as the world does.
+    fn report(
+        checker: &mut Checker,
+        node: u64,
+        role: RoleKind,
+        term: u64,
+        leader: Option<u64>,
+        at_ms: u64,
+    ) -> Result<(), Failure> {
+        let status = Status {
+            id: NodeId(node),
+            leader: leader.map(NodeId),
+            ..status(role, term, 0)
+        };
+        checker.status(NodeId(node), status)?;
+        checker.check_quiet(NodeId(node), ms(at_ms))
+    }
+
+    /// A three-node cluster that settles under n1 in `term`, 10 ms after `at_ms`.
+    fn settle(checker: &mut Checker, term: u64, at_ms: u64) {
+        report(checker, 1, RoleKind::Leader, term, Some(1), at_ms).unwrap();
+        report(checker, 2, RoleKind::Follower, term, Some(1), at_ms + 5).unwrap();
+        report(checker, 3, RoleKind::Follower, term, Some(1), at_ms + 10).unwrap();
+    }
+
+    #[test]
+    fn an_election_after_the_cluster_settled_with_nothing_faulted_is_caught() {
+        let mut checker = Checker::new(3);
+        report(&mut checker, 1, RoleKind::Follower, 1, None, 0).unwrap();
+        checker.open_quiet_window(quiet_bounds(), ms(0));
+        settle(&mut checker, 2, 100);
+        // Commit index changes keep the term: no failure.
+        report(&mut checker, 2, RoleKind::Follower, 2, Some(1), 600).unwrap();
+        let failure = report(&mut checker, 3, RoleKind::Candidate, 3, None, 900).unwrap_err();
+        assert_eq!(failure.check, "stable_term");
+        assert!(
+            failure.detail.contains("candidate in t3"),
+            "{}",
+            failure.detail
+        );
+        assert!(failure.detail.contains("test bounds"), "{}", failure.detail);
+    }
+
+    #[test]
+    fn a_pre_vote_campaign_or_a_lost_leadership_in_a_settled_cluster_is_caught() {
+        let mut checker = Checker::new(3);
+        checker.open_quiet_window(quiet_bounds(), ms(0));
+        settle(&mut checker, 1, 100);
+        let failure = report(&mut checker, 2, RoleKind::PreCandidate, 1, None, 500).unwrap_err();
+        assert_eq!(failure.check, "stable_term");
+        let mut checker = Checker::new(3);
+        checker.open_quiet_window(quiet_bounds(), ms(0));
+        settle(&mut checker, 1, 100);
+        let failure = report(&mut checker, 1, RoleKind::Follower, 1, None, 500).unwrap_err();
+        assert_eq!(failure.check, "stable_term");
+    }
+
+    #[test]
+    fn a_change_within_the_grace_after_settling_is_recovery_not_a_spurious_election() {
+        let mut checker = Checker::new(3);
+        checker.open_quiet_window(quiet_bounds(), ms(0));
+        settle(&mut checker, 1, 0);
+        // A resumed node's timers fire at once: it campaigns 50 ms after the cluster settled.
+        report(&mut checker, 3, RoleKind::Candidate, 2, None, 60).unwrap();
+        report(&mut checker, 3, RoleKind::Leader, 2, Some(3), 70).unwrap();
+        report(&mut checker, 1, RoleKind::Follower, 2, Some(3), 75).unwrap();
+        report(&mut checker, 2, RoleKind::Follower, 2, Some(3), 80).unwrap();
+        let outcome = checker.close_quiet_window(ms(2000)).unwrap().unwrap();
+        assert_eq!(outcome.settled_after, ms(80));
+        // From t0 at the heal: t1, then t2.
+        assert_eq!(outcome.terms_started, 2);
+    }
+
+    #[test]
+    fn too_many_elections_before_settling_are_caught() {
+        let mut checker = Checker::new(3);
+        report(&mut checker, 1, RoleKind::Follower, 4, None, 0).unwrap();
+        checker.open_quiet_window(quiet_bounds(), ms(0));
+        report(&mut checker, 2, RoleKind::Candidate, 5, None, 100).unwrap();
+        report(&mut checker, 3, RoleKind::Candidate, 6, None, 200).unwrap();
+        let failure = report(&mut checker, 2, RoleKind::Candidate, 7, None, 300).unwrap_err();
+        assert_eq!(failure.check, "recovery_elections");
+        assert!(
+            failure.detail.contains("3 terms started"),
+            "{}",
+            failure.detail
+        );
+        assert!(
+            failure.detail.contains("the bound is 2 (test bounds)"),
+            "{}",
+            failure.detail
+        );
+    }
+
+    #[test]
+    fn settling_late_or_never_is_caught_with_the_bound() {
+        let mut checker = Checker::new(3);
+        checker.open_quiet_window(quiet_bounds(), ms(0));
+        settle(&mut checker, 1, 1500);
+        let failure = checker.close_quiet_window(ms(3000)).unwrap_err();
+        assert_eq!(failure.check, "recovery_time");
+        assert!(
+            failure.detail.contains("settled only after 1.51s"),
+            "{}",
+            failure.detail
+        );
+        let mut checker = Checker::new(3);
+        checker.open_quiet_window(quiet_bounds(), ms(0));
+        report(&mut checker, 1, RoleKind::Leader, 1, Some(1), 100).unwrap();
+        report(&mut checker, 2, RoleKind::Follower, 1, Some(1), 100).unwrap();
+        // n3 never reports after the heal (killed and not restarted): not settled.
+        let failure = checker.close_quiet_window(ms(3000)).unwrap_err();
+        assert_eq!(failure.check, "recovery_time");
+        assert!(
+            failure.detail.contains("had not settled"),
+            "{}",
+            failure.detail
+        );
+        assert!(
+            failure.detail.contains("the bound is 1s (test bounds)"),
+            "{}",
+            failure.detail
+        );
     }
 }

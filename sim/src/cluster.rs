@@ -7,8 +7,14 @@
 //! (2) liveness: every fault is healed and every node restarted, and a new command must commit
 //! within the scenario's bound; (3) convergence: every running node must reach the same applied
 //! index and chat digest within the bound.
+//!
+//! Phases 2 and 3 are the quiet window: every fault is healed, message loss, duplication and
+//! reordering included (the fault layer stands down), so that the window is fault-free in
+//! every scenario, not only in those that draw no message faults. In it the cluster must
+//! settle under one leader within bounds derived from its timeouts ([`quiet_bounds`]), and then
+//! hold that term: an election with nothing faulted is a bug (`Checker::check_quiet`).
 
-use crate::checker::Failure;
+use crate::checker::{Failure, QuietBounds};
 use crate::disk::{DiskStats, SimDiskHandle};
 use crate::faults::{FaultyOutbox, MessageFaults};
 use crate::history::{Completion, HistoryEvent};
@@ -171,9 +177,16 @@ fn node_config(drawn: &Drawn, id: NodeId, members: &BTreeMap<NodeId, SocketAddr>
     config.snapshot_chunk_bytes = drawn.chunk_bytes as usize;
     config.segment_bytes_max = drawn.segment_bytes;
     config.chat_limits = drawn.chat_limits();
-    let election_timeout = Duration::from_millis(drawn.tick_ms * u64::from(drawn.election_ticks.0));
-    config.peer_silence_timeout = (election_timeout / 2).max(Duration::from_millis(50));
+    config.peer_silence_timeout = node_peer_silence_timeout(drawn);
     config
+}
+
+/// How long a node waits on a silent peer link before dialling again: half the shortest
+/// election timeout, so a link stalled by a healed partition comes back before the next
+/// election would.
+fn node_peer_silence_timeout(drawn: &Drawn) -> Duration {
+    let election_timeout = Duration::from_millis(drawn.tick_ms * u64::from(drawn.election_ticks.0));
+    (election_timeout / 2).max(Duration::from_millis(50))
 }
 
 /// Creates one node whose every life recovers from the same simulated disk.
@@ -274,6 +287,24 @@ async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
         .run(&mut nemesis, &world, fault_end)
         .await;
     nemesis.heal_all();
+    world.heal_messages();
+    match quiet_bounds(&drawn) {
+        Ok(bounds) => {
+            let now = world.now();
+            world.trace(None, "quiet_window", || {
+                serde_json::json!({ "terms_max": bounds.terms_max,
+                    "settle_max_ms": bounds.settle_max.as_millis() as u64,
+                    "grace_ms": bounds.grace.as_millis() as u64,
+                    "derivation": bounds.derivation.clone() })
+            });
+            world.with(|s| s.checker.open_quiet_window(bounds, now));
+        }
+        Err(reason) => world.trace(
+            None,
+            "quiet_unchecked",
+            || serde_json::json!({ "reason": reason }),
+        ),
+    }
     let probe = handle
         .create_node()
         .name("probe")
@@ -347,7 +378,85 @@ async fn liveness_and_convergence(
     let recovery = world.now() - healed_at;
     converge(&mut client, &members, &world, healed_at + bound).await;
     read_final_state(&mut client, &drawn, &world, process).await;
+    if !world.violated() {
+        let now = world.now();
+        match world.with(|s| s.checker.close_quiet_window(now)) {
+            Ok(Some(outcome)) => world.trace(None, "settled", || {
+                serde_json::json!({ "after_ms": outcome.settled_after.as_millis() as u64,
+                    "terms_started": outcome.terms_started })
+            }),
+            Ok(None) => {}
+            Err(failure) => world.violate(failure),
+        }
+    }
     Some(recovery)
+}
+
+/// Election rounds the recovery after the last heal may take (terms started before the
+/// cluster settles under one leader) when election timeouts are spread wider than a round
+/// trip: one per node that comes back with a higher term (without pre-vote it deposes the
+/// leader) or splits a vote. Tuned on the scenario library (the most observed is in the
+/// README), with a margin; a narrower spread multiplies it (see `quiet_bounds`).
+const RECOVERY_ELECTION_ROUNDS_MAX: u64 = 6;
+
+/// The bounds of the quiet window, from the run's timing: every node's timers run at its drawn
+/// clock rate again after the heal, so a timeout of T ticks lasts between
+/// T × tick_ms / fastest rate and T × tick_ms / slowest rate. Refused, with the reason, when the
+/// timing itself allows spurious elections: when the slowest leader's heartbeat interval, a
+/// message's latency and a tick of slack may exceed the fastest follower's shortest election
+/// timeout, an election with nothing faulted is no bug.
+fn quiet_bounds(drawn: &Drawn) -> Result<QuietBounds, String> {
+    let rates = drawn.clock_drift.iter().copied();
+    let rate_min = rates.clone().fold(1.0_f64, f64::min);
+    let rate_max = rates.fold(1.0_f64, f64::max);
+    let tick_ms = drawn.tick_ms as f64;
+    let (election_min, election_max) = drawn.election_ticks;
+    let latency_max_ms = drawn
+        .events
+        .iter()
+        .filter_map(|event| match event.action {
+            crate::scenario::Action::Latency { ms } => Some(ms[1]),
+            _ => None,
+        })
+        .fold(drawn.latency_ms.1, u64::max) as f64;
+    let heartbeat_ms = f64::from(drawn.heartbeat_ticks) * tick_ms / rate_min;
+    let election_shortest_ms = f64::from(election_min) * tick_ms / rate_max;
+    let slack_ms = tick_ms / rate_min;
+    if heartbeat_ms + latency_max_ms + slack_ms >= election_shortest_ms {
+        return Err(format!(
+            "a heartbeat every {heartbeat_ms:.1}ms (slowest clock) plus {latency_max_ms}ms \
+             latency and a {slack_ms:.1}ms tick may outlast the shortest election timeout, \
+             {election_shortest_ms:.1}ms (fastest clock)"
+        ));
+    }
+    let election_longest_ms = f64::from(election_max) * tick_ms / rate_min;
+    // A round: the longest timeout, then a pre-vote and a vote, each a round trip.
+    let round_ms = election_longest_ms + 4.0 * latency_max_ms;
+    let redial_ms = node_peer_silence_timeout(drawn).as_secs_f64() * 1000.0 + latency_max_ms;
+    // Candidates whose timeouts fire within a round trip of each other split the vote: the
+    // narrower the spread of timeouts against the round trip, the more rounds it takes.
+    // Timeouts are whole ticks in [min, max): max - 1 - min ticks apart at most (at least one).
+    let spread_ticks = election_max.saturating_sub(election_min + 1).max(1);
+    let spread_ms = f64::from(spread_ticks) * tick_ms / rate_max;
+    let round_trip_ms = 2.0 * latency_max_ms;
+    let split_factor = (round_trip_ms / spread_ms).ceil().max(1.0) as u64;
+    let rounds = RECOVERY_ELECTION_ROUNDS_MAX * split_factor;
+    let settle_ms = redial_ms + rounds as f64 * round_ms + heartbeat_ms;
+    let derivation = format!(
+        "{rounds} election rounds ({RECOVERY_ELECTION_ROUNDS_MAX} x {split_factor}, the round \
+         trip {round_trip_ms}ms over the {spread_ms:.1}ms spread of election timeouts, rounded \
+         up) of {round_ms:.0}ms (the longest election timeout, \
+         {election_max} ticks x {tick_ms}ms / slowest clock rate {rate_min:.2}, plus 4 x \
+         {latency_max_ms}ms latency), after {redial_ms:.0}ms to redial a silent peer link, plus \
+         one {heartbeat_ms:.0}ms heartbeat: {settle_ms:.0}ms; a settled cluster must hold for \
+         one longest election timeout before a change counts as spurious"
+    );
+    Ok(QuietBounds {
+        terms_max: rounds,
+        settle_max: Duration::from_secs_f64(settle_ms / 1000.0),
+        grace: Duration::from_secs_f64(election_longest_ms / 1000.0),
+        derivation,
+    })
 }
 
 /// Reads every account and inbox back into the history, so the linearizability check covers

@@ -126,12 +126,13 @@ impl FaultyOutbox {
 impl Outbox for FaultyOutbox {
     fn send(&mut self, message: Message) {
         self.world.message_sent(self.node, &message);
-        if self
+        let aimed_elsewhere = self
             .faults
             .kind
-            .is_some_and(|kind| kind != message.body.kind())
-        {
+            .is_some_and(|kind| kind != message.body.kind());
+        if aimed_elsewhere || self.world.messages_healed() {
             // Not a kind the faults aim at: no draw, so other messages' faults stay as drawn.
+            // And once everything is healed, nothing is faulted any more.
             self.inner.send(message);
             return;
         }

@@ -439,6 +439,9 @@ impl Nemesis {
         for node in self.node_ids() {
             self.pause(node, false);
             self.restart(node);
+            if let Some(n) = self.nodes.get(&node) {
+                n.clock.set(n.drift);
+            }
         }
     }
 }

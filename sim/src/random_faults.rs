@@ -246,6 +246,7 @@ fn resolve(action: &scenario::Action, nemesis: &mut Nemesis, world: &World) -> O
         A::Split { minority } => {
             Action::Split(minority.iter().map(&mut node).collect::<Option<_>>()?)
         }
+        A::SplitRandom { count } => Action::Split(pick_nodes(nemesis, *count as usize)),
         A::OneWay { from, to } => Action::OneWay(node(from)?, node(to)?),
         A::Bridge { node: n } => Action::Bridge(node(n)?),
         A::Heal => Action::Heal,
@@ -258,6 +259,20 @@ fn resolve(action: &scenario::Action, nemesis: &mut Nemesis, world: &World) -> O
         A::CrashAll => Action::CrashAll,
         A::PowerLossAll { torn } => Action::PowerLossAll { torn: *torn },
     })
+}
+
+/// `count` distinct nodes picked uniformly from the whole cluster (the loader keeps `count`
+/// below the cluster's size).
+fn pick_nodes(nemesis: &mut Nemesis, count: usize) -> Vec<NodeId> {
+    let mut nodes = nemesis.node_ids();
+    assert!(count < nodes.len(), "split_random would cut off every node");
+    let mut picked = Vec::with_capacity(count);
+    for _ in 0..count {
+        let k = nemesis.rng().gen_range(0..nodes.len());
+        picked.push(nodes.remove(k));
+    }
+    picked.sort();
+    picked
 }
 
 fn resolve_node(node: NodeRef, nemesis: &mut Nemesis, world: &World) -> Option<NodeId> {

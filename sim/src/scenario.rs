@@ -131,6 +131,8 @@
 //! | `resume` | `node` | resume a paused node |
 //! | `isolate` | `node` | cut the node off from every other node |
 //! | `split` | `minority` (a list of nodes) | partition those nodes from the rest |
+//! | `split_random` | `count` | partition `count` nodes, picked at random when the event fires \
+//! (the leader among them or not), from the rest; `count` is less than the cluster's size |
 //! | `one_way` | `from`, `to` | drop messages from `from` to `to`; the reverse direction flows |
 //! | `bridge` | `node` | split the others into two halves that can each talk only to `node` |
 //! | `heal` | | remove every partition |
@@ -825,6 +827,11 @@ pub enum Action {
         /// The smaller side (never empty, never every node).
         minority: Vec<NodeRef>,
     },
+    /// Partition `count` nodes, picked at random when the event fires, from the rest.
+    SplitRandom {
+        /// How many nodes are cut off (at least 1, fewer than the cluster's size).
+        count: u32,
+    },
     /// Drop messages from `from` to `to`; the reverse direction flows.
     OneWay {
         /// The sender whose messages are dropped.
@@ -882,6 +889,7 @@ impl Action {
             Action::Resume { .. } => ActionKind::Resume,
             Action::Isolate { .. } => ActionKind::Isolate,
             Action::Split { .. } => ActionKind::Split,
+            Action::SplitRandom { .. } => ActionKind::SplitRandom,
             Action::OneWay { .. } => ActionKind::OneWay,
             Action::Bridge { .. } => ActionKind::Bridge,
             Action::Heal => ActionKind::Heal,
@@ -909,6 +917,7 @@ impl Action {
             Action::Split { minority } => minority.clone(),
             Action::OneWay { from, to } => vec![*from, *to],
             Action::Heal
+            | Action::SplitRandom { .. }
             | Action::Latency { .. }
             | Action::RestartAll
             | Action::CrashAll
@@ -925,6 +934,7 @@ impl Action {
         });
         let split_leaves_rest = match self {
             Action::Split { minority } => minority.len() < nodes as usize,
+            Action::SplitRandom { count } => *count < nodes,
             _ => true,
         };
         ids_exist && split_leaves_rest
@@ -942,6 +952,7 @@ enum ActionKind {
     Resume,
     Isolate,
     Split,
+    SplitRandom,
     OneWay,
     Bridge,
     Heal,
@@ -963,6 +974,7 @@ impl ActionKind {
             ActionKind::Resume => "resume",
             ActionKind::Isolate => "isolate",
             ActionKind::Split => "split",
+            ActionKind::SplitRandom => "split_random",
             ActionKind::OneWay => "one_way",
             ActionKind::Bridge => "bridge",
             ActionKind::Heal => "heal",
@@ -987,6 +999,7 @@ impl ActionKind {
             | ActionKind::CorruptTail => &["node"],
             ActionKind::PowerLoss => &["node", "torn", "corrupt"],
             ActionKind::Split => &["minority"],
+            ActionKind::SplitRandom => &["count"],
             ActionKind::OneWay => &["from", "to"],
             ActionKind::Latency => &["ms"],
             ActionKind::ClockDrift => &["node", "factor"],
@@ -1009,6 +1022,7 @@ struct RawEvent {
     torn: Option<bool>,
     corrupt: Option<bool>,
     minority: Option<Vec<NodeRef>>,
+    count: Option<u32>,
     from: Option<NodeRef>,
     to: Option<NodeRef>,
     #[serde(default, deserialize_with = "optional_pair")]
@@ -1023,6 +1037,7 @@ impl RawEvent {
             ("torn", self.torn.is_some()),
             ("corrupt", self.corrupt.is_some()),
             ("minority", self.minority.is_some()),
+            ("count", self.count.is_some()),
             ("from", self.from.is_some()),
             ("to", self.to.is_some()),
             ("ms", self.ms.is_some()),
@@ -1473,6 +1488,7 @@ impl Event {
                 let nodes: Vec<String> = minority.iter().map(node).collect();
                 key("minority", format!("[{}]", nodes.join(", ")));
             }
+            Action::SplitRandom { count } => key("count", count.to_string()),
             Action::OneWay { from, to } => {
                 key("from", node(from));
                 key("to", node(to));
@@ -2118,6 +2134,7 @@ impl EventFields<'_> {
             ActionKind::Resume => Action::Resume { node: self.node()? },
             ActionKind::Isolate => Action::Isolate { node: self.node()? },
             ActionKind::Split => self.split()?,
+            ActionKind::SplitRandom => self.split_random()?,
             ActionKind::OneWay => self.one_way()?,
             ActionKind::Bridge => Action::Bridge { node: self.node()? },
             ActionKind::Heal => Action::Heal,
@@ -2179,6 +2196,19 @@ impl EventFields<'_> {
         Ok(Action::Split {
             minority: minority.to_vec(),
         })
+    }
+
+    fn split_random(&self) -> Result<Action, Invalid> {
+        let count = self.required(self.raw.count, "count")?;
+        let nodes_max = self.limits.nodes_max;
+        if count == 0 || count >= nodes_max {
+            let message = format!(
+                "must be at least 1 and less than cluster.nodes (at most {nodes_max}), so both \
+                 sides have a node, got {count}"
+            );
+            return Err(invalid(&self.key("count"), message));
+        }
+        Ok(Action::SplitRandom { count })
     }
 }
 
@@ -2600,6 +2630,11 @@ action = "split"
 minority = [1, "leader"]
 
 [[events]]
+at_ms = 5500
+action = "split_random"
+count = 2
+
+[[events]]
 at_ms = 6000
 action = "one_way"
 from = "leader"
@@ -2680,7 +2715,7 @@ action = "restart_all"
             ["crash", "restart"],
             "same at_ms keeps file order"
         );
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 17);
         assert_eq!(
             s.events[0].action,
             Action::Crash {
@@ -2697,6 +2732,8 @@ action = "restart_all"
             minority: vec![NodeRef::Id(1), NodeRef::Leader],
         };
         assert!(s.events.iter().any(|e| e.action == split));
+        let split_random = Action::SplitRandom { count: 2 };
+        assert!(s.events.iter().any(|e| e.action == split_random));
         let one_way = Action::OneWay {
             from: NodeRef::Leader,
             to: NodeRef::Id(3),
@@ -2982,6 +3019,33 @@ action = "restart_all"
 
     fn event(body: &str) -> String {
         format!("[[events]]\nat_ms = 100\naction = \"heal\"\n\n[[events]]\n{body}\n")
+    }
+
+    #[test]
+    fn split_random_needs_a_count_that_leaves_both_sides_a_node() {
+        let three = |body: &str| format!("[cluster]\nnodes = [3, 5]\n{}", event(body));
+        let ok = parse_ok(&three("at_ms = 1\naction = \"split_random\"\ncount = 4"));
+        // Sorted by at_ms: the split (at 1 ms) comes before the heal (at 100 ms).
+        assert_eq!(ok.events[0].action, Action::SplitRandom { count: 4 });
+        // A seed that draws three nodes drops the split rather than cut off every node.
+        let drawn = (0..64).map(|seed| ok.draw(seed)).find(|d| d.nodes == 3);
+        assert_eq!(drawn.map(|d| d.events.len()), Some(1));
+        for bad in ["count = 0", "count = 5", "count = 9"] {
+            let body = format!("at_ms = 1\naction = \"split_random\"\n{bad}");
+            assert_error_names(&three(&body), "events[1].count");
+        }
+        assert_error_names(
+            &three("at_ms = 1\naction = \"split_random\""),
+            "events[1].count",
+        );
+        assert_error_names(
+            &three("at_ms = 1\naction = \"split_random\"\ncount = 2\nnode = 1"),
+            "events[1].node",
+        );
+        assert_error_names(
+            &three("at_ms = 1\naction = \"split\"\nminority = [1]\ncount = 2"),
+            "events[1].count",
+        );
     }
 
     #[test]
@@ -3359,6 +3423,7 @@ action = "restart_all"
             Action::Split {
                 minority: vec![NodeRef::Id(1), NodeRef::Id(3)],
             },
+            Action::SplitRandom { count: 2 },
             Action::OneWay {
                 from: NodeRef::Id(1),
                 to: NodeRef::Id(2),

@@ -103,6 +103,7 @@ pub fn fault_groups(events: &[Event]) -> Vec<Vec<usize>> {
             }
             Action::Isolate { .. }
             | Action::Split { .. }
+            | Action::SplitRandom { .. }
             | Action::OneWay { .. }
             | Action::Bridge { .. } => {
                 let group = open(&mut groups);

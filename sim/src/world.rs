@@ -9,6 +9,7 @@ use raftchat::raft::MessageBody;
 use raftchat::types::NodeId;
 use raftchat_node::observer::{Event, Observer};
 use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -63,6 +64,8 @@ pub struct World {
     start: Instant,
     state: Mutex<WorldState>,
     tracing: bool,
+    /// Set once the nemesis has healed everything: the message fault layer stands down.
+    healed: AtomicBool,
 }
 
 impl World {
@@ -77,6 +80,7 @@ impl World {
             start: Instant::now(),
             state: Mutex::new(state),
             tracing,
+            healed: AtomicBool::new(false),
         }
     }
 
@@ -106,6 +110,18 @@ impl World {
                 trace.record(time, node.map(|n| n.0), kind, fields());
             }
         });
+    }
+
+    /// Everything is healed for the rest of the run: message faults stop too, and the quiet
+    /// window's checks begin (see `Checker::open_quiet_window`).
+    pub fn heal_messages(&self) {
+        self.healed.store(true, Ordering::Relaxed);
+        self.trace(None, "heal_messages", || json!({}));
+    }
+
+    /// Whether message faults have stopped for the rest of the run.
+    pub fn messages_healed(&self) -> bool {
+        self.healed.load(Ordering::Relaxed)
     }
 
     /// Records a violation unless one is already recorded.
@@ -233,7 +249,12 @@ impl Observer for World {
                 });
             }
             Event::Status(status) => {
-                let result = self.with(|s| s.checker.status(node, *status));
+                let time = self.now();
+                let result = self.with(|s| {
+                    s.checker
+                        .status(node, *status)
+                        .and_then(|()| s.checker.check_quiet(node, time))
+                });
                 self.trace(Some(node), "status", || {
                     json!({
                         "role": status.role.name(),
