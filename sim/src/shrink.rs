@@ -12,7 +12,7 @@
 //!    accident; then ddmin again over single events, which may drop a repair (the fault then
 //!    lasts until the fault phase ends).
 //! 3. Simplify the drawn parameters one at a time: no message faults, fewer clients, a
-//!    slower workload, no clock drift, a shorter run.
+//!    slower workload, fewer nodes, no clock drift, a shorter run.
 //!
 //! Removing a fault changes everything after it (madsim has one random stream), so a
 //! candidate is run with a few seeds and counts as failing if any of them fails; message
@@ -405,6 +405,35 @@ impl Search<'_> {
                 break;
             }
         }
+        while self.best.rate_per_client > 1.0 {
+            let rate = self.best.rate_per_client / 2.0;
+            let slower = Drawn {
+                rate_per_client: rate,
+                ..self.best.clone()
+            };
+            if !self.try_one(
+                slower,
+                &format!("{rate:.1} operations per second per client"),
+            ) {
+                break;
+            }
+        }
+        // Fewer nodes, two at a time (a majority stays a majority of an odd cluster), while
+        // every event still names nodes that exist.
+        while self.best.nodes >= 3 {
+            let nodes = self.best.nodes - 2;
+            if !self.best.events.iter().all(|e| e.action.fits(nodes)) {
+                break;
+            }
+            let smaller = Drawn {
+                nodes,
+                clock_drift: self.best.clock_drift[..nodes as usize].to_vec(),
+                ..self.best.clone()
+            };
+            if !self.try_one(smaller, &format!("{nodes} nodes")) {
+                break;
+            }
+        }
         if self.best.clock_drift.iter().any(|&f| f != 1.0) {
             let steady = Drawn {
                 clock_drift: vec![1.0; self.best.clock_drift.len()],
@@ -601,6 +630,9 @@ mod tests {
         assert_eq!(shrunk.drawn.events.len(), 1, "{:?}", shrunk.log);
         assert_eq!(shrunk.drawn.loss, 0.0);
         assert_eq!(shrunk.drawn.clients, 1);
+        assert_eq!(shrunk.drawn.nodes, 1);
+        assert_eq!(shrunk.drawn.clock_drift.len(), 1);
+        assert!(shrunk.drawn.rate_per_client <= 1.0);
         // Cut at the violation: 1 s + 2, then down to the last event's second + 1.
         assert_eq!(shrunk.drawn.duration_secs, 2);
     }
