@@ -78,6 +78,8 @@ pub struct NodeConfig {
     pub append_entries_max: usize,
     /// Most unacknowledged AppendEntries per follower.
     pub inflight_appends_max: usize,
+    /// Most committed entries applied in one turn of the event loop.
+    pub apply_entries_max: usize,
     /// When the node snapshots its state and compacts its log.
     pub snapshot_policy: SnapshotPolicy,
     /// Entries kept behind a new snapshot for followers a little behind it.
@@ -119,6 +121,7 @@ impl NodeConfig {
             check_quorum: true,
             append_entries_max: limits::APPEND_ENTRIES_MAX,
             inflight_appends_max: limits::INFLIGHT_APPENDS_MAX,
+            apply_entries_max: limits::APPLY_ENTRIES_MAX,
             snapshot_policy: SnapshotPolicy::default(),
             snapshot_catch_up_entries: limits::SNAPSHOT_CATCH_UP_ENTRIES,
             snapshot_chunk_bytes: limits::SNAPSHOT_CHUNK_BYTES_MAX,
@@ -141,6 +144,7 @@ impl NodeConfig {
         config.check_quorum = self.check_quorum;
         config.append_entries_max = self.append_entries_max;
         config.inflight_appends_max = self.inflight_appends_max;
+        config.apply_entries_max = self.apply_entries_max;
         config.snapshot_catch_up_entries = self.snapshot_catch_up_entries;
         config.snapshot_chunk_bytes_max = self.snapshot_chunk_bytes;
         config

@@ -169,6 +169,7 @@ fn node_config(drawn: &Drawn, id: NodeId, members: &BTreeMap<NodeId, SocketAddr>
     config.check_quorum = drawn.check_quorum;
     config.append_entries_max = drawn.append_entries_max as usize;
     config.inflight_appends_max = drawn.inflight_appends_max as usize;
+    config.apply_entries_max = drawn.apply_entries_max as usize;
     config.snapshot_policy = raftchat::replica::SnapshotPolicy {
         log_entries: drawn.snapshot_log_entries,
         log_bytes: drawn.snapshot_log_bytes,

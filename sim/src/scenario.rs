@@ -43,6 +43,8 @@
 //!                            #   batch)
 //! inflight_appends_max = 64  # param, 1..=64: most unacknowledged AppendEntries per follower
 //!                            #   (1 waits for each answer; small values keep the window full)
+//! apply_entries_max = 4096   # param, 1..=4096: most committed entries applied in one turn of
+//!                            #   a node's loop (1 applies entry by entry)
 //!
 //! [snapshot]                 # snapshots and compaction: tiny by default, so every run
 //!                            #   snapshots, compacts and installs all the time
@@ -167,6 +169,8 @@
 const APPEND_ENTRIES_MAX: u32 = raftchat::limits::APPEND_ENTRIES_MAX as u32;
 /// Largest `inflight_appends_max`: the runtime's own.
 const INFLIGHT_APPENDS_MAX: u32 = raftchat::limits::INFLIGHT_APPENDS_MAX as u32;
+/// Largest `apply_entries_max`: the core's own.
+const APPLY_ENTRIES_MAX: u32 = raftchat::limits::APPLY_ENTRIES_MAX as u32;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -374,6 +378,8 @@ pub struct ClusterSpec {
     pub append_entries_max: Param<u32>,
     /// Most unacknowledged AppendEntries per follower.
     pub inflight_appends_max: Param<u32>,
+    /// Most committed entries applied in one turn of a node's loop.
+    pub apply_entries_max: Param<u32>,
 }
 
 impl Default for ClusterSpec {
@@ -387,6 +393,7 @@ impl Default for ClusterSpec {
             check_quorum: Choice::One(true),
             append_entries_max: Param::Fixed(APPEND_ENTRIES_MAX),
             inflight_appends_max: Param::Fixed(INFLIGHT_APPENDS_MAX),
+            apply_entries_max: Param::Fixed(APPLY_ENTRIES_MAX),
         }
     }
 }
@@ -1220,6 +1227,8 @@ impl Scenario {
             check_quorum: self.cluster.check_quorum.draw(rng),
             append_entries_max: self.cluster.append_entries_max.draw(rng),
             inflight_appends_max: self.cluster.inflight_appends_max.draw(rng),
+            // Last of all, for the same reason.
+            apply_entries_max: self.cluster.apply_entries_max.draw(rng),
         }
     }
 }
@@ -1243,6 +1252,8 @@ pub struct Drawn {
     pub append_entries_max: u32,
     /// Most unacknowledged AppendEntries per follower.
     pub inflight_appends_max: u32,
+    /// Most committed entries applied in one turn of a node's loop.
+    pub apply_entries_max: u32,
     /// Simulated seconds of the fault phase.
     pub duration_secs: u64,
     /// Simulated seconds the liveness phase may take.
@@ -1370,6 +1381,11 @@ impl Drawn {
             cluster.inflight_appends_max.is_fixed(),
             "inflight_appends_max",
             self.inflight_appends_max.into(),
+        );
+        int(
+            cluster.apply_entries_max.is_fixed(),
+            "apply_entries_max",
+            self.apply_entries_max.into(),
         );
         let snapshot = &scenario.snapshot;
         let drawn_ints = [
@@ -1570,6 +1586,7 @@ impl Drawn {
                         "inflight_appends_max",
                         self.inflight_appends_max.to_string(),
                     ),
+                    ("apply_entries_max", self.apply_entries_max.to_string()),
                 ],
             ),
             (
@@ -1841,6 +1858,12 @@ fn validate_cluster(cluster: &ClusterSpec) -> Result<(), Invalid> {
     cluster.inflight_appends_max.validate(
         "cluster.inflight_appends_max",
         |n| (1..=INFLIGHT_APPENDS_MAX).contains(&n),
+        &want,
+    )?;
+    let want = format!("between 1 and {APPLY_ENTRIES_MAX}");
+    cluster.apply_entries_max.validate(
+        "cluster.apply_entries_max",
+        |n| (1..=APPLY_ENTRIES_MAX).contains(&n),
         &want,
     )?;
     for (key, choice) in [

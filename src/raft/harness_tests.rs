@@ -195,6 +195,8 @@ impl Harness {
         config.heartbeat_interval_ticks = 3;
         config.inflight_appends_max = 4;
         config.append_entries_max = 8;
+        // Smaller than the batches that commit at once: applying takes several rounds.
+        config.apply_entries_max = 3;
         config.snapshot_catch_up_entries = self.options.catch_up_entries;
         config.snapshot_chunk_bytes_max = self.options.chunk_bytes;
         config.snapshot_inflight_chunks_max = 3;

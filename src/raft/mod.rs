@@ -71,6 +71,9 @@ pub struct Config {
     pub append_bytes_max: usize,
     /// Most unacknowledged AppendEntries per follower.
     pub inflight_appends_max: usize,
+    /// Most committed entries one `Ready` hands over to apply; at most
+    /// [`limits::APPLY_ENTRIES_MAX`]. Small values make the host apply in many small batches.
+    pub apply_entries_max: usize,
     /// Most proposed-but-uncommitted entries before proposals are refused.
     pub uncommitted_entries_max: usize,
     /// Largest chunk of a snapshot in one InstallSnapshot.
@@ -96,6 +99,7 @@ impl Config {
             append_entries_max: limits::APPEND_ENTRIES_MAX,
             append_bytes_max: limits::APPEND_BYTES_MAX,
             inflight_appends_max: limits::INFLIGHT_APPENDS_MAX,
+            apply_entries_max: limits::APPLY_ENTRIES_MAX,
             uncommitted_entries_max: limits::UNCOMMITTED_ENTRIES_MAX,
             snapshot_chunk_bytes_max: limits::SNAPSHOT_CHUNK_BYTES_MAX,
             snapshot_inflight_chunks_max: limits::SNAPSHOT_INFLIGHT_CHUNKS_MAX,
@@ -130,6 +134,9 @@ impl Config {
         }
         if self.append_entries_max == 0 || self.inflight_appends_max == 0 {
             return fail("append batch and inflight window must be at least 1");
+        }
+        if !(1..=limits::APPLY_ENTRIES_MAX).contains(&self.apply_entries_max) {
+            return fail("apply batch must be between 1 and APPLY_ENTRIES_MAX entries");
         }
         if self.uncommitted_entries_max == 0 {
             return fail("uncommitted entry bound must be at least 1");
@@ -706,11 +713,13 @@ impl Raft {
         };
         #[cfg(feature = "mutants")]
         let committed_entries = match crate::mutants::is_active(Mutant::ApplyBeforeCommit) {
-            true => self.log.unapplied_through_last(limits::APPLY_ENTRIES_MAX),
-            false => self.log.committed_unapplied(limits::APPLY_ENTRIES_MAX),
+            true => self
+                .log
+                .unapplied_through_last(self.config.apply_entries_max),
+            false => self.log.committed_unapplied(self.config.apply_entries_max),
         };
         #[cfg(not(feature = "mutants"))]
-        let committed_entries = self.log.committed_unapplied(limits::APPLY_ENTRIES_MAX);
+        let committed_entries = self.log.committed_unapplied(self.config.apply_entries_max);
         let entries = self.log.unstable_entries().to_vec();
         // The term and the vote are promises and must be synced before any message that
         // relies on them. The commit index is not: a node that restarts with an older one

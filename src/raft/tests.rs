@@ -653,6 +653,39 @@ fn figure_2_restart_restores_term_vote_and_log() {
     ));
 }
 
+/// The committed entries are handed over at most `apply_entries_max` per `Ready`, in order,
+/// until every one is applied; a batch bound of 0 or above the core's own is refused.
+#[test]
+fn committed_entries_are_applied_in_batches_of_at_most_apply_entries_max() {
+    let entries: Vec<Entry> = (1..=7).map(|i| entry(i, 1)).collect();
+    let hard_state = HardState {
+        term: Term(1),
+        vote: None,
+        commit_index: LogIndex(7),
+    };
+    let cfg = Config {
+        apply_entries_max: 3,
+        ..config(1, 3)
+    };
+    let mut r = restart(cfg, ChaCha8Rng::seed_from_u64(1), hard_state, entries).unwrap();
+    let mut batches = Vec::new();
+    while let Some(ready) = r.ready() {
+        let indexes: Vec<u64> = ready.committed_entries.iter().map(|e| e.index.0).collect();
+        r.advance();
+        if !indexes.is_empty() {
+            batches.push(indexes);
+        }
+    }
+    assert_eq!(batches, vec![vec![1, 2, 3], vec![4, 5, 6], vec![7]]);
+    for bad in [0, limits::APPLY_ENTRIES_MAX + 1] {
+        let cfg = Config {
+            apply_entries_max: bad,
+            ..config(1, 3)
+        };
+        assert!(cfg.validate().is_err(), "apply_entries_max {bad} accepted");
+    }
+}
+
 /// Persisted state that no correct node could have written is refused, not trusted.
 #[test]
 fn restart_refuses_inconsistent_persisted_state() {
