@@ -3374,11 +3374,58 @@ action = "restart_all"
                 Ok(scenario) => {
                     let drawn = scenario.draw(case);
                     assert!(!drawn.summary(&scenario).contains('\n'));
+                    // Whatever loads, pinned, loads again and draws the same.
+                    let pinned_text = drawn.pinned_toml("pinned");
+                    let pinned = Scenario::parse(Path::new("p.toml"), &pinned_text)
+                        .unwrap_or_else(|e| panic!("{e}\n{pinned_text}"));
+                    let expected = Drawn {
+                        events_dropped: 0,
+                        ..drawn
+                    };
+                    assert_eq!(pinned.draw(case + 1), expected);
                 }
                 Err(e) => {
                     let line = e.to_string();
                     assert!(!line.contains('\n'), "not one line: {line:?}");
                     assert!(line.starts_with("scenarios/x.toml: "), "{line:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_schedules_never_panic_and_valid_ones_write_back() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0x5C4E);
+        let alphabet = b"[]{}=\"'#.,\n\t -_0123456789abcdefxyzeE+";
+        let valid: String = [
+            "[[events]]\nat_ms = 1.5\naction = \"crash\"\nnode = 1\n",
+            "[[events]]\nat_ms = 20\naction = \"split\"\nminority = [1, 3]\n",
+            "[[events]]\nat_ms = 30.000001\naction = \"power_loss\"\nnode = 2\ntorn = true\n\
+             corrupt = false\n",
+            "[[events]]\nat_ms = 40\naction = \"latency\"\nms = [1, 9]\n",
+            "[[events]]\nat_ms = 50\naction = \"clock_drift\"\nnode = 3\nfactor = 1.25\n",
+            "[[events]]\nat_ms = 60\naction = \"split_random\"\ncount = 1\n",
+        ]
+        .concat();
+        for case in 0..600 {
+            let mut bytes = valid.as_bytes().to_vec();
+            for _ in 0..rng.gen_range(1..4) {
+                let at = rng.gen_range(0..bytes.len());
+                bytes[at] = alphabet[rng.gen_range(0..alphabet.len())];
+            }
+            bytes.truncate(rng.gen_range(bytes.len() / 2..=bytes.len()));
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let path = Path::new("s.toml");
+            match parse_schedule(path, &text, 3, 1 + case % 3) {
+                Ok(events) => {
+                    let written: String = events.iter().map(Event::to_toml).collect();
+                    let again = parse_schedule(path, &written, 3, 1 + case % 3);
+                    assert_eq!(again.as_ref(), Ok(&events), "{written}");
+                }
+                Err(e) => {
+                    let line = e.to_string();
+                    assert!(!line.contains('\n'), "not one line: {line:?}");
+                    assert!(line.starts_with("s.toml: "), "{line:?}");
                 }
             }
         }
