@@ -238,10 +238,13 @@ pub struct Checker {
 /// caller, which also says how (the derivation goes into every failure message).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuietBounds {
-    /// Most terms the cluster may start between the heal and settling under one leader.
-    pub terms_max: u64,
-    /// Longest the cluster may take from the heal until it settles under one leader.
-    pub settle_max: Duration,
+    /// Most terms the cluster may start between the heal and settling under one leader; none
+    /// when the timing gives randomized elections no bound (timeouts spread narrower than a
+    /// round trip split votes round after round, with no limit but luck).
+    pub terms_max: Option<u64>,
+    /// Longest the cluster may take from the heal until it settles under one leader; none
+    /// when `terms_max` is none.
+    pub settle_max: Option<Duration>,
     /// How long a settled cluster must stay put before a change counts as a spurious election
     /// rather than the tail of recovery (a resumed node's timers catch up at once).
     pub grace: Duration,
@@ -694,15 +697,11 @@ impl Checker {
         }
         let window = self.quiet.as_ref().expect("checked above");
         let terms_started = self.term_max.0.saturating_sub(window.term_at_heal.0);
-        if terms_started > window.bounds.terms_max {
+        if let Some(terms_max) = window.bounds.terms_max.filter(|&max| terms_started > max) {
             let detail = format!(
                 "{terms_started} terms started since everything healed at {:?} (from {} to {}) \
-                 without settling under one leader; the bound is {} ({})",
-                window.opened_at,
-                window.term_at_heal,
-                self.term_max,
-                window.bounds.terms_max,
-                window.bounds.derivation
+                 without settling under one leader; the bound is {terms_max} ({})",
+                window.opened_at, window.term_at_heal, self.term_max, window.bounds.derivation
             );
             return fail("recovery_elections", node, detail);
         }
@@ -750,7 +749,12 @@ impl Checker {
         };
         let terms_started = self.term_max.0.saturating_sub(window.term_at_heal.0);
         let settled_after = window.settled.map(|(_, _, since)| since - window.opened_at);
-        let bound = window.bounds.settle_max;
+        let Some(bound) = window.bounds.settle_max else {
+            return Ok(settled_after.map(|settled_after| QuietOutcome {
+                settled_after,
+                terms_started,
+            }));
+        };
         if settled_after.is_none_or(|after| after > bound) {
             let observed = settled_after.map_or_else(
                 || format!("had not settled by {:?}", now - window.opened_at),
@@ -1020,8 +1024,8 @@ mod tests {
 
     fn quiet_bounds() -> QuietBounds {
         QuietBounds {
-            terms_max: 2,
-            settle_max: ms(1000),
+            terms_max: Some(2),
+            settle_max: Some(ms(1000)),
             grace: ms(200),
             derivation: "test bounds".into(),
         }
@@ -1098,6 +1102,34 @@ mod tests {
         assert_eq!(outcome.settled_after, ms(80));
         // From t0 at the heal: t1, then t2.
         assert_eq!(outcome.terms_started, 2);
+    }
+
+    #[test]
+    fn unbounded_recovery_counts_no_terms_but_a_settled_cluster_must_stay_settled() {
+        let mut checker = Checker::new(3);
+        let unbounded = QuietBounds {
+            terms_max: None,
+            settle_max: None,
+            ..quiet_bounds()
+        };
+        checker.open_quiet_window(unbounded, ms(0));
+        // Split votes, round after round: no failure, however many.
+        for term in 1..=30 {
+            report(&mut checker, 2, RoleKind::Candidate, term, None, term * 10).unwrap();
+        }
+        assert_eq!(checker.close_quiet_window(ms(5000)), Ok(None));
+        let mut checker = Checker::new(3);
+        checker.open_quiet_window(
+            QuietBounds {
+                terms_max: None,
+                settle_max: None,
+                ..quiet_bounds()
+            },
+            ms(0),
+        );
+        settle(&mut checker, 31, 400);
+        let failure = report(&mut checker, 3, RoleKind::Candidate, 32, None, 2000).unwrap_err();
+        assert_eq!(failure.check, "stable_term");
     }
 
     #[test]
