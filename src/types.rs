@@ -43,6 +43,12 @@ id_newtype!(
     ClientId,
     "c"
 );
+id_newtype!(
+    /// A linearizable read's identity, chosen by the host that asks for it (unique among its
+    /// reads in flight), and handed back with the read's index.
+    ReadId,
+    "r"
+);
 
 impl Term {
     /// The term after this one.

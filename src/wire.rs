@@ -12,8 +12,9 @@ use crate::types::{LogIndex, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version spoken; a peer or client speaking another is refused. Version 2 added
-/// snapshot transfer, message ids in fetch replies, and log sizes in status.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// snapshot transfer, message ids in fetch replies, and log sizes in status; version 3 read
+/// rounds in heartbeats and the ReadIndex messages.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Everything that travels over a raftchat connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

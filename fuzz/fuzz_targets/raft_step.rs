@@ -12,10 +12,10 @@
 use arbitrary::{Arbitrary, Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use raftchat::raft::{
-    AppendOutcome, Config, Entry, EntryData, Message, MessageBody, Payload, Raft, Snapshot,
-    SnapshotMeta,
+    AppendOutcome, Config, Entry, EntryData, Message, MessageBody, Payload, Raft, RoleKind,
+    Snapshot, SnapshotMeta,
 };
-use raftchat::types::{LogIndex, NodeId, Term};
+use raftchat::types::{LogIndex, NodeId, ReadId, Term};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -40,7 +40,7 @@ struct Input(Message);
 
 impl<'a> Arbitrary<'a> for Input {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Input> {
-        let body = match u.int_in_range(0..=7)? {
+        let body = match u.int_in_range(0..=9)? {
             0 => MessageBody::RequestVote {
                 pre_vote: u.arbitrary()?,
                 last_log_index: index(u)?,
@@ -86,6 +86,7 @@ impl<'a> Arbitrary<'a> for Input {
             }),
             4 => MessageBody::Heartbeat {
                 leader_commit: index(u)?,
+                read_round: small(u, 8)?,
             },
             5 => {
                 let snapshot = snapshot_meta(u)?;
@@ -102,7 +103,20 @@ impl<'a> Arbitrary<'a> for Input {
                 next_offset: small(u, 8)?,
                 resend: u.arbitrary()?,
             },
-            _ => MessageBody::HeartbeatResponse,
+            7 => MessageBody::ReadIndex {
+                read: ReadId(small(u, 4)?),
+            },
+            8 => MessageBody::ReadIndexResponse {
+                read: ReadId(small(u, 4)?),
+                index: if u.arbitrary()? {
+                    Some(index(u)?)
+                } else {
+                    None
+                },
+            },
+            _ => MessageBody::HeartbeatResponse {
+                read_round: small(u, 8)?,
+            },
         };
         Ok(Input(Message {
             from: NodeId(u.int_in_range(1..=4)?),
@@ -126,6 +140,8 @@ fn snapshot_meta(u: &mut Unstructured<'_>) -> Result<SnapshotMeta> {
 enum Action {
     Tick(u8),
     Propose(u8),
+    /// A linearizable read.
+    Read(u8),
     Step(Input),
     /// The host made a snapshot of the state at the applied index durable.
     TakeSnapshot,
@@ -166,6 +182,7 @@ fuzz_target!(|input: (u64, u8, Vec<Action>)| {
             Action::Propose(byte) => {
                 let _ = raft.propose(Payload::new(vec![byte]));
             }
+            Action::Read(id) => raft.read_index(ReadId(u64::from(id))),
             Action::Step(Input(message)) => raft.step(message),
             Action::TakeSnapshot => {
                 let index = host.applied_index;
@@ -228,6 +245,15 @@ fn drain(raft: &mut Raft, host: &mut Host) {
             assert_eq!(entry.index, host.applied_index.next(), "applied out of order");
             host.applied_index = entry.index;
             host.committed.push(entry);
+        }
+        for state in &ready.read_states {
+            // A read index this node gives as leader is committed here; a leader's answer to
+            // this node as follower may be ahead of its own commit, never of the leader's.
+            if raft.status().role == RoleKind::Leader {
+                if let Ok(index) = state.index {
+                    assert!(index <= raft.status().commit_index, "a read index not committed");
+                }
+            }
         }
         for chunk in ready.snapshot_chunks {
             assert!(chunk.offset + chunk.data.len() as u64 <= chunk.snapshot.size_bytes);

@@ -78,7 +78,7 @@
 //!                            #   request_vote, request_vote_response, pre_vote,
 //!                            #   pre_vote_response, append_entries, append_entries_response,
 //!                            #   heartbeat, heartbeat_response, install_snapshot,
-//!                            #   install_snapshot_response
+//!                            #   install_snapshot_response, read_index, read_index_response
 //!
 //! [workload]
 //! clients = 4                # param, 1..=256: concurrent clients, one operation open each
@@ -486,7 +486,7 @@ pub struct NetworkSpec {
 }
 
 /// The message kinds `[network] aim_kinds` may name (`MessageBody::kind`), besides "all".
-pub const MESSAGE_KINDS: [&str; 10] = [
+pub const MESSAGE_KINDS: [&str; 12] = [
     "request_vote",
     "request_vote_response",
     "pre_vote",
@@ -497,6 +497,8 @@ pub const MESSAGE_KINDS: [&str; 10] = [
     "heartbeat_response",
     "install_snapshot",
     "install_snapshot_response",
+    "read_index",
+    "read_index_response",
 ];
 
 impl Default for NetworkSpec {

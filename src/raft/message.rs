@@ -4,7 +4,7 @@
 //! These are plain serde types; framing and checksums live in `codec`, so the same types travel
 //! on the wire, land on disk, and appear in traces.
 
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{LogIndex, NodeId, ReadId, Term};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::sync::Arc;
@@ -222,10 +222,28 @@ pub enum MessageBody {
     Heartbeat {
         /// Commit index the follower may advance to.
         leader_commit: LogIndex,
+        /// The leader's newest read round (ReadIndex, thesis §6.4), echoed in the answer.
+        read_round: u64,
     },
-    /// The answer to a heartbeat; it tells the leader the follower is reachable (check-quorum)
-    /// and lets it resume a paused replication.
-    HeartbeatResponse,
+    /// The answer to a heartbeat; it tells the leader the follower is reachable (check-quorum),
+    /// lets it resume a paused replication, and confirms its leadership as of a read round.
+    HeartbeatResponse {
+        /// The heartbeat's read round (0 for an answer to a stale leader's heartbeat).
+        read_round: u64,
+    },
+    /// A follower asks the leader for a read index on behalf of a read it was asked to serve.
+    ReadIndex {
+        /// The follower's identity for the read.
+        read: ReadId,
+    },
+    /// The leader's answer to a `ReadIndex`: the read may be served once the follower has
+    /// applied through `index`; none if the recipient could not give one (it does not lead).
+    ReadIndexResponse {
+        /// The read it answers.
+        read: ReadId,
+        /// The read index, if given.
+        index: Option<LogIndex>,
+    },
     /// InstallSnapshot (Raft §7): one chunk of the leader's snapshot, for a follower that needs
     /// entries the leader has compacted. Chunks go in order; the follower writes each at
     /// `offset` of a file for `snapshot` and installs it once every byte is in and checked.
@@ -284,7 +302,9 @@ impl MessageBody {
             MessageBody::AppendEntries { .. } => "append_entries",
             MessageBody::AppendEntriesResponse(_) => "append_entries_response",
             MessageBody::Heartbeat { .. } => "heartbeat",
-            MessageBody::HeartbeatResponse => "heartbeat_response",
+            MessageBody::HeartbeatResponse { .. } => "heartbeat_response",
+            MessageBody::ReadIndex { .. } => "read_index",
+            MessageBody::ReadIndexResponse { .. } => "read_index_response",
             MessageBody::InstallSnapshot { .. } => "install_snapshot",
             MessageBody::InstallSnapshotResponse { .. } => "install_snapshot_response",
         }

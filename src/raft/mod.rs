@@ -22,6 +22,7 @@ mod log;
 mod message;
 mod progress;
 pub mod quorum;
+mod read_only;
 
 #[cfg(test)]
 mod harness_tests;
@@ -38,10 +39,12 @@ pub use progress::{Progress, ProgressMode, SnapshotTransfer};
 use crate::limits;
 #[cfg(feature = "mutants")]
 use crate::mutants::Mutant;
+pub use crate::types::ReadId;
 use crate::types::{LogIndex, NodeId, Term};
 use quorum::VoteResult;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use read_only::ReadOnly;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -71,6 +74,13 @@ pub struct Config {
     pub append_bytes_max: usize,
     /// Most unacknowledged AppendEntries per follower.
     pub inflight_appends_max: usize,
+    /// Lease reads (thesis §6.4.1): a leader whose heartbeats a quorum answered recently
+    /// answers reads with no round of its own; needs `check_quorum`. Off by default: it adds a
+    /// bound on clock drift to the safety argument (see `read_lease_drift_percent`).
+    pub read_lease: bool,
+    /// With `read_lease`: the most any node's clock may run faster than the leader's, in
+    /// percent. The lease is shorter than the election timeout by this margin.
+    pub read_lease_drift_percent: u32,
     /// Most committed entries one `Ready` hands over to apply; at most
     /// [`limits::APPLY_ENTRIES_MAX`]. Small values make the host apply in many small batches.
     pub apply_entries_max: usize,
@@ -99,6 +109,8 @@ impl Config {
             append_entries_max: limits::APPEND_ENTRIES_MAX,
             append_bytes_max: limits::APPEND_BYTES_MAX,
             inflight_appends_max: limits::INFLIGHT_APPENDS_MAX,
+            read_lease: false,
+            read_lease_drift_percent: READ_LEASE_DRIFT_PERCENT_DEFAULT,
             apply_entries_max: limits::APPLY_ENTRIES_MAX,
             uncommitted_entries_max: limits::UNCOMMITTED_ENTRIES_MAX,
             snapshot_chunk_bytes_max: limits::SNAPSHOT_CHUNK_BYTES_MAX,
@@ -135,6 +147,14 @@ impl Config {
         if self.append_entries_max == 0 || self.inflight_appends_max == 0 {
             return fail("append batch and inflight window must be at least 1");
         }
+        if self.read_lease && !self.check_quorum {
+            return fail(
+                "lease reads need check-quorum (followers that heard the leader refuse votes)",
+            );
+        }
+        if self.read_lease && self.lease_ticks() == 0 {
+            return fail("lease reads need an election timeout long enough to leave a lease");
+        }
         if !(1..=limits::APPLY_ENTRIES_MAX).contains(&self.apply_entries_max) {
             return fail("apply batch must be between 1 and APPLY_ENTRIES_MAX entries");
         }
@@ -150,6 +170,39 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// How long a read lease lasts, in the leader's ticks (see `ReadOnly::lease_ticks`).
+    fn lease_ticks(&self) -> u64 {
+        ReadOnly::lease_ticks(
+            self.election_timeout_ticks_min,
+            self.read_lease_drift_percent,
+        )
+    }
+}
+
+/// The default clock-drift margin of lease reads: 10 %, ten times what NTP-disciplined clocks
+/// drift, and far more than the rate differences of free-running quartz.
+pub const READ_LEASE_DRIFT_PERCENT_DEFAULT: u32 = 10;
+
+/// A linearizable read the host may now serve, or must refuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The read, as the host named it.
+    pub read: ReadId,
+    /// Serve it from the state machine once it has applied through this index; or refuse it:
+    /// this node could not confirm a leader's read index (no leader known, leadership lost,
+    /// the leader's answer said so).
+    pub index: Result<LogIndex, ReadRefused>,
+}
+
+/// Why a read was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadRefused {
+    /// This node does not lead and knows no leader, or the leader it asked no longer leads,
+    /// or it lost its leadership before the read's round was confirmed.
+    NotLeader,
 }
 
 /// A configuration that cannot work.
@@ -272,6 +325,9 @@ pub struct Ready {
     pub snapshot: Option<SnapshotMeta>,
     /// Chunks of a leader's snapshot to write into the file that receives it.
     pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// Reads the host may serve (once applied through their index) or must refuse. They
+    /// need nothing persisted.
+    pub read_states: Vec<ReadState>,
 }
 
 /// A chunk of a snapshot this node is receiving, to write at `offset` of the snapshot's file.
@@ -362,6 +418,7 @@ struct Candidate {
 struct Leader {
     progress: BTreeMap<NodeId, Progress>,
     heartbeat_elapsed_ticks: u32,
+    reads: ReadOnly,
 }
 
 #[derive(Debug)]
@@ -390,6 +447,10 @@ pub struct Raft {
     installed: Option<SnapshotMeta>,
     persisted_hard_state: HardState,
     pending: Option<ReadyMark>,
+    /// Reads answered or refused since the last Ready.
+    read_states: Vec<ReadState>,
+    /// Ticks since this node started: the leader's clock for read leases.
+    ticks: u64,
 }
 
 /// What a node persisted, as its host read it back.
@@ -507,6 +568,8 @@ impl Raft {
             installed: None,
             persisted_hard_state: hard_state,
             pending: None,
+            read_states: Vec::new(),
+            ticks: 0,
         };
         raft.reset_election_timer();
         Ok(raft)
@@ -518,6 +581,7 @@ impl Raft {
     /// sends heartbeats and checks it still hears from a quorum.
     pub fn tick(&mut self) {
         self.assert_not_pending();
+        self.ticks += 1;
         match self.role {
             Role::Leader(_) => self.tick_leader(),
             _ => self.tick_election(),
@@ -546,6 +610,41 @@ impl Raft {
         // The entry goes out with the next Ready, batched with every other proposal made before
         // it: one AppendEntries per follower and one fsync carry them all.
         Ok((index, self.term))
+    }
+
+    /// Asks for a linearizable read (thesis §6.4); its [`ReadState`] comes in a later `Ready`.
+    /// A leader records its commit index as the read index (waiting for an entry of its own
+    /// term to commit first) and confirms its leadership by a round of heartbeats, which every
+    /// read asked before the round goes out shares; with a read lease held, it answers at
+    /// once. A follower asks its leader, and hands on the answer; with no leader known, the
+    /// read is refused. A follower's request or answer may be lost: the host times reads out.
+    pub fn read_index(&mut self, read: ReadId) {
+        self.assert_not_pending();
+        let commit = self.committed_in_term();
+        let (ticks, lease) = (self.ticks, self.config.read_lease);
+        match &mut self.role {
+            Role::Leader(leader) => {
+                if let Some(index) = commit.filter(|_| lease && leader.reads.in_lease(ticks)) {
+                    self.read_states.push(ReadState {
+                        read,
+                        index: Ok(index),
+                    });
+                } else {
+                    leader.reads.add(self.config.id, read, commit);
+                }
+            }
+            Role::Follower(Follower {
+                leader: Some(leader),
+                ..
+            }) => {
+                let leader = *leader;
+                self.send(leader, self.term, MessageBody::ReadIndex { read });
+            }
+            _ => self.read_states.push(ReadState {
+                read,
+                index: Err(ReadRefused::NotLeader),
+            }),
+        }
     }
 
     /// Handles a message from a peer. Messages from non-members, or addressed elsewhere, are
@@ -702,6 +801,7 @@ impl Raft {
             "ready() called twice without advance()"
         );
         self.send_appends();
+        self.serve_reads();
         let hard_state = self.hard_state();
         #[cfg(feature = "mutants")]
         let hard_state = match crate::mutants::is_active(Mutant::VoteNotPersisted) {
@@ -739,9 +839,10 @@ impl Raft {
             committed_entries: committed_entries.to_vec(),
             snapshot: installed,
             snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
+            read_states: std::mem::take(&mut self.read_states),
         };
         let empty = !ready.must_persist() && ready.messages.is_empty();
-        if empty && ready.committed_entries.is_empty() {
+        if empty && ready.committed_entries.is_empty() && ready.read_states.is_empty() {
             return None;
         }
         self.pending = Some(ReadyMark {
@@ -936,6 +1037,12 @@ impl Raft {
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         assert!(term >= self.term, "terms never go backwards");
+        if let Role::Leader(old) = &mut self.role {
+            // Reads whose round was not confirmed cannot be served by this node any more.
+            for (from, read) in old.reads.drain() {
+                self.refuse_read(from, read);
+            }
+        }
         if term > self.term {
             self.term = term;
             self.vote = None;
@@ -1001,6 +1108,7 @@ impl Raft {
         self.role = Role::Leader(Leader {
             progress,
             heartbeat_elapsed_ticks: 0,
+            reads: ReadOnly::default(),
         });
         self.election_elapsed_ticks = 0;
         let index = last_index.next();
@@ -1070,7 +1178,8 @@ impl Raft {
             MessageBody::AppendEntries { .. }
             | MessageBody::Heartbeat { .. }
             | MessageBody::InstallSnapshot { .. } => {
-                self.send(message.from, self.term, MessageBody::HeartbeatResponse);
+                let body = MessageBody::HeartbeatResponse { read_round: 0 };
+                self.send(message.from, self.term, body);
             }
             MessageBody::RequestVote { pre_vote: true, .. } => {
                 let body = MessageBody::RequestVoteResponse {
@@ -1179,11 +1288,25 @@ impl Raft {
                     leader_commit,
                 );
             }
-            MessageBody::Heartbeat { leader_commit } => {
+            MessageBody::Heartbeat {
+                leader_commit,
+                read_round,
+            } => {
                 // The leader sends at most what it knows this follower holds, so no check is
                 // needed; the min guards against a log shortened by a bug, not by the protocol.
                 self.log.commit_to(leader_commit.min(self.log.last_index()));
-                self.send(from, self.term, MessageBody::HeartbeatResponse);
+                let body = MessageBody::HeartbeatResponse { read_round };
+                self.send(from, self.term, body);
+            }
+            MessageBody::ReadIndexResponse { read, index } => {
+                // Only from the leader of this term (checked by the term, above), whom it asked.
+                let leads = matches!(&self.role, Role::Follower(f) if f.leader == Some(from));
+                let index = index.filter(|_| leads).ok_or(ReadRefused::NotLeader);
+                self.read_states.push(ReadState { read, index });
+            }
+            MessageBody::ReadIndex { read } => {
+                let body = MessageBody::ReadIndexResponse { read, index: None };
+                self.send(from, self.term, body);
             }
             MessageBody::InstallSnapshot {
                 snapshot,
@@ -1365,9 +1488,17 @@ impl Raft {
                     }
                 }
             }
-            MessageBody::HeartbeatResponse => {
+            MessageBody::HeartbeatResponse { read_round } => {
                 progress.recent_active = true;
                 progress.heartbeat_answered(inflight_max, last_index);
+                leader.reads.answered(from, read_round);
+            }
+            MessageBody::ReadIndex { read } => {
+                let commit = self.committed_in_term();
+                let Role::Leader(leader) = &mut self.role else {
+                    unreachable!()
+                };
+                leader.reads.add(from, read, commit);
             }
             MessageBody::InstallSnapshotResponse {
                 snapshot,
@@ -1404,7 +1535,16 @@ impl Raft {
         false
     }
 
+    /// The periodic heartbeat: every broadcast is a read round of its own (see `ReadOnly`).
     fn broadcast_heartbeat(&mut self) {
+        let Role::Leader(leader) = &mut self.role else {
+            unreachable!()
+        };
+        let round = leader.reads.broadcast(self.ticks);
+        self.send_heartbeats(round);
+    }
+
+    fn send_heartbeats(&mut self, read_round: u64) {
         let commit_index = self.log.commit_index();
         let term = self.term;
         let Role::Leader(leader) = &mut self.role else {
@@ -1417,8 +1557,69 @@ impl Raft {
                 from: self.config.id,
                 to: peer,
                 term,
-                body: MessageBody::Heartbeat { leader_commit },
+                body: MessageBody::Heartbeat {
+                    leader_commit,
+                    read_round,
+                },
             });
+        }
+    }
+
+    /// The commit index, if an entry of this node's term has committed (only then does a new
+    /// leader know it is current, thesis §6.4).
+    fn committed_in_term(&self) -> Option<LogIndex> {
+        let commit = self.log.commit_index();
+        (self.log.term(commit) == Some(self.term)).then_some(commit)
+    }
+
+    /// A leader's reads before a Ready: those waiting for the term's first commit join a round
+    /// once it is in, a round whose reads are waiting sends its heartbeats, and reads whose
+    /// round a quorum confirmed are answered (a follower's through a `ReadIndexResponse`).
+    fn serve_reads(&mut self) {
+        let commit = self.committed_in_term();
+        let lease = self.config.read_lease.then(|| self.config.lease_ticks());
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        if let Some(commit) = commit {
+            leader.reads.committed_in_term(commit);
+        }
+        if let Some(round) = leader.reads.take_unsent(self.ticks) {
+            self.send_heartbeats(round);
+        }
+        let Role::Leader(leader) = &mut self.role else {
+            unreachable!()
+        };
+        let released = leader
+            .reads
+            .release(self.config.id, &self.config.voters, lease);
+        for read in released {
+            if read.from == self.config.id {
+                self.read_states.push(ReadState {
+                    read: read.read,
+                    index: Ok(read.index),
+                });
+            } else {
+                let body = MessageBody::ReadIndexResponse {
+                    read: read.read,
+                    index: Some(read.index),
+                };
+                self.send(read.from, self.term, body);
+            }
+        }
+    }
+
+    /// A read this node can no longer serve: refused here, or in an answer to the follower
+    /// that asked.
+    fn refuse_read(&mut self, from: NodeId, read: ReadId) {
+        if from == self.config.id {
+            self.read_states.push(ReadState {
+                read,
+                index: Err(ReadRefused::NotLeader),
+            });
+        } else {
+            let body = MessageBody::ReadIndexResponse { read, index: None };
+            self.send(from, self.term, body);
         }
     }
 
@@ -1481,7 +1682,10 @@ impl Raft {
             let leader_commit = progress.match_index.min(commit_index);
             if !sent_append && progress.commit_sent < leader_commit {
                 progress.commit_sent = leader_commit;
-                let body = MessageBody::Heartbeat { leader_commit };
+                let body = MessageBody::Heartbeat {
+                    leader_commit,
+                    read_round: leader.reads.round(),
+                };
                 self.messages.push(Message {
                     from: self.config.id,
                     to: peer,
@@ -1548,7 +1752,8 @@ fn is_well_formed(message: &Message) -> bool {
         MessageBody::InstallSnapshot { snapshot, .. }
         | MessageBody::InstallSnapshotResponse { snapshot, .. } => index_ok(&snapshot.index),
         MessageBody::RequestVote { last_log_index, .. } => index_ok(last_log_index),
-        MessageBody::Heartbeat { leader_commit } => index_ok(leader_commit),
+        MessageBody::Heartbeat { leader_commit, .. } => index_ok(leader_commit),
+        MessageBody::ReadIndexResponse { index, .. } => index.is_none_or(|i| index_ok(&i)),
         MessageBody::AppendEntriesResponse(AppendOutcome::Accepted { match_index }) => {
             index_ok(match_index)
         }
@@ -1557,7 +1762,9 @@ fn is_well_formed(message: &Message) -> bool {
             hint_index,
             ..
         }) => index_ok(rejected_prev_index) && index_ok(hint_index),
-        MessageBody::RequestVoteResponse { .. } | MessageBody::HeartbeatResponse => true,
+        MessageBody::RequestVoteResponse { .. }
+        | MessageBody::HeartbeatResponse { .. }
+        | MessageBody::ReadIndex { .. } => true,
     };
     if !indexes_ok {
         return false;

@@ -137,6 +137,8 @@ struct Network {
     nodes: BTreeMap<NodeId, Raft>,
     cut: BTreeSet<(NodeId, NodeId)>,
     delivered: usize,
+    /// Read states each node handed out, in order.
+    reads: BTreeMap<NodeId, Vec<ReadState>>,
 }
 
 impl Network {
@@ -146,6 +148,7 @@ impl Network {
             nodes,
             cut: BTreeSet::new(),
             delivered: 0,
+            reads: BTreeMap::new(),
         }
     }
 
@@ -173,8 +176,12 @@ impl Network {
         let before = self.delivered;
         loop {
             let mut queue = Vec::new();
-            for raft in self.nodes.values_mut() {
-                queue.extend(flush(raft));
+            for (&id, raft) in self.nodes.iter_mut() {
+                if let Some(ready) = raft.ready() {
+                    raft.advance();
+                    queue.extend(ready.messages);
+                    self.reads.entry(id).or_default().extend(ready.read_states);
+                }
             }
             if queue.is_empty() {
                 return self.delivered - before;
@@ -202,6 +209,11 @@ impl Network {
         let (index, _) = self.node(id).propose(payload(text)).unwrap();
         self.settle();
         index
+    }
+
+    /// The read states `id` handed out since the last call.
+    fn take_reads(&mut self, id: u64) -> Vec<ReadState> {
+        self.reads.remove(&NodeId(id)).unwrap_or_default()
     }
 
     fn tick_all(&mut self, ticks: u32) {
@@ -1055,6 +1067,7 @@ fn a_commit_index_that_moved_alone_waits_for_the_next_write() {
         2,
         MessageBody::Heartbeat {
             leader_commit: LogIndex(2),
+            read_round: 0,
         },
     ));
     let ready = r.ready().unwrap();
@@ -1149,6 +1162,7 @@ fn follower_with_log(terms: &[u64], commit: u64) -> Raft {
     let mut r = raft_with_log(2, 3, terms, 2);
     let heartbeat = MessageBody::Heartbeat {
         leader_commit: LogIndex(commit),
+        read_round: 0,
     };
     r.step(message(1, 2, 2, heartbeat));
     let _ = flush(&mut r);
@@ -1306,7 +1320,10 @@ fn section_7_install_snapshot_carries_the_leader_terms_rules() {
     r.step(install_chunk(3, 2, term - 1, meta, 0, b"stat"));
     let (chunks, replies) = chunks_and_replies(&mut r);
     assert!(chunks.is_empty());
-    assert_eq!(replies, vec![MessageBody::HeartbeatResponse]);
+    assert_eq!(
+        replies,
+        vec![MessageBody::HeartbeatResponse { read_round: 0 }]
+    );
 }
 
 /// Malformed InstallSnapshot chunks (past the snapshot's end, oversized, a snapshot of a term
@@ -1697,4 +1714,182 @@ fn section_7_a_transfer_to_a_dead_follower_does_not_hold_compaction_back() {
     assert_eq!(net.installed.last().map(|(_, m)| m.index), Some(later));
     let leader_last = net.net.node(1).log.last_index();
     assert_eq!(net.net.node(3).log.last_index(), leader_last);
+}
+
+// ----- §6.4 reads without the log -----------------------------------------------------------
+
+fn read_ok(read: u64, index: u64) -> ReadState {
+    ReadState {
+        read: ReadId(read),
+        index: Ok(LogIndex(index)),
+    }
+}
+
+fn read_refused(read: u64) -> ReadState {
+    ReadState {
+        read: ReadId(read),
+        index: Err(ReadRefused::NotLeader),
+    }
+}
+
+/// Thesis §6.4: the leader's read index is its commit index, released once a quorum answered
+/// a heartbeat sent after it was recorded; nothing enters the log.
+#[test]
+fn section_6_4_a_leader_read_waits_for_a_quorum_round_and_writes_nothing() {
+    let mut net = Network::of(3);
+    net.elect(1);
+    let index = net.propose(1, "x");
+    let last = net.node(1).log.last_index();
+    net.isolate(2);
+    net.isolate(3);
+    net.node(1).read_index(ReadId(7));
+    net.settle();
+    assert!(net.take_reads(1).is_empty(), "no quorum answered");
+    net.heal();
+    let heartbeat = net.node(1).config.heartbeat_interval_ticks;
+    net.tick_all(heartbeat);
+    assert_eq!(net.take_reads(1), [read_ok(7, index.0)]);
+    assert_eq!(net.node(1).log.last_index(), last, "a read writes nothing");
+}
+
+/// Thesis §6.4: many reads asked before a round goes out share it.
+#[test]
+fn section_6_4_reads_asked_together_share_one_round() {
+    let mut net = Network::of(3);
+    net.elect(1);
+    let index = net.propose(1, "x").0;
+    let before = net.delivered;
+    for read in 1..=5 {
+        net.node(1).read_index(ReadId(read));
+    }
+    net.settle();
+    let reads: Vec<ReadState> = (1..=5).map(|r| read_ok(r, index)).collect();
+    assert_eq!(net.take_reads(1), reads);
+    // One heartbeat and one answer per follower.
+    assert_eq!(net.delivered - before, 4);
+}
+
+/// Thesis §6.4: a new leader serves no read before an entry of its own term commits.
+#[test]
+fn section_6_4_a_new_leader_reads_only_after_its_first_commit() {
+    let mut net = Network::of(3);
+    tick_until_campaign(net.node(1));
+    // Deliver messages one wave at a time until node 1 leads, then cut it off before its
+    // no-op can commit.
+    for _ in 0..8 {
+        if net.node(1).role_kind() == RoleKind::Leader {
+            break;
+        }
+        let queue: Vec<Message> = net.nodes.values_mut().flat_map(flush).collect();
+        for m in queue {
+            net.nodes.get_mut(&m.to).unwrap().step(m);
+        }
+    }
+    assert_eq!(net.node(1).role_kind(), RoleKind::Leader);
+    net.isolate(1);
+    net.node(1).read_index(ReadId(1));
+    net.settle();
+    assert!(net.take_reads(1).is_empty());
+    net.heal();
+    net.tick_all(1);
+    let noop = net.node(1).log.last_index();
+    assert_eq!(net.node(1).log.commit_index(), noop);
+    assert_eq!(net.take_reads(1), [read_ok(1, noop.0)]);
+}
+
+/// A follower asks the leader for the read index and hands it on; it serves once applied.
+#[test]
+fn section_6_4_a_follower_read_gets_the_leaders_index() {
+    let mut net = Network::of(3);
+    net.elect(1);
+    let index = net.propose(1, "x").0;
+    net.node(2).read_index(ReadId(3));
+    net.settle();
+    assert_eq!(net.take_reads(2), [read_ok(3, index)]);
+    assert!(
+        net.take_reads(1).is_empty(),
+        "the leader answers by message"
+    );
+}
+
+/// A leader deposed before its round is confirmed refuses its reads; a node that knows no
+/// leader refuses at once.
+#[test]
+fn section_6_4_a_deposed_leader_refuses_its_pending_reads() {
+    let mut net = Network::of(3);
+    net.elect(1);
+    net.propose(1, "x");
+    net.isolate(1);
+    net.node(1).read_index(ReadId(1));
+    net.settle();
+    // Node 2 takes over; node 1 hears of the higher term and steps down.
+    net.elect(2);
+    net.heal();
+    let heartbeat = net.node(2).config.heartbeat_interval_ticks;
+    net.tick_all(heartbeat);
+    assert_eq!(net.node(1).role_kind(), RoleKind::Follower);
+    assert!(net.take_reads(1).contains(&read_refused(1)));
+    let mut lonely = raft(1, 3);
+    lonely.read_index(ReadId(9));
+    let ready = lonely.ready().unwrap();
+    assert_eq!(ready.read_states, [read_refused(9)]);
+}
+
+/// A forwarded read that reaches a node that does not lead is refused in its answer.
+#[test]
+fn section_6_4_a_read_forwarded_to_a_non_leader_is_refused() {
+    let mut r = follower_with_log(&[1, 2], 2);
+    r.step(message(3, 2, 2, MessageBody::ReadIndex { read: ReadId(4) }));
+    let replies = flush(&mut r);
+    assert_eq!(
+        replies[0].body,
+        MessageBody::ReadIndexResponse {
+            read: ReadId(4),
+            index: None
+        }
+    );
+}
+
+/// Thesis §6.4.1: with a lease held, a leader answers at once; once the lease has run out
+/// with no answers, it does not; lease reads need check-quorum.
+#[test]
+fn section_6_4_1_a_lease_read_needs_no_round_while_the_lease_holds() {
+    let lease_config = |id| Config {
+        check_quorum: true,
+        read_lease: true,
+        ..config(id, 3)
+    };
+    let mut net = Network::new((1..=3).map(|id| raft_with(lease_config(id))).collect());
+    net.elect(1);
+    let index = net.propose(1, "x").0;
+    let heartbeat = net.node(1).config.heartbeat_interval_ticks;
+    net.tick_all(heartbeat);
+    net.isolate(2);
+    net.isolate(3);
+    net.node(1).read_index(ReadId(1));
+    net.settle();
+    assert_eq!(
+        net.take_reads(1),
+        [read_ok(1, index)],
+        "answered within the lease"
+    );
+    // Cut off for a whole election timeout: the lease is over (and check-quorum deposes it).
+    for _ in 0..net.node(1).config.election_timeout_ticks_min {
+        net.node(1).tick();
+        net.settle();
+    }
+    net.node(1).read_index(ReadId(2));
+    net.settle();
+    let reads = net.take_reads(1);
+    assert!(
+        reads
+            .iter()
+            .all(|r| r.read != ReadId(2) || r.index.is_err()),
+        "{reads:?}"
+    );
+    let no_quorum_check = Config {
+        read_lease: true,
+        ..config(1, 3)
+    };
+    assert!(no_quorum_check.validate().is_err());
 }
