@@ -88,6 +88,10 @@ pub const UNCOMMITTED_ENTRIES_MAX: usize = 64 * 1024;
 /// Most committed entries handed to the state machine in one Ready.
 pub const APPLY_ENTRIES_MAX: usize = 4096;
 
+/// Most reads a leader keeps waiting for their round (or its term's first commit); more are
+/// refused as busy, so a leader cut off from its quorum never grows without bound.
+pub const READS_PENDING_MAX: usize = 64 * 1024;
+
 /// Largest snapshot chunk in one InstallSnapshot message, in bytes.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 

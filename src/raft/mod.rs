@@ -203,6 +203,8 @@ pub enum ReadRefused {
     /// This node does not lead and knows no leader, or the leader it asked no longer leads,
     /// or it lost its leadership before the read's round was confirmed.
     NotLeader,
+    /// Too many reads are waiting for their round; the client should back off.
+    Busy,
 }
 
 /// A configuration that cannot work.
@@ -629,8 +631,11 @@ impl Raft {
                         read,
                         index: Ok(index),
                     });
-                } else {
-                    leader.reads.add(self.config.id, read, commit);
+                } else if !leader.reads.add(self.config.id, read, commit) {
+                    self.read_states.push(ReadState {
+                        read,
+                        index: Err(ReadRefused::Busy),
+                    });
                 }
             }
             Role::Follower(Follower {
@@ -1028,9 +1033,14 @@ impl Raft {
 
     /// Whether this node has heard from a live leader within the minimum election timeout.
     /// Such a node refuses to help unseat that leader (thesis §4.2.3 and §9.6).
+    ///
+    /// With read leases on, a node that has just started counts as having heard from one: it
+    /// may have answered a leader's heartbeat in its previous life, and a leader's lease
+    /// relies on that answer holding off every other candidate for an election timeout.
     fn in_leader_lease(&self) -> bool {
-        self.leader().is_some()
-            && self.election_elapsed_ticks < self.config.election_timeout_ticks_min
+        let min = self.config.election_timeout_ticks_min;
+        let just_started = self.config.read_lease && self.ticks < u64::from(min);
+        (self.leader().is_some() || just_started) && self.election_elapsed_ticks < min
     }
 
     // ----- role changes ----------------------------------------------------------------------
@@ -1498,7 +1508,10 @@ impl Raft {
                 let Role::Leader(leader) = &mut self.role else {
                     unreachable!()
                 };
-                leader.reads.add(from, read, commit);
+                if !leader.reads.add(from, read, commit) {
+                    let body = MessageBody::ReadIndexResponse { read, index: None };
+                    self.send(from, self.term, body);
+                }
             }
             MessageBody::InstallSnapshotResponse {
                 snapshot,

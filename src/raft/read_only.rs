@@ -23,6 +23,7 @@
 //! [`ReadOnly::lease_ticks`] for the clock assumption this adds.
 
 use super::ReadId;
+use crate::limits;
 use crate::types::{LogIndex, NodeId};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -67,8 +68,18 @@ pub(super) struct ReadOnly {
 
 impl ReadOnly {
     /// Adds a read asked by `from`; `commit` is the leader's commit index if an entry of its
-    /// own term has committed, `None` if not yet.
-    pub fn add(&mut self, from: NodeId, read: ReadId, commit: Option<LogIndex>) {
+    /// own term has committed, `None` if not yet. False, adding nothing, if
+    /// [`limits::READS_PENDING_MAX`] reads are waiting already.
+    #[must_use]
+    pub fn add(&mut self, from: NodeId, read: ReadId, commit: Option<LogIndex>) -> bool {
+        if self.waiting.len() + self.before_commit.len() >= limits::READS_PENDING_MAX {
+            return false;
+        }
+        self.push(from, read, commit);
+        true
+    }
+
+    fn push(&mut self, from: NodeId, read: ReadId, commit: Option<LogIndex>) {
         match commit {
             None => self.before_commit.push((from, read)),
             Some(index) => {
@@ -87,7 +98,7 @@ impl ReadOnly {
     /// that waited for it join a round with that read index.
     pub fn committed_in_term(&mut self, commit: LogIndex) {
         for (from, read) in std::mem::take(&mut self.before_commit) {
-            self.add(from, read, Some(commit));
+            self.push(from, read, Some(commit));
         }
     }
 
@@ -204,7 +215,9 @@ impl ReadOnly {
     /// of its own ticks have passed since, less one for the tick it may be part-way through:
     /// `(election_ticks_min - 1) / (1 + drift)` of the leader's ticks. The leader counts
     /// whole ticks, and a read at tick `t` may be answered as late as `t + 1`, so one more
-    /// tick comes off. Zero (no lease) when the timeout is too short to leave any.
+    /// tick comes off. Zero (no lease) when the timeout is too short to leave any. A follower
+    /// that restarts forgets whom it heard; with leases on, every node refuses votes for an
+    /// election timeout after it starts, so a restart does not cut the lease short.
     pub fn lease_ticks(election_ticks_min: u32, drift_percent: u32) -> u64 {
         let follower_ticks = u64::from(election_ticks_min.saturating_sub(1));
         let leader_ticks = follower_ticks * 100 / (100 + u64::from(drift_percent));
@@ -229,10 +242,10 @@ mod tests {
     #[test]
     fn reads_before_a_send_share_a_round_and_a_quorum_releases_them() {
         let mut ro = ReadOnly::default();
-        ro.add(ME, ReadId(1), Some(LogIndex(5)));
-        ro.add(NodeId(2), ReadId(2), Some(LogIndex(6)));
+        assert!(ro.add(ME, ReadId(1), Some(LogIndex(5))));
+        assert!(ro.add(NodeId(2), ReadId(2), Some(LogIndex(6))));
         assert_eq!(ro.take_unsent(10), Some(1));
-        ro.add(ME, ReadId(3), Some(LogIndex(7)));
+        assert!(ro.add(ME, ReadId(3), Some(LogIndex(7))));
         assert_eq!(ro.round(), 2, "a read after the send opens a new round");
         assert!(ro.release(ME, &voters(3), None).is_empty(), "no answer yet");
         ro.answered(NodeId(3), 1);
@@ -251,9 +264,9 @@ mod tests {
     #[test]
     fn late_answers_confirm_only_what_they_carried() {
         let mut ro = ReadOnly::default();
-        ro.add(ME, ReadId(1), Some(LogIndex(1)));
+        assert!(ro.add(ME, ReadId(1), Some(LogIndex(1))));
         ro.take_unsent(0);
-        ro.add(ME, ReadId(2), Some(LogIndex(2)));
+        assert!(ro.add(ME, ReadId(2), Some(LogIndex(2))));
         ro.take_unsent(1);
         // Five voters: two answers needed besides this node.
         ro.answered(NodeId(2), 2);
@@ -269,7 +282,7 @@ mod tests {
     #[test]
     fn a_single_node_confirms_its_own_rounds_once_sent() {
         let mut ro = ReadOnly::default();
-        ro.add(ME, ReadId(9), Some(LogIndex(3)));
+        assert!(ro.add(ME, ReadId(9), Some(LogIndex(3))));
         assert!(ro.release(ME, &[ME], None).is_empty(), "not sent yet");
         ro.take_unsent(0);
         assert_eq!(reads(&ro.release(ME, &[ME], None)), [9]);
@@ -278,8 +291,8 @@ mod tests {
     #[test]
     fn reads_before_the_first_commit_of_the_term_wait_for_it() {
         let mut ro = ReadOnly::default();
-        ro.add(ME, ReadId(1), None);
-        ro.add(NodeId(2), ReadId(2), None);
+        assert!(ro.add(ME, ReadId(1), None));
+        assert!(ro.add(NodeId(2), ReadId(2), None));
         assert_eq!(ro.take_unsent(0), None, "nothing to confirm yet");
         ro.committed_in_term(LogIndex(8));
         assert_eq!(ro.take_unsent(0), Some(1));
@@ -292,7 +305,7 @@ mod tests {
     #[test]
     fn a_lease_runs_from_the_send_of_the_confirmed_round() {
         let mut ro = ReadOnly::default();
-        ro.add(ME, ReadId(1), Some(LogIndex(1)));
+        assert!(ro.add(ME, ReadId(1), Some(LogIndex(1))));
         ro.take_unsent(100);
         assert!(!ro.in_lease(100));
         ro.answered(NodeId(2), 1);
@@ -322,12 +335,23 @@ mod tests {
     #[test]
     fn a_lost_leadership_hands_back_every_read() {
         let mut ro = ReadOnly::default();
-        ro.add(ME, ReadId(1), Some(LogIndex(1)));
-        ro.add(NodeId(3), ReadId(2), None);
+        assert!(ro.add(ME, ReadId(1), Some(LogIndex(1))));
+        assert!(ro.add(NodeId(3), ReadId(2), None));
         let mut drained = ro.drain();
         drained.sort();
         assert_eq!(drained, [(ME, ReadId(1)), (NodeId(3), ReadId(2))]);
         assert!(ro.drain().is_empty());
+    }
+
+    #[test]
+    fn a_leader_refuses_reads_beyond_the_pending_bound() {
+        let mut ro = ReadOnly::default();
+        for read in 0..limits::READS_PENDING_MAX as u64 {
+            assert!(ro.add(ME, ReadId(read), None));
+        }
+        assert!(!ro.add(ME, ReadId(u64::MAX), Some(LogIndex(1))));
+        ro.committed_in_term(LogIndex(1));
+        assert_eq!(ro.take_unsent(0), Some(1), "the waiting ones are not lost");
     }
 
     #[test]

@@ -1860,27 +1860,38 @@ fn section_6_4_1_a_lease_read_needs_no_round_while_the_lease_holds() {
         ..config(id, 3)
     };
     let mut net = Network::new((1..=3).map(|id| raft_with(lease_config(id))).collect());
-    net.elect(1);
-    let index = net.propose(1, "x").0;
-    let heartbeat = net.node(1).config.heartbeat_interval_ticks;
+    // Nodes that just started vote for no one for an election timeout (see the next test).
+    let min = net.node(1).config.election_timeout_ticks_min;
+    let max = net.node(1).config.election_timeout_ticks_max;
+    net.tick_all(max);
+    let leader = (1..=3)
+        .find(|&id| net.node(id).role_kind() == RoleKind::Leader)
+        .expect("a leader after one election timeout");
+    let (a, b) = match leader {
+        1 => (2, 3),
+        2 => (1, 3),
+        _ => (1, 2),
+    };
+    let index = net.propose(leader, "x").0;
+    let heartbeat = net.node(leader).config.heartbeat_interval_ticks;
     net.tick_all(heartbeat);
-    net.isolate(2);
-    net.isolate(3);
-    net.node(1).read_index(ReadId(1));
+    net.isolate(a);
+    net.isolate(b);
+    net.node(leader).read_index(ReadId(1));
     net.settle();
     assert_eq!(
-        net.take_reads(1),
+        net.take_reads(leader),
         [read_ok(1, index)],
         "answered within the lease"
     );
     // Cut off for a whole election timeout: the lease is over (and check-quorum deposes it).
-    for _ in 0..net.node(1).config.election_timeout_ticks_min {
-        net.node(1).tick();
+    for _ in 0..min {
+        net.node(leader).tick();
         net.settle();
     }
-    net.node(1).read_index(ReadId(2));
+    net.node(leader).read_index(ReadId(2));
     net.settle();
-    let reads = net.take_reads(1);
+    let reads = net.take_reads(leader);
     assert!(
         reads
             .iter()
@@ -1892,4 +1903,32 @@ fn section_6_4_1_a_lease_read_needs_no_round_while_the_lease_holds() {
         ..config(1, 3)
     };
     assert!(no_quorum_check.validate().is_err());
+}
+
+/// With read leases, a node that has just (re)started may have answered a leader's heartbeat
+/// in its previous life: it refuses votes for an election timeout, as if it had heard one.
+#[test]
+fn section_6_4_1_with_leases_a_restarted_node_waits_an_election_timeout_to_vote() {
+    let cfg = Config {
+        check_quorum: true,
+        read_lease: true,
+        ..config(2, 3)
+    };
+    let min = cfg.election_timeout_ticks_min;
+    let mut r = raft_with(cfg);
+    r.step(vote_request(1, 2, 1, 0, 0));
+    assert_eq!(r.hard_state().vote, None, "voted right after starting");
+    for _ in 0..min {
+        r.tick();
+        let _ = flush(&mut r);
+    }
+    let term = r.term.0 + 1;
+    r.step(vote_request(1, 2, term.max(2), 0, 0));
+    let _ = flush(&mut r);
+    assert!(
+        r.role_kind() == RoleKind::Follower && r.hard_state().vote == Some(NodeId(1))
+            || r.term.0 > term.max(2),
+        "{:?}",
+        r.status()
+    );
 }
