@@ -433,7 +433,13 @@ fn quiet_bounds(drawn: &Drawn) -> Result<QuietBounds, String> {
     let election_longest_ms = f64::from(election_max) * tick_ms / rate_min;
     // A round: the longest timeout, then a pre-vote and a vote, each a round trip.
     let round_ms = election_longest_ms + 4.0 * latency_max_ms;
-    let redial_ms = node_peer_silence_timeout(drawn).as_secs_f64() * 1000.0 + latency_max_ms;
+    // A link to a node that was down is noticed silent, then redialled after a backoff that
+    // grew while the node was down (up to the runtime's largest).
+    let backoff_max = NodeConfig::new(NodeId(1), BTreeMap::new())
+        .reconnect_backoff
+        .1;
+    let redial_ms =
+        (node_peer_silence_timeout(drawn) + backoff_max).as_secs_f64() * 1000.0 + latency_max_ms;
     // Candidates whose timeouts fire within a round trip of each other split the vote: the
     // narrower the spread of timeouts against the round trip, the more rounds it takes.
     // Timeouts are whole ticks in [min, max): max - 1 - min ticks apart at most (at least one).
@@ -457,13 +463,24 @@ fn quiet_bounds(drawn: &Drawn) -> Result<QuietBounds, String> {
             ),
         });
     }
-    let rounds = RECOVERY_ELECTION_ROUNDS_MAX;
+    // Without pre-vote, a node that restarted and has not heard the leader yet (its links
+    // still being redialled) campaigns alone once per election timeout, each time in a new
+    // term, which it brings back to the cluster when it is reached.
+    let lonely_terms = if drawn.pre_vote {
+        0
+    } else {
+        (redial_ms / election_shortest_ms).ceil() as u64
+    };
+    let rounds = RECOVERY_ELECTION_ROUNDS_MAX + lonely_terms;
     let settle_ms = redial_ms + rounds as f64 * round_ms + heartbeat_ms;
     let derivation = format!(
-        "{rounds} election rounds (timeouts spread over {spread_ms:.1}ms, wider than the \
-         {round_trip_ms}ms round trip) of {round_ms:.0}ms (the longest election timeout, \
+        "{rounds} election rounds ({RECOVERY_ELECTION_ROUNDS_MAX}, plus {lonely_terms} a \
+         restarted node may campaign alone without pre-vote while its links are redialled; \
+         timeouts spread over {spread_ms:.1}ms, wider than the {round_trip_ms}ms round trip) \
+         of {round_ms:.0}ms (the longest election timeout, \
          {election_max} ticks x {tick_ms}ms / slowest clock rate {rate_min:.2}, plus 4 x \
-         {latency_max_ms}ms latency), after {redial_ms:.0}ms to redial a silent peer link, plus \
+         {latency_max_ms}ms latency), after {redial_ms:.0}ms to notice a silent peer link and \
+         redial it after the longest backoff, plus \
          one {heartbeat_ms:.0}ms heartbeat: {settle_ms:.0}ms; {grace_text}"
     );
     Ok(QuietBounds {
