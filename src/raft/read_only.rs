@@ -158,6 +158,12 @@ impl ReadOnly {
         voters: &[NodeId],
         lease_ticks: Option<u64>,
     ) -> Vec<WaitingRead> {
+        // Called before every Ready of a leader: with no read waiting and no lease to extend,
+        // there is nothing to confirm (a later read opens a later round, and the answers
+        // counted so far stay in `answered`).
+        if self.waiting.is_empty() && lease_ticks.is_none() {
+            return Vec::new();
+        }
         // This node agrees with every round it has sent.
         let sent = if self.unsent {
             self.last_round - 1
