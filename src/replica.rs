@@ -12,6 +12,13 @@
 //! 4. **reply**: only then answer the clients waiting on those entries, from what `complete`
 //!    returns.
 //!
+//! Reads (check, list, fetch) never enter the log (Raft thesis §6.4): [`Replica::read`] asks
+//! Raft for a read index, and `complete` answers the read from the chat state once it has
+//! applied through that index, with the applied index it was evaluated at. A read Raft refuses
+//! (no leader, leadership lost, too many waiting) is answered with why; one that waits longer
+//! than [`READ_TIMEOUT_ELECTIONS`] election timeouts (a follower's request or the leader's
+//! answer was lost) is given up.
+//!
 //! Snapshots (Raft §7) run beside these steps, never on a client's path:
 //!
 //! - **taking one**: when the log since the last snapshot exceeds the policy's entries or bytes,
@@ -29,16 +36,22 @@
 //! The async host (and the simulator through it) only executes these steps; it makes no
 //! protocol decision of its own. Commands are encoded here, so Raft sees opaque payloads.
 
-use crate::chat::{Chat, ChatLimits, Command, Operation, Outcome};
+use crate::chat::{Chat, ChatLimits, Command, Operation, Outcome, Reply};
 use crate::codec::{self, CodecError};
 use crate::limits;
 use crate::raft::{
     Config, ConfigError, EntryData, HardState, Message, Payload, Persisted, ProposeError, Raft,
-    RestoreError, Snapshot, SnapshotChunk, SnapshotMeta, Status,
+    ReadRefused, ReadState, RestoreError, Snapshot, SnapshotChunk, SnapshotMeta, Status,
 };
 use crate::storage::{self, Install};
-use crate::types::{LogIndex, Term};
+use crate::types::{LogIndex, ReadId, Term};
 use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A read still unanswered after this many of the longest election timeouts is given up: its
+/// request to the leader, or the answer, was lost, or the node is too far behind to apply
+/// through its read index (a client has long since retried elsewhere).
+pub const READ_TIMEOUT_ELECTIONS: u64 = 2;
 
 /// When a replica snapshots its state: once the log since the last snapshot holds more entries,
 /// or more bytes of commands, than these (etcd's `snapshot-count`, plus a size bound).
@@ -104,6 +117,9 @@ pub struct Work {
     last_index: LogIndex,
     entries: Vec<crate::raft::Entry>,
     committed: Vec<crate::raft::Entry>,
+    read_states: Vec<ReadState>,
+    /// Whether Raft handed out a Ready for this round (a round may only answer reads).
+    from_raft: bool,
 }
 
 impl Work {
@@ -139,6 +155,180 @@ impl Work {
     }
 }
 
+/// What completing a round gave: the entries applied, and the reads answered.
+#[derive(Debug, Default)]
+#[must_use = "clients are waiting for these answers"]
+pub struct Completed {
+    /// The committed entries, in log order, as the state machine applied them.
+    pub applied: Vec<Applied>,
+    /// Reads answered (served or refused) in this round.
+    pub reads: Vec<ReadAnswer>,
+}
+
+/// The answer to a read asked with [`Replica::read`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadAnswer {
+    /// The read, as `read` named it.
+    pub read: ReadId,
+    /// The reply, and the applied index of the state it was evaluated on (at or past the read
+    /// index); or why it was not served.
+    pub result: Result<(LogIndex, Reply), ReadError>,
+}
+
+/// Why a read was not served. It never changed anything: the client may retry anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// This node could not confirm a leader's read index (it knows no leader, or the leader
+    /// it asked, or this node itself, lost leadership first).
+    NotLeader,
+    /// Too many reads are waiting; back off.
+    Busy,
+    /// No read index came, or the state did not catch up to it, in time.
+    TimedOut,
+    /// The operation changes state: it must go through the log under a session.
+    NotReadOnly,
+}
+
+impl From<ReadRefused> for ReadError {
+    fn from(refused: ReadRefused) -> ReadError {
+        match refused {
+            ReadRefused::NotLeader => ReadError::NotLeader,
+            ReadRefused::Busy => ReadError::Busy,
+        }
+    }
+}
+
+/// A read being served: what it asks, when, and its read index once known.
+#[derive(Debug)]
+struct PendingRead {
+    operation: Operation,
+    asked_at: u64,
+    /// The term it was asked in.
+    term: Term,
+    index: Option<LogIndex>,
+}
+
+/// The reads a replica is serving. Read ids grow with time, so the oldest read (the next to
+/// time out) is always the first.
+#[derive(Debug, Default)]
+struct Reads {
+    next: u64,
+    pending: BTreeMap<ReadId, PendingRead>,
+    /// Reads with their read index, waiting for the state to apply through it.
+    by_index: BTreeSet<(LogIndex, ReadId)>,
+    /// Answers not yet handed out.
+    answers: Vec<ReadAnswer>,
+    /// The newest term a read was asked in.
+    term: Term,
+}
+
+impl Reads {
+    fn add(&mut self, operation: Operation, now: u64, term: Term) -> ReadId {
+        self.next += 1;
+        let read = ReadId(self.next);
+        self.term = term;
+        let pending = PendingRead {
+            operation,
+            asked_at: now,
+            term,
+            index: None,
+        };
+        self.pending.insert(read, pending);
+        read
+    }
+
+    /// Raft's answer about a read's index.
+    fn indexed(&mut self, state: ReadState) {
+        let Some(pending) = self.pending.get_mut(&state.read) else {
+            return; // Timed out meanwhile.
+        };
+        match state.index {
+            Ok(index) if pending.index.is_none() => {
+                pending.index = Some(index);
+                self.by_index.insert((index, state.read));
+            }
+            Ok(_) => {} // A duplicate: the first answer stands.
+            Err(refused) => self.answer(state.read, Err(refused.into())),
+        }
+    }
+
+    /// Serves every read whose read index `chat` has applied through.
+    fn serve(&mut self, chat: &Chat) {
+        let applied = chat.applied_index();
+        while let Some(&(index, read)) = self.by_index.first() {
+            #[cfg(feature = "mutants")]
+            let index = serve_before_apply(index);
+            if index > applied {
+                break;
+            }
+            self.by_index.pop_first();
+            if let Some(pending) = self.pending.remove(&read) {
+                let reply = chat.query(&pending.operation);
+                self.answers.push(ReadAnswer {
+                    read,
+                    result: Ok((applied, reply)),
+                });
+            }
+        }
+    }
+
+    /// The node is in `term` now: a read asked in an earlier term still waiting for its index
+    /// never gets one (an answer from the old term's leader would be dropped as stale), so it
+    /// is refused now rather than left to time out.
+    fn term_is(&mut self, term: Term) {
+        if term <= self.term {
+            return;
+        }
+        self.term = term;
+        let stale: Vec<ReadId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.index.is_none() && p.term < term)
+            .map(|(&read, _)| read)
+            .collect();
+        for read in stale {
+            self.answer(read, Err(ReadError::NotLeader));
+        }
+    }
+
+    /// Gives up every read asked before `deadline`.
+    fn expire(&mut self, deadline: u64) {
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.get().asked_at > deadline {
+                break;
+            }
+            let (read, pending) = entry.remove_entry();
+            if let Some(index) = pending.index {
+                self.by_index.remove(&(index, read));
+            }
+            self.answers.push(ReadAnswer {
+                read,
+                result: Err(ReadError::TimedOut),
+            });
+        }
+    }
+
+    fn answer(&mut self, read: ReadId, result: Result<(LogIndex, Reply), ReadError>) {
+        if let Some(pending) = self.pending.remove(&read) {
+            if let Some(index) = pending.index {
+                self.by_index.remove(&(index, read));
+            }
+            self.answers.push(ReadAnswer { read, result });
+        }
+    }
+}
+
+/// Mutant `serve-before-apply`: a read is served as soon as its read index is known, from
+/// whatever the state machine has applied by then.
+#[cfg(feature = "mutants")]
+fn serve_before_apply(index: LogIndex) -> LogIndex {
+    use crate::mutants::{is_active, Mutant};
+    match is_active(Mutant::ServeBeforeApply) {
+        true => LogIndex(0),
+        false => index,
+    }
+}
+
 /// A committed entry as the state machine applied it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {
@@ -167,6 +357,11 @@ pub struct Replica {
     snapshot_index: LogIndex,
     /// Command bytes applied since then.
     bytes_since_snapshot: u64,
+    reads: Reads,
+    /// Ticks since the replica started (the clock reads time out by).
+    ticks: u64,
+    /// Ticks a read may wait.
+    read_timeout_ticks: u64,
 }
 
 impl Replica {
@@ -176,6 +371,7 @@ impl Replica {
         policy: SnapshotPolicy,
         rng: ChaCha8Rng,
     ) -> Result<Replica, ConfigError> {
+        let read_timeout_ticks = read_timeout_ticks(&config);
         Ok(Replica {
             raft: Raft::new(config, rng)?,
             chat: Chat::new(),
@@ -183,6 +379,9 @@ impl Replica {
             snapshot_in_progress: false,
             snapshot_index: LogIndex(0),
             bytes_since_snapshot: 0,
+            reads: Reads::default(),
+            ticks: 0,
+            read_timeout_ticks,
         })
     }
 
@@ -208,6 +407,7 @@ impl Replica {
             None => Chat::new(),
         };
         let snapshot_index = chat.applied_index();
+        let read_timeout_ticks = read_timeout_ticks(&config);
         let raft = Raft::restart(config, rng, persisted)?;
         Ok(Replica {
             raft,
@@ -216,6 +416,9 @@ impl Replica {
             snapshot_in_progress: false,
             snapshot_index,
             bytes_since_snapshot: 0,
+            reads: Reads::default(),
+            ticks: 0,
+            read_timeout_ticks,
         })
     }
 
@@ -249,6 +452,24 @@ impl Replica {
     /// One tick of time.
     pub fn tick(&mut self) {
         self.raft.tick();
+        self.ticks += 1;
+        if let Some(deadline) = self.ticks.checked_sub(self.read_timeout_ticks) {
+            self.reads.expire(deadline);
+        }
+    }
+
+    /// Asks for a linearizable read of `operation` without writing the log. Its answer comes
+    /// out of a later [`Replica::complete`], under the id returned here.
+    pub fn read(&mut self, operation: Operation) -> Result<ReadId, ReadError> {
+        if !operation.is_read_only() {
+            return Err(ReadError::NotReadOnly);
+        }
+        let term = self.raft.status().term;
+        let read = self
+            .reads
+            .add(Operation::bounded(operation), self.ticks, term);
+        self.raft.read_index(read);
+        Ok(read)
     }
 
     /// Proposes a client command. Over-long strings are cut first (see
@@ -273,7 +494,10 @@ impl Replica {
 
     /// The next round of effects, or `None` when there is nothing to do.
     pub fn ready(&mut self) -> Option<Work> {
-        let mut ready = self.raft.ready()?;
+        let Some(mut ready) = self.raft.ready() else {
+            // Reads answered outside a round (timed out) still need one to come out of.
+            return (!self.reads.answers.is_empty()).then(|| Work::answers_only(self.status()));
+        };
         // Every entry up to it is persisted once this round's write is: the unstable ones are
         // in `ready.entries`.
         let last_index = self.raft.status().last_index;
@@ -299,13 +523,15 @@ impl Replica {
             last_index,
             entries: ready.entries,
             committed: ready.committed_entries,
+            read_states: ready.read_states,
+            from_raft: true,
         })
     }
 
     /// Completes a round whose write is synced and whose messages were taken and sent: applies
     /// its committed entries, in order, and returns them with their outcomes for the host to
     /// answer its waiting clients. Completing with messages still in the Work is a host bug.
-    pub fn complete(&mut self, work: Work) -> Vec<Applied> {
+    pub fn complete(&mut self, work: Work) -> Completed {
         assert!(
             work.messages.is_empty() && work.messages_before_persist.is_empty(),
             "complete() before the messages were taken and sent"
@@ -315,8 +541,18 @@ impl Replica {
             .into_iter()
             .map(|entry| self.apply(entry))
             .collect();
-        self.raft.advance();
-        applied
+        if work.from_raft {
+            self.raft.advance();
+        }
+        for state in work.read_states {
+            self.reads.indexed(state);
+        }
+        self.reads.term_is(self.raft.status().term);
+        self.reads.serve(&self.chat);
+        Completed {
+            applied,
+            reads: std::mem::take(&mut self.reads.answers),
+        }
     }
 
     fn apply(&mut self, entry: crate::raft::Entry) -> Applied {
@@ -343,6 +579,11 @@ impl Replica {
             outcome,
             digest: self.chat.digest(),
         }
+    }
+
+    /// Reads asked and not yet answered.
+    pub fn reads_pending(&self) -> usize {
+        self.reads.pending.len()
     }
 
     /// A snapshot to take now, if the log since the last one has outgrown the policy and none
@@ -416,6 +657,29 @@ impl Replica {
     }
 }
 
+impl Work {
+    /// A round with nothing to persist, send or apply, that only hands out read answers.
+    fn answers_only(status: Status) -> Work {
+        Work {
+            snapshot_chunks: Vec::new(),
+            write: Vec::new(),
+            messages_before_persist: Vec::new(),
+            messages: Vec::new(),
+            installed: None,
+            hard_state: None,
+            last_index: status.last_index,
+            entries: Vec::new(),
+            committed: Vec::new(),
+            read_states: Vec::new(),
+            from_raft: false,
+        }
+    }
+}
+
+fn read_timeout_ticks(config: &Config) -> u64 {
+    READ_TIMEOUT_ELECTIONS * u64::from(config.election_timeout_ticks_max)
+}
+
 fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
     codec::decode_payload(bytes)
 }
@@ -445,6 +709,7 @@ mod tests {
         files: BTreeMap<NodeId, Files>,
         down: Vec<NodeId>,
         outcomes: BTreeMap<(NodeId, LogIndex), Applied>,
+        reads: BTreeMap<(NodeId, ReadId), ReadAnswer>,
         policy: SnapshotPolicy,
         installs: usize,
     }
@@ -467,6 +732,7 @@ mod tests {
                 files: BTreeMap::new(),
                 down: Vec::new(),
                 outcomes: BTreeMap::new(),
+                reads: BTreeMap::new(),
                 policy,
                 installs: 0,
             };
@@ -529,8 +795,12 @@ mod tests {
                 files.log.extend_from_slice(&work.write);
                 sent.append(&mut work.messages_before_persist);
                 sent.append(&mut work.messages);
-                for applied in replica.complete(work) {
+                let completed = replica.complete(work);
+                for applied in completed.applied {
                     self.outcomes.insert((id, applied.index), applied);
+                }
+                for answer in completed.reads {
+                    self.reads.insert((id, answer.read), answer);
                 }
                 if let Some(snapshot) = received {
                     let chat = Replica::decode_snapshot(&snapshot).unwrap();
@@ -570,6 +840,17 @@ mod tests {
                 .unwrap();
             self.settle();
             self.outcomes[&(leader, index)].outcome.clone().unwrap()
+        }
+
+        /// Asks `id` for a read, settles, and returns its answer, if one came.
+        fn read(&mut self, id: NodeId, operation: Operation) -> Option<ReadAnswer> {
+            let read = self.replicas.get_mut(&id).unwrap().read(operation).unwrap();
+            self.settle();
+            self.reads.remove(&(id, read))
+        }
+
+        fn log_bytes(&self) -> usize {
+            self.files.values().map(|f| f.log.len()).sum()
         }
 
         fn crash(&mut self, id: NodeId) {
@@ -743,6 +1024,109 @@ mod tests {
             let outcome = cluster.submit(op(client, k + 1, create));
             assert_eq!(reply(outcome).status, ChatStatus::Success);
         }
+    }
+
+    fn check(name: &str) -> Operation {
+        Operation::CheckAccount {
+            username: name.into(),
+        }
+    }
+
+    fn served(answer: Option<ReadAnswer>) -> (LogIndex, Reply) {
+        match answer {
+            Some(ReadAnswer {
+                result: Ok(served), ..
+            }) => served,
+            other => panic!("not served: {other:?}"),
+        }
+    }
+
+    /// Thesis §6.4: a read on the leader or on a follower is served from the state through
+    /// the leader's commit index, and writes nothing to any log.
+    #[test]
+    fn reads_on_the_leader_and_on_followers_see_every_write_and_write_no_log() {
+        let mut cluster = Cluster::new();
+        cluster.run(30);
+        let client = register(&mut cluster);
+        create_users(&mut cluster, client, 0..3);
+        let leader = cluster.leader();
+        let commit = cluster.replicas[&leader].status().commit_index;
+        let bytes = cluster.log_bytes();
+        for id in (1..=3).map(NodeId) {
+            let (index, reply) = served(cluster.read(id, check("user2")));
+            assert_eq!(reply.status, ChatStatus::Success, "on {id}");
+            assert!(index >= commit, "{id} served at {index}, before {commit}");
+            let (_, reply) = served(cluster.read(id, check("nobody")));
+            assert_eq!(reply.status, ChatStatus::AccountNotExist);
+        }
+        assert_eq!(cluster.log_bytes(), bytes, "reads wrote to a log");
+    }
+
+    #[test]
+    fn a_read_with_no_leader_known_is_refused() {
+        let mut cluster = Cluster::new();
+        let answer = cluster
+            .read(NodeId(1), check("a"))
+            .expect("answered at once");
+        assert_eq!(answer.result, Err(ReadError::NotLeader));
+    }
+
+    #[test]
+    fn an_operation_that_writes_is_not_a_read() {
+        let mut cluster = Cluster::new();
+        let create = Operation::CreateAccount {
+            username: "a".into(),
+        };
+        let refused = cluster.replicas.get_mut(&NodeId(1)).unwrap().read(create);
+        assert_eq!(refused, Err(ReadError::NotReadOnly));
+    }
+
+    /// A follower whose request for a read index goes unanswered (here, its leader crashed)
+    /// refuses the read once a new term begins (the old leader's answer would be stale), and
+    /// gives it up after `READ_TIMEOUT_ELECTIONS` election timeouts if none does: it never
+    /// hangs.
+    #[test]
+    fn a_read_whose_leader_vanished_is_answered_in_bounded_time() {
+        let mut cluster = Cluster::new();
+        cluster.run(30);
+        let leader = cluster.leader();
+        let follower = (1..=3).map(NodeId).find(|&id| id != leader).unwrap();
+        cluster.crash(leader);
+        let read = cluster
+            .replicas
+            .get_mut(&follower)
+            .unwrap()
+            .read(check("a"))
+            .unwrap();
+        let timeout = READ_TIMEOUT_ELECTIONS * u64::from(config(1).election_timeout_ticks_max);
+        for _ in 0..timeout {
+            cluster.run(1);
+            if cluster.reads.contains_key(&(follower, read)) {
+                break;
+            }
+        }
+        let answer = cluster.reads.remove(&(follower, read)).expect("answered");
+        assert_eq!(answer.result, Err(ReadError::NotLeader), "a new term began");
+        // With no election possible (a quorum is down; pre-vote keeps the term), it times out.
+        cluster.recover(leader);
+        cluster.run(30);
+        let leader = cluster.leader();
+        let follower = (1..=3).map(NodeId).find(|&id| id != leader).unwrap();
+        for id in (1..=3).map(NodeId).filter(|&id| id != follower) {
+            cluster.crash(id);
+        }
+        let read = cluster
+            .replicas
+            .get_mut(&follower)
+            .unwrap()
+            .read(check("a"))
+            .unwrap();
+        for _ in 0..timeout {
+            cluster.run(1);
+        }
+        let answer = cluster.reads.remove(&(follower, read)).expect("answered");
+        assert_eq!(answer.result, Err(ReadError::TimedOut));
+        assert_eq!(cluster.replicas[&follower].reads_pending(), 0);
     }
 
     /// Raft §7: a follower cut off while the others snapshot and compact their logs past what

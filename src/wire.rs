@@ -5,7 +5,7 @@
 //! `codec`'s: a length, a CRC-32 and a bincode payload; decoding garbage, truncated or oversized
 //! input returns an error and never panics, so a bad peer can only get its connection closed.
 
-use crate::chat::{Command, Outcome};
+use crate::chat::{Command, Operation, Outcome, Reply};
 use crate::codec::{self, CodecError};
 use crate::raft::{Message, Status};
 use crate::types::{LogIndex, NodeId};
@@ -59,6 +59,10 @@ pub enum RequestBody {
     Command(Command),
     /// This node's Raft status.
     Status,
+    /// A linearizable read of a read-only operation (check, list, fetch), served by this node
+    /// without writing the log: by ReadIndex on a leader, through the leader's read index on a
+    /// follower. No session: a read changes nothing, so a retry is harmless.
+    Read(Operation),
 }
 
 /// The answer to a [`Request`].
@@ -94,6 +98,18 @@ pub enum ResponseBody {
     Dropped,
     /// This node's status.
     Status(NodeStatus),
+    /// A read's reply, from the state applied through `index` (at or past its read index).
+    Read {
+        /// The applied index of the state the read saw.
+        index: LogIndex,
+        /// What the chat state machine answered.
+        reply: Reply,
+    },
+    /// This node gave up on the request in time (a read whose read index, or state, did not
+    /// come); nothing changed, and it may be retried anywhere.
+    TimedOut,
+    /// The request is not one this node can serve (a read of an operation that writes).
+    Invalid(String),
 }
 
 /// A node's status as reported to clients and operators.
@@ -246,6 +262,28 @@ mod tests {
                 }),
             }),
             Frame::PeerAck { received_count: 12 },
+            Frame::Request(Request {
+                id: 6,
+                body: RequestBody::Read(Operation::FetchMessages {
+                    username: "bób".into(),
+                    first_message_id: 2,
+                }),
+            }),
+            Frame::Response(Response {
+                id: 6,
+                body: ResponseBody::Read {
+                    index: LogIndex(12),
+                    reply: Reply::with_messages(2, vec![("a".into(), "ü".into())]),
+                },
+            }),
+            Frame::Response(Response {
+                id: 7,
+                body: ResponseBody::TimedOut,
+            }),
+            Frame::Response(Response {
+                id: 8,
+                body: ResponseBody::Invalid("not a read".into()),
+            }),
             Frame::Response(Response {
                 id: 5,
                 body: ResponseBody::Applied {

@@ -6,6 +6,12 @@
 //! twice (Raft paper §8). The client goes straight to the leader a server names; without a
 //! name it tries the members in turn, backing off with jitter.
 //!
+//! Reads (check, list, fetch) go through no log and need no session: by default they go to the
+//! leader, which serves them by ReadIndex; with [`ReadMode::Any`] each client reads from a node
+//! of its own, leader or follower, spreading reads over the cluster; [`ReadMode::Log`] sends
+//! them through the log like writes (as before reads without log writes existed). A read never
+//! changes anything, so one that gets no answer simply failed.
+//!
 //! An operation ends in one of three ways, as a Jepsen history needs them: applied (with the
 //! reply and the log index), certainly not applied (`Failed`), or unknown (`Unknown`: an
 //! attempt may have reached a leader that then lost contact, so it may yet take effect, until
@@ -38,6 +44,46 @@ pub struct ClientConfig {
     pub backoff: (Duration, Duration),
     /// Seed of the jitter RNG.
     pub seed: u64,
+    /// Where reads go.
+    pub reads: ReadMode,
+}
+
+/// Where a client sends its reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadMode {
+    /// To the leader, which serves them by ReadIndex (or its lease).
+    #[default]
+    Leader,
+    /// To any node: each client picks one and stays with it while it answers; a follower
+    /// asks the leader for the read index and serves the read itself.
+    Any,
+    /// Through the log, as commands under the session, like writes.
+    Log,
+}
+
+impl ReadMode {
+    /// Every mode, by its name in cluster files and flags.
+    pub const NAMES: [(&'static str, ReadMode); 3] = [
+        ("leader", ReadMode::Leader),
+        ("any", ReadMode::Any),
+        ("log", ReadMode::Log),
+    ];
+
+    /// The mode called `name`.
+    pub fn from_name(name: &str) -> Option<ReadMode> {
+        ReadMode::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, mode)| mode)
+    }
+
+    /// The mode's name.
+    pub fn name(self) -> &'static str {
+        ReadMode::NAMES
+            .iter()
+            .find(|(_, mode)| *mode == self)
+            .map_or("leader", |(name, _)| name)
+    }
 }
 
 impl ClientConfig {
@@ -49,6 +95,7 @@ impl ClientConfig {
             attempt_timeout: Duration::from_millis(500),
             backoff: (Duration::from_millis(10), Duration::from_millis(200)),
             seed: 0,
+            reads: ReadMode::default(),
         }
     }
 }
@@ -64,13 +111,18 @@ pub enum ClientError {
     Unknown(String),
 }
 
-/// A successful operation: the reply and the log index at which it took effect.
+/// A successful operation: the reply, the log index at which it took effect, and the node
+/// that answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completed {
     /// The chat state machine's reply.
     pub reply: Reply,
-    /// Where in the log the operation took effect (for a read, the state it saw).
+    /// Where in the log the operation took effect (for a read, the applied index of the state
+    /// it saw).
     pub index: LogIndex,
+    /// The node whose answer this is: the leader that applied a write, the node that served
+    /// a read.
+    pub node: NodeId,
 }
 
 struct Connection {
@@ -93,6 +145,10 @@ pub struct Client {
     session: Option<ClientId>,
     sequence: u64,
     leader: Option<NodeId>,
+    /// With `ReadMode::Any`: the node this client reads from.
+    read_home: Option<NodeId>,
+    /// The last operation was a read served without the log.
+    last_was_read: bool,
     connections: BTreeMap<NodeId, Connection>,
     next_request_id: u64,
     rng: ChaCha8Rng,
@@ -108,6 +164,8 @@ impl Client {
             session: None,
             sequence: 0,
             leader: None,
+            read_home: None,
+            last_was_read: false,
             connections: BTreeMap::new(),
             next_request_id: 1,
             rng,
@@ -120,17 +178,22 @@ impl Client {
         self.leader
     }
 
-    /// The session and sequence number of the last operation this client sent, if any: the
-    /// identity under which that operation is (or may yet be) applied.
+    /// The session and sequence number of the last operation this client ran, if it went
+    /// through the log: the identity under which that operation is (or may yet be) applied.
+    /// None after a read served without the log.
     pub fn last_command(&self) -> Option<(ClientId, u64)> {
         self.session
-            .filter(|_| self.sequence > 0)
+            .filter(|_| self.sequence > 0 && !self.last_was_read)
             .map(|session| (session, self.sequence))
     }
 
     /// Runs one chat operation to completion: applied, certainly not applied, or unknown.
     pub async fn execute(&mut self, operation: Operation) -> Result<Completed, ClientError> {
         let deadline = Instant::now() + self.config.operation_timeout;
+        self.last_was_read = operation.is_read_only() && self.config.reads != ReadMode::Log;
+        if self.last_was_read {
+            return self.read(operation, deadline).await;
+        }
         let client_id = self.ensure_session(deadline).await?;
         self.sequence += 1;
         let command = Command::Client {
@@ -138,9 +201,9 @@ impl Client {
             sequence: self.sequence,
             operation,
         };
-        let (index, outcome) = self.submit(command, deadline).await?;
+        let (index, outcome, node) = self.submit(command, deadline).await?;
         match outcome {
-            Outcome::Replied { reply, .. } => Ok(Completed { reply, index }),
+            Outcome::Replied { reply, .. } => Ok(Completed { reply, index, node }),
             Outcome::SessionExpired => {
                 // Nothing was applied now, but an earlier attempt under the lost session could
                 // have been; the next operation opens a new session.
@@ -169,12 +232,12 @@ impl Client {
         // A registration whose outcome is unknown leaves at most an unused session behind,
         // which the state machine evicts in time; so any failure here is just a failure.
         match self.submit(Command::RegisterClient, deadline).await {
-            Ok((_, Outcome::Registered(client_id))) => {
+            Ok((_, Outcome::Registered(client_id), _)) => {
                 self.session = Some(client_id);
                 self.sequence = 0;
                 Ok(client_id)
             }
-            Ok((_, other)) => Err(ClientError::Failed(format!("registration gave {other:?}"))),
+            Ok((_, other, _)) => Err(ClientError::Failed(format!("registration gave {other:?}"))),
             Err(ClientError::Unknown(why) | ClientError::Failed(why)) => {
                 Err(ClientError::Failed(format!("cannot open a session: {why}")))
             }
@@ -186,7 +249,7 @@ impl Client {
         &mut self,
         command: Command,
         deadline: Instant,
-    ) -> Result<(LogIndex, Outcome), ClientError> {
+    ) -> Result<(LogIndex, Outcome, NodeId), ClientError> {
         let mut maybe_applied = false;
         let mut backoff = self.config.backoff.0;
         let mut last_problem = String::from("no attempt made");
@@ -196,7 +259,7 @@ impl Client {
             let retry_now = match self.attempt(target, request).await {
                 Attempt::Answer(ResponseBody::Applied { index, outcome }) => {
                     self.leader = Some(target);
-                    return Ok((index, outcome));
+                    return Ok((index, outcome, target));
                 }
                 Attempt::Answer(ResponseBody::NotLeader { leader }) => {
                     last_problem = format!("{target} is not the leader");
@@ -218,8 +281,14 @@ impl Client {
                     last_problem = format!("{target} is busy");
                     false
                 }
-                Attempt::Answer(ResponseBody::Status(_)) => {
-                    last_problem = format!("{target} answered a command with a status");
+                Attempt::Answer(
+                    other @ (ResponseBody::Status(_)
+                    | ResponseBody::Read { .. }
+                    | ResponseBody::TimedOut
+                    | ResponseBody::Invalid(_)),
+                ) => {
+                    // Nothing a node answers so was applied.
+                    last_problem = format!("{target} answered a command with {other:?}");
                     false
                 }
                 Attempt::Lost(why) => {
@@ -235,12 +304,7 @@ impl Client {
                 }
             };
             if !retry_now {
-                let jitter = self.rng.gen_range(0.5..1.0);
-                let pause = backoff
-                    .mul_f64(jitter)
-                    .min(deadline.saturating_duration_since(Instant::now()));
-                sleep(pause).await;
-                backoff = (backoff * 2).min(self.config.backoff.1);
+                self.back_off(&mut backoff, deadline).await;
             }
         }
         let why = format!("timed out; last: {last_problem}");
@@ -249,6 +313,82 @@ impl Client {
         } else {
             ClientError::Failed(why)
         })
+    }
+
+    /// Sends a read until a node serves it or the deadline passes. A read changes nothing,
+    /// so however it ends without an answer, it failed.
+    async fn read(
+        &mut self,
+        operation: Operation,
+        deadline: Instant,
+    ) -> Result<Completed, ClientError> {
+        let mut backoff = self.config.backoff.0;
+        let mut last_problem = String::from("no attempt made");
+        while Instant::now() < deadline {
+            let target = self.pick_read_target();
+            let request = RequestBody::Read(operation.clone());
+            let retry_now = match self.attempt(target, request).await {
+                Attempt::Answer(ResponseBody::Read { index, reply }) => {
+                    return Ok(Completed {
+                        reply,
+                        index,
+                        node: target,
+                    });
+                }
+                Attempt::Answer(ResponseBody::NotLeader { leader }) => {
+                    last_problem = format!("{target} could not confirm a leader");
+                    self.leader = leader.filter(|&l| l != target);
+                    // A follower without a leader tells of none; try the leader if it knows one.
+                    self.read_home = self.leader;
+                    self.leader.is_some()
+                }
+                Attempt::Answer(ResponseBody::Invalid(why)) => {
+                    return Err(ClientError::Failed(format!("{target} refused: {why}")));
+                }
+                Attempt::Answer(other) => {
+                    last_problem = format!("{target} answered a read with {other:?}");
+                    false
+                }
+                Attempt::Lost(why) | Attempt::NotSent(why) => {
+                    last_problem = why;
+                    self.leader = self.leader.filter(|&l| l != target);
+                    self.read_home = None;
+                    false
+                }
+            };
+            if !retry_now {
+                self.back_off(&mut backoff, deadline).await;
+            }
+        }
+        Err(ClientError::Failed(format!(
+            "timed out; last: {last_problem}"
+        )))
+    }
+
+    /// Sleeps for a jittered `backoff` (never past the deadline), and doubles it.
+    async fn back_off(&mut self, backoff: &mut Duration, deadline: Instant) {
+        let jitter = self.rng.gen_range(0.5..1.0);
+        let pause = backoff
+            .mul_f64(jitter)
+            .min(deadline.saturating_duration_since(Instant::now()));
+        sleep(pause).await;
+        *backoff = (*backoff * 2).min(self.config.backoff.1);
+    }
+
+    fn pick_read_target(&mut self) -> NodeId {
+        if self.config.reads != ReadMode::Any {
+            return self.pick_target();
+        }
+        if let Some(home) = self
+            .read_home
+            .filter(|h| self.config.members.contains_key(h))
+        {
+            return home;
+        }
+        let members: Vec<NodeId> = self.config.members.keys().copied().collect();
+        let home = members[self.rng.gen_range(0..members.len())];
+        self.read_home = Some(home);
+        home
     }
 
     fn pick_target(&mut self) -> NodeId {

@@ -74,6 +74,11 @@ pub struct NodeConfig {
     pub pre_vote: bool,
     /// Raft check-quorum (thesis §6.2).
     pub check_quorum: bool,
+    /// Lease reads (thesis §6.4.1; needs check-quorum): adds the clock assumption that no
+    /// node's clock runs more than `read_lease_drift_percent` faster than the leader's.
+    pub read_lease: bool,
+    /// The clock-drift margin the read lease leaves, in percent.
+    pub read_lease_drift_percent: u32,
     /// Most entries in one AppendEntries.
     pub append_entries_max: usize,
     /// Most unacknowledged AppendEntries per follower.
@@ -119,6 +124,8 @@ impl NodeConfig {
             heartbeat_ticks: 3,
             pre_vote: true,
             check_quorum: true,
+            read_lease: false,
+            read_lease_drift_percent: raft::READ_LEASE_DRIFT_PERCENT_DEFAULT,
             append_entries_max: limits::APPEND_ENTRIES_MAX,
             inflight_appends_max: limits::INFLIGHT_APPENDS_MAX,
             apply_entries_max: limits::APPLY_ENTRIES_MAX,
@@ -142,6 +149,8 @@ impl NodeConfig {
         config.heartbeat_interval_ticks = self.heartbeat_ticks;
         config.pre_vote = self.pre_vote;
         config.check_quorum = self.check_quorum;
+        config.read_lease = self.read_lease;
+        config.read_lease_drift_percent = self.read_lease_drift_percent;
         config.append_entries_max = self.append_entries_max;
         config.inflight_appends_max = self.inflight_appends_max;
         config.apply_entries_max = self.apply_entries_max;

@@ -13,6 +13,9 @@
 //! syncs, reads back and checks the file, decodes it and makes it durable under its final name,
 //! and the loop then installs it.
 //!
+//! Reads wait by read id until the replica answers them: served from the state once it has
+//! applied through the read index, or refused.
+//!
 //! Client waiters are kept by log index. An applied entry answers the waiter at its index if
 //! the terms agree; if they differ, the waiter's entry was replaced by another leader's and
 //! certainly never applies (`Dropped`). A leader that loses leadership answers every waiter
@@ -27,8 +30,8 @@ use crate::observer::{Event, Observer};
 use crate::transport::{self, Inbound, Outbox, PeerOutbox};
 use raftchat::chat::Chat;
 use raftchat::raft::{Message, ProposeError, RoleKind, Snapshot, Status};
-use raftchat::replica::{Applied, Replica, SnapshotJob};
-use raftchat::types::{LogIndex, Term};
+use raftchat::replica::{Applied, ReadAnswer, ReadError, Replica, SnapshotJob};
+use raftchat::types::{LogIndex, ReadId, Term};
 use raftchat::wire::{NodeStatus, RequestBody, ResponseBody};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -117,6 +120,8 @@ struct Host<D, O> {
     outbox: O,
     observer: Arc<dyn Observer>,
     waiters: BTreeMap<LogIndex, Waiter>,
+    /// Clients waiting for reads, by the replica's read id.
+    reads: BTreeMap<ReadId, oneshot::Sender<ResponseBody>>,
     last_status: Status,
     background: mpsc::Sender<Background>,
     /// A received snapshot is being checked beside the loop (one at a time: each holds a
@@ -170,6 +175,7 @@ where
         outbox,
         observer,
         waiters: BTreeMap::new(),
+        reads: BTreeMap::new(),
         last_status,
         background,
         checking: false,
@@ -393,6 +399,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     let _ = reply.send(ResponseBody::Status(status));
                 }
                 RequestBody::Command(command) => self.propose(command, reply),
+                RequestBody::Read(operation) => self.read(operation, reply),
             },
         }
     }
@@ -423,6 +430,22 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             }
             Err(ProposeError::Busy) => {
                 let _ = reply.send(ResponseBody::Busy);
+            }
+        }
+    }
+
+    fn read(&mut self, operation: raftchat::chat::Operation, reply: oneshot::Sender<ResponseBody>) {
+        if self.reads.len() >= WAITERS_MAX {
+            let _ = reply.send(ResponseBody::Busy);
+            return;
+        }
+        match self.replica.read(operation) {
+            Ok(read) => {
+                self.reads.insert(read, reply);
+            }
+            Err(_) => {
+                let why = "a read of an operation that writes; send it as a command";
+                let _ = reply.send(ResponseBody::Invalid(why.into()));
             }
         }
     }
@@ -477,10 +500,14 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             for message in std::mem::take(&mut work.messages) {
                 self.send(message);
             }
-            for applied in self.replica.complete(work) {
+            let completed = self.replica.complete(work);
+            for applied in completed.applied {
                 self.observer
                     .event(self.config.id, &Event::Applied(&applied));
                 self.answer(applied);
+            }
+            for read in completed.reads {
+                self.answer_read(read);
             }
             if let Some(snapshot) = received {
                 self.start_finishing(snapshot).await?;
@@ -510,6 +537,22 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             _ => ResponseBody::Dropped,
         };
         let _ = waiter.reply.send(body);
+    }
+
+    fn answer_read(&mut self, answer: ReadAnswer) {
+        let Some(reply) = self.reads.remove(&answer.read) else {
+            return;
+        };
+        let body = match answer.result {
+            Ok((index, reply)) => ResponseBody::Read { index, reply },
+            Err(ReadError::NotLeader) => ResponseBody::NotLeader {
+                leader: self.replica.status().leader,
+            },
+            Err(ReadError::Busy) => ResponseBody::Busy,
+            Err(ReadError::TimedOut) => ResponseBody::TimedOut,
+            Err(ReadError::NotReadOnly) => unreachable!("refused when asked"),
+        };
+        let _ = reply.send(body);
     }
 
     /// Reports status changes and, when leadership is lost, answers every waiter `Unknown`.

@@ -536,6 +536,7 @@ fn record_probe(
         completion,
         operation: operation.clone(),
         index: done.as_ref().map(|d| d.index),
+        node: done.as_ref().map(|d| d.node),
         reply: done.map(|d| d.reply),
         command_id,
         time,

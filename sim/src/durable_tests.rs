@@ -66,7 +66,7 @@ async fn settle(
         assert!(whole.is_none(), "a one-node cluster receives no snapshot");
         work.messages.clear();
         work.messages_before_persist.clear();
-        for entry in replica.complete(work) {
+        for entry in replica.complete(work).applied {
             applied.insert(entry.index, entry.digest);
         }
         if let Some(job) = replica.maybe_snapshot() {

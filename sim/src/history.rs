@@ -1,10 +1,11 @@
 //! The client history in Jepsen's convention: one JSON line per invocation and per completion,
 //! `{"process", "type", "f", "value", "time"}`, plus `"index"` on completions: the log index at
-//! which the operation took effect, or null. `fail` means certainly not applied, `info` unknown;
+//! which the operation took effect (for a read, the applied index of the state it saw), or null,
+//! and `"node"`: the node that answered, or null. `fail` means certainly not applied, `info` unknown;
 //! for an `info` the simulator fills the index in afterwards from the replicas' applied logs.
 
 use raftchat::chat::{ChatLimits, Operation, Reply};
-use raftchat::types::{ClientId, LogIndex};
+use raftchat::types::{ClientId, LogIndex, NodeId};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ pub struct HistoryEvent {
     pub reply: Option<Reply>,
     /// Where it took effect, if known.
     pub index: Option<LogIndex>,
+    /// The node that answered (the leader that applied a write, the node that served a read).
+    pub node: Option<NodeId>,
     /// The session command that carried it, so an `info`'s index can be found afterwards.
     pub command_id: Option<(ClientId, u64)>,
     /// Simulated time.
@@ -123,6 +126,7 @@ impl History {
             });
             if event.completion.is_some() {
                 line["index"] = event.index.map_or(Value::Null, |i| json!(i.0));
+                line["node"] = event.node.map_or(Value::Null, |n| json!(n.0));
             }
             serde_json::to_writer(&mut out, &line).expect("JSON to memory");
             out.push(b'\n');

@@ -14,12 +14,14 @@
 //!
 //! 1. Log order, O(n log n). The simulator records on every completion the log index at which
 //!    the operation took effect (for an `info`, read afterwards from the replicas' applied logs;
-//!    none if it never did). A Raft cluster is linearizable exactly because the log order is a
-//!    linearization, so the checker verifies that claim: no `fail` has an index, no two
-//!    operations share one, an operation that completed before another was invoked has the
-//!    smaller index (a time sweep), and replaying everything that took effect in index order on
-//!    the model reproduces every `ok` reply. A failure names the operation and what the log
-//!    order gives instead.
+//!    none if it never did); a read served without the log records the applied index of the
+//!    state it saw, and goes right after the write at that index (reads at one index, in the
+//!    order they were invoked). A Raft cluster is linearizable exactly because the log order is
+//!    a linearization, so the checker verifies that claim: no `fail` has an index, no two
+//!    writes share one, an operation that completed before another was invoked comes first in
+//!    that order (a time sweep), and replaying everything that took effect in that order on
+//!    the model reproduces every `ok` reply. A failure names the operation, the node that
+//!    answered it, and what the log order gives instead.
 //! 2. Search, when some `ok` lacks an index: Wing & Gong's depth-first search with Lowe's
 //!    memoization of (set of linearized operations, model state). An `ok` must be linearized
 //!    after every `ok` that completed before its invocation and before its own completion; an
@@ -40,7 +42,7 @@ use raftchat::chat::{ChatLimits, Operation, Reply, Status, MESSAGE_OVERHEAD_BYTE
 use raftchat::limits::{
     ACCOUNTS_MAX, FETCH_MESSAGES_MAX, MESSAGE_CHARS_MAX, PATTERN_CHARS_MAX, USERNAME_CHARS_MAX,
 };
-use raftchat::types::LogIndex;
+use raftchat::types::{LogIndex, NodeId};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
@@ -302,6 +304,8 @@ pub struct Op {
     pub outcome: Outcome,
     /// The log index where it took effect, as the simulator recorded it.
     pub index: Option<LogIndex>,
+    /// The node that answered it, if one did.
+    pub node: Option<NodeId>,
     /// The position of its invocation in the history's events.
     pub invoke_event: usize,
     /// The position of its completion in the history's events; None if it never completed.
@@ -336,6 +340,12 @@ impl Op {
             Outcome::Ok(_) | Outcome::Info => self.index,
             Outcome::Fail => None,
         }
+    }
+
+    /// Where the log order puts it: at its index, a read after the write there.
+    fn position(&self) -> Option<(LogIndex, bool)> {
+        self.effect_index()
+            .map(|index| (index, self.operation.is_read_only()))
     }
 }
 
@@ -378,6 +388,7 @@ fn invocation(position: usize, event: &HistoryEvent) -> Op {
         completed: None,
         outcome: Outcome::Info,
         index: None,
+        node: None,
         invoke_event: position,
         complete_event: None,
     }
@@ -397,6 +408,7 @@ fn complete(
     }
     op.complete_event = Some(position);
     op.index = event.index;
+    op.node = event.node;
     op.outcome = match (completion, &event.reply) {
         (Completion::Ok, Some(reply)) => Outcome::Ok(reply.clone()),
         (Completion::Ok, None) => return Err(format!("line {line}: an ok without a reply")),
@@ -530,10 +542,11 @@ fn failed_with_effect(ops: &[Op]) -> Option<Violation> {
     })
 }
 
-/// Every operation is its own log entry, so no two may claim one index.
+/// Every write is its own log entry, so no two may claim one index (reads may share the
+/// index of the state they saw).
 fn shared_index(ops: &[Op]) -> Option<Violation> {
     let mut indexed: Vec<usize> = (0..ops.len())
-        .filter(|&id| ops[id].index.is_some())
+        .filter(|&id| ops[id].index.is_some() && !ops[id].operation.is_read_only())
         .collect();
     indexed.sort_by_key(|&id| (ops[id].index, id));
     let pair = indexed
@@ -550,8 +563,9 @@ fn shared_index(ops: &[Op]) -> Option<Violation> {
     })
 }
 
-/// A time sweep: at each invocation of an operation that took effect, the largest index of
-/// the `ok` operations completed so far must be below its own.
+/// A time sweep: at each invocation of an operation that took effect, the latest log-order
+/// position of the `ok` operations completed so far must not be past its own (reads at one
+/// position may complete in any order).
 fn real_time_inversion(ops: &[Op]) -> Option<Violation> {
     // (moment, whether it is an invocation, op)
     let mut points: Vec<(Moment, bool, usize)> = Vec::new();
@@ -567,12 +581,12 @@ fn real_time_inversion(ops: &[Op]) -> Option<Violation> {
     points.sort_unstable();
     let mut latest: Option<usize> = None;
     for (_, invocation, id) in points {
-        let index = ops[id].index;
+        let position = ops[id].position();
         if invocation {
-            if let Some(a) = latest.filter(|&a| ops[a].index > index) {
+            if let Some(a) = latest.filter(|&a| ops[a].position() > position) {
                 return Some(inversion(&ops[a], &ops[id], [a, id]));
             }
-        } else if latest.is_none_or(|a| ops[a].index < index) {
+        } else if latest.is_none_or(|a| ops[a].position() < position) {
             latest = Some(id);
         }
     }
@@ -599,7 +613,7 @@ fn replay_mismatch(ops: &[Op], limits: ChatLimits) -> Option<Violation> {
     let mut order: Vec<usize> = (0..ops.len())
         .filter(|&id| ops[id].effect_index().is_some())
         .collect();
-    order.sort_by_key(|&id| ops[id].index);
+    order.sort_by_key(|&id| (ops[id].position(), ops[id].invoked_at()));
     let mut model = Model::with_limits(limits);
     for (position, &id) in order.iter().enumerate() {
         let op = &ops[id];
@@ -1055,8 +1069,9 @@ fn describe(op: &Op) -> String {
     let at = op
         .index
         .map_or(String::new(), |index| format!(" at index {}", index.0));
+    let on = op.node.map_or(String::new(), |node| format!(" on {node}"));
     let name = op_name(&op.operation);
-    format!("{name} by process {}{at} ({arguments})", op.process)
+    format!("{name} by process {}{at}{on} ({arguments})", op.process)
 }
 
 /// `reply` in words: a list's users, and a fetch's messages unless `other`'s status differs
@@ -1210,6 +1225,7 @@ mod tests {
                 operation: operation.clone(),
                 reply: None,
                 index: None,
+                node: None,
                 command_id: None,
                 time,
             });
@@ -1874,6 +1890,7 @@ mod tests {
                 operation: operation.clone(),
                 reply: None,
                 index: None,
+                node: None,
                 command_id: None,
                 time: Duration::from_nanos(time),
             };

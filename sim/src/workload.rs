@@ -6,6 +6,7 @@ use crate::history::{Completion, HistoryEvent};
 use crate::scenario::{Drawn, OpKind};
 use crate::world::World;
 use raftchat::chat::Operation;
+use raftchat::types::{LogIndex, NodeId};
 use raftchat_node::client::{Client, ClientConfig, ClientError};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -91,14 +92,17 @@ pub async fn run_client(
         let command_id = client.last_command();
         match result {
             Ok(done) => {
-                let index = Some(done.index);
+                let answered = Answered {
+                    index: done.index,
+                    node: done.node,
+                };
                 record(
                     &world,
                     process,
                     Some(Completion::Ok),
                     &operation,
                     Some(done.reply),
-                    index,
+                    Some(answered),
                     command_id,
                 );
             }
@@ -128,22 +132,30 @@ pub async fn run_client(
     }
 }
 
+/// Where an operation took effect, and which node answered it.
+struct Answered {
+    index: LogIndex,
+    node: NodeId,
+}
+
 fn record(
     world: &World,
     process: u32,
     completion: Option<Completion>,
     operation: &Operation,
     reply: Option<raftchat::chat::Reply>,
-    index: Option<raftchat::types::LogIndex>,
+    answered: Option<Answered>,
     command_id: Option<(raftchat::types::ClientId, u64)>,
 ) {
     let time = world.now();
+    let node = answered.as_ref().map(|a| a.node);
     let event = HistoryEvent {
         process,
         completion,
         operation: operation.clone(),
         reply,
-        index,
+        index: answered.as_ref().map(|a| a.index),
+        node,
         command_id,
         time,
     };
@@ -155,6 +167,7 @@ fn record(
     };
     world.trace(None, kind, || {
         serde_json::json!({ "process": process, "op": crate::history::op_name(operation),
-                            "type": completion.map(|c| format!("{c:?}").to_lowercase()) })
+                            "type": completion.map(|c| format!("{c:?}").to_lowercase()),
+                            "node": node.map(|n| n.0) })
     });
 }

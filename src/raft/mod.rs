@@ -175,6 +175,10 @@ impl Config {
 impl Config {
     /// How long a read lease lasts, in the leader's ticks (see `ReadOnly::lease_ticks`).
     fn lease_ticks(&self) -> u64 {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::is_active(Mutant::LeasePastExpiry) {
+            return 2 * u64::from(self.election_timeout_ticks_max);
+        }
         ReadOnly::lease_ticks(
             self.election_timeout_ticks_min,
             self.read_lease_drift_percent,
@@ -619,25 +623,11 @@ impl Raft {
     /// term to commit first) and confirms its leadership by a round of heartbeats, which every
     /// read asked before the round goes out shares; with a read lease held, it answers at
     /// once. A follower asks its leader, and hands on the answer; with no leader known, the
-    /// read is refused. A follower's request or answer may be lost: the host times reads out.
+    /// read is refused. A follower's request or answer may be lost: the replica times reads out.
     pub fn read_index(&mut self, read: ReadId) {
         self.assert_not_pending();
-        let commit = self.committed_in_term();
-        let (ticks, lease) = (self.ticks, self.config.read_lease);
-        match &mut self.role {
-            Role::Leader(leader) => {
-                if let Some(index) = commit.filter(|_| lease && leader.reads.in_lease(ticks)) {
-                    self.read_states.push(ReadState {
-                        read,
-                        index: Ok(index),
-                    });
-                } else if !leader.reads.add(self.config.id, read, commit) {
-                    self.read_states.push(ReadState {
-                        read,
-                        index: Err(ReadRefused::Busy),
-                    });
-                }
-            }
+        match &self.role {
+            Role::Leader(_) => self.lead_read(self.config.id, read),
             Role::Follower(Follower {
                 leader: Some(leader),
                 ..
@@ -1050,7 +1040,7 @@ impl Raft {
         if let Role::Leader(old) = &mut self.role {
             // Reads whose round was not confirmed cannot be served by this node any more.
             for (from, read) in old.reads.drain() {
-                self.refuse_read(from, read);
+                self.answer_read(from, read, Err(ReadRefused::NotLeader));
             }
         }
         if term > self.term {
@@ -1503,16 +1493,7 @@ impl Raft {
                 progress.heartbeat_answered(inflight_max, last_index);
                 leader.reads.answered(from, read_round);
             }
-            MessageBody::ReadIndex { read } => {
-                let commit = self.committed_in_term();
-                let Role::Leader(leader) = &mut self.role else {
-                    unreachable!()
-                };
-                if !leader.reads.add(from, read, commit) {
-                    let body = MessageBody::ReadIndexResponse { read, index: None };
-                    self.send(from, self.term, body);
-                }
-            }
+            MessageBody::ReadIndex { read } => self.lead_read(from, read),
             MessageBody::InstallSnapshotResponse {
                 snapshot,
                 next_offset,
@@ -1582,6 +1563,10 @@ impl Raft {
     /// leader know it is current, thesis §6.4).
     fn committed_in_term(&self) -> Option<LogIndex> {
         let commit = self.log.commit_index();
+        #[cfg(feature = "mutants")]
+        if crate::mutants::is_active(Mutant::ReadBeforeTermCommit) {
+            return Some(commit);
+        }
         (self.log.term(commit) == Some(self.term)).then_some(commit)
     }
 
@@ -1607,31 +1592,38 @@ impl Raft {
             .reads
             .release(self.config.id, &self.config.voters, lease);
         for read in released {
-            if read.from == self.config.id {
-                self.read_states.push(ReadState {
-                    read: read.read,
-                    index: Ok(read.index),
-                });
-            } else {
-                let body = MessageBody::ReadIndexResponse {
-                    read: read.read,
-                    index: Some(read.index),
-                };
-                self.send(read.from, self.term, body);
-            }
+            self.answer_read(read.from, read.read, Ok(read.index));
         }
     }
 
-    /// A read this node can no longer serve: refused here, or in an answer to the follower
-    /// that asked.
-    fn refuse_read(&mut self, from: NodeId, read: ReadId) {
+    /// A read asked of this leader, by itself or by the follower `from`: answered at once
+    /// while a lease holds, else it waits for a round (and for the term's first commit).
+    fn lead_read(&mut self, from: NodeId, read: ReadId) {
+        let commit = self.committed_in_term();
+        let (ticks, lease) = (self.ticks, self.config.read_lease);
+        let Role::Leader(leader) = &mut self.role else {
+            unreachable!("only a leader leads reads")
+        };
+        let held = lease && leader.reads.in_lease(ticks);
+        #[cfg(feature = "mutants")]
+        let held = held || crate::mutants::is_active(Mutant::SkipReadRound);
+        match commit.filter(|_| held) {
+            Some(index) => self.answer_read(from, read, Ok(index)),
+            None if leader.reads.add(from, read, commit) => {}
+            None => self.answer_read(from, read, Err(ReadRefused::Busy)),
+        }
+    }
+
+    /// A read's outcome: a read state here, or an answer to the follower that asked (which
+    /// refuses it itself when told no index, whatever the reason).
+    fn answer_read(&mut self, from: NodeId, read: ReadId, index: Result<LogIndex, ReadRefused>) {
         if from == self.config.id {
-            self.read_states.push(ReadState {
-                read,
-                index: Err(ReadRefused::NotLeader),
-            });
+            self.read_states.push(ReadState { read, index });
         } else {
-            let body = MessageBody::ReadIndexResponse { read, index: None };
+            let body = MessageBody::ReadIndexResponse {
+                read,
+                index: index.ok(),
+            };
             self.send(from, self.term, body);
         }
     }
