@@ -253,11 +253,11 @@ impl Reads {
     }
 
     /// Serves every read whose read index `chat` has applied through.
-    fn serve(&mut self, chat: &Chat) {
+    fn serve(&mut self, chat: &Chat, #[allow(unused)] leads: bool) {
         let applied = chat.applied_index();
         while let Some(&(index, read)) = self.by_index.first() {
             #[cfg(feature = "mutants")]
-            let index = serve_before_apply(index);
+            let index = serve_before_apply(index, leads);
             if index > applied {
                 break;
             }
@@ -318,12 +318,12 @@ impl Reads {
     }
 }
 
-/// Mutant `serve-before-apply`: a read is served as soon as its read index is known, from
-/// whatever the state machine has applied by then.
+/// Mutant `serve-before-apply`: a follower serves a read as soon as the leader's read index
+/// arrives, from whatever it has applied by then.
 #[cfg(feature = "mutants")]
-fn serve_before_apply(index: LogIndex) -> LogIndex {
+fn serve_before_apply(index: LogIndex, leads: bool) -> LogIndex {
     use crate::mutants::{is_active, Mutant};
-    match is_active(Mutant::ServeBeforeApply) {
+    match is_active(Mutant::ServeBeforeApply) && !leads {
         true => LogIndex(0),
         false => index,
     }
@@ -458,6 +458,11 @@ impl Replica {
         }
     }
 
+    /// The host's clock stalled for more than a tick (see `Raft::clock_stalled`).
+    pub fn clock_stalled(&mut self) {
+        self.raft.clock_stalled();
+    }
+
     /// Asks for a linearizable read of `operation` without writing the log. Its answer comes
     /// out of a later [`Replica::complete`], under the id returned here.
     pub fn read(&mut self, operation: Operation) -> Result<ReadId, ReadError> {
@@ -548,7 +553,8 @@ impl Replica {
             self.reads.indexed(state);
         }
         self.reads.term_is(self.raft.status().term);
-        self.reads.serve(&self.chat);
+        let leads = self.raft.status().role == crate::raft::RoleKind::Leader;
+        self.reads.serve(&self.chat, leads);
         Completed {
             applied,
             reads: std::mem::take(&mut self.reads.answers),

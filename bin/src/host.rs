@@ -245,8 +245,13 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     // up in a burst: they would count time in which the inbox, holding the
                     // leader's heartbeats, was not read, and call elections against a healthy
                     // leader. Otherwise the cadence stays exact (the instant is now).
-                    let next = tick.instant().max(Instant::now()) + self.tick_interval();
-                    tick.reset(next);
+                    let now = Instant::now();
+                    let interval = self.tick_interval();
+                    if now > tick.instant() + interval {
+                        // A lease counted in ticks no longer tells real time.
+                        self.replica.clock_stalled();
+                    }
+                    tick.reset(tick.instant().max(now) + interval);
                     self.replica.tick();
                 }
                 Some(done) = finished.recv() => self.finish_background(done).await?,

@@ -167,6 +167,7 @@ fn node_config(drawn: &Drawn, id: NodeId, members: &BTreeMap<NodeId, SocketAddr>
     config.heartbeat_ticks = drawn.heartbeat_ticks;
     config.pre_vote = drawn.pre_vote;
     config.check_quorum = drawn.check_quorum;
+    config.read_lease = drawn.read_lease;
     config.append_entries_max = drawn.append_entries_max as usize;
     config.inflight_appends_max = drawn.inflight_appends_max as usize;
     config.apply_entries_max = drawn.apply_entries_max as usize;
@@ -249,6 +250,7 @@ fn client_config(drawn: &Drawn, members: &BTreeMap<NodeId, SocketAddr>, seed: u6
     let election_timeout = Duration::from_millis(drawn.tick_ms * u64::from(drawn.election_ticks.1));
     config.attempt_timeout = (election_timeout * 2).min(config.operation_timeout);
     config.seed = seed;
+    config.reads = drawn.read_mode.client_mode();
     config
 }
 
@@ -606,16 +608,18 @@ fn finish(world: &World, recovery: Option<Duration>, disk: DiskStats) -> RunRepo
             }
         }
         let verdict = linearizability::check(&s.history, LINEARIZABILITY_BUDGET);
-        if let Verdict::NotLinearizable { reason, slice } = &verdict {
+        if let Verdict::NotLinearizable { reason, slice, at } = &verdict {
             if s.violation.is_none() {
                 let failure = Failure {
                     check: "linearizability",
                     node: None,
                     detail: reason.clone(),
                 };
+                // Stamped when the anomaly was complete, not when the run ended, so the replay
+                // line points at it and a shrink may cut everything after it.
                 s.violation = Some(Violation {
                     failure,
-                    time: simulated,
+                    time: *at,
                     context: slice.clone(),
                 });
             }

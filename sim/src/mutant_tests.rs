@@ -120,6 +120,9 @@ mutant_tests! {
     mutant_snapshot_without_sessions_is_caught => SnapshotWithoutSessions,
     mutant_compact_past_snapshot_is_caught => CompactPastSnapshot,
     mutant_keep_conflicting_suffix_is_caught => KeepConflictingSuffix,
+    mutant_skip_read_round_is_caught => SkipReadRound,
+    mutant_lease_past_expiry_is_caught => LeasePastExpiry,
+    mutant_serve_before_apply_is_caught => ServeBeforeApply,
 }
 
 #[test]
@@ -128,7 +131,7 @@ fn every_mutant_has_a_test_and_a_unique_name() {
     names.sort();
     names.dedup();
     assert_eq!(names.len(), Mutant::ALL.len());
-    assert!(Mutant::ALL.len() >= 12);
+    assert!(Mutant::ALL.len() >= 15);
     for mutant in Mutant::ALL {
         assert_eq!(Mutant::from_name(mutant.name()), Some(mutant));
     }

@@ -45,6 +45,8 @@
 //!                            #   (1 waits for each answer; small values keep the window full)
 //! apply_entries_max = 4096   # param, 1..=4096: most committed entries applied in one turn of
 //!                            #   a node's loop (1 applies entry by entry)
+//! read_lease = false         # lease reads (thesis §6.4.1); or [true, false]. Needs
+//!                            #   check-quorum: a seed that draws check_quorum = false has none
 //!
 //! [snapshot]                 # snapshots and compaction: tiny by default, so every run
 //!                            #   snapshots, compacts and installs all the time
@@ -92,6 +94,15 @@
 //!                            #   `mix` is given, an operation it leaves out weighs 0.
 //! message_chars = [1, 40]    # pair, 0..=1000: length of sent messages in characters (above
 //!                            #   500 the service answers MESSAGE_TOO_LONG)
+//! read_share = ...           # param, in [0, 1]; unset by default: share of operations that
+//!                            #   are reads (check, list, fetch; picked by `mix` weight among
+//!                            #   themselves, as writes are among the others). Unset, `mix`
+//!                            #   alone decides.
+//! read_mode = ["leader", "any", "log"]
+//!                            # where clients send reads, one mode drawn per seed: "leader"
+//!                            #   (ReadIndex on the leader), "any" (each client reads from a
+//!                            #   node of its own, followers included), "log" (through the
+//!                            #   log, like writes)
 //!
 //! [faults]                   # random faults; each rate is the expected number of such faults
 //!                            #   per simulated minute: param, in [0, 600]
@@ -380,6 +391,8 @@ pub struct ClusterSpec {
     pub inflight_appends_max: Param<u32>,
     /// Most committed entries applied in one turn of a node's loop.
     pub apply_entries_max: Param<u32>,
+    /// Whether leaders serve lease reads, or values to pick from.
+    pub read_lease: Choice<bool>,
 }
 
 impl Default for ClusterSpec {
@@ -394,6 +407,7 @@ impl Default for ClusterSpec {
             append_entries_max: Param::Fixed(APPEND_ENTRIES_MAX),
             inflight_appends_max: Param::Fixed(INFLIGHT_APPENDS_MAX),
             apply_entries_max: Param::Fixed(APPLY_ENTRIES_MAX),
+            read_lease: Choice::One(false),
         }
     }
 }
@@ -531,6 +545,42 @@ pub struct WorkloadSpec {
     /// Bounds of a sent message's length, in characters.
     #[serde(deserialize_with = "pair")]
     pub message_chars: [u32; 2],
+    /// Share of operations that are reads; unset, `mix` alone decides.
+    pub read_share: Option<Param<f64>>,
+    /// Where clients send reads, or modes to pick from.
+    pub read_mode: Choice<ReadMode>,
+}
+
+/// Where the simulated clients send reads (the client library's `ReadMode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadMode {
+    /// To the leader, served by ReadIndex or its lease.
+    Leader,
+    /// To a node of each client's own, followers included.
+    Any,
+    /// Through the log, like writes.
+    Log,
+}
+
+impl ReadMode {
+    /// The name in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadMode::Leader => "leader",
+            ReadMode::Any => "any",
+            ReadMode::Log => "log",
+        }
+    }
+
+    /// The client library's mode.
+    pub fn client_mode(self) -> raftchat_node::client::ReadMode {
+        match self {
+            ReadMode::Leader => raftchat_node::client::ReadMode::Leader,
+            ReadMode::Any => raftchat_node::client::ReadMode::Any,
+            ReadMode::Log => raftchat_node::client::ReadMode::Log,
+        }
+    }
 }
 
 impl Default for WorkloadSpec {
@@ -542,6 +592,8 @@ impl Default for WorkloadSpec {
             request_timeout_ms: 1000,
             mix: Mix::default(),
             message_chars: [1, 40],
+            read_share: None,
+            read_mode: Choice::AnyOf(vec![ReadMode::Leader, ReadMode::Any, ReadMode::Log]),
         }
     }
 }
@@ -606,6 +658,46 @@ impl Mix {
             .sum()
     }
 
+    /// Picks an operation: with `read_share`, a read with that probability (by weight among
+    /// the reads) or else a write (by weight among the writes); without, by weight alone.
+    pub fn pick_with_share(&self, read_share: Option<f64>, rng: &mut impl Rng) -> OpKind {
+        let Some(share) = read_share else {
+            return self.pick(rng);
+        };
+        let read = rng.gen_bool(share.clamp(0.0, 1.0));
+        let mut only = *self;
+        for (op, weight) in [
+            (OpKind::Create, &mut only.create),
+            (OpKind::Check, &mut only.check),
+            (OpKind::List, &mut only.list),
+            (OpKind::Delete, &mut only.delete),
+            (OpKind::Send, &mut only.send),
+            (OpKind::Fetch, &mut only.fetch),
+        ] {
+            if op.is_read() != read {
+                *weight = 0;
+            }
+        }
+        // Validation makes the class drawn non-empty; an empty one falls back to the mix.
+        match only.total() {
+            0 => self.pick(rng),
+            _ => only.pick(rng),
+        }
+    }
+
+    /// The total weight of the reads and of the writes.
+    fn split_total(&self) -> (u64, u64) {
+        let weights = self.weights();
+        let sum = |read: bool| {
+            weights
+                .iter()
+                .filter(|(op, _)| op.is_read() == read)
+                .map(|&(_, w)| u64::from(w))
+                .sum()
+        };
+        (sum(true), sum(false))
+    }
+
     /// Picks an operation with probability proportional to its weight.
     pub fn pick(&self, rng: &mut impl Rng) -> OpKind {
         let total = self.total();
@@ -652,6 +744,11 @@ impl OpKind {
         OpKind::Send,
         OpKind::Fetch,
     ];
+
+    /// Whether it only reads (check, list, fetch).
+    pub fn is_read(self) -> bool {
+        matches!(self, OpKind::Check | OpKind::List | OpKind::Fetch)
+    }
 
     /// The name used in `mix` and in the history's `"f"` field.
     pub fn name(&self) -> &'static str {
@@ -1231,7 +1328,12 @@ impl Scenario {
             inflight_appends_max: self.cluster.inflight_appends_max.draw(rng),
             // Last of all, for the same reason.
             apply_entries_max: self.cluster.apply_entries_max.draw(rng),
+            // And these after it.
+            read_lease: self.cluster.read_lease.draw(rng),
+            read_mode: workload.read_mode.draw(rng),
+            read_share: workload.read_share.as_ref().map(|share| share.draw(rng)),
         }
+        .lease_needs_check_quorum()
     }
 }
 
@@ -1256,6 +1358,12 @@ pub struct Drawn {
     pub inflight_appends_max: u32,
     /// Most committed entries applied in one turn of a node's loop.
     pub apply_entries_max: u32,
+    /// Whether leaders serve lease reads.
+    pub read_lease: bool,
+    /// Where clients send reads.
+    pub read_mode: ReadMode,
+    /// Share of operations that are reads; None: the mix alone decides.
+    pub read_share: Option<f64>,
     /// Simulated seconds of the fault phase.
     pub duration_secs: u64,
     /// Simulated seconds the liveness phase may take.
@@ -1326,6 +1434,17 @@ pub struct Drawn {
 }
 
 impl Drawn {
+    /// Lease reads need check-quorum: a draw without it has no lease.
+    fn lease_needs_check_quorum(mut self) -> Drawn {
+        self.read_lease &= self.check_quorum;
+        self
+    }
+
+    /// Picks the next operation a client runs.
+    pub fn pick_op(&self, rng: &mut impl Rng) -> OpKind {
+        self.mix.pick_with_share(self.read_share, rng)
+    }
+
     /// This draw with `schedule` in place of its faults: no random faults, and the
     /// schedule's events in place of the scenario's.
     pub fn with_schedule(mut self, schedule: Vec<Event>) -> Drawn {
@@ -1423,6 +1542,17 @@ impl Drawn {
         }
         if !cluster.check_quorum.is_fixed() {
             parts.push(format!("check_quorum={}", self.check_quorum));
+        }
+        if !cluster.read_lease.is_fixed() {
+            parts.push(format!("read_lease={}", self.read_lease));
+        }
+        if !workload.read_mode.is_fixed() {
+            parts.push(format!("read_mode={}", self.read_mode.name()));
+        }
+        if let (Some(param), Some(share)) = (&workload.read_share, self.read_share) {
+            if !param.is_fixed() {
+                parts.push(format!("read_share={share:.3}"));
+            }
         }
         let floats = [
             (network.loss, "loss", self.loss),
@@ -1589,6 +1719,7 @@ impl Drawn {
                         self.inflight_appends_max.to_string(),
                     ),
                     ("apply_entries_max", self.apply_entries_max.to_string()),
+                    ("read_lease", self.read_lease.to_string()),
                 ],
             ),
             (
@@ -1649,7 +1780,11 @@ impl Drawn {
                         "message_chars",
                         pair(&self.message_chars.0, &self.message_chars.1),
                     ),
-                ],
+                    ("read_mode", format!("\"{}\"", self.read_mode.name())),
+                ]
+                .into_iter()
+                .chain(self.read_share.map(|share| ("read_share", float(share))))
+                .collect(),
             ),
             (
                 "faults",
@@ -1871,6 +2006,7 @@ fn validate_cluster(cluster: &ClusterSpec) -> Result<(), Invalid> {
     for (key, choice) in [
         ("cluster.pre_vote", &cluster.pre_vote),
         ("cluster.check_quorum", &cluster.check_quorum),
+        ("cluster.read_lease", &cluster.read_lease),
     ] {
         if choice.values().is_empty() {
             return Err(invalid(key, "a list to pick from needs a value".into()));
@@ -2017,6 +2153,23 @@ fn validate_workload(workload: &WorkloadSpec) -> Result<(), Invalid> {
             "workload.mix",
             "at least one weight must be above 0".into(),
         ));
+    }
+    if workload.read_mode.values().is_empty() {
+        let message = "a list to pick from needs a value".into();
+        return Err(invalid("workload.read_mode", message));
+    }
+    if let Some(share) = &workload.read_share {
+        let ok = |share: f64| (0.0..=1.0).contains(&share);
+        share.validate("workload.read_share", ok, "in [0, 1]")?;
+        let (reads, writes) = workload.mix.split_total();
+        if share.max() > 0.0 && reads == 0 {
+            let message = "needs a read (check, list or fetch) weighing above 0 in the mix";
+            return Err(invalid("workload.read_share", message.into()));
+        }
+        if share.min() < 1.0 && writes == 0 {
+            let message = "needs a write (create, delete or send) weighing above 0 in the mix";
+            return Err(invalid("workload.read_share", message.into()));
+        }
     }
     let ok = |chars| chars <= MESSAGE_CHARS_MAX;
     let want = format!("at most {MESSAGE_CHARS_MAX}");

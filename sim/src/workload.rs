@@ -86,7 +86,7 @@ pub async fn run_client(
         if world.now() >= stop_at {
             break;
         }
-        let operation = draw_operation(drawn.mix.pick(&mut rng), &drawn, &mut rng);
+        let operation = draw_operation(drawn.pick_op(&mut rng), &drawn, &mut rng);
         record(&world, process, None, &operation, None, None, None);
         let result = client.execute(operation.clone()).await;
         let command_id = client.last_command();

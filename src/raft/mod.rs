@@ -594,6 +594,18 @@ impl Raft {
         }
     }
 
+    /// The host's clock stalled: more than a tick of real time passed that no tick accounts for
+    /// (the process was paused, descheduled or suspended). A read lease is counted in ticks, so
+    /// it no longer bounds real time: the leader gives it up, and confirms reads by heartbeat
+    /// rounds until a round sent after the stall renews it. Elections are not affected (a tick
+    /// missed only makes a follower wait longer, which is safe).
+    pub fn clock_stalled(&mut self) {
+        self.assert_not_pending();
+        if let Role::Leader(leader) = &mut self.role {
+            leader.reads.forget_lease();
+        }
+    }
+
     /// Proposes a command; on success it will appear at the returned index and term if this
     /// leader keeps its leadership long enough to commit it.
     pub fn propose(&mut self, data: Payload) -> Result<(LogIndex, Term), ProposeError> {
@@ -1563,10 +1575,6 @@ impl Raft {
     /// leader know it is current, thesis §6.4).
     fn committed_in_term(&self) -> Option<LogIndex> {
         let commit = self.log.commit_index();
-        #[cfg(feature = "mutants")]
-        if crate::mutants::is_active(Mutant::ReadBeforeTermCommit) {
-            return Some(commit);
-        }
         (self.log.term(commit) == Some(self.term)).then_some(commit)
     }
 

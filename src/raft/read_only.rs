@@ -20,7 +20,9 @@
 //! With leases on (check-quorum required), a leader whose round of heartbeats a quorum
 //! answered within the lease may answer a read at once, with no round: the answering followers
 //! refuse to vote for anyone else until an election timeout after they heard it. See
-//! [`ReadOnly::lease_ticks`] for the clock assumption this adds.
+//! [`ReadOnly::lease_ticks`] for the clock assumption this adds. Ticks only measure time while
+//! the host delivers them on schedule: a host whose clock stalls (a paused process) reports it,
+//! and the leader drops its lease ([`ReadOnly::forget_lease`]).
 
 use super::ReadId;
 use crate::limits;
@@ -201,6 +203,13 @@ impl ReadOnly {
     /// Whether a read may be answered at `tick` without a round: a lease is held.
     pub fn in_lease(&self, tick: u64) -> bool {
         self.lease_until.is_some_and(|until| tick < until)
+    }
+
+    /// The clock stalled: the lease is gone, and no round sent before now may renew it (its
+    /// send tick no longer tells real time).
+    pub fn forget_lease(&mut self) {
+        self.lease_until = None;
+        self.sent_at.clear();
     }
 
     /// The leadership ended: every read still waiting, to be refused.

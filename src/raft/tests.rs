@@ -1905,6 +1905,46 @@ fn section_6_4_1_a_lease_read_needs_no_round_while_the_lease_holds() {
     assert!(no_quorum_check.validate().is_err());
 }
 
+/// A lease is counted in ticks; when the host's clock stalls (a paused process), ticks no
+/// longer tell real time: the leader drops its lease and confirms reads by a round again, until
+/// a round sent after the stall renews it.
+#[test]
+fn section_6_4_1_a_clock_stall_ends_the_lease() {
+    let lease_config = |id| Config {
+        check_quorum: true,
+        read_lease: true,
+        ..config(id, 3)
+    };
+    let mut net = Network::new((1..=3).map(|id| raft_with(lease_config(id))).collect());
+    let max = net.node(1).config.election_timeout_ticks_max;
+    net.tick_all(max);
+    let leader = (1..=3)
+        .find(|&id| net.node(id).role_kind() == RoleKind::Leader)
+        .expect("a leader after one election timeout");
+    let index = net.propose(leader, "x").0;
+    let heartbeat = net.node(leader).config.heartbeat_interval_ticks;
+    net.tick_all(heartbeat);
+    net.node(leader).clock_stalled();
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    for &id in &others {
+        net.isolate(id);
+    }
+    net.node(leader).read_index(ReadId(1));
+    net.settle();
+    assert_eq!(net.take_reads(leader), [], "no lease after the stall");
+    // Reconnected, the round confirms the read, and a round sent now renews the lease.
+    net.heal();
+    net.tick_all(heartbeat);
+    assert_eq!(net.take_reads(leader), [read_ok(1, index)]);
+    net.tick_all(heartbeat);
+    for &id in &others {
+        net.isolate(id);
+    }
+    net.node(leader).read_index(ReadId(2));
+    net.settle();
+    assert_eq!(net.take_reads(leader), [read_ok(2, index)], "a lease again");
+}
+
 /// With read leases, a node that has just (re)started may have answered a leader's heartbeat
 /// in its previous life: it refuses votes for an election timeout, as if it had heard one.
 #[test]
