@@ -54,6 +54,8 @@ const CLIENTS_MAX: usize = 4096;
 const ACCOUNTS_MAX: usize = 1024;
 /// How long `--kill-leader-after` looks for the leader.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long the log sizes before and after a run wait for the followers to catch up.
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
 /// Longest run, in seconds (warmup included).
 const DURATION_SECS_MAX: f64 = 24.0 * 3600.0;
 
@@ -427,13 +429,22 @@ async fn load(plan: &Plan, read_mode: ReadMode) -> Result<RunResults, Failure> {
     })
 }
 
-/// The log size of every node that answers, from its status.
+/// The log size of every node that answers, from its status, once every member has applied
+/// the same state (so no append is on its way to a follower), or after `SETTLE_WAIT` (a node is
+/// down, or load from elsewhere goes on).
 async fn log_bytes(plan: &Plan) -> BTreeMap<NodeId, u64> {
-    let status = ClusterStatus::poll(&plan.file.client_config(seed())).await;
-    status
-        .reachable()
-        .map(|s| (s.raft.id, s.log_bytes))
-        .collect()
+    let config = plan.file.client_config(seed());
+    let deadline = Instant::now() + SETTLE_WAIT;
+    loop {
+        let status = ClusterStatus::poll(&config).await;
+        if status.converged() || Instant::now() >= deadline {
+            return status
+                .reachable()
+                .map(|s| (s.raft.id, s.log_bytes))
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Samples the nodes every `interval` until `end`, printing each sample to stderr.
