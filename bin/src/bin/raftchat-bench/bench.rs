@@ -59,7 +59,7 @@ const SETTLE_WAIT: Duration = Duration::from_secs(2);
 /// Longest run, in seconds (warmup included).
 const DURATION_SECS_MAX: f64 = 24.0 * 3600.0;
 
-/// send_message load against a raftchat cluster.
+/// send_message load, or sends mixed with inbox polls, against a raftchat cluster.
 #[derive(Parser, Debug)]
 #[command(
     name = "raftchat-bench",
