@@ -1,13 +1,13 @@
 //! The cluster file (`CLUSTER.toml`) that the server, the client CLI and the benchmark share:
-//! the cluster's id, every member's id and address, and optional timing, snapshot, chat and
-//! client settings.
+//! the cluster's id, every member's id and address, and optional timing (read leases
+//! included), snapshot, chat and client settings (timeouts, where reads go).
 //! `bin/cluster.example.toml` documents the format.
 //!
 //! Parsing never panics: every problem is one line naming the file, the position or key, and
 //! what is wrong, so an operator can fix it without reading code. The parsed form is checked as
 //! a whole (unique ids and addresses, a timing Raft accepts) before anything starts.
 
-use crate::client::ClientConfig;
+use crate::client::{ClientConfig, ReadMode};
 use crate::config::NodeConfig;
 use raftchat::chat::ChatLimits;
 use raftchat::limits::CLUSTER_SIZE_MAX;
@@ -51,8 +51,8 @@ pub struct ClusterFile {
     pub snapshot: SnapshotSettings,
     /// The chat state's retention bounds, for new data directories only.
     pub chat: ChatLimits,
-    /// Client timeouts.
-    pub client: ClientTiming,
+    /// Client timeouts and where clients send their reads.
+    pub client: ClientSettings,
 }
 
 /// The `[snapshot]` table: when a member snapshots its state and compacts its log.
@@ -90,6 +90,10 @@ pub struct Timing {
     pub pre_vote: bool,
     /// Raft check-quorum (thesis §6.2).
     pub check_quorum: bool,
+    /// Lease reads (thesis §6.4.1); needs check-quorum.
+    pub read_lease: bool,
+    /// The clock-drift margin a read lease leaves, in percent.
+    pub read_lease_drift_percent: u32,
 }
 
 impl Default for Timing {
@@ -102,25 +106,30 @@ impl Default for Timing {
             heartbeat_ticks: defaults.heartbeat_ticks,
             pre_vote: defaults.pre_vote,
             check_quorum: defaults.check_quorum,
+            read_lease: defaults.read_lease,
+            read_lease_drift_percent: defaults.read_lease_drift_percent,
         }
     }
 }
 
-/// The `[client]` table: how long clients wait.
+/// The `[client]` table: how long clients wait, and where they send reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientTiming {
+pub struct ClientSettings {
     /// How long one operation may take, retries included.
     pub operation_timeout: Duration,
     /// How long one attempt against one server may take.
     pub attempt_timeout: Duration,
+    /// Where reads (check, list, fetch) go: the leader, any node, or the log.
+    pub reads: ReadMode,
 }
 
-impl Default for ClientTiming {
-    fn default() -> ClientTiming {
+impl Default for ClientSettings {
+    fn default() -> ClientSettings {
         let defaults = ClientConfig::new(BTreeMap::new());
-        ClientTiming {
+        ClientSettings {
             operation_timeout: defaults.operation_timeout,
             attempt_timeout: defaults.attempt_timeout,
+            reads: defaults.reads,
         }
     }
 }
@@ -168,6 +177,8 @@ struct RawTiming {
     heartbeat_ticks: Option<u32>,
     pre_vote: Option<bool>,
     check_quorum: Option<bool>,
+    read_lease: Option<bool>,
+    read_lease_drift_percent: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +186,7 @@ struct RawTiming {
 struct RawClient {
     operation_timeout_ms: Option<u64>,
     attempt_timeout_ms: Option<u64>,
+    reads: Option<String>,
 }
 
 impl ClusterFile {
@@ -254,6 +266,8 @@ impl ClusterFile {
         config.heartbeat_ticks = self.timing.heartbeat_ticks;
         config.pre_vote = self.timing.pre_vote;
         config.check_quorum = self.timing.check_quorum;
+        config.read_lease = self.timing.read_lease;
+        config.read_lease_drift_percent = self.timing.read_lease_drift_percent;
         config.snapshot_policy = self.snapshot.policy;
         config.snapshot_catch_up_entries = self.snapshot.catch_up_entries;
         config.segment_bytes_max = self.snapshot.segment_bytes;
@@ -266,6 +280,7 @@ impl ClusterFile {
         let mut config = ClientConfig::new(self.members.clone());
         config.operation_timeout = self.client.operation_timeout;
         config.attempt_timeout = self.client.attempt_timeout;
+        config.reads = self.client.reads;
         config.seed = seed;
         config
     }
@@ -338,8 +353,32 @@ fn parse_timing(raw: Option<&RawTiming>) -> Result<Timing, String> {
     if let Some(check_quorum) = raw.check_quorum {
         timing.check_quorum = check_quorum;
     }
+    if let Some(read_lease) = raw.read_lease {
+        timing.read_lease = read_lease;
+    }
+    if let Some(percent) = raw.read_lease_drift_percent {
+        if !(1..=READ_LEASE_DRIFT_PERCENT_MAX).contains(&percent) {
+            return Err(format!(
+                "`timing.read_lease_drift_percent`: must be between 1 and \
+                 {READ_LEASE_DRIFT_PERCENT_MAX}"
+            ));
+        }
+        timing.read_lease_drift_percent = percent;
+    }
+    // Raft's own check refuses this too, but only this message names the keys to change.
+    if timing.read_lease && !timing.check_quorum {
+        return Err(
+            "`timing.read_lease`: lease reads need `check_quorum = true` (a follower \
+                    that heard the leader must refuse votes while the lease lasts)"
+                .into(),
+        );
+    }
     Ok(timing)
 }
+
+/// Largest clock-drift margin of a read lease: beyond it the lease is under half the election
+/// timeout, and ReadIndex costs little more.
+const READ_LEASE_DRIFT_PERCENT_MAX: u32 = 100;
 
 /// Largest snapshot threshold or segment size accepted, far beyond any sensible setting.
 const SNAPSHOT_SETTING_MAX: u64 = 1 << 40;
@@ -389,8 +428,8 @@ fn parse_chat(raw: Option<&RawChat>) -> Result<ChatLimits, String> {
     Ok(limits)
 }
 
-fn parse_client(raw: Option<&RawClient>) -> Result<ClientTiming, String> {
-    let mut client = ClientTiming::default();
+fn parse_client(raw: Option<&RawClient>) -> Result<ClientSettings, String> {
+    let mut client = ClientSettings::default();
     let Some(raw) = raw else { return Ok(client) };
     let millis = |key: &str, value: u64| {
         if value == 0 || value > 3_600_000 {
@@ -405,7 +444,28 @@ fn parse_client(raw: Option<&RawClient>) -> Result<ClientTiming, String> {
     if let Some(value) = raw.attempt_timeout_ms {
         client.attempt_timeout = millis("attempt_timeout_ms", value)?;
     }
+    if let Some(name) = &raw.reads {
+        client.reads = ReadMode::from_name(name).ok_or_else(|| {
+            format!(
+                "`client.reads`: {name:?} is not one of {}",
+                read_mode_names()
+            )
+        })?;
+    }
     Ok(client)
+}
+
+/// The read modes' names, for messages: `"leader", "any" or "log"`.
+pub fn read_mode_names() -> String {
+    let names: Vec<String> = ReadMode::NAMES
+        .iter()
+        .map(|(name, _)| format!("{name:?}"))
+        .collect();
+    match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 /// One line for a TOML or schema error: `LINE:COLUMN: message (in `source line`)`.
@@ -438,7 +498,7 @@ pub fn render(
     let timing = Timing::default();
     let snapshot = SnapshotSettings::default();
     let chat = ChatLimits::default();
-    let client = ClientTiming::default();
+    let client = ClientSettings::default();
     let mut out = String::new();
     out.push_str("# A raftchat cluster; the format is documented in bin/cluster.example.toml.\n");
     let _ = writeln!(out, "cluster_id = {cluster_id}\n");
@@ -458,13 +518,18 @@ pub fn render(
     let _ = writeln!(
         out,
         "[timing]\ntick_ms = {}\nelection_ticks = [{}, {}]\nheartbeat_ticks = {}\n\
-         pre_vote = {}\ncheck_quorum = {}\n",
+         pre_vote = {}\ncheck_quorum = {}\n\
+         # Lease reads (needs check_quorum): the leader answers reads without a round of\n\
+         # heartbeats, assuming no clock runs read_lease_drift_percent faster than another.\n\
+         read_lease = {}\nread_lease_drift_percent = {}\n",
         timing.tick.as_millis(),
         timing.election_ticks.0,
         timing.election_ticks.1,
         timing.heartbeat_ticks,
         timing.pre_vote,
         timing.check_quorum,
+        timing.read_lease,
+        timing.read_lease_drift_percent,
     );
     let _ = writeln!(
         out,
@@ -488,9 +553,12 @@ pub fn render(
     );
     let _ = writeln!(
         out,
-        "[client]\noperation_timeout_ms = {}\nattempt_timeout_ms = {}",
+        "# reads: where check, list and fetch go: \"leader\" (linearizable, by ReadIndex),\n\
+         # \"any\" (linearizable, each client at a node of its own) or \"log\" (as commands).\n\
+         [client]\noperation_timeout_ms = {}\nattempt_timeout_ms = {}\nreads = \"{}\"",
         client.operation_timeout.as_millis(),
         client.attempt_timeout.as_millis(),
+        client.reads.name(),
     );
     out
 }
@@ -521,7 +589,7 @@ mod tests {
         assert_eq!(file.cluster_id, 7);
         assert_eq!(file.members.len(), 2);
         assert_eq!(file.timing, Timing::default());
-        assert_eq!(file.client, ClientTiming::default());
+        assert_eq!(file.client, ClientSettings::default());
         let config = file.node_config(NodeId(2), 9).unwrap();
         assert_eq!(config.cluster_id, 7);
         assert_eq!(config.listen, "127.0.0.1:7002".parse().unwrap());
@@ -560,6 +628,14 @@ mod tests {
         assert_eq!(file.timing, Timing::default());
         assert_eq!(file.snapshot, SnapshotSettings::default());
         assert_eq!(file.chat, ChatLimits::default());
+        assert_eq!(file.client, ClientSettings::default());
+        let members = parse(TWO).unwrap().members;
+        let text = render(42, &members, &BTreeMap::new())
+            .replace("read_lease = false", "read_lease = true")
+            .replace("reads = \"leader\"", "reads = \"any\"");
+        let file = parse(&text).unwrap();
+        assert!(file.timing.read_lease);
+        assert_eq!(file.client.reads, ReadMode::Any);
     }
 
     #[test]
@@ -586,6 +662,59 @@ mod tests {
             let line = error(&format!("{TWO}{table}"));
             assert!(line.contains(key), "{line}");
         }
+    }
+
+    #[test]
+    fn read_settings_are_applied() {
+        let file = parse(TWO).unwrap();
+        assert_eq!(file.client_config(0).reads, ReadMode::Leader);
+        let config = file.node_config(NodeId(1), 0).unwrap();
+        assert!(!config.read_lease);
+        for (name, mode) in ReadMode::NAMES {
+            let file = parse(&format!("{TWO}[client]\nreads = \"{name}\"\n")).unwrap();
+            assert_eq!(file.client_config(0).reads, mode);
+        }
+        let text = format!("{TWO}[timing]\nread_lease = true\nread_lease_drift_percent = 25\n");
+        let config = parse(&text).unwrap().node_config(NodeId(2), 0).unwrap();
+        assert!(config.read_lease);
+        assert_eq!(config.read_lease_drift_percent, 25);
+        assert!(config.raft_config().read_lease);
+    }
+
+    #[test]
+    fn bad_read_settings_name_their_key() {
+        let bad = [
+            ("[client]\nreads = \"follower\"\n", "client.reads"),
+            ("[client]\nreads = 1\n", "reads"),
+            ("[timing]\nread_lease = \"yes\"\n", "read_lease"),
+            (
+                "[timing]\nread_lease_drift_percent = 0\n",
+                "timing.read_lease_drift_percent",
+            ),
+            (
+                "[timing]\nread_lease_drift_percent = 101\n",
+                "read_lease_drift_percent",
+            ),
+            (
+                "[timing]\nread_lease_drift_percent = -1\n",
+                "read_lease_drift_percent",
+            ),
+            (
+                "[timing]\nread_lease = true\ncheck_quorum = false\n",
+                "`timing.read_lease`: lease reads need `check_quorum = true`",
+            ),
+            // Too short an election timeout leaves no lease; Raft's own check says so.
+            (
+                "[timing]\nread_lease = true\nelection_ticks = [3, 6]\nheartbeat_ticks = 1\n",
+                "lease reads need an election timeout long enough",
+            ),
+        ];
+        for (table, needle) in bad {
+            let line = error(&format!("{TWO}{table}"));
+            assert!(line.contains(needle), "{line}");
+        }
+        let line = error(&format!("{TWO}[client]\nreads = \"x\"\n"));
+        assert!(line.contains(r#""leader", "any" or "log""#), "{line}");
     }
 
     #[test]
@@ -650,7 +779,7 @@ mod tests {
         let file = ClusterFile::load(path).unwrap();
         assert_eq!(file.members.len(), 3);
         assert_eq!(file.timing, Timing::default());
-        assert_eq!(file.client, ClientTiming::default());
+        assert_eq!(file.client, ClientSettings::default());
     }
 
     #[test]

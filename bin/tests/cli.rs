@@ -75,6 +75,29 @@ fn bad_input_exits_2_with_one_line() {
     assert_error(&run(SERVER, &server_args), 2, "line 4");
     let bench_args = ["--cluster", bad, "--clients", "1", "--duration", "1"];
     assert_error(&run(BENCH, &bench_args), 2, "bad.toml");
+    let good = write_cluster_file(&dir, &free_addresses(3));
+    let good = good.path.to_str().unwrap();
+    let bench = |extra: &[&'static str]| {
+        let mut args = vec!["--cluster", good, "--clients", "1", "--duration", "1"];
+        args.extend_from_slice(extra);
+        run(BENCH, &args)
+    };
+    assert_error(&bench(&["--reads", "101"]), 2, "--reads \"101\"");
+    assert_error(&bench(&["--reads", "most"]), 2, "--reads \"most\"");
+    assert_error(&bench(&["--read-mode", "all"]), 2, "--read-mode \"all\"");
+    assert_error(&bench(&["--compare-read-modes"]), 2, "--reads 1 to 100");
+    let both = ["--reads", "9", "--compare-read-modes", "--read-mode", "any"];
+    assert_error(&bench(&both), 2, "leave out --read-mode");
+    let lease = fs::read_to_string(good)
+        .unwrap()
+        .replace("read_lease = false", "read_lease = true")
+        .replace("check_quorum = true", "check_quorum = false");
+    fs::write(bad, lease).unwrap();
+    assert_error(
+        &run(CLIENT, &["--cluster", bad, "status"]),
+        2,
+        "timing.read_lease",
+    );
     // Usage errors come from clap: several lines of help, but exit code 2 and no panic.
     for (binary, args) in [
         (CLIENT, vec!["--bogus"]),
@@ -381,6 +404,29 @@ fn local_cluster_up_chat_and_down() {
         &["--cluster", cluster.to_str().unwrap(), "fetch", "bob"],
     );
     assert_eq!(stdout(&output), "SUCCESS\n#1 ann: hello there\n");
+    // The file `cluster up` wrote names the read mode; --reads overrides it.
+    let text = fs::read_to_string(&cluster).unwrap();
+    assert!(text.contains("reads = \"leader\""), "{text}");
+    assert!(text.contains("read_lease = false"), "{text}");
+    for mode in ["leader", "any", "log"] {
+        assert_eq!(json(&cluster, &["--reads", mode, "fetch", "bob"]), fetched);
+    }
+    let output = run(
+        CLIENT,
+        &[
+            "--cluster",
+            cluster.to_str().unwrap(),
+            "--reads",
+            "follower",
+            "fetch",
+            "bob",
+        ],
+    );
+    assert_error(
+        &output,
+        2,
+        "--reads \"follower\": must be \"leader\", \"any\" or \"log\"",
+    );
 
     // Up again on a running cluster: nothing to start, same answer.
     let output = run(CLIENT, &up);

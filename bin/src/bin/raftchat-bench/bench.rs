@@ -1,7 +1,19 @@
-//! The benchmark: C concurrent clients, each with its own session, each sending one message at
-//! a time in a loop for the warmup and then the measured duration. Only operations that
+//! The benchmark: C concurrent clients, each with its own session, each running one operation
+//! at a time in a loop for the warmup and then the measured duration. Only operations that
 //! complete inside the measured window count; latency is from invocation to acknowledgement,
 //! retries included. Percentiles come from the sorted latencies (nearest rank).
+//!
+//! By default every operation is a send_message. With `--reads PCT`, that share of each
+//! client's operations are reads instead, as a chat client polling its inbox does: a
+//! fetch_messages of the client's own account from the first message it has not seen yet
+//! (NO_ELEMENT, nothing new, is an answer like SUCCESS). Reads go where `--read-mode` (or the
+//! cluster file's `[client] reads`) says; `--compare-read-modes` runs the same load once per
+//! mode (leader, any, log) and prints one table. Throughput and latency are reported for all
+//! operations and for reads and writes apart.
+//!
+//! Every run also reads each node's log size (`log_bytes` of its status) before and after the
+//! load, and reports the growth per acknowledged write: reads served without the log add
+//! nothing to it (and so cost no fsync), while reads through the log (`log` mode) do.
 //!
 //! `--kill-leader-after SECS` measures failover: it SIGKILLs the leader (its pid from the
 //! `ID.pid` file beside the cluster file, as `raftchat cluster up` writes them) that many
@@ -22,10 +34,11 @@ use raftchat::chat::{Operation, Status};
 use raftchat::limits::MESSAGE_CHARS_MAX;
 use raftchat::raft::RoleKind;
 use raftchat::types::NodeId;
-use raftchat_node::client::{Client, ClientConfig, ClientError};
-use raftchat_node::cluster_file::ClusterFile;
+use raftchat_node::client::{Client, ClientConfig, ClientError, Completed, ReadMode};
+use raftchat_node::cluster_file::{self, ClusterFile};
 use raftchat_node::cluster_status::ClusterStatus;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,19 +54,26 @@ const CLIENTS_MAX: usize = 4096;
 const ACCOUNTS_MAX: usize = 1024;
 /// How long `--kill-leader-after` looks for the leader.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long the log sizes before and after a run wait for the followers to catch up.
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
 /// Longest run, in seconds (warmup included).
 const DURATION_SECS_MAX: f64 = 24.0 * 3600.0;
 
-/// send_message load against a raftchat cluster.
+/// send_message load, or sends mixed with inbox polls, against a raftchat cluster.
 #[derive(Parser, Debug)]
 #[command(
     name = "raftchat-bench",
     version,
-    about = "Measures send_message throughput and latency (p50, p99, max) of a running cluster.",
+    about = "Measures the throughput and latency (p50, p99, max) of a running cluster under \
+             send_message load, or a mix of sends and inbox polls (fetch_messages).",
     after_help = "Example:\n  raftchat cluster up --nodes 3 --dir /tmp/rc\n  \
                   raftchat-bench --cluster /tmp/rc/cluster.toml --clients 8 --duration 10\n  \
                   raftchat-bench --cluster /tmp/rc/cluster.toml --clients 8 --duration 10 \
-                  --kill-leader-after 3\n\n\
+                  --kill-leader-after 3\n  \
+                  raftchat-bench --cluster /tmp/rc/cluster.toml --clients 8 --duration 10 \
+                  --reads 90 --read-mode any\n  \
+                  raftchat-bench --cluster /tmp/rc/cluster.toml --clients 8 --duration 10 \
+                  --reads 90 --compare-read-modes\n\n\
                   Exit codes: 0 the benchmark ran; 1 the cluster was unreachable, nothing was \
                   acknowledged, or the leader could not be killed; 2 usage or input error."
 )]
@@ -87,7 +107,18 @@ struct Args {
     /// Sample each node's resident memory and data directory size every SECS seconds.
     #[arg(long, value_name = "SECS")]
     monitor: Option<f64>,
-    /// Print the results as one JSON object.
+    /// Percentage of operations that are reads (0 to 100): each client polls its own inbox
+    /// (fetch_messages from the first message it has not seen) instead of sending.
+    #[arg(long, value_name = "PCT", default_value = "0")]
+    reads: String,
+    /// Where reads go: leader, any or log [default: the cluster file's `[client] reads`].
+    #[arg(long, value_name = "MODE")]
+    read_mode: Option<String>,
+    /// Run the same load once per read mode (leader, any, log), one after the other, and print
+    /// one table. Needs --reads above 0.
+    #[arg(long)]
+    compare_read_modes: bool,
+    /// Print the results as one JSON object (with --compare-read-modes, a JSON array of them).
     #[arg(long)]
     json: bool,
 }
@@ -135,6 +166,10 @@ struct Plan {
     kill_leader_after: Option<Duration>,
     pid_dir: PathBuf,
     monitor: Option<Duration>,
+    /// Percentage of operations that are reads.
+    read_percent: u32,
+    /// The read modes to run the load with, in order: one, or every mode to compare them.
+    read_modes: Vec<ReadMode>,
 }
 
 fn seconds(flag: &str, value: f64, min: f64) -> Result<Duration, Failure> {
@@ -183,6 +218,13 @@ fn plan(args: &Args) -> Result<Plan, Failure> {
         Some(dir) => dir.clone(),
         None => args.cluster.parent().map(PathBuf::from).unwrap_or_default(),
     };
+    let read_percent = read_percent(&args.reads)?;
+    let read_modes = read_modes(args, &file, read_percent)?;
+    if read_modes.len() > 1 && (kill_leader_after.is_some() || monitor.is_some()) {
+        return Err(input(
+            "--compare-read-modes cannot be combined with --kill-leader-after or --monitor",
+        ));
+    }
     Ok(Plan {
         file,
         clients: args.clients,
@@ -193,7 +235,48 @@ fn plan(args: &Args) -> Result<Plan, Failure> {
         kill_leader_after,
         pid_dir,
         monitor,
+        read_percent,
+        read_modes,
     })
+}
+
+fn read_percent(text: &str) -> Result<u32, Failure> {
+    match text.trim().parse::<u32>() {
+        Ok(percent) if percent <= 100 => Ok(percent),
+        _ => Err(input(format!(
+            "--reads {text:?}: must be a whole percentage between 0 and 100"
+        ))),
+    }
+}
+
+fn read_modes(
+    args: &Args,
+    file: &ClusterFile,
+    read_percent: u32,
+) -> Result<Vec<ReadMode>, Failure> {
+    let mode = match &args.read_mode {
+        Some(name) => ReadMode::from_name(name).ok_or_else(|| {
+            input(format!(
+                "--read-mode {name:?}: must be {}",
+                cluster_file::read_mode_names()
+            ))
+        })?,
+        None => file.client.reads,
+    };
+    if !args.compare_read_modes {
+        return Ok(vec![mode]);
+    }
+    if args.read_mode.is_some() {
+        return Err(input(
+            "--compare-read-modes runs every read mode; leave out --read-mode",
+        ));
+    }
+    if read_percent == 0 {
+        return Err(input(
+            "--compare-read-modes needs reads to compare: give --reads 1 to 100",
+        ));
+    }
+    Ok(ReadMode::NAMES.iter().map(|&(_, mode)| mode).collect())
 }
 
 fn run(args: &Args) -> Result<(), Failure> {
@@ -202,17 +285,28 @@ fn run(args: &Args) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| cluster(format!("cannot start the async runtime: {e}")))?;
-    let results = runtime.block_on(load(&plan))?;
-    let report = Report::new(&plan, results);
-    if args.json {
-        out!("{}", report.json());
-    } else {
-        report.print();
+    let mut reports = Vec::new();
+    for &mode in &plan.read_modes {
+        if plan.read_modes.len() > 1 {
+            eprintln!("raftchat-bench: running with reads from {}", mode.name());
+        }
+        let results = runtime.block_on(load(&plan, mode))?;
+        reports.push(Report::new(&plan, mode, results));
     }
-    if report.latencies.is_empty() {
-        return Err(cluster(
-            "no operation was acknowledged in the measured window",
-        ));
+    match (&reports[..], args.json) {
+        ([report], true) => out!("{}", report.json()),
+        ([report], false) => report.print(),
+        (_, true) => out!(
+            "{}",
+            serde_json::Value::from_iter(reports.iter().map(Report::json))
+        ),
+        (_, false) => print_comparison(&plan, &reports),
+    }
+    if let Some(report) = reports.iter().find(|r| r.all.0.is_empty()) {
+        return Err(cluster(format!(
+            "no operation was acknowledged in the measured window (reads from {})",
+            report.read_mode.name()
+        )));
     }
     Ok(())
 }
@@ -221,14 +315,33 @@ fn account(index: usize) -> String {
     format!("bench-{index}")
 }
 
+/// What kind of operation a client ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A fetch_messages of the client's own inbox.
+    Read,
+    /// A send_message.
+    Write,
+}
+
 /// What one client saw in the measured window.
 #[derive(Default)]
 struct ClientResults {
-    /// (completion time, latency, acknowledging node) of every acknowledged SUCCESS.
-    acks: Vec<(Instant, Duration, Option<NodeId>)>,
+    /// (completion time, latency, answering node, kind) of every acknowledged operation.
+    acks: Vec<(Instant, Duration, NodeId, Kind)>,
     failed: u64,
     unknown: u64,
     unexpected_status: u64,
+}
+
+/// Operations answered, warmup and the moments past the window included: everything that could
+/// have reached the log while it was measured.
+#[derive(Default)]
+struct Answered {
+    /// Writes acknowledged with SUCCESS (the monitor shows these).
+    writes: AtomicU64,
+    /// Reads answered.
+    reads: AtomicU64,
 }
 
 /// What the whole run saw.
@@ -238,34 +351,47 @@ struct RunResults {
     measure_end: Instant,
     kill: Option<(NodeId, Instant)>,
     samples: Vec<Sample>,
+    /// Each node's log size before and after the load, where it answered both times.
+    log_bytes: BTreeMap<NodeId, (u64, u64)>,
+    answered: Arc<Answered>,
 }
 
-async fn load(plan: &Plan) -> Result<RunResults, Failure> {
+async fn load(plan: &Plan, read_mode: ReadMode) -> Result<RunResults, Failure> {
     let base_seed = seed();
     create_accounts(plan, plan.file.client_config(base_seed)).await?;
+    let log_before = log_bytes(plan).await;
     let start = Instant::now();
     let measure_start = start + plan.warmup;
     let end = measure_start + plan.duration;
-    let acknowledged = Arc::new(AtomicU64::new(0));
+    let answered = Arc::new(Answered::default());
     let mut tasks = Vec::new();
     for index in 0..plan.clients {
-        let config = plan
+        let mut config = plan
             .file
             .client_config(base_seed.wrapping_add(index as u64 + 1));
+        config.reads = read_mode;
         let work = ClientWork {
             index,
             accounts: plan.accounts,
             message_chars: plan.message_chars,
+            read_percent: plan.read_percent,
             measure_start,
             end,
-            acknowledged: acknowledged.clone(),
+            answered: answered.clone(),
         };
         tasks.push(tokio::spawn(run_client(Client::new(config), work)));
     }
     let sampler = plan.monitor.map(|interval| {
         let ids: Vec<u64> = plan.file.members.keys().map(|id| id.0).collect();
         let dir = plan.pid_dir.clone();
-        tokio::spawn(run_monitor(dir, ids, interval, start, end, acknowledged))
+        tokio::spawn(run_monitor(
+            dir,
+            ids,
+            interval,
+            start,
+            end,
+            answered.clone(),
+        ))
     });
     let kill = match plan.kill_leader_after {
         Some(after) => {
@@ -287,13 +413,38 @@ async fn load(plan: &Plan) -> Result<RunResults, Failure> {
             .map_err(|e| cluster(format!("the monitor failed: {e}")))?,
         None => Vec::new(),
     };
+    let log_after = log_bytes(plan).await;
+    let log_bytes = log_before
+        .iter()
+        .filter_map(|(id, &before)| log_after.get(id).map(|&after| (*id, (before, after))))
+        .collect();
     Ok(RunResults {
         clients,
         measure_start,
         measure_end: end,
         kill,
         samples,
+        log_bytes,
+        answered,
     })
+}
+
+/// The log size of every node that answers, from its status, once every member has applied
+/// the same state (so no append is on its way to a follower), or after `SETTLE_WAIT` (a node is
+/// down, or load from elsewhere goes on).
+async fn log_bytes(plan: &Plan) -> BTreeMap<NodeId, u64> {
+    let config = plan.file.client_config(seed());
+    let deadline = Instant::now() + SETTLE_WAIT;
+    loop {
+        let status = ClusterStatus::poll(&config).await;
+        if status.converged() || Instant::now() >= deadline {
+            return status
+                .reachable()
+                .map(|s| (s.raft.id, s.log_bytes))
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Samples the nodes every `interval` until `end`, printing each sample to stderr.
@@ -303,13 +454,13 @@ async fn run_monitor(
     interval: Duration,
     start: Instant,
     end: Instant,
-    acknowledged: Arc<AtomicU64>,
+    answered: Arc<Answered>,
 ) -> Vec<Sample> {
     let mut samples = Vec::new();
     let mut next = start;
     while next <= end {
         tokio::time::sleep_until(next).await;
-        let count = acknowledged.load(Ordering::Relaxed);
+        let count = answered.writes.load(Ordering::Relaxed);
         let sample = monitor::sample(&dir, &ids, start.elapsed(), count);
         eprintln!("{}", sample.line());
         samples.push(sample);
@@ -350,34 +501,76 @@ struct ClientWork {
     index: usize,
     accounts: usize,
     message_chars: usize,
+    read_percent: u32,
     measure_start: Instant,
     end: Instant,
-    /// Every client's acknowledged writes, warmup included, for the monitor.
-    acknowledged: Arc<AtomicU64>,
+    /// Every client's answered operations, warmup included.
+    answered: Arc<Answered>,
+}
+
+impl ClientWork {
+    /// Whether operation `sequence` (from 1) is a read: exactly `read_percent` of every 100
+    /// consecutive ones are, spread evenly, and each client starts at its own phase.
+    fn is_read(&self, sequence: usize) -> bool {
+        let percent = self.read_percent as usize;
+        let step = sequence + self.index * 37;
+        step * percent / 100 != (step - 1) * percent / 100
+    }
+
+    /// The account whose inbox this client polls.
+    fn own_account(&self) -> String {
+        account(self.index % self.accounts)
+    }
+
+    fn send(&self, sequence: usize) -> Operation {
+        let from = (self.index + sequence) % self.accounts;
+        let to = (from + 1) % self.accounts;
+        let mut message = format!("c{}-{sequence} ", self.index);
+        while message.len() < self.message_chars {
+            message.push('x');
+        }
+        message.truncate(self.message_chars);
+        Operation::SendMessage {
+            from: account(from),
+            to: account(to),
+            message,
+        }
+    }
 }
 
 async fn run_client(mut client: Client, work: ClientWork) -> ClientResults {
     let mut results = ClientResults::default();
     let mut sequence = 0usize;
+    // The id of the first message of the inbox this client has not seen.
+    let mut unseen_id = 1u64;
     while Instant::now() < work.end {
         sequence += 1;
-        let from = (work.index + sequence) % work.accounts;
-        let to = (from + 1) % work.accounts;
-        let mut message = format!("c{}-{sequence} ", work.index);
-        while message.len() < work.message_chars {
-            message.push('x');
-        }
-        message.truncate(work.message_chars);
-        let operation = Operation::SendMessage {
-            from: account(from),
-            to: account(to),
-            message,
+        let kind = if work.is_read(sequence) {
+            Kind::Read
+        } else {
+            Kind::Write
+        };
+        let operation = match kind {
+            Kind::Read => Operation::FetchMessages {
+                username: work.own_account(),
+                first_message_id: unseen_id,
+            },
+            Kind::Write => work.send(sequence),
         };
         let began = Instant::now();
         let result = client.execute(operation).await;
         let done = Instant::now();
-        if matches!(&result, Ok(completed) if completed.reply.status == Status::Success) {
-            work.acknowledged.fetch_add(1, Ordering::Relaxed);
+        let acknowledged = result.as_ref().is_ok_and(|c| is_acknowledged(c, kind));
+        match kind {
+            Kind::Write if acknowledged => work.answered.writes.fetch_add(1, Ordering::Relaxed),
+            Kind::Read if result.is_ok() => work.answered.reads.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        if let Ok(completed) = &result {
+            if completed.reply.status == Status::Success {
+                let seen = completed.reply.messages.len() as u64;
+                unseen_id = unseen_id.max(completed.reply.first_message_id + seen);
+            }
         }
         if done < work.measure_start {
             continue;
@@ -386,9 +579,10 @@ async fn run_client(mut client: Client, work: ClientWork) -> ClientResults {
             break;
         }
         match result {
-            Ok(completed) if completed.reply.status == Status::Success => {
-                // The client records the node that answered as the leader.
-                results.acks.push((done, done - began, client.leader()));
+            Ok(completed) if acknowledged => {
+                results
+                    .acks
+                    .push((done, done - began, completed.node, kind));
             }
             Ok(_) => results.unexpected_status += 1,
             Err(ClientError::Failed(_)) => results.failed += 1,
@@ -396,6 +590,15 @@ async fn run_client(mut client: Client, work: ClientWork) -> ClientResults {
         }
     }
     results
+}
+
+/// Whether an answer is the one the load expects: SUCCESS, or for a poll also NO_ELEMENT
+/// (nothing new since the last one).
+fn is_acknowledged(completed: &Completed, kind: Kind) -> bool {
+    matches!(
+        (kind, completed.reply.status),
+        (_, Status::Success) | (Kind::Read, Status::NoElement)
+    )
 }
 
 /// Finds the leader, SIGKILLs it through its pid file, and returns it with the kill's time.
@@ -443,13 +646,116 @@ async fn kill_leader(plan: &Plan) -> Result<(NodeId, Instant), Failure> {
     }
 }
 
+/// Latencies of one kind of operation, sorted.
+#[derive(Default)]
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn new(mut latencies: Vec<Duration>) -> Latencies {
+        latencies.sort_unstable();
+        Latencies(latencies)
+    }
+
+    /// The latency at quantile `q`, in milliseconds.
+    fn percentile_ms(&self, q: f64) -> f64 {
+        millis(percentile(&self.0, q))
+    }
+
+    fn ops_per_second(&self, duration: Duration) -> f64 {
+        self.0.len() as f64 / duration.as_secs_f64()
+    }
+
+    /// `p50 A ms, p99 B ms, max C ms`.
+    fn summary(&self) -> String {
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.99),
+            self.percentile_ms(1.0)
+        )
+    }
+
+    fn json(&self, duration: Duration) -> serde_json::Value {
+        json!({
+            "ops": self.0.len(),
+            "ops_per_s": self.ops_per_second(duration),
+            "latency_ms": {
+                "p50": self.percentile_ms(0.50),
+                "p99": self.percentile_ms(0.99),
+                "max": self.percentile_ms(1.0),
+            },
+        })
+    }
+}
+
+/// How much the logs grew during a run, against what was answered.
+struct LogGrowth {
+    /// Each node's log size before and after.
+    nodes: BTreeMap<NodeId, (u64, u64)>,
+    /// Writes acknowledged and reads answered during the run, warmup included.
+    writes: u64,
+    reads: u64,
+}
+
+impl LogGrowth {
+    /// The largest growth of any node's log, in bytes; negative if compaction shrank them all.
+    fn bytes(&self) -> Option<i64> {
+        self.nodes
+            .values()
+            .map(|&(before, after)| after as i64 - before as i64)
+            .max()
+    }
+
+    fn bytes_per_write(&self) -> Option<f64> {
+        let bytes = self.bytes()?;
+        (self.writes > 0).then(|| bytes as f64 / self.writes as f64)
+    }
+
+    fn line(&self) -> String {
+        let Some(bytes) = self.bytes() else {
+            return "no node answered for its log size before and after".into();
+        };
+        let per_write = self
+            .bytes_per_write()
+            .map_or(String::new(), |b| format!(": {b:.1} bytes per write"));
+        let shrunk = if bytes < 0 {
+            " (compacted during the run)"
+        } else {
+            ""
+        };
+        format!(
+            "{bytes:+} bytes in the largest log{shrunk}, for {} writes and {} reads \
+             answered{per_write}",
+            self.writes, self.reads
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|(id, (before, after))| json!({"id": id.0, "before": before, "after": after}))
+            .collect();
+        json!({
+            "growth_bytes": self.bytes(),
+            "writes": self.writes,
+            "reads": self.reads,
+            "bytes_per_write": self.bytes_per_write(),
+            "nodes": nodes,
+        })
+    }
+}
+
 /// The figures of a finished run.
 struct Report {
     clients: usize,
     duration: Duration,
     warmup: Duration,
-    /// Sorted.
-    latencies: Vec<Duration>,
+    read_percent: u32,
+    read_mode: ReadMode,
+    all: Latencies,
+    reads: Latencies,
+    writes: Latencies,
     failed: u64,
     unknown: u64,
     unexpected_status: u64,
@@ -459,89 +765,117 @@ struct Report {
     failover: Option<(NodeId, Duration, Option<Duration>)>,
     /// The monitor's samples, in time order.
     samples: Vec<Sample>,
+    log: LogGrowth,
 }
 
 impl Report {
-    fn new(plan: &Plan, results: RunResults) -> Report {
-        let mut completions: Vec<(Instant, Option<NodeId>)> = Vec::new();
-        let mut latencies = Vec::new();
+    fn new(plan: &Plan, read_mode: ReadMode, results: RunResults) -> Report {
+        let mut completions: Vec<(Instant, NodeId, Kind)> = Vec::new();
+        let (mut all, mut reads, mut writes) = (Vec::new(), Vec::new(), Vec::new());
         let (mut failed, mut unknown, mut unexpected_status) = (0, 0, 0);
         for client in results.clients {
             failed += client.failed;
             unknown += client.unknown;
             unexpected_status += client.unexpected_status;
-            for (done, latency, node) in client.acks {
-                completions.push((done, node));
-                latencies.push(latency);
+            for (done, latency, node, kind) in client.acks {
+                completions.push((done, node, kind));
+                all.push(latency);
+                match kind {
+                    Kind::Read => reads.push(latency),
+                    Kind::Write => writes.push(latency),
+                }
             }
         }
-        latencies.sort_unstable();
-        completions.sort_unstable_by_key(|&(done, _)| done);
+        completions.sort_unstable_by_key(|&(done, _, _)| done);
         let mut longest_gap = Duration::ZERO;
         let mut previous = results.measure_start;
-        for &(done, _) in &completions {
+        for &(done, _, _) in &completions {
             longest_gap = longest_gap.max(done - previous);
             previous = done;
         }
         longest_gap = longest_gap.max(results.measure_end.saturating_duration_since(previous));
         let failover = results.kill.map(|(leader, killed_at)| {
             // Acknowledgements the killed leader sent just before it died may arrive after the
-            // kill; only another node's acknowledgement shows that the cluster recovered.
-            let next = completions
-                .iter()
-                .find(|&&(done, node)| done > killed_at && node != Some(leader));
+            // kill; only another node's acknowledgement of a write shows that the cluster
+            // recovered (a follower may serve reads from its state a while longer).
+            let next = completions.iter().find(|&&(done, node, kind)| {
+                done > killed_at && node != leader && kind == Kind::Write
+            });
             let killed_after = killed_at - results.measure_start;
             (
                 leader,
                 killed_after,
-                next.map(|&(done, _)| done - killed_at),
+                next.map(|&(done, _, _)| done - killed_at),
             )
         });
         Report {
             clients: plan.clients,
             duration: plan.duration,
             warmup: plan.warmup,
-            latencies,
+            read_percent: plan.read_percent,
+            read_mode,
+            all: Latencies::new(all),
+            reads: Latencies::new(reads),
+            writes: Latencies::new(writes),
             failed,
             unknown,
             unexpected_status,
             longest_gap,
             failover,
             samples: results.samples,
+            log: LogGrowth {
+                nodes: results.log_bytes,
+                writes: results.answered.writes.load(Ordering::Relaxed),
+                reads: results.answered.reads.load(Ordering::Relaxed),
+            },
         }
-    }
-
-    /// The latency at quantile `q`, in milliseconds.
-    fn percentile_ms(&self, q: f64) -> f64 {
-        millis(percentile(&self.latencies, q))
-    }
-
-    fn ops_per_second(&self) -> f64 {
-        self.latencies.len() as f64 / self.duration.as_secs_f64()
     }
 
     fn errors(&self) -> u64 {
         self.failed + self.unknown + self.unexpected_status
     }
 
+    /// What the load was, for headings.
+    fn workload(&self) -> String {
+        if self.read_percent == 0 {
+            return "send_message".into();
+        }
+        format!(
+            "{}% fetch_messages (reads from {}), {}% send_message",
+            self.read_percent,
+            self.read_mode.name(),
+            100 - self.read_percent
+        )
+    }
+
     fn print(&self) {
         out!(
-            "send_message: {} clients, {:.1} s measured after {:.1} s warmup",
+            "{}: {} clients, {:.1} s measured after {:.1} s warmup",
+            self.workload(),
             self.clients,
             self.duration.as_secs_f64(),
             self.warmup.as_secs_f64()
         );
         out!(
             "  throughput  {} acknowledged, {:.1} ops/s",
-            self.latencies.len(),
-            self.ops_per_second()
+            self.all.0.len(),
+            self.all.ops_per_second(self.duration)
         );
-        out!(
-            "  latency     p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            self.percentile_ms(0.50),
-            self.percentile_ms(0.99),
-            self.percentile_ms(1.0)
-        );
+        out!("  latency     {}", self.all.summary());
+        if self.read_percent > 0 {
+            for (name, latencies) in [("reads", &self.reads), ("writes", &self.writes)] {
+                let summary = if latencies.0.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", latencies.summary())
+                };
+                out!(
+                    "  {name:<11} {} acknowledged, {:.1} ops/s{summary}",
+                    latencies.0.len(),
+                    latencies.ops_per_second(self.duration),
+                );
+            }
+        }
         out!(
             "  errors      {} ({} not applied, {} unknown, {} unexpected status)",
             self.errors(),
@@ -553,6 +887,7 @@ impl Report {
             "  longest gap {:.1} ms between acknowledgements",
             millis(self.longest_gap)
         );
+        out!("  log         {}", self.log.line());
         if let Some((leader, at, next)) = self.failover {
             let next = next.map_or("never came".into(), |d| {
                 format!("{:.1} ms later", millis(d))
@@ -580,13 +915,17 @@ impl Report {
             "clients": self.clients,
             "duration_s": self.duration.as_secs_f64(),
             "warmup_s": self.warmup.as_secs_f64(),
-            "ops": self.latencies.len(),
-            "ops_per_s": self.ops_per_second(),
+            "read_percent": self.read_percent,
+            "read_mode": self.read_mode.name(),
+            "ops": self.all.0.len(),
+            "ops_per_s": self.all.ops_per_second(self.duration),
             "latency_ms": {
-                "p50": self.percentile_ms(0.50),
-                "p99": self.percentile_ms(0.99),
-                "max": self.percentile_ms(1.0),
+                "p50": self.all.percentile_ms(0.50),
+                "p99": self.all.percentile_ms(0.99),
+                "max": self.all.percentile_ms(1.0),
             },
+            "reads": self.reads.json(self.duration),
+            "writes": self.writes.json(self.duration),
             "errors": self.errors(),
             "error_kinds": {
                 "not_applied": self.failed,
@@ -594,9 +933,61 @@ impl Report {
                 "unexpected_status": self.unexpected_status,
             },
             "longest_gap_ms": millis(self.longest_gap),
+            "log": self.log.json(),
             "failover": failover,
             "monitor": self.samples.iter().map(Sample::json).collect::<Vec<_>>(),
         })
+    }
+
+    /// One row of the comparison table.
+    fn row(&self) -> String {
+        let group = |latencies: &Latencies| {
+            format!(
+                "{:>8.0} {:>7.2} {:>7.2} {:>8.2}",
+                latencies.ops_per_second(self.duration),
+                latencies.percentile_ms(0.50),
+                latencies.percentile_ms(0.99),
+                latencies.percentile_ms(1.0)
+            )
+        };
+        let per_write = self
+            .log
+            .bytes_per_write()
+            .map_or("-".into(), |b| format!("{b:.0}"));
+        format!(
+            "{:<6} | {} | {} | {} | {per_write:>11} {:>6}",
+            self.read_mode.name(),
+            group(&self.all),
+            group(&self.reads),
+            group(&self.writes),
+            self.errors()
+        )
+    }
+}
+
+/// The runs of `--compare-read-modes`, one row each.
+fn print_comparison(plan: &Plan, reports: &[Report]) {
+    out!(
+        "{}% fetch_messages, {}% send_message: {} clients, {:.1} s measured after {:.1} s \
+         warmup, per read mode",
+        plan.read_percent,
+        100 - plan.read_percent,
+        plan.clients,
+        plan.duration.as_secs_f64(),
+        plan.warmup.as_secs_f64()
+    );
+    let group = |name: &str| format!("{name:<8} {:>7} {:>7} {:>8}", "p50 ms", "p99 ms", "max ms");
+    out!(
+        "{:<6} | {} | {} | {} | {:>11} {:>6}",
+        "reads",
+        group("all/s"),
+        group("reads/s"),
+        group("writes/s"),
+        "log B/write",
+        "errors"
+    );
+    for report in reports {
+        out!("{}", report.row());
     }
 }
 

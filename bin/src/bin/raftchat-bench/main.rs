@@ -1,6 +1,6 @@
-//! `raftchat-bench`: send_message load against a running cluster through the client library,
-//! reporting throughput and latency percentiles. Only meaningful in the normal build: under
-//! `--cfg madsim` it compiles to a stub.
+//! `raftchat-bench`: send_message load, or a mix of sends and inbox polls, against a running
+//! cluster through the client library, reporting throughput and latency percentiles. Only
+//! meaningful in the normal build: under `--cfg madsim` it compiles to a stub.
 
 #[cfg(not(madsim))]
 /// `println!` that ignores a closed stdout (`raftchat ... | head`) instead of panicking.

@@ -8,7 +8,8 @@ use crate::chat::Session;
 use crate::local_cluster::{self, ClusterCommand};
 use crate::prompt;
 use clap::{Parser, Subcommand};
-use raftchat_node::cluster_file::ClusterFile;
+use raftchat_node::client::ReadMode;
+use raftchat_node::cluster_file::{self, ClusterFile};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,6 +21,7 @@ Examples:
   raftchat --cluster /tmp/rc/cluster.toml create alice
   raftchat --cluster /tmp/rc/cluster.toml send alice alice hello there
   raftchat --cluster /tmp/rc/cluster.toml --json fetch alice
+  raftchat --cluster /tmp/rc/cluster.toml --reads any fetch alice
   raftchat cluster down --dir /tmp/rc
 
 Exit codes: 0 the command ran (whatever chat status it answered); 1 the cluster was
@@ -40,6 +42,11 @@ pub struct Cli {
     /// Print results as JSON, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Where reads (check, list, fetch) go, overriding the cluster file's `[client] reads`:
+    /// `leader` (linearizable, served by the leader), `any` (linearizable, served by a node
+    /// picked at random, follower or leader) or `log` (through the log, like writes).
+    #[arg(long, global = true, value_name = "MODE")]
+    pub reads: Option<String>,
     #[command(subcommand)]
     command: Option<TopCommand>,
 }
@@ -133,13 +140,13 @@ impl Failure {
 
 /// Parses the command line, runs it, and returns its exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let mut cli = Cli::parse();
+    let result = match cli.command.take() {
         Some(TopCommand::Cluster(command)) => local_cluster::run(command),
-        Some(TopCommand::Chat(command)) => with_session(&cli.cluster, cli.json, |session, rt| {
-            rt.block_on(session.run(command))
-        }),
-        None => with_session(&cli.cluster, cli.json, prompt::run),
+        Some(TopCommand::Chat(command)) => {
+            with_session(&cli, |session, rt| rt.block_on(session.run(command)))
+        }
+        None => with_session(&cli, prompt::run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -152,20 +159,33 @@ pub fn main() -> ExitCode {
 
 /// Loads the cluster file and runs `body` with a session and a runtime to drive it.
 fn with_session(
-    cluster: &Option<PathBuf>,
-    json: bool,
+    cli: &Cli,
     body: impl FnOnce(&mut Session, &tokio::runtime::Runtime) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
-    let Some(path) = cluster else {
+    let reads = cli.reads.as_deref().map(read_mode).transpose()?;
+    let Some(path) = &cli.cluster else {
         return Err(Failure::input(
             "--cluster CLUSTER.toml is required (or start a local cluster with `raftchat \
              cluster up --nodes 3 --dir DIR`)",
         ));
     };
-    let file = ClusterFile::load(path).map_err(|e| Failure::input(e.to_string()))?;
+    let mut file = ClusterFile::load(path).map_err(|e| Failure::input(e.to_string()))?;
+    if let Some(reads) = reads {
+        file.client.reads = reads;
+    }
     let runtime = runtime()?;
-    let mut session = Session::new(file, json);
+    let mut session = Session::new(file, cli.json);
     body(&mut session, &runtime)
+}
+
+/// The read mode `--reads` names.
+fn read_mode(name: &str) -> Result<ReadMode, Failure> {
+    ReadMode::from_name(name).ok_or_else(|| {
+        Failure::input(format!(
+            "--reads {name:?}: must be {}",
+            cluster_file::read_mode_names()
+        ))
+    })
 }
 
 /// A single-threaded runtime: one client needs no more.

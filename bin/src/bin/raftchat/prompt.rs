@@ -39,10 +39,12 @@ pub fn run(session: &mut Session, runtime: &tokio::runtime::Runtime) -> Result<(
         .map_err(|e| Failure::input(format!("cannot open the prompt: {e}")))?;
     let file = session.file();
     out!(
-        "raftchat: cluster {} ({} nodes, {}). Type `help` for the commands, `quit` to leave.",
+        "raftchat: cluster {} ({} nodes, {}; reads: {}). Type `help` for the commands, `quit` \
+         to leave.",
         file.cluster_id,
         file.members.len(),
-        file.path.display()
+        file.path.display(),
+        file.client.reads.name()
     );
     loop {
         let line = match editor.readline("raftchat> ") {
