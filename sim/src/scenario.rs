@@ -94,7 +94,7 @@
 //!                            #   `mix` is given, an operation it leaves out weighs 0.
 //! message_chars = [1, 40]    # pair, 0..=1000: length of sent messages in characters (above
 //!                            #   500 the service answers MESSAGE_TOO_LONG)
-//! read_share = ...           # param, in [0, 1]; unset by default: share of operations that
+//! # read_share = 0.8         # unset by default; param, in [0, 1]: share of operations that
 //!                            #   are reads (check, list, fetch; picked by `mix` weight among
 //!                            #   themselves, as writes are among the others). Unset, `mix`
 //!                            #   alone decides.
@@ -3375,9 +3375,10 @@ action = "restart_all"
         }
         let defaults = parse_ok("");
         let d = defaults.draw(7);
-        // By default only the snapshot and retention settings are drawn (so that every run
-        // snapshots, compacts and drops messages in its own way).
+        // By default only the snapshot and retention settings (so that every run snapshots,
+        // compacts and drops messages in its own way) and where reads go are drawn.
         let snapshot_and_chat_only = |mut d: Drawn| {
+            d.read_mode = ReadMode::Leader;
             d.snapshot_log_entries = 0;
             d.snapshot_log_bytes = 0;
             d.catch_up_entries = 0;
