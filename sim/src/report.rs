@@ -673,6 +673,9 @@ fn operations(history: &[u8], end_us: &mut u64) -> Result<Vec<Operation>, Report
                 if let Some(index) = line.value["index"].as_u64() {
                     operation.text.push_str(&format!(" @{index}"));
                 }
+                if let Some(node) = line.value["node"].as_u64() {
+                    operation.text.push_str(&format!(" by n{node}"));
+                }
             }
             other => return Err(line.error(format!("unknown type `{other}`"))),
         }
@@ -1170,7 +1173,7 @@ mod tests {
         let history =
             br#"{"process":0,"type":"invoke","f":"create","value":{"user":"a"},"time":1000}
 {"process":1,"type":"invoke","f":"check","value":{"user":"a"},"time":1500}
-{"process":0,"type":"ok","f":"create","value":{"status":0},"time":2000,"index":3}
+{"process":0,"type":"ok","f":"create","value":{"status":0},"time":2000,"index":3,"node":2}
 "#;
         let run = extract(b"", history).unwrap();
         let ops: Vec<(u64, u64, Option<u64>, &str)> = (run.operations.iter())
@@ -1178,7 +1181,7 @@ mod tests {
             .collect();
         assert_eq!(ops, [(0, 1, Some(2), "ok"), (1, 1, None, "pending")]);
         assert!(
-            run.operations[0].text.ends_with("@3"),
+            run.operations[0].text.ends_with("@3 by n2"),
             "{}",
             run.operations[0].text
         );

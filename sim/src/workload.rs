@@ -168,6 +168,6 @@ fn record(
     world.trace(None, kind, || {
         serde_json::json!({ "process": process, "op": crate::history::op_name(operation),
                             "type": completion.map(|c| format!("{c:?}").to_lowercase()),
-                            "node": node.map(|n| n.0) })
+                            "answered_by": node.map(|n| n.to_string()) })
     });
 }
