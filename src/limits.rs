@@ -112,8 +112,16 @@ pub const SNAPSHOT_LOG_ENTRIES_DEFAULT: u64 = 100_000;
 /// Command bytes applied since the last snapshot that call for a new one, by default.
 pub const SNAPSHOT_LOG_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 
-/// Largest cluster, in voters.
+/// Largest cluster, in members (voters and learners).
 pub const CLUSTER_SIZE_MAX: usize = 15;
+
+/// Longest member address in a configuration ("host:port", or a DNS name and port).
+pub const ADDRESS_BYTES_MAX: usize = 256;
+
+/// A learner to be promoted is caught up once its log is within this many entries of the
+/// leader's: one AppendEntries batch, so promoting it never makes a quorum wait on a long
+/// catch-up.
+pub const LEARNER_LAG_ENTRIES_MAX: u64 = APPEND_ENTRIES_MAX as u64;
 
 // Worst-case bytes of one fetch reply: each message carries a username and a message, at most
 // four UTF-8 bytes a character, plus framing slack; it must fit in one frame.
@@ -128,8 +136,11 @@ const _: () = assert!(
     ((USERNAME_CHARS_MAX + 1) * 2 + MESSAGE_CHARS_MAX + 1) * 4 + 64 <= COMMAND_SIZE_BYTES_MAX
 );
 const _: () = assert!(APPEND_BYTES_MAX * 2 < FRAME_SIZE_BYTES_MAX);
-// A chunk travels in one frame, with room for its message's fixed fields.
-const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX + 4096 < FRAME_SIZE_BYTES_MAX);
+// A chunk travels in one frame, with room for its message's fixed fields and configuration.
+const _: () = assert!(
+    SNAPSHOT_CHUNK_BYTES_MAX + 4096 + CLUSTER_SIZE_MAX * (ADDRESS_BYTES_MAX + 64)
+        < FRAME_SIZE_BYTES_MAX
+);
 const _: () = assert!(SNAPSHOT_INFLIGHT_CHUNKS_MAX >= 1);
 const _: () = assert!(INFLIGHT_APPENDS_MAX >= 1);
 const _: () = assert!(APPEND_ENTRIES_MAX >= 1);

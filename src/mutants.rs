@@ -49,6 +49,20 @@ pub enum Mutant {
     /// Let a follower serve a read as soon as the leader's read index arrives, from whatever
     /// it has applied by then (a lagging follower answers from the past).
     ServeBeforeApply,
+    /// Let a new leader propose a membership change before an entry of its own term has
+    /// committed (Ongaro's single-server change bug, raft-dev 2015): its change can be
+    /// decided against a configuration another leader has already replaced.
+    ChangeBeforeTermCommit,
+    /// Count learners' acknowledgements towards the commit quorum.
+    LearnerInQuorum,
+    /// Keep the configuration of a truncated entry in force instead of rolling back to the
+    /// newest configuration left in the log.
+    KeepTruncatedConfig,
+    /// Send TimeoutNow to a transfer's target at once, caught up or not.
+    TimeoutNowToLagging,
+    /// Let a node campaign when its configuration does not make it a voter (a removed node,
+    /// or a learner).
+    NonVoterCampaigns,
 }
 
 impl Mutant {
@@ -71,6 +85,16 @@ impl Mutant {
         Mutant::ServeBeforeApply,
     ];
 
+    /// Mutants of membership change, built into the core ahead of the simulator's membership
+    /// faults; they join [`Mutant::ALL`] (and the library's must-catch tests) with them.
+    pub const MEMBERSHIP: [Mutant; 5] = [
+        Mutant::ChangeBeforeTermCommit,
+        Mutant::LearnerInQuorum,
+        Mutant::KeepTruncatedConfig,
+        Mutant::TimeoutNowToLagging,
+        Mutant::NonVoterCampaigns,
+    ];
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -89,6 +113,11 @@ impl Mutant {
             Mutant::SkipReadRound => "skip-read-round",
             Mutant::LeasePastExpiry => "lease-past-expiry",
             Mutant::ServeBeforeApply => "serve-before-apply",
+            Mutant::ChangeBeforeTermCommit => "change-before-term-commit",
+            Mutant::LearnerInQuorum => "learner-in-quorum",
+            Mutant::KeepTruncatedConfig => "keep-truncated-config",
+            Mutant::TimeoutNowToLagging => "timeout-now-to-lagging",
+            Mutant::NonVoterCampaigns => "non-voter-campaigns",
         }
     }
 

@@ -40,11 +40,12 @@ use crate::chat::{Chat, ChatLimits, Command, Operation, Outcome, Reply};
 use crate::codec::{self, CodecError};
 use crate::limits;
 use crate::raft::{
-    Config, ConfigError, EntryData, HardState, Message, Payload, Persisted, ProposeError, Raft,
-    ReadRefused, ReadState, RestoreError, Snapshot, SnapshotChunk, SnapshotMeta, Status,
+    ChangeError, ConfChange, Config, ConfigError, EntryData, HardState, Membership, Message,
+    Payload, Persisted, ProposeError, Raft, ReadRefused, ReadState, RestoreError, Snapshot,
+    SnapshotChunk, SnapshotMeta, Status, TransferError,
 };
 use crate::storage::{self, Install};
-use crate::types::{LogIndex, ReadId, Term};
+use crate::types::{LogIndex, NodeId, ReadId, Term};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -78,6 +79,7 @@ impl Default for SnapshotPolicy {
 pub struct SnapshotJob {
     index: LogIndex,
     term: Term,
+    membership: Membership,
     chat: Chat,
 }
 
@@ -95,6 +97,7 @@ impl SnapshotJob {
     /// Serializes the copied state into a snapshot, with its checksum.
     pub fn encode(self) -> Snapshot {
         Snapshot::new(self.index, self.term, Payload::new(self.chat.snapshot()))
+            .with_membership(self.membership)
     }
 }
 
@@ -497,6 +500,22 @@ impl Replica {
         self.raft.propose(Payload::new(bytes))
     }
 
+    /// Proposes a membership change (leader only; see `raft::confchange`). It takes effect
+    /// once appended; the host answers the operator when it commits.
+    pub fn propose_change(&mut self, change: ConfChange) -> Result<(LogIndex, Term), ChangeError> {
+        self.raft.propose_change(change)
+    }
+
+    /// Starts handing leadership to `target`, or to the most up-to-date other voter.
+    pub fn transfer_leadership(&mut self, target: Option<NodeId>) -> Result<NodeId, TransferError> {
+        self.raft.transfer_leadership(target)
+    }
+
+    /// The configuration in force (the newest in the log).
+    pub fn membership(&self) -> &Membership {
+        self.raft.membership()
+    }
+
     /// The next round of effects, or `None` when there is nothing to do.
     pub fn ready(&mut self) -> Option<Work> {
         let Some(mut ready) = self.raft.ready() else {
@@ -565,7 +584,8 @@ impl Replica {
         let (index, term) = (entry.index, entry.term);
         self.bytes_since_snapshot += entry.payload_size_bytes() as u64;
         let command = match &entry.data {
-            EntryData::Noop => None,
+            // A configuration is Raft's business; for the chat it is a no-op.
+            EntryData::Noop | EntryData::Membership(_) => None,
             EntryData::Command(payload) => decode_command(payload.as_bytes()).ok(),
         };
         // Every replica decodes the same bytes the same way, so an undecodable entry (which only
@@ -607,6 +627,7 @@ impl Replica {
         Some(SnapshotJob {
             index: applied_index,
             term: term.expect("the applied index is in the log"),
+            membership: self.raft.membership_at(applied_index).clone(),
             chat: self.chat.clone(),
         })
     }
@@ -794,6 +815,7 @@ mod tests {
                         let data = Payload::new(std::mem::take(&mut files.incoming));
                         received = Some(Snapshot {
                             meta: chunk.snapshot,
+                            membership: chunk.membership.clone(),
                             data,
                         });
                     }

@@ -28,13 +28,14 @@
 //! that is synced data gone bad, and serving it could break Raft's promises.
 //!
 //! A snapshot file is one record holding a [`SnapshotHeader`] (with the metadata, whose checksum
-//! covers the state machine's bytes), followed by those bytes. It is written under a temporary
+//! covers the state machine's bytes), a record with the configuration at its index (from format
+//! 2 on; a format-1 file stands for the bootstrap configuration), then those bytes. It is written under a temporary
 //! name, synced, renamed and the directory synced, so a reader finds it whole or not at all;
 //! [`decode_snapshot_file`] still checks both checksums, and a file that fails either is skipped
 //! for an older snapshot.
 
 use crate::codec::{self, CodecError, RecordError, TornTail};
-use crate::raft::{Entry, HardState, Payload, Persisted, Snapshot, SnapshotMeta};
+use crate::raft::{Entry, HardState, Membership, Payload, Persisted, Snapshot, SnapshotMeta};
 use crate::types::{LogIndex, Term};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -342,8 +343,9 @@ pub struct SnapshotHeader {
     pub meta: SnapshotMeta,
 }
 
-/// The layout of snapshot files this build writes and reads.
-pub const SNAPSHOT_FILE_VERSION: u32 = 1;
+/// The layout of snapshot files this build writes. Version 2 added the configuration record;
+/// this build reads version 1 too (its configuration is the bootstrap one).
+pub const SNAPSHOT_FILE_VERSION: u32 = 2;
 
 /// Why a snapshot file is not usable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -358,13 +360,14 @@ impl fmt::Display for SnapshotFileError {
 impl std::error::Error for SnapshotFileError {}
 
 /// The bytes a snapshot file starts with; the snapshot's data follows them.
-pub fn snapshot_file_header(meta: &SnapshotMeta) -> Vec<u8> {
+pub fn snapshot_file_header(meta: &SnapshotMeta, membership: &Membership) -> Vec<u8> {
     let header = SnapshotHeader {
         version: SNAPSHOT_FILE_VERSION,
         meta: *meta,
     };
     let mut out = Vec::new();
     codec::encode_record(&header, &mut out).expect("a snapshot header always encodes");
+    codec::encode_record(membership, &mut out).expect("a configuration always encodes");
     out
 }
 
@@ -377,15 +380,27 @@ pub fn decode_snapshot_file(mut bytes: Vec<u8>) -> Result<Snapshot, SnapshotFile
         Ok(None) => return fail("the header is incomplete".into()),
         Err(error) => return fail(format!("the header is damaged: {error}")),
     };
-    if header.version != SNAPSHOT_FILE_VERSION {
-        return fail(format!(
-            "snapshot file version {} (this build reads {SNAPSHOT_FILE_VERSION})",
-            header.version
-        ));
-    }
-    bytes.drain(..header_len);
+    let (membership, membership_len) = match header.version {
+        1 => (Membership::default(), 0),
+        2 => match codec::decode_first_record::<Membership>(&bytes[header_len..]) {
+            // Empty stands for the bootstrap configuration (the initial snapshot).
+            Ok(Some((membership, _))) if !membership.is_empty() && !membership.is_well_formed() => {
+                return fail(format!("the configuration is impossible: {membership:?}"))
+            }
+            Ok(Some(decoded)) => decoded,
+            Ok(None) => return fail("the configuration record is incomplete".into()),
+            Err(error) => return fail(format!("the configuration record is damaged: {error}")),
+        },
+        version => {
+            return fail(format!(
+                "snapshot file version {version} (this build reads 1 to {SNAPSHOT_FILE_VERSION})"
+            ))
+        }
+    };
+    bytes.drain(..header_len + membership_len);
     let snapshot = Snapshot {
         meta: header.meta,
+        membership,
         data: Payload::new(bytes),
     };
     if !snapshot.is_intact() {
@@ -828,9 +843,30 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_file_round_trips_and_any_damage_is_refused() {
+    fn a_format_1_snapshot_file_reads_as_the_bootstrap_configuration() {
+        #[derive(Serialize)]
+        struct FormatOneHeader {
+            version: u32,
+            meta: SnapshotMeta,
+        }
         let snapshot = snapshot(12, 3);
-        let mut file = snapshot_file_header(&snapshot.meta);
+        let header = FormatOneHeader {
+            version: 1,
+            meta: snapshot.meta,
+        };
+        let mut file = Vec::new();
+        codec::encode_record(&header, &mut file).unwrap();
+        file.extend_from_slice(snapshot.data.as_bytes());
+        let read = decode_snapshot_file(file).unwrap();
+        assert_eq!(read, snapshot);
+        assert!(read.membership.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_file_round_trips_and_any_damage_is_refused() {
+        let voters = [NodeId(1), NodeId(2), NodeId(3)];
+        let snapshot = snapshot(12, 3).with_membership(Membership::of_voters(&voters));
+        let mut file = snapshot_file_header(&snapshot.meta, &snapshot.membership);
         file.extend_from_slice(snapshot.data.as_bytes());
         assert_eq!(decode_snapshot_file(file.clone()), Ok(snapshot));
         for k in 0..file.len() {

@@ -7,14 +7,15 @@
 
 use crate::chat::{Command, Operation, Outcome, Reply};
 use crate::codec::{self, CodecError};
-use crate::raft::{Message, Status};
+use crate::raft::{ConfChange, Membership, Message, Status};
 use crate::types::{LogIndex, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version spoken; a peer or client speaking another is refused. Version 2 added
 /// snapshot transfer, message ids in fetch replies, and log sizes in status; version 3 read
-/// rounds in heartbeats and the ReadIndex messages.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// rounds in heartbeats and the ReadIndex messages; version 4 configurations (in entries and
+/// snapshot chunks), transfer elections and TimeoutNow.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Everything that travels over a raftchat connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +64,14 @@ pub enum RequestBody {
     /// without writing the log: by ReadIndex on a leader, through the leader's read index on a
     /// follower. No session: a read changes nothing, so a retry is harmless.
     Read(Operation),
+    /// Replicate a membership change (leader only); answered once it has committed, with the
+    /// configuration it made.
+    ChangeMembership(ConfChange),
+    /// This node's view of the configuration.
+    Membership,
+    /// Hand leadership to this voter, or to the most up-to-date one (leader only); answered
+    /// once another node leads, or when the transfer is abandoned (`TimedOut`).
+    TransferLeadership(Option<NodeId>),
 }
 
 /// The answer to a [`Request`].
@@ -108,8 +117,30 @@ pub enum ResponseBody {
     /// This node gave up on the request in time (a read whose read index, or state, did not
     /// come); nothing changed, and it may be retried anywhere.
     TimedOut,
-    /// The request is not one this node can serve (a read of an operation that writes).
+    /// The request is not one this node can serve (a read of an operation that writes, a
+    /// membership change that cannot be made, a transfer to a node that cannot lead).
     Invalid(String),
+    /// A node's view of the configuration (after a change: the one it made, committed).
+    Membership(MembershipView),
+    /// Leadership moved to `leader`.
+    Transferred {
+        /// The new leader.
+        leader: NodeId,
+    },
+}
+
+/// The configuration as one node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipView {
+    /// The configuration in force on the node (the newest in its log).
+    pub membership: Membership,
+    /// The log index of the entry that made it (that of the node's snapshot, or 0 for the
+    /// bootstrap configuration, when the log holds none).
+    pub index: LogIndex,
+    /// Whether the node knows it committed.
+    pub committed: bool,
+    /// The leader the node knows of.
+    pub leader: Option<NodeId>,
 }
 
 /// A node's status as reported to clients and operators.
@@ -217,6 +248,7 @@ mod tests {
                 term: Term(3),
                 body: MessageBody::InstallSnapshot {
                     snapshot: snapshot_meta,
+                    membership: crate::raft::Membership::of_voters(&[NodeId(1), NodeId(2)]),
                     offset: 2,
                     data: Payload::new(b"ab".to_vec()),
                 },

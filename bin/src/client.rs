@@ -19,8 +19,9 @@
 
 use crate::frame_io::{write_frames, FrameError, FrameReader};
 use raftchat::chat::{Command, Operation, Outcome, Reply};
+use raftchat::raft::ConfChange;
 use raftchat::types::{ClientId, LogIndex, NodeId};
-use raftchat::wire::{Frame, NodeStatus, Request, RequestBody, ResponseBody};
+use raftchat::wire::{Frame, MembershipView, NodeStatus, Request, RequestBody, ResponseBody};
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -216,6 +217,141 @@ impl Client {
         }
     }
 
+    /// Replicates a membership change through the leader; returns the configuration once the
+    /// change has committed. A change whose outcome is unknown may or may not have been made:
+    /// read the membership to find out.
+    pub async fn change_membership(
+        &mut self,
+        change: ConfChange,
+    ) -> Result<MembershipView, ClientError> {
+        match self.admin(RequestBody::ChangeMembership(change)).await? {
+            ResponseBody::Membership(view) => {
+                self.learn_members(&view);
+                Ok(view)
+            }
+            other => Err(ClientError::Failed(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// The configuration as the leader sees it.
+    pub async fn membership(&mut self) -> Result<MembershipView, ClientError> {
+        match self.admin(RequestBody::Membership).await? {
+            ResponseBody::Membership(view) => {
+                self.learn_members(&view);
+                Ok(view)
+            }
+            other => Err(ClientError::Failed(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Hands leadership to `target` (or the most up-to-date other voter); returns the new
+    /// leader once it leads.
+    pub async fn transfer_leadership(
+        &mut self,
+        target: Option<NodeId>,
+    ) -> Result<NodeId, ClientError> {
+        match self.admin(RequestBody::TransferLeadership(target)).await? {
+            ResponseBody::Transferred { leader } => {
+                self.leader = Some(leader);
+                Ok(leader)
+            }
+            ResponseBody::TimedOut => Err(ClientError::Failed(
+                "the transfer was abandoned: the target did not take over within an election \
+                 timeout"
+                    .into(),
+            )),
+            other => Err(ClientError::Failed(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// `target` named `leader` as the leader: go there next. A leader this client has no
+    /// address for (a member added after the cluster file was written) is looked up in
+    /// `target`'s configuration.
+    async fn follow(&mut self, target: NodeId, leader: Option<NodeId>) {
+        self.leader = leader.filter(|&l| l != target);
+        let Some(leader) = self.leader else { return };
+        if self.config.members.contains_key(&leader) {
+            return;
+        }
+        if let Attempt::Answer(ResponseBody::Membership(view)) =
+            self.attempt(target, RequestBody::Membership).await
+        {
+            self.learn_members(&view);
+        }
+    }
+
+    /// Adds the addresses a configuration names to those this client knows, so it can reach
+    /// members the cluster file does not list.
+    fn learn_members(&mut self, view: &MembershipView) {
+        for (&id, member) in &view.membership.members {
+            if let Ok(address) = member.address.parse() {
+                self.config.members.insert(id, address);
+            }
+        }
+    }
+
+    /// Sends an operator's request to the leader until it answers, or the deadline passes.
+    /// Returns the leader's answer (`Membership`, `Transferred`, `TimedOut`); a refusal is
+    /// `Failed` with the leader's reason.
+    async fn admin(&mut self, body: RequestBody) -> Result<ResponseBody, ClientError> {
+        let deadline = Instant::now() + self.config.operation_timeout;
+        let mut maybe_done = false;
+        let mut backoff = self.config.backoff.0;
+        let mut last_problem = String::from("no attempt made");
+        while Instant::now() < deadline {
+            let target = self.pick_target();
+            let retry_now = match self.attempt(target, body.clone()).await {
+                Attempt::Answer(ResponseBody::NotLeader { leader }) => {
+                    last_problem = format!("{target} is not the leader");
+                    self.follow(target, leader).await;
+                    self.leader.is_some()
+                }
+                Attempt::Answer(ResponseBody::Busy) => {
+                    last_problem = format!("{target} is busy (a change or transfer is under way)");
+                    self.leader = Some(target);
+                    false
+                }
+                Attempt::Answer(ResponseBody::Unknown | ResponseBody::Dropped) => {
+                    maybe_done = true;
+                    last_problem = format!("{target} lost leadership before the change committed");
+                    self.leader = None;
+                    false
+                }
+                Attempt::Answer(ResponseBody::Invalid(why)) if maybe_done => {
+                    return Err(ClientError::Unknown(format!(
+                        "{target} refused ({why}), perhaps because an earlier attempt took effect"
+                    )));
+                }
+                Attempt::Answer(ResponseBody::Invalid(why)) => {
+                    return Err(ClientError::Failed(format!("{target} refused: {why}")));
+                }
+                Attempt::Answer(answer) => {
+                    self.leader = Some(target);
+                    return Ok(answer);
+                }
+                Attempt::Lost(why) => {
+                    maybe_done = true;
+                    last_problem = why;
+                    self.leader = None;
+                    false
+                }
+                Attempt::NotSent(why) => {
+                    last_problem = why;
+                    self.leader = None;
+                    false
+                }
+            };
+            if !retry_now {
+                self.back_off(&mut backoff, deadline).await;
+            }
+        }
+        let why = format!("timed out; last: {last_problem}");
+        Err(match maybe_done {
+            true => ClientError::Unknown(why),
+            false => ClientError::Failed(why),
+        })
+    }
+
     /// Asks one node for its status.
     pub async fn status(&mut self, node: NodeId) -> Result<NodeStatus, ClientError> {
         match self.attempt(node, RequestBody::Status).await {
@@ -263,7 +399,7 @@ impl Client {
                 }
                 Attempt::Answer(ResponseBody::NotLeader { leader }) => {
                     last_problem = format!("{target} is not the leader");
-                    self.leader = leader.filter(|&l| l != target);
+                    self.follow(target, leader).await;
                     self.leader.is_some()
                 }
                 Attempt::Answer(ResponseBody::Unknown) => {
@@ -285,7 +421,9 @@ impl Client {
                     other @ (ResponseBody::Status(_)
                     | ResponseBody::Read { .. }
                     | ResponseBody::TimedOut
-                    | ResponseBody::Invalid(_)),
+                    | ResponseBody::Invalid(_)
+                    | ResponseBody::Membership(_)
+                    | ResponseBody::Transferred { .. }),
                 ) => {
                     // Nothing a node answers so was applied.
                     last_problem = format!("{target} answered a command with {other:?}");
@@ -337,7 +475,7 @@ impl Client {
                 }
                 Attempt::Answer(ResponseBody::NotLeader { leader }) => {
                     last_problem = format!("{target} could not confirm a leader");
-                    self.leader = leader.filter(|&l| l != target);
+                    self.follow(target, leader).await;
                     // A follower without a leader tells of none; try the leader if it knows one.
                     self.read_home = self.leader;
                     self.leader.is_some()

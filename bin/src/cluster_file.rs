@@ -258,6 +258,31 @@ impl ClusterFile {
         Ok(config)
     }
 
+    /// The runtime configuration of a new member `id`, not in this file, that listens on
+    /// `listen` and waits for the leader to add it (`raftchat member add`). The file's members
+    /// are its bootstrap configuration, as on every other node.
+    pub fn joiner_config(
+        &self,
+        id: NodeId,
+        listen: std::net::SocketAddr,
+        seed: u64,
+    ) -> Result<NodeConfig, ClusterFileError> {
+        if self.members.contains_key(&id) {
+            return Err(ClusterFileError {
+                path: self.path.display().to_string(),
+                message: format!(
+                    "node {} is a member of the cluster file already: start it without --join",
+                    id.0
+                ),
+            });
+        }
+        let mut config = self.node_config_unchecked(id);
+        config.listen = listen;
+        config.joining = true;
+        config.seed = seed;
+        Ok(config)
+    }
+
     fn node_config_unchecked(&self, id: NodeId) -> NodeConfig {
         let mut config = NodeConfig::new(id, self.members.clone());
         config.cluster_id = self.cluster_id;

@@ -64,6 +64,9 @@ pub struct NodeConfig {
     pub members: BTreeMap<NodeId, SocketAddr>,
     /// Where this node listens (usually its own member address).
     pub listen: SocketAddr,
+    /// A new member, not in `members` (the bootstrap configuration): it waits for a leader to
+    /// add it.
+    pub joining: bool,
     /// Length of one Raft tick.
     pub tick_interval: Duration,
     /// Election timeout range in ticks, `[min, max)`.
@@ -119,6 +122,7 @@ impl NodeConfig {
             cluster_id: 0,
             members,
             listen,
+            joining: false,
             tick_interval: Duration::from_millis(10),
             election_ticks: (15, 30),
             heartbeat_ticks: 3,
@@ -161,8 +165,11 @@ impl NodeConfig {
 
     /// Checks the configuration, naming the first problem.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.members.contains_key(&self.id) {
-            return Err(format!("node {} is not a member of the cluster", self.id));
+        if self.members.contains_key(&self.id) == self.joining {
+            return Err(match self.joining {
+                true => format!("node {} joins, yet is a bootstrap member", self.id),
+                false => format!("node {} is not a member of the cluster", self.id),
+            });
         }
         if self.members.len() > limits::CLUSTER_SIZE_MAX {
             return Err(format!("at most {} members", limits::CLUSTER_SIZE_MAX));

@@ -149,6 +149,8 @@ pub struct Incoming {
     pub snapshot: SnapshotMeta,
     /// This node's number for the transfer.
     pub transfer: u64,
+    /// Bytes of the file before the snapshot's data (its header).
+    pub header_bytes: u64,
 }
 
 /// A node's durable state, as files.
@@ -397,11 +399,12 @@ impl<D: Disk> Durable<D> {
             }
             let transfer = self.next_transfer;
             self.next_transfer += 1;
+            let mut bytes = storage::snapshot_file_header(&meta, &chunk.membership);
             self.incoming = Some(Incoming {
                 snapshot: meta,
                 transfer,
+                header_bytes: bytes.len() as u64,
             });
-            let mut bytes = storage::snapshot_file_header(&meta);
             bytes.extend_from_slice(chunk.data.as_bytes());
             return self
                 .disk
@@ -412,8 +415,7 @@ impl<D: Disk> Durable<D> {
             .incoming
             .filter(|incoming| incoming.snapshot == meta)
             .expect("a chunk past offset 0 follows its transfer's first chunk");
-        let header_len = storage::snapshot_file_header(&meta).len() as u64;
-        let offset = header_len + chunk.offset;
+        let offset = incoming.header_bytes + chunk.offset;
         let name = part_name(&meta, incoming.transfer);
         self.disk
             .write_at(&name, offset, chunk.data.as_bytes())
@@ -586,8 +588,11 @@ pub async fn write_snapshot_file<D: Disk>(disk: &D, snapshot: &Snapshot) -> io::
     let name = snapshot_name(&snapshot.meta);
     let temporary = format!("{name}.tmp");
     disk.remove(&temporary).await?;
-    disk.append(&temporary, &storage::snapshot_file_header(&snapshot.meta))
-        .await?;
+    disk.append(
+        &temporary,
+        &storage::snapshot_file_header(&snapshot.meta, &snapshot.membership),
+    )
+    .await?;
     let mut unsynced = 0;
     for piece in snapshot.data.as_bytes().chunks(WRITE_PIECE_BYTES) {
         disk.append(&temporary, piece).await?;

@@ -16,6 +16,11 @@
 //! Reads wait by read id until the replica answers them: served from the state once it has
 //! applied through the read index, or refused.
 //!
+//! Membership changes wait like commands, and are answered with the configuration once
+//! committed; a leadership transfer waits until another node leads (or the transfer is
+//! abandoned). Whenever the configuration in force changes, the outbox is told the members'
+//! addresses: those the configuration names, and the cluster file's for the bootstrap members.
+//!
 //! Client waiters are kept by log index. An applied entry answers the waiter at its index if
 //! the terms agree; if they differ, the waiter's entry was replaced by another leader's and
 //! certainly never applies (`Dropped`). A leader that loses leadership answers every waiter
@@ -29,14 +34,18 @@ use crate::durable::{self, Durable, Incoming, RecoveryError};
 use crate::observer::{Event, Observer};
 use crate::transport::{self, Inbound, Outbox, PeerOutbox};
 use raftchat::chat::Chat;
-use raftchat::raft::{Message, ProposeError, RoleKind, Snapshot, Status};
+use raftchat::raft::{
+    ChangeError, ConfChange, Membership, Message, ProposeError, RoleKind, Snapshot, Status,
+    TransferError,
+};
 use raftchat::replica::{Applied, ReadAnswer, ReadError, Replica, SnapshotJob};
-use raftchat::types::{LogIndex, ReadId, Term};
-use raftchat::wire::{NodeStatus, RequestBody, ResponseBody};
+use raftchat::types::{LogIndex, NodeId, ReadId, Term};
+use raftchat::wire::{MembershipView, NodeStatus, RequestBody, ResponseBody};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -91,6 +100,8 @@ impl From<RecoveryError> for NodeError {
 
 struct Waiter {
     term: Term,
+    /// A membership change (answered with the configuration), not a command.
+    change: bool,
     reply: oneshot::Sender<ResponseBody>,
 }
 
@@ -129,6 +140,10 @@ struct Host<D, O> {
     checking: bool,
     /// The newest whole transfer waiting for the check under way to end.
     queued: Option<Incoming>,
+    /// Operators waiting for the leadership transfer under way.
+    transfers: Vec<oneshot::Sender<ResponseBody>>,
+    /// The configuration the outbox was last told of.
+    members: Membership,
 }
 
 /// Recovers the node from `disk`, starts its transport, and runs it until the inbox closes or
@@ -180,7 +195,10 @@ where
         background,
         checking: false,
         queued: None,
+        transfers: Vec::new(),
+        members: Membership::default(),
     };
+    host.note_membership();
     host.observer
         .event(host.config.id, &Event::Status(last_status));
     let result = host.run(inbox, finished).await;
@@ -405,6 +423,11 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 }
                 RequestBody::Command(command) => self.propose(command, reply),
                 RequestBody::Read(operation) => self.read(operation, reply),
+                RequestBody::ChangeMembership(change) => self.change_membership(change, reply),
+                RequestBody::Membership => {
+                    let _ = reply.send(ResponseBody::Membership(self.membership_view()));
+                }
+                RequestBody::TransferLeadership(target) => self.transfer(target, reply),
             },
         }
     }
@@ -426,7 +449,12 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 });
             }
             Ok((index, term)) => {
-                let previous = self.waiters.insert(index, Waiter { term, reply });
+                let waiter = Waiter {
+                    term,
+                    change: false,
+                    reply,
+                };
+                let previous = self.waiters.insert(index, waiter);
                 // A fresh index is never reused by the same leader.
                 assert!(previous.is_none(), "two waiters at {index}");
             }
@@ -436,7 +464,85 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             Err(ProposeError::Busy) => {
                 let _ = reply.send(ResponseBody::Busy);
             }
+            // Leadership is moving: the client looks for the new leader.
+            Err(ProposeError::Transferring) => {
+                let _ = reply.send(ResponseBody::NotLeader { leader: None });
+            }
         }
+    }
+
+    fn change_membership(&mut self, change: ConfChange, reply: oneshot::Sender<ResponseBody>) {
+        if self.waiters.len() >= WAITERS_MAX {
+            let _ = reply.send(ResponseBody::Busy);
+            return;
+        }
+        let body = match self.replica.propose_change(change) {
+            Ok((index, term)) => {
+                let waiter = Waiter {
+                    term,
+                    change: true,
+                    reply,
+                };
+                let previous = self.waiters.insert(index, waiter);
+                assert!(previous.is_none(), "two waiters at {index}");
+                return;
+            }
+            Err(ChangeError::NotLeader { leader }) => ResponseBody::NotLeader { leader },
+            Err(ChangeError::Pending) => ResponseBody::Busy,
+            Err(ChangeError::Invalid(why)) => ResponseBody::Invalid(why.to_string()),
+        };
+        let _ = reply.send(body);
+    }
+
+    fn transfer(&mut self, target: Option<NodeId>, reply: oneshot::Sender<ResponseBody>) {
+        let body = match self.replica.transfer_leadership(target) {
+            Ok(_) => return self.transfers.push(reply),
+            Err(TransferError::NotLeader { leader }) => ResponseBody::NotLeader { leader },
+            Err(TransferError::InvalidTarget(why)) => ResponseBody::Invalid(why),
+        };
+        let _ = reply.send(body);
+    }
+
+    /// Answers the operators waiting for a transfer: another node leads, or this one gave
+    /// the transfer up (its target did not take over within an election timeout).
+    fn check_transfers(&mut self) {
+        if self.transfers.is_empty() {
+            return;
+        }
+        let status = self.replica.status();
+        let body = match (status.role, status.leader) {
+            (RoleKind::Leader, _) if self.replica.raft().transfer_target().is_none() => {
+                ResponseBody::TimedOut
+            }
+            (RoleKind::Leader, _) | (_, None) => return,
+            (_, Some(leader)) => ResponseBody::Transferred { leader },
+        };
+        for reply in std::mem::take(&mut self.transfers) {
+            let _ = reply.send(body.clone());
+        }
+    }
+
+    /// The configuration as this node sees it.
+    fn membership_view(&self) -> MembershipView {
+        let raft = self.replica.raft();
+        let index = raft.log().membership_index();
+        MembershipView {
+            membership: raft.membership().clone(),
+            index,
+            committed: index <= raft.status().commit_index,
+            leader: raft.leader(),
+        }
+    }
+
+    /// Tells the outbox the members' addresses when the configuration in force changed.
+    fn note_membership(&mut self) {
+        let membership = self.replica.membership();
+        if *membership == self.members {
+            return;
+        }
+        self.members = membership.clone();
+        let addresses = member_addresses(&self.members, &self.config.members);
+        self.outbox.members_changed(&addresses);
     }
 
     fn read(&mut self, operation: raftchat::chat::Operation, reply: oneshot::Sender<ResponseBody>) {
@@ -518,8 +624,10 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 self.start_finishing(snapshot).await?;
             }
             self.note_status();
+            self.note_membership();
         }
         self.note_status();
+        self.check_transfers();
         Ok(())
     }
 
@@ -535,6 +643,9 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             return;
         };
         let body = match applied.outcome {
+            _ if waiter.change && waiter.term == applied.term => {
+                ResponseBody::Membership(self.membership_view())
+            }
             Some(outcome) if waiter.term == applied.term => ResponseBody::Applied {
                 index: applied.index,
                 outcome,
@@ -576,6 +687,29 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             }
         }
     }
+}
+
+/// Where each member listens: the address its configuration entry names, or the cluster
+/// file's for a bootstrap member (whose entry names none). A member with neither, or with an
+/// address that does not parse, is left out (and logged): no message can reach it.
+pub fn member_addresses(
+    membership: &Membership,
+    cluster_file: &BTreeMap<NodeId, SocketAddr>,
+) -> BTreeMap<NodeId, SocketAddr> {
+    let mut addresses = BTreeMap::new();
+    for (&id, member) in &membership.members {
+        let address = match member.address.as_str() {
+            "" => cluster_file.get(&id).copied(),
+            text => text.parse().ok(),
+        };
+        match address {
+            Some(address) => {
+                addresses.insert(id, address);
+            }
+            None => tracing::warn!(%id, address = member.address, "no usable address for a member"),
+        }
+    }
+    addresses
 }
 
 /// Encodes a snapshot job on the blocking pool (the costly part), then writes its file.

@@ -10,9 +10,14 @@
 //! TCP stream (a partition that healed, a peer that froze) must not stall Raft for as long as the
 //! operating system, or madsim's simulated TCP with its retransmission backoff, takes to notice.
 //!
-//! Inbound connections say what they are with their first frame: a `PeerHello` from a member
-//! of this cluster, or a client's first `Request`. Anything else, and any frame that fails to
-//! decode, closes that connection and nothing else.
+//! The peers are the members of the configuration in force, at the addresses it names (the
+//! cluster file's for the bootstrap members): the node's loop tells the outbox whenever that
+//! changes, and a sender task starts for each new member and stops for each departed one.
+//!
+//! Inbound connections say what they are with their first frame: a `PeerHello` from a node of
+//! this cluster (any id but this node's: a new member hears from a leader it has no address
+//! for, and Raft's own rules hold off a removed one), or a client's first `Request`. Anything
+//! else, and any frame that fails to decode, closes that connection and nothing else.
 
 use crate::config::NodeConfig;
 use crate::deadline::Deadline;
@@ -59,36 +64,55 @@ pub enum Inbound {
 pub trait Outbox: Send + 'static {
     /// Sends, or drops, one message. Never blocks.
     fn send(&mut self, message: Message);
+
+    /// The members and their addresses changed (a configuration entry was appended, or
+    /// truncated, or came with a snapshot): send to these from now on.
+    fn members_changed(&mut self, members: &BTreeMap<NodeId, SocketAddr>);
 }
 
 /// Sends Raft messages to peers over TCP, one queue and one task per peer.
 #[derive(Clone, Debug)]
 pub struct PeerOutbox {
-    queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    config: Arc<NodeConfig>,
+    queues: BTreeMap<NodeId, (SocketAddr, mpsc::Sender<Message>)>,
 }
 
 impl PeerOutbox {
-    /// Starts one sender task per peer.
+    /// Starts one sender task per member of the cluster file.
     pub fn start(config: &NodeConfig) -> PeerOutbox {
-        let config = Arc::new(config.clone());
-        let mut queues = BTreeMap::new();
-        for (&peer, &address) in &config.members {
-            if peer == config.id {
-                continue;
-            }
-            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
-            queues.insert(peer, sender);
-            tokio::spawn(run_peer_sender(config.clone(), peer, address, receiver));
-        }
-        PeerOutbox { queues }
+        let mut outbox = PeerOutbox {
+            config: Arc::new(config.clone()),
+            queues: BTreeMap::new(),
+        };
+        outbox.members_changed(&config.members);
+        outbox
     }
 }
 
 impl Outbox for PeerOutbox {
     fn send(&mut self, message: Message) {
-        if let Some(queue) = self.queues.get(&message.to) {
+        if let Some((_, queue)) = self.queues.get(&message.to) {
             // A full queue means the peer is far behind or unreachable; Raft resends.
             let _ = queue.try_send(message);
+        }
+    }
+
+    fn members_changed(&mut self, members: &BTreeMap<NodeId, SocketAddr>) {
+        // Dropping a queue ends its task once the messages in it are sent or given up.
+        self.queues
+            .retain(|peer, (address, _)| members.get(peer) == Some(address));
+        for (&peer, &address) in members {
+            if peer == self.config.id || self.queues.contains_key(&peer) {
+                continue;
+            }
+            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
+            self.queues.insert(peer, (address, sender));
+            tokio::spawn(run_peer_sender(
+                self.config.clone(),
+                peer,
+                address,
+                receiver,
+            ));
         }
     }
 }
@@ -240,8 +264,7 @@ async fn serve_connection(
             from,
             cluster_id,
         } => {
-            let known = config.members.contains_key(&from) && from != config.id;
-            if version != PROTOCOL_VERSION || cluster_id != config.cluster_id || !known {
+            if version != PROTOCOL_VERSION || cluster_id != config.cluster_id || from == config.id {
                 return tracing::warn!(%from, version, cluster_id, "refusing a peer");
             }
             serve_peer(&config, from, reader, write_half, &inbox).await

@@ -184,9 +184,14 @@ impl LogMirror {
 }
 
 fn chain_hash(previous: u64, entry: &Entry) -> u64 {
+    let configuration;
     let payload: &[u8] = match &entry.data {
         EntryData::Noop => b"noop",
         EntryData::Command(payload) => payload.as_bytes(),
+        EntryData::Membership(membership) => {
+            configuration = format!("{membership:?}");
+            configuration.as_bytes()
+        }
     };
     let mut bytes = Vec::with_capacity(16 + payload.len());
     bytes.extend_from_slice(&previous.to_le_bytes());

@@ -124,6 +124,10 @@ impl FaultyOutbox {
 }
 
 impl Outbox for FaultyOutbox {
+    fn members_changed(&mut self, members: &BTreeMap<NodeId, std::net::SocketAddr>) {
+        self.inner.members_changed(members);
+    }
+
     fn send(&mut self, message: Message) {
         self.world.message_sent(self.node, &message);
         let aimed_elsewhere = self

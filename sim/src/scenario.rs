@@ -500,7 +500,7 @@ pub struct NetworkSpec {
 }
 
 /// The message kinds `[network] aim_kinds` may name (`MessageBody::kind`), besides "all".
-pub const MESSAGE_KINDS: [&str; 12] = [
+pub const MESSAGE_KINDS: [&str; 13] = [
     "request_vote",
     "request_vote_response",
     "pre_vote",
@@ -513,6 +513,7 @@ pub const MESSAGE_KINDS: [&str; 12] = [
     "install_snapshot_response",
     "read_index",
     "read_index_response",
+    "timeout_now",
 ];
 
 impl Default for NetworkSpec {

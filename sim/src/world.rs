@@ -198,6 +198,7 @@ fn message_fields(message: &raftchat::raft::Message) -> serde_json::Value {
             snapshot,
             offset,
             data,
+            ..
         } => {
             fields["snapshot"] = json!(snapshot.index.0);
             fields["offset"] = json!(offset);

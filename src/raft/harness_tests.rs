@@ -74,7 +74,7 @@ impl Disk {
 /// The toy state machine: a hash chained over every applied entry.
 fn chain(state: u64, entry: &Entry) -> u64 {
     let data: &[u8] = match &entry.data {
-        EntryData::Noop => b"noop",
+        EntryData::Noop | EntryData::Membership(_) => b"noop",
         EntryData::Command(payload) => payload.as_bytes(),
     };
     data.iter()
@@ -109,7 +109,12 @@ struct Node {
 }
 
 struct Options {
+    /// The bootstrap voters: nodes 1 to `nodes`.
     nodes: u64,
+    /// Every node slot; those past `nodes` start outside the cluster, to be added.
+    slots: u64,
+    /// Percent of steps that change the membership or transfer leadership.
+    change_percent: u32,
     steps: usize,
     drop_percent: u32,
     duplicate_percent: u32,
@@ -140,13 +145,21 @@ struct Harness {
     states: BTreeMap<LogIndex, u64>,
     proposals: u64,
     installs: usize,
+    /// Membership changes and transfers started.
+    changes: usize,
+    /// For each leader, the term it leads and the commit index checked against its quorum.
+    quorum_checked: BTreeMap<NodeId, (Term, LogIndex)>,
 }
 
 impl Harness {
     fn new(seed: u64) -> Harness {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let nodes = [3, 5][rng.gen_range(0..2)];
+        let changes = rng.gen_bool(0.5);
         let options = Options {
-            nodes: [3, 5][rng.gen_range(0..2)],
+            nodes,
+            slots: if changes { nodes + 2 } else { nodes },
+            change_percent: if changes { rng.gen_range(1..4) } else { 0 },
             steps: 5000,
             drop_percent: rng.gen_range(0..20),
             duplicate_percent: rng.gen_range(0..10),
@@ -172,8 +185,10 @@ impl Harness {
             states: BTreeMap::from([(LogIndex(0), 0)]),
             proposals: 0,
             installs: 0,
+            changes: 0,
+            quorum_checked: BTreeMap::new(),
         };
-        for id in 1..=harness.options.nodes {
+        for id in 1..=harness.options.slots {
             let node = Node {
                 raft: None,
                 disk: Disk::default(),
@@ -237,11 +252,16 @@ impl Harness {
     }
 
     fn random_node(&mut self) -> NodeId {
-        NodeId(self.rng.gen_range(1..=self.options.nodes))
+        NodeId(self.rng.gen_range(1..=self.options.slots))
     }
 
     fn step_once(&mut self) {
         let id = self.random_node();
+        if self.rng.gen_range(0..100) < self.options.change_percent {
+            self.change_membership(id);
+            self.check(id);
+            return;
+        }
         match self.rng.gen_range(0..100) {
             0..=47 => self.deliver(),
             48..=57 => self.with_raft(id, |raft, _| raft.tick()),
@@ -270,6 +290,39 @@ impl Harness {
         self.with_raft(target, |raft, _| {
             let _ = raft.propose(data);
         });
+    }
+
+    /// Asks the leader `id` names (like an operator's command, redirected once) for a random
+    /// membership change or leadership transfer; most are refused, as they would be.
+    fn change_membership(&mut self, id: NodeId) {
+        let mut target = id;
+        if let Some(raft) = self.nodes[&id].raft.as_ref() {
+            target = raft.leader().unwrap_or(id);
+        }
+        let slots = self.options.slots;
+        let pick = self.rng.gen_range(0..100);
+        let node = NodeId(self.rng.gen_range(1..=slots));
+        let promote = self.rng.gen_bool(0.7);
+        let mut started = false;
+        self.with_raft(target, |raft, _| {
+            started = match pick {
+                0..=34 => {
+                    let change = ConfChange::AddLearner {
+                        id: node,
+                        address: format!("node-{}", node.0),
+                        promote,
+                    };
+                    raft.propose_change(change).is_ok()
+                }
+                35..=59 => raft.propose_change(ConfChange::Remove { id: node }).is_ok(),
+                60..=69 => raft
+                    .propose_change(ConfChange::Promote { id: node })
+                    .is_ok(),
+                70..=84 => raft.transfer_leadership(Some(node)).is_ok(),
+                _ => raft.transfer_leadership(None).is_ok(),
+            };
+        });
+        self.changes += usize::from(started);
     }
 
     fn deliver(&mut self) {
@@ -394,7 +447,9 @@ impl Harness {
             .log()
             .term(node.state_index)
             .expect("the applied index is in the log");
-        let snapshot = encode_state(node.state_index, term, node.state, size);
+        let membership = raft.membership_at(node.state_index).clone();
+        let snapshot =
+            encode_state(node.state_index, term, node.state, size).with_membership(membership);
         node.disk.keep_snapshot(snapshot.clone());
         let compacted = raft.snapshot_taken(snapshot);
         node.disk.compact(compacted);
@@ -405,8 +460,8 @@ impl Harness {
         if self.rng.gen_bool(0.5) {
             return;
         }
-        for from in 1..=self.options.nodes {
-            for to in 1..=self.options.nodes {
+        for from in 1..=self.options.slots {
+            for to in 1..=self.options.slots {
                 if from != to && self.rng.gen_bool(0.3) {
                     self.cut.insert((NodeId(from), NodeId(to)));
                 }
@@ -424,6 +479,8 @@ impl Harness {
 
     /// Every safety property, after every step, on the node that acted (and leaders globally).
     fn check(&mut self, id: NodeId) {
+        // Before anything can change a leader's configuration.
+        self.check_commit_quorums();
         let highest_term = self.highest_term();
         let seed = self.seed;
         let node = self.nodes.get_mut(&id).unwrap();
@@ -437,11 +494,23 @@ impl Harness {
         );
         node.commit_seen = status.commit_index;
         if status.role == RoleKind::Leader {
+            let first_seen = !self.leaders.contains_key(&status.term);
             let previous = *self.leaders.entry(status.term).or_insert(id);
             assert_eq!(
                 previous, id,
                 "seed {seed}: election safety: two leaders in {}",
                 status.term
+            );
+            // Only a voter wins an election: of the configuration in force, or of the last
+            // committed one when an uncommitted change removes it (thesis §4.2.2).
+            let commit_index = status.commit_index;
+            let voter =
+                raft.membership().is_voter(id) || raft.membership_at(commit_index).is_voter(id);
+            assert!(
+                !first_seen || voter,
+                "seed {seed}: {id} leads {} without being a voter of {:?}",
+                status.term,
+                raft.membership()
             );
         }
         let committed = raft.log().entries().iter();
@@ -456,6 +525,64 @@ impl Harness {
         }
         self.check_log_matching(id);
         self.check_leader_completeness();
+    }
+
+    /// Every entry a leader commits is on the disks of a majority of the voters of its
+    /// configuration in force (the one it counted with: a configuration only changes in a step
+    /// before the commit it may affect, and this runs after every step). Learners count for
+    /// nothing; an entry a disk's snapshot covers counts as held.
+    fn check_commit_quorums(&mut self) {
+        for (&id, node) in &self.nodes {
+            let Some(raft) = node.raft.as_ref() else {
+                continue;
+            };
+            let status = raft.status();
+            if status.role != RoleKind::Leader {
+                continue;
+            }
+            let checked = match self.quorum_checked.get(&id) {
+                Some(&(term, index)) if term == status.term => index,
+                // A new leadership: what it committed before it led is not its commit.
+                _ => status.commit_index,
+            };
+            self.quorum_checked
+                .insert(id, (status.term, status.commit_index));
+            let voters = raft.membership().voter_ids();
+            let mut index = checked.next();
+            while index <= status.commit_index {
+                let Some(term) = raft.log().term(index) else {
+                    index = index.next();
+                    continue;
+                };
+                let holders: Vec<NodeId> = voters
+                    .iter()
+                    .copied()
+                    .filter(|voter| {
+                        let disk = &self.nodes[voter].disk;
+                        let covered = disk.log.base.is_some_and(|b| b.index >= index)
+                            || disk
+                                .snapshot
+                                .as_ref()
+                                .is_some_and(|s| s.meta.index >= index);
+                        covered
+                            || disk
+                                .log
+                                .entries
+                                .iter()
+                                .any(|e| e.index == index && e.term == term)
+                    })
+                    .collect();
+                assert!(
+                    holders.len() > voters.len() / 2,
+                    "seed {}: {id} committed {index} held only by {holders:?} of voters {voters:?} \
+                     (checked through {checked}, configuration of {}, {:?})",
+                    self.seed,
+                    raft.log().membership_index(),
+                    status
+                );
+                index = index.next();
+            }
+        }
     }
 
     /// Log Matching (§5.3): two logs with an entry of the same index and term are identical up
@@ -537,9 +664,11 @@ impl Harness {
         for _round in 0..2000 {
             // Like a client, retry until some log holds the command: a proposal accepted by a
             // leader that then loses its entry to another leader is gone for good.
+            // (A leader's log: a node removed from the cluster may hold it in a log that
+            // will never commit again.)
             let held = self.nodes.values().any(|n| {
                 let raft = n.raft.as_ref().unwrap();
-                raft.log().entries().iter().any(is_marker)
+                raft.status().role == RoleKind::Leader && raft.log().entries().iter().any(is_marker)
             });
             for &id in &ids {
                 self.with_raft(id, |raft, _| raft.tick());
@@ -559,15 +688,41 @@ impl Harness {
                 .values()
                 .find(|e| is_marker(e))
                 .map(|e| e.index);
-            let everywhere = marker_index
-                .is_some_and(|index| self.nodes.values().all(|n| n.state_index >= index));
+            // Every member of the configuration in force on the leader applies it.
+            let members = self
+                .nodes
+                .values()
+                .filter_map(|n| n.raft.as_ref())
+                .find(|r| r.status().role == RoleKind::Leader)
+                .map(|r| r.membership().clone());
+            let everywhere = marker_index.zip(members).is_some_and(|(index, members)| {
+                members
+                    .members
+                    .keys()
+                    .all(|id| self.nodes[id].state_index >= index)
+            });
             if everywhere {
                 return;
             }
         }
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| n.raft.as_ref().map(|r| (id, n, r)))
+            .map(|(id, n, r)| {
+                let voters = r.membership().voter_ids();
+                let learners: Vec<NodeId> = r.membership().learners().collect();
+                format!(
+                    "{id}: {:?}, applied {}, voters {voters:?}, learners {learners:?}",
+                    r.status(),
+                    n.state_index
+                )
+            })
+            .collect();
         panic!(
-            "seed {}: liveness: no commit applied everywhere after healing",
-            self.seed
+            "seed {}: liveness: no commit applied everywhere after healing:\n{}",
+            self.seed,
+            nodes.join("\n")
         );
     }
 
@@ -577,6 +732,7 @@ impl Harness {
             let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
             for id in ids {
                 self.process_ready(id);
+                self.check_commit_quorums();
             }
             if self.in_flight.is_empty() {
                 return;
@@ -584,6 +740,7 @@ impl Harness {
             for message in std::mem::take(&mut self.in_flight) {
                 let to = message.to;
                 self.with_raft(to, |raft, _| raft.step(message));
+                self.check_commit_quorums();
             }
         }
         self.options.crash_percent = crash_percent;
@@ -604,6 +761,7 @@ fn write_chunks(file: &mut Vec<u8>, chunks: &[SnapshotChunk]) -> Option<Snapshot
         if chunk.last {
             whole = Some(Snapshot {
                 meta: chunk.snapshot,
+                membership: chunk.membership.clone(),
                 data: Payload::new(std::mem::take(file)),
             });
         }
@@ -621,6 +779,19 @@ fn check_same(seen: &mut BTreeMap<LogIndex, Entry>, entry: &Entry, seed: u64, pr
 }
 
 fn run_seed(seed: u64) -> Harness {
+    // `RAFT_HARNESS_MUTANT=NAME` (with the `mutants` feature) runs the harness against a known
+    // bug, to see whether it catches it.
+    #[cfg(feature = "mutants")]
+    if let Ok(name) = std::env::var("RAFT_HARNESS_MUTANT") {
+        let mutant = crate::mutants::Mutant::from_name(&name)
+            .or_else(|| {
+                crate::mutants::Mutant::MEMBERSHIP
+                    .into_iter()
+                    .find(|m| m.name() == name)
+            })
+            .expect("RAFT_HARNESS_MUTANT names a mutant");
+        crate::mutants::activate(Some(mutant));
+    }
     let mut harness = Harness::new(seed);
     for _ in 0..harness.options.steps {
         harness.step_once();
@@ -643,7 +814,7 @@ fn seeds() -> Vec<u64> {
 /// once everything heals, the cluster commits again.
 #[test]
 fn harness_safety_and_liveness_under_faults() {
-    let (mut committed_total, mut installs_total) = (0, 0);
+    let (mut committed_total, mut installs_total, mut changes_total) = (0, 0, 0);
     let mut failed = Vec::new();
     let seeds = seeds();
     for &seed in &seeds {
@@ -651,6 +822,7 @@ fn harness_safety_and_liveness_under_faults() {
             Ok(harness) => {
                 committed_total += harness.committed.len();
                 installs_total += harness.installs;
+                changes_total += harness.changes;
             }
             Err(_) => failed.push(seed),
         }
@@ -661,7 +833,10 @@ fn harness_safety_and_liveness_under_faults() {
              RAFT_HARNESS_SEED={seed} cargo test -p raftchat --lib harness_safety"
         );
     }
-    eprintln!("harness: {committed_total} entries committed, {installs_total} snapshots installed");
+    eprintln!(
+        "harness: {committed_total} entries committed, {installs_total} snapshots installed, \
+         {changes_total} membership changes and transfers started"
+    );
     eprintln!(
         "{} passed, {} failed",
         seeds.len() - failed.len(),
@@ -676,6 +851,10 @@ fn harness_safety_and_liveness_under_faults() {
     assert!(
         installs_total > seeds.len() / 10,
         "too few installs: {installs_total}"
+    );
+    assert!(
+        changes_total > seeds.len(),
+        "too few membership changes: {changes_total}"
     );
 }
 

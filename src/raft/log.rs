@@ -15,7 +15,8 @@
 //! and fast backtracking work unchanged at the start of a compacted log; below it the log knows
 //! no term and the leader must send its snapshot.
 
-use super::message::{Entry, Snapshot, SnapshotMeta};
+use super::confchange::{Membership, Memberships};
+use super::message::{Entry, EntryData, Snapshot, SnapshotMeta};
 use crate::types::{LogIndex, Term};
 
 /// The replicated log as one node holds it.
@@ -30,6 +31,8 @@ pub struct RaftLog {
     stable_index: LogIndex,
     commit_index: LogIndex,
     applied_index: LogIndex,
+    /// The configurations of the snapshot and of the entries held (see `confchange`).
+    memberships: Memberships,
 }
 
 impl RaftLog {
@@ -43,6 +46,7 @@ impl RaftLog {
             stable_index: LogIndex(0),
             commit_index: LogIndex(0),
             applied_index: LogIndex(0),
+            memberships: Memberships::new(LogIndex(0), Membership::default()),
         }
     }
 
@@ -60,10 +64,14 @@ impl RaftLog {
             log.first_index = snapshot.meta.index.next();
             log.prefix_term = snapshot.meta.term;
             log.applied_index = snapshot.meta.index;
+            log.memberships = Memberships::new(snapshot.meta.index, snapshot.membership.clone());
             log.snapshot = Some(snapshot);
         }
         for (k, entry) in entries.iter().enumerate() {
             assert_eq!(entry.index.0, log.first_index.0 + k as u64);
+            if let EntryData::Membership(membership) = &entry.data {
+                log.memberships.appended(entry.index, membership.clone());
+            }
         }
         log.entries = entries;
         log.stable_index = log.last_index();
@@ -135,6 +143,42 @@ impl RaftLog {
         self.snapshot.as_ref().map(|s| s.meta)
     }
 
+    /// The configuration in force: the newest in the log, committed or not.
+    pub fn membership(&self) -> &Membership {
+        self.memberships.latest()
+    }
+
+    /// The index of the newest configuration entry (of the snapshot, when the log holds none).
+    pub fn membership_index(&self) -> LogIndex {
+        self.memberships.latest_index()
+    }
+
+    /// The configuration in force at `index`, which must not be before the log's base.
+    pub fn membership_at(&self, index: LogIndex) -> &Membership {
+        self.memberships.at(index)
+    }
+
+    /// A log that has never held a configuration (no snapshot with one, no configuration
+    /// entry) starts from `bootstrap`, the cluster file's.
+    pub fn bootstrap(&mut self, bootstrap: Membership) {
+        if let Some(snapshot) = &mut self.snapshot {
+            if snapshot.membership.is_empty() {
+                // Sent to followers, it must say what it stands for.
+                snapshot.membership = bootstrap.clone();
+            }
+        }
+        let base_index = self.first_index.prev();
+        if self.memberships.at(base_index).is_empty() {
+            let mut memberships = Memberships::new(base_index, bootstrap);
+            for entry in &self.entries {
+                if let EntryData::Membership(membership) = &entry.data {
+                    memberships.appended(entry.index, membership.clone());
+                }
+            }
+            self.memberships = memberships;
+        }
+    }
+
     /// Raft §5.4.1: a candidate's log is at least as up-to-date as ours if its last term is
     /// greater, or equal with an index at least as large.
     pub fn is_up_to_date(&self, last_log_index: LogIndex, last_log_term: Term) -> bool {
@@ -167,6 +211,10 @@ impl RaftLog {
     pub fn append(&mut self, entry: Entry) {
         assert_eq!(entry.index, self.last_index().next());
         assert!(entry.term >= self.last_term());
+        if let EntryData::Membership(membership) = &entry.data {
+            // In force from now on, committed or not (see `confchange`).
+            self.memberships.appended(entry.index, membership.clone());
+        }
         self.entries.push(entry);
     }
 
@@ -210,6 +258,7 @@ impl RaftLog {
         let keep = self.offset(index.next());
         self.entries.truncate(keep);
         self.stable_index = self.stable_index.min(index);
+        self.memberships.truncated_after(index);
     }
 
     /// Clones up to `count_max` entries from `from`, stopping once `bytes_max` payload bytes are
@@ -325,6 +374,7 @@ impl RaftLog {
             covered || crate::mutants::is_active(crate::mutants::Mutant::CompactPastSnapshot);
         assert!(covered, "compacting entries no snapshot covers");
         self.prefix_term = self.term(index).expect("a compacted index is in the log");
+        self.memberships.compacted_through(index);
         self.entries.drain(..self.offset(index.next()));
         self.first_index = index.next();
         self.stable_index = self.stable_index.max(index);
@@ -361,6 +411,12 @@ impl RaftLog {
         self.stable_index = self.stable_index.max(meta.index).min(self.last_index());
         self.commit_index = meta.index;
         self.applied_index = meta.index;
+        if keep_suffix {
+            self.memberships
+                .installed(meta.index, snapshot.membership.clone());
+        } else {
+            self.memberships = Memberships::new(meta.index, snapshot.membership.clone());
+        }
         self.snapshot = Some(snapshot);
         keep_suffix
     }

@@ -4,6 +4,7 @@
 //! These are plain serde types; framing and checksums live in `codec`, so the same types travel
 //! on the wire, land on disk, and appear in traces.
 
+use super::confchange::Membership;
 use crate::types::{LogIndex, NodeId, ReadId, Term};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -90,6 +91,8 @@ pub enum EntryData {
     Noop,
     /// A state machine command, encoded by the layer above Raft.
     Command(Payload),
+    /// A new configuration, in force from the moment it is appended (see `confchange`).
+    Membership(Membership),
 }
 
 /// One entry of the replicated log.
@@ -109,6 +112,11 @@ impl Entry {
         match &self.data {
             EntryData::Noop => 0,
             EntryData::Command(payload) => payload.len(),
+            EntryData::Membership(membership) => membership
+                .members
+                .values()
+                .map(|member| member.address.len() + 16)
+                .sum(),
         }
     }
 }
@@ -129,12 +137,16 @@ pub struct SnapshotMeta {
     pub checksum: u32,
 }
 
-/// A snapshot: its metadata and the state machine's bytes, opaque to Raft. Cloning shares the
-/// bytes.
+/// A snapshot: its metadata, the configuration in force at its index, and the state machine's
+/// bytes, opaque to Raft. Cloning shares the bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     /// Where it ends, and the checksum of `data`.
     pub meta: SnapshotMeta,
+    /// The configuration in force at `meta.index`. Empty stands for the bootstrap
+    /// configuration (the cluster file's voters): the initial state, and snapshot files
+    /// written before configurations were part of snapshots.
+    pub membership: Membership,
     /// The state machine's state at `meta.index`.
     pub data: Payload,
 }
@@ -148,7 +160,16 @@ impl Snapshot {
             size_bytes: data.len() as u64,
             checksum: crc32fast::hash(data.as_bytes()),
         };
-        Snapshot { meta, data }
+        Snapshot {
+            meta,
+            membership: Membership::default(),
+            data,
+        }
+    }
+
+    /// The same snapshot, with the configuration in force at its index.
+    pub fn with_membership(self, membership: Membership) -> Snapshot {
+        Snapshot { membership, ..self }
     }
 
     /// Whether `data` has the size and checksum the metadata promises.
@@ -195,6 +216,9 @@ pub enum MessageBody {
         last_log_index: LogIndex,
         /// The candidate's last log term.
         last_log_term: Term,
+        /// The leader asked for this election (TimeoutNow, leadership transfer, thesis
+        /// §3.10): a voter that heard from that leader recently votes anyway.
+        transfer: bool,
     },
     /// The answer to a RequestVote.
     RequestVoteResponse {
@@ -250,6 +274,8 @@ pub enum MessageBody {
     InstallSnapshot {
         /// The snapshot being sent.
         snapshot: SnapshotMeta,
+        /// The configuration in force at the snapshot's index (never empty).
+        membership: Membership,
         /// Where `data` starts in the snapshot's bytes.
         offset: u64,
         /// The chunk; empty for a probe at the end of the snapshot.
@@ -267,6 +293,9 @@ pub enum MessageBody {
         /// follower started over: send again from `next_offset`.
         resend: bool,
     },
+    /// Leadership transfer (thesis §3.10): the leader has brought the recipient up to date and
+    /// stopped taking proposals; the recipient campaigns at once, skipping pre-vote.
+    TimeoutNow,
 }
 
 /// How a follower answered an AppendEntries.
@@ -307,6 +336,7 @@ impl MessageBody {
             MessageBody::ReadIndexResponse { .. } => "read_index_response",
             MessageBody::InstallSnapshot { .. } => "install_snapshot",
             MessageBody::InstallSnapshotResponse { .. } => "install_snapshot_response",
+            MessageBody::TimeoutNow => "timeout_now",
         }
     }
 }

@@ -18,6 +18,7 @@
 //! inputs. Safety invariants are `assert!`s, on in release builds: a broken invariant stops the
 //! node rather than corrupting the cluster.
 
+pub mod confchange;
 mod log;
 mod message;
 mod progress;
@@ -29,6 +30,7 @@ mod harness_tests;
 #[cfg(test)]
 mod tests;
 
+pub use confchange::{ConfChange, ConfChangeError, Member, MemberRole, Membership};
 pub use log::RaftLog;
 pub use message::{
     AppendOutcome, Entry, EntryData, HardState, Message, MessageBody, Payload, Snapshot,
@@ -54,7 +56,9 @@ use std::fmt;
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every voting member, this node included.
+    /// The bootstrap configuration's voters: the cluster file's members, the same on every
+    /// node. The configuration in force comes from the log and snapshots once they hold one;
+    /// a node not among these voters is a new member, waiting for a leader to add it.
     pub voters: Vec<NodeId>,
     /// Lower bound of the randomized election timeout, in ticks; also the check-quorum period
     /// and the leader lease.
@@ -128,8 +132,8 @@ impl Config {
         if sorted.len() != self.voters.len() {
             return fail("voters contain a duplicate id");
         }
-        if !self.voters.contains(&self.id) {
-            return fail("this node's id is not among the voters");
+        if self.voters.is_empty() {
+            return fail("the bootstrap configuration has no voter");
         }
         if self.voters.len() > limits::CLUSTER_SIZE_MAX {
             return fail("more voters than CLUSTER_SIZE_MAX");
@@ -245,6 +249,62 @@ pub enum ProposeError {
     },
     /// Too many entries are waiting to commit; the client should back off.
     Busy,
+    /// The leader is handing its leadership over (thesis §3.10) and takes no proposals until
+    /// the transfer ends; the client should retry, most likely at the new leader.
+    Transferring,
+}
+
+/// Why a membership change was not proposed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeError {
+    /// Only the leader proposes changes; `leader` is whom this node believes leads.
+    NotLeader {
+        /// The leader this node knows of in its current term.
+        leader: Option<NodeId>,
+    },
+    /// Not yet: this leader has not committed an entry of its own term, or an earlier change
+    /// is still uncommitted, or a transfer is under way. Retry shortly.
+    Pending,
+    /// The change cannot be made to the configuration in force.
+    Invalid(ConfChangeError),
+}
+
+impl fmt::Display for ChangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChangeError::NotLeader { leader: Some(l) } => write!(f, "not the leader ({l} leads)"),
+            ChangeError::NotLeader { leader: None } => f.write_str("not the leader, none known"),
+            ChangeError::Pending => f.write_str(
+                "a change or a leadership transfer is under way, or the leader is new; retry",
+            ),
+            ChangeError::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Why a leadership transfer was not started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferError {
+    /// Only the leader transfers its leadership.
+    NotLeader {
+        /// The leader this node knows of in its current term.
+        leader: Option<NodeId>,
+    },
+    /// The target is not a voter of the configuration in force, or that configuration is not
+    /// committed yet, or there is no other voter.
+    InvalidTarget(String),
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferError::NotLeader { leader: Some(l) } => {
+                write!(f, "not the leader ({l} leads)")
+            }
+            TransferError::NotLeader { leader: None } => f.write_str("not the leader, none known"),
+            TransferError::InvalidTarget(reason) => f.write_str(reason),
+        }
+    }
 }
 
 /// The role a node plays, for status and traces.
@@ -342,6 +402,8 @@ pub struct Ready {
 pub struct SnapshotChunk {
     /// The snapshot the bytes belong to.
     pub snapshot: SnapshotMeta,
+    /// The configuration at the snapshot's index, for the file's header.
+    pub membership: Membership,
     /// Where they go.
     pub offset: u64,
     /// The bytes.
@@ -422,9 +484,21 @@ struct Candidate {
 
 #[derive(Debug)]
 struct Leader {
+    /// Every other member's progress, learners included.
     progress: BTreeMap<NodeId, Progress>,
     heartbeat_elapsed_ticks: u32,
     reads: ReadOnly,
+    /// A leadership transfer under way (thesis §3.10).
+    transfer: Option<Transfer>,
+}
+
+/// A leadership transfer: proposals stop while the target catches up; TimeoutNow goes once it
+/// has; the transfer is abandoned after an election timeout.
+#[derive(Debug)]
+struct Transfer {
+    target: NodeId,
+    elapsed_ticks: u32,
+    timeout_now_sent: bool,
 }
 
 #[derive(Debug)]
@@ -504,6 +578,23 @@ impl Raft {
                 base.index, hard_state.term
             )));
         }
+        let odd_membership =
+            |s: &Snapshot| !s.membership.is_empty() && !s.membership.is_well_formed();
+        if snapshot.as_ref().is_some_and(odd_membership) {
+            return Err(RestoreError(format!(
+                "snapshot at {} holds an impossible configuration",
+                base.index
+            )));
+        }
+        if let Some(entry) = entries.iter().find(|e| match &e.data {
+            EntryData::Membership(m) => !m.is_well_formed(),
+            _ => false,
+        }) {
+            return Err(RestoreError(format!(
+                "entry {} holds an impossible configuration",
+                entry.index
+            )));
+        }
         if snapshot.as_ref().is_some_and(|s| !s.is_intact()) {
             return Err(RestoreError(format!(
                 "snapshot at {} does not match its checksum",
@@ -577,6 +668,8 @@ impl Raft {
             read_states: Vec::new(),
             ticks: 0,
         };
+        let bootstrap = Membership::of_voters(&raft.config.voters);
+        raft.log.bootstrap(bootstrap);
         raft.reset_election_timer();
         Ok(raft)
     }
@@ -615,6 +708,9 @@ impl Raft {
                 leader: self.leader(),
             });
         }
+        if matches!(&self.role, Role::Leader(l) if l.transfer.is_some()) {
+            return Err(ProposeError::Transferring);
+        }
         let uncommitted = self.log.last_index().0 - self.log.commit_index().0;
         if uncommitted >= self.config.uncommitted_entries_max as u64 {
             return Err(ProposeError::Busy);
@@ -628,6 +724,175 @@ impl Raft {
         // The entry goes out with the next Ready, batched with every other proposal made before
         // it: one AppendEntries per follower and one fsync carry them all.
         Ok((index, self.term))
+    }
+
+    /// Proposes a membership change (see `confchange`): single-server, so only once this
+    /// leader has committed an entry of its own term and while no earlier change is
+    /// uncommitted. The new configuration is in force as soon as it is appended, here now and
+    /// on each follower as it receives it.
+    pub fn propose_change(&mut self, change: ConfChange) -> Result<(LogIndex, Term), ChangeError> {
+        self.assert_not_pending();
+        let Role::Leader(leader) = &self.role else {
+            return Err(ChangeError::NotLeader {
+                leader: self.leader(),
+            });
+        };
+        let next = self
+            .log
+            .membership()
+            .apply(&change)
+            .map_err(ChangeError::Invalid)?;
+        if leader.transfer.is_some() || !self.may_change_membership() {
+            return Err(ChangeError::Pending);
+        }
+        Ok(self.append_membership(next))
+    }
+
+    /// Thesis §4.1 with Ongaro's correction: a new configuration only after an entry of this
+    /// leader's term has committed and while no earlier configuration is uncommitted.
+    fn may_change_membership(&self) -> bool {
+        let term_committed = self.committed_in_term().is_some();
+        #[cfg(feature = "mutants")]
+        let term_committed =
+            term_committed || crate::mutants::is_active(Mutant::ChangeBeforeTermCommit);
+        term_committed && self.log.membership_index() <= self.log.commit_index()
+    }
+
+    fn append_membership(&mut self, membership: Membership) -> (LogIndex, Term) {
+        let index = self.log.last_index().next();
+        self.log.append(Entry {
+            term: self.term,
+            index,
+            data: EntryData::Membership(membership),
+        });
+        self.track_members();
+        // A leader that is no longer a voter stops counting itself: the entry may now commit
+        // without it.
+        self.maybe_commit();
+        (index, self.term)
+    }
+
+    /// The leader's progress follows the configuration in force: a new member is probed from
+    /// the end of the log, a departed one forgotten.
+    fn track_members(&mut self) {
+        let last_index = self.log.last_index();
+        let id = self.config.id;
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let membership = self.log.membership();
+        leader
+            .progress
+            .retain(|peer, _| membership.is_member(*peer));
+        for &peer in membership.members.keys() {
+            if peer != id {
+                leader
+                    .progress
+                    .entry(peer)
+                    .or_insert_with(|| Progress::new(last_index));
+            }
+        }
+    }
+
+    /// A learner marked for promotion is promoted once its log is within
+    /// [`limits::LEARNER_LAG_ENTRIES_MAX`] entries of this leader's, when a change may be made.
+    fn maybe_promote(&mut self) {
+        let Role::Leader(leader) = &self.role else {
+            return;
+        };
+        if leader.transfer.is_some() || !self.may_change_membership() {
+            return;
+        }
+        let last_index = self.log.last_index();
+        // Caught up: replicating (not probing, not installing a snapshot), and close behind.
+        let caught_up = |learner: &NodeId| {
+            leader.progress.get(learner).is_some_and(|p| {
+                p.mode == ProgressMode::Replicate
+                    && p.match_index.0 + limits::LEARNER_LAG_ENTRIES_MAX >= last_index.0
+            })
+        };
+        let membership = self.log.membership();
+        let Some(learner) = membership.promotable().find(caught_up) else {
+            return;
+        };
+        let next = membership
+            .apply(&ConfChange::Promote { id: learner })
+            .expect("a learner can be promoted");
+        self.append_membership(next);
+    }
+
+    /// Starts handing leadership to `target` (thesis §3.10), or to the most up-to-date other
+    /// voter when `None`: proposals are refused while the target catches up, then it is told
+    /// to campaign at once. The transfer is abandoned after an election timeout. The target
+    /// must be a voter of the configuration in force, and that configuration committed.
+    pub fn transfer_leadership(&mut self, target: Option<NodeId>) -> Result<NodeId, TransferError> {
+        self.assert_not_pending();
+        let Role::Leader(leader) = &self.role else {
+            return Err(TransferError::NotLeader {
+                leader: self.leader(),
+            });
+        };
+        let membership = self.log.membership();
+        let invalid = |reason: String| Err(TransferError::InvalidTarget(reason));
+        if self.log.membership_index() > self.log.commit_index() {
+            return invalid("a membership change is still uncommitted".into());
+        }
+        let target = match target {
+            Some(target) => target,
+            None => {
+                let others = membership.voters().filter(|&v| v != self.config.id);
+                let best = others.max_by_key(|v| {
+                    let matched = leader
+                        .progress
+                        .get(v)
+                        .map_or(LogIndex(0), |p| p.match_index);
+                    (matched, std::cmp::Reverse(*v))
+                });
+                match best {
+                    Some(best) => best,
+                    None => return invalid("there is no other voter".into()),
+                }
+            }
+        };
+        if target == self.config.id {
+            return invalid(format!("{target} leads already"));
+        }
+        if !membership.is_voter(target) {
+            return invalid(format!("{target} is not a voter"));
+        }
+        let Role::Leader(leader) = &mut self.role else {
+            unreachable!()
+        };
+        leader.transfer = Some(Transfer {
+            target,
+            elapsed_ticks: 0,
+            timeout_now_sent: false,
+        });
+        self.maybe_timeout_now();
+        Ok(target)
+    }
+
+    /// The transfer's target has every entry: tell it to campaign (once).
+    fn maybe_timeout_now(&mut self) {
+        let last_index = self.log.last_index();
+        let term = self.term;
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let Some(transfer) = &mut leader.transfer else {
+            return;
+        };
+        let caught_up = leader
+            .progress
+            .get(&transfer.target)
+            .is_some_and(|p| p.match_index == last_index);
+        #[cfg(feature = "mutants")]
+        let caught_up = caught_up || crate::mutants::is_active(Mutant::TimeoutNowToLagging);
+        if caught_up && !transfer.timeout_now_sent {
+            transfer.timeout_now_sent = true;
+            let target = transfer.target;
+            self.send(target, term, MessageBody::TimeoutNow);
+        }
     }
 
     /// Asks for a linearizable read (thesis §6.4); its [`ReadState`] comes in a later `Ready`.
@@ -658,8 +923,10 @@ impl Raft {
     /// ignored: they are an operating error of the network, not a protocol event.
     pub fn step(&mut self, message: Message) {
         self.assert_not_pending();
-        let known = self.config.voters.contains(&message.from);
-        if message.to != self.config.id || message.from == self.config.id || !known {
+        // Any node may write: a new member hears from a leader it has no configuration for
+        // yet, and a removed one is held off by the term rules, pre-vote and check-quorum.
+        // (Who may connect at all is the transport's business.)
+        if message.to != self.config.id || message.from == self.config.id {
             return;
         }
         if !is_well_formed(&message) {
@@ -676,6 +943,7 @@ impl Raft {
             pre_vote,
             last_log_index,
             last_log_term,
+            ..
         } = body
         {
             self.handle_request_vote(from, term, pre_vote, last_log_index, last_log_term);
@@ -701,6 +969,12 @@ impl Raft {
     pub fn snapshot_taken(&mut self, snapshot: Snapshot) -> LogIndex {
         self.assert_not_pending();
         let index = snapshot.meta.index;
+        let membership = self.log.membership_at(index).clone();
+        assert!(
+            snapshot.membership.is_empty() || snapshot.membership == membership,
+            "a snapshot with another configuration than its index's"
+        );
+        let snapshot = snapshot.with_membership(membership);
         if !self.log.set_snapshot(snapshot) {
             return self.log.first_index().prev();
         }
@@ -807,6 +1081,7 @@ impl Raft {
             self.pending.is_none(),
             "ready() called twice without advance()"
         );
+        self.maybe_promote();
         self.send_appends();
         self.serve_reads();
         let hard_state = self.hard_state();
@@ -933,6 +1208,25 @@ impl Raft {
         }
     }
 
+    /// The configuration in force (the newest in the log, committed or not).
+    pub fn membership(&self) -> &Membership {
+        self.log.membership()
+    }
+
+    /// The configuration in force at `index` (at or after the log's compaction point), for a
+    /// snapshot taken there.
+    pub fn membership_at(&self, index: LogIndex) -> &Membership {
+        self.log.membership_at(index)
+    }
+
+    /// The target of the leadership transfer under way, if this node leads and is handing over.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        match &self.role {
+            Role::Leader(leader) => leader.transfer.as_ref().map(|t| t.target),
+            _ => None,
+        }
+    }
+
     /// The log, for checkers and tests.
     pub fn log(&self) -> &RaftLog {
         &self.log
@@ -962,9 +1256,26 @@ impl Raft {
         );
     }
 
-    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+    /// The other voters of the configuration in force: whom a candidate asks for votes.
+    fn voting_peers(&self) -> impl Iterator<Item = NodeId> + '_ {
         let id = self.config.id;
-        self.config.voters.iter().copied().filter(move |&v| v != id)
+        self.log.membership().voters().filter(move |&v| v != id)
+    }
+
+    fn is_voter(&self) -> bool {
+        self.log.membership().is_voter(self.config.id)
+    }
+
+    /// A voter of the configuration in force may campaign; so may a voter of the last
+    /// committed one whom an uncommitted change leaves out (thesis §4.2.2: a leader that
+    /// removed itself manages the cluster until the change commits). Without the second, a
+    /// removed leader that lost its quorum before the change committed would leave the cluster
+    /// stuck: it holds the change, so the remaining voters cannot win its vote, and it would
+    /// never campaign to finish the change itself. Votes are counted in the candidate's
+    /// configuration in force either way, so this changes no safety argument.
+    fn may_campaign(&self) -> bool {
+        let id = self.config.id;
+        self.is_voter() || self.log.membership_at(self.log.commit_index()).is_voter(id)
     }
 
     fn send(&mut self, to: NodeId, term: Term, body: MessageBody) {
@@ -981,7 +1292,18 @@ impl Raft {
     fn tick_election(&mut self) {
         self.election_elapsed_ticks += 1;
         if self.election_elapsed_ticks >= self.election_timeout_ticks {
-            self.campaign();
+            // Learners, removed members and new members not yet added never campaign.
+            let may_campaign = self.may_campaign();
+            #[cfg(feature = "mutants")]
+            let may_campaign = may_campaign || crate::mutants::is_active(Mutant::NonVoterCampaigns);
+            if may_campaign {
+                self.campaign();
+            } else {
+                if !matches!(self.role, Role::Follower(_)) {
+                    self.become_follower(self.term, None);
+                }
+                self.reset_election_timer();
+            }
         }
     }
 
@@ -1004,6 +1326,14 @@ impl Raft {
                 transfer.idle_ticks = transfer.idle_ticks.saturating_add(1);
             }
         }
+        if let Some(transfer) = &mut leader.transfer {
+            transfer.elapsed_ticks += 1;
+            if transfer.elapsed_ticks >= self.config.election_timeout_ticks_min {
+                // Thesis §3.10: a target that has not taken over within an election timeout
+                // is not going to; take proposals again.
+                leader.transfer = None;
+            }
+        }
         leader.heartbeat_elapsed_ticks += 1;
         if leader.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
             leader.heartbeat_elapsed_ticks = 0;
@@ -1013,15 +1343,16 @@ impl Raft {
 
     /// True if a quorum (counting this leader) answered since the last check; clears the marks.
     fn quorum_recently_active(&mut self) -> bool {
+        let membership = self.log.membership();
         let Role::Leader(leader) = &mut self.role else {
             unreachable!()
         };
-        let mut active = 1;
-        for progress in leader.progress.values_mut() {
-            active += usize::from(progress.recent_active);
+        let mut active = usize::from(membership.is_voter(self.config.id));
+        for (peer, progress) in leader.progress.iter_mut() {
+            active += usize::from(progress.recent_active && membership.is_voter(*peer));
             progress.recent_active = false;
         }
-        active >= quorum::majority(self.config.voters.len())
+        active >= quorum::majority(membership.voter_count())
     }
 
     fn reset_election_timer(&mut self) {
@@ -1067,7 +1398,7 @@ impl Raft {
         if self.config.pre_vote {
             self.become_pre_candidate();
         } else {
-            self.become_candidate();
+            self.become_candidate(false);
         }
     }
 
@@ -1077,22 +1408,22 @@ impl Raft {
         let votes = BTreeMap::from([(self.config.id, true)]);
         self.role = Role::PreCandidate(Candidate { votes });
         self.reset_election_timer();
-        self.request_votes(true);
+        self.request_votes(true, false);
         self.tally_votes();
     }
 
     /// Raft §5.2: a new term, a vote for itself, and a RequestVote to every peer.
-    fn become_candidate(&mut self) {
+    fn become_candidate(&mut self, transfer: bool) {
         self.term = self.term.next();
         self.vote = Some(self.config.id);
         let votes = BTreeMap::from([(self.config.id, true)]);
         self.role = Role::Candidate(Candidate { votes });
         self.reset_election_timer();
-        self.request_votes(false);
+        self.request_votes(false, transfer);
         self.tally_votes();
     }
 
-    fn request_votes(&mut self, pre_vote: bool) {
+    fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
         let term = if pre_vote {
             self.term.next()
         } else {
@@ -1102,8 +1433,9 @@ impl Raft {
             pre_vote,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
+            transfer,
         };
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers: Vec<NodeId> = self.voting_peers().collect();
         for peer in peers {
             self.send(peer, term, body.clone());
         }
@@ -1113,15 +1445,13 @@ impl Raft {
     /// of its own term, whose commitment commits everything before it (§5.4.2).
     fn become_leader(&mut self) {
         let last_index = self.log.last_index();
-        let progress = self
-            .peers()
-            .map(|peer| (peer, Progress::new(last_index)))
-            .collect();
         self.role = Role::Leader(Leader {
-            progress,
+            progress: BTreeMap::new(),
             heartbeat_elapsed_ticks: 0,
             reads: ReadOnly::default(),
+            transfer: None,
         });
+        self.track_members();
         self.election_elapsed_ticks = 0;
         let index = last_index.next();
         self.log.append(Entry {
@@ -1148,8 +1478,11 @@ impl Raft {
 
     fn handle_higher_term(&mut self, message: &Message) -> bool {
         match message.body {
-            MessageBody::RequestVote { pre_vote, .. } => {
-                if (pre_vote || self.config.check_quorum) && self.in_leader_lease() {
+            MessageBody::RequestVote {
+                pre_vote, transfer, ..
+            } => {
+                // A transfer's election was asked for by the leader itself (thesis §3.10).
+                if (pre_vote || self.config.check_quorum) && self.in_leader_lease() && !transfer {
                     if pre_vote {
                         self.send(
                             message.from,
@@ -1261,10 +1594,11 @@ impl Raft {
         let (Role::PreCandidate(c) | Role::Candidate(c)) = &self.role else {
             return;
         };
-        let result = quorum::vote_result(&self.config.voters, &c.votes);
+        let voters = self.log.membership().voter_ids();
+        let result = quorum::vote_result(&voters, &c.votes);
         let is_pre_candidate = matches!(self.role, Role::PreCandidate(_));
         match result {
-            VoteResult::Won if is_pre_candidate => self.become_candidate(),
+            VoteResult::Won if is_pre_candidate => self.become_candidate(false),
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => self.become_follower(self.term, None),
             VoteResult::Pending => {}
@@ -1322,9 +1656,18 @@ impl Raft {
             }
             MessageBody::InstallSnapshot {
                 snapshot,
+                membership,
                 offset,
                 data,
-            } => self.handle_install_snapshot(from, snapshot, offset, data),
+            } => self.handle_install_snapshot(from, snapshot, membership, offset, data),
+            MessageBody::TimeoutNow => {
+                // Thesis §3.10: the leader of this term (checked by the term, above) hands over;
+                // campaign now, without pre-vote, if this node may lead at all.
+                let from_leader = matches!(&self.role, Role::Follower(f) if f.leader == Some(from));
+                if from_leader && self.may_campaign() {
+                    self.become_candidate(true);
+                }
+            }
             _ => {}
         }
     }
@@ -1409,6 +1752,7 @@ impl Raft {
         &mut self,
         leader: NodeId,
         meta: SnapshotMeta,
+        membership: Membership,
         offset: u64,
         data: Payload,
     ) {
@@ -1448,6 +1792,7 @@ impl Raft {
                     if fresh || !data.is_empty() {
                         self.snapshot_chunks.push(SnapshotChunk {
                             snapshot: meta,
+                            membership,
                             offset,
                             data,
                             last,
@@ -1483,6 +1828,7 @@ impl Raft {
                     AppendOutcome::Accepted { match_index } => {
                         if match_index <= last_index && progress.accepted(match_index) {
                             self.maybe_commit();
+                            self.maybe_timeout_now();
                         }
                     }
                     AppendOutcome::Rejected {
@@ -1524,21 +1870,44 @@ impl Raft {
         let Role::Leader(leader) = &self.role else {
             return false;
         };
+        let membership = self.log.membership();
+        let counts = |peer: &NodeId| membership.is_voter(*peer);
+        #[cfg(feature = "mutants")]
+        let counts =
+            |peer: &NodeId| counts(peer) || crate::mutants::is_active(Mutant::LearnerInQuorum);
         let mut match_indexes = [LogIndex(0); limits::CLUSTER_SIZE_MAX];
-        match_indexes[0] = self.log.stable_index();
-        for (slot, progress) in match_indexes[1..].iter_mut().zip(leader.progress.values()) {
-            *slot = progress.match_index;
+        let mut voters = 0;
+        if membership.is_voter(self.config.id) {
+            match_indexes[0] = self.log.stable_index();
+            voters = 1;
         }
-        let candidate = quorum::committed_index(&mut match_indexes[..self.config.voters.len()]);
+        for (_, progress) in leader.progress.iter().filter(|(peer, _)| counts(peer)) {
+            match_indexes[voters] = progress.match_index;
+            voters += 1;
+        }
+        if voters == 0 {
+            return false;
+        }
+        let candidate = quorum::committed_index(&mut match_indexes[..voters]);
         let of_current_term = self.log.term(candidate) == Some(self.term);
         #[cfg(feature = "mutants")]
         let of_current_term = of_current_term
             || (crate::mutants::is_active(Mutant::CommitPriorTerm)
                 && candidate > self.log.commit_index());
-        if of_current_term {
-            return self.log.commit_to(candidate);
+        if of_current_term && self.log.commit_to(candidate) {
+            self.maybe_step_down_removed();
+            return true;
         }
         false
+    }
+
+    /// Thesis §4.2.2: a leader that the configuration in force leaves out steps down once
+    /// that configuration has committed (until then it leads, without counting itself).
+    fn maybe_step_down_removed(&mut self) {
+        let committed = self.log.membership_index() <= self.log.commit_index();
+        if committed && !self.is_voter() && matches!(self.role, Role::Leader(_)) {
+            self.become_follower(self.term, None);
+        }
     }
 
     /// The periodic heartbeat: every broadcast is a read round of its own (see `ReadOnly`).
@@ -1596,9 +1965,8 @@ impl Raft {
         let Role::Leader(leader) = &mut self.role else {
             unreachable!()
         };
-        let released = leader
-            .reads
-            .release(self.config.id, &self.config.voters, lease);
+        let voters = self.log.membership().voter_ids();
+        let released = leader.reads.release(self.config.id, &voters, lease);
         for read in released {
             self.answer_read(read.from, read.read, Ok(read.index));
         }
@@ -1730,6 +2098,7 @@ fn snapshot_chunks(
         transfer.chunk_sent(end - offset);
         Some(MessageBody::InstallSnapshot {
             snapshot: transfer.snapshot.meta,
+            membership: transfer.snapshot.membership.clone(),
             offset,
             data,
         })
@@ -1777,7 +2146,8 @@ fn is_well_formed(message: &Message) -> bool {
         }) => index_ok(rejected_prev_index) && index_ok(hint_index),
         MessageBody::RequestVoteResponse { .. }
         | MessageBody::HeartbeatResponse { .. }
-        | MessageBody::ReadIndex { .. } => true,
+        | MessageBody::ReadIndex { .. }
+        | MessageBody::TimeoutNow => true,
     };
     if !indexes_ok {
         return false;
@@ -1785,12 +2155,14 @@ fn is_well_formed(message: &Message) -> bool {
     match &message.body {
         MessageBody::InstallSnapshot {
             snapshot,
+            membership,
             offset,
             data,
         } => {
             let end = offset.checked_add(data.len() as u64);
             // A snapshot covers at least one entry, whose term is at least 1.
-            snapshot.index.0 > 0
+            membership.is_well_formed()
+                && snapshot.index.0 > 0
                 && snapshot.term.0 > 0
                 && snapshot.term <= message.term
                 && snapshot.size_bytes <= limits::SNAPSHOT_SIZE_BYTES_MAX as u64
@@ -1823,6 +2195,11 @@ fn is_well_formed_append(message: &Message) -> bool {
     for entry in entries {
         if Some(entry.index.0) != expected_index || entry.term < previous_term {
             return false;
+        }
+        if let EntryData::Membership(membership) = &entry.data {
+            if !membership.is_well_formed() {
+                return false;
+            }
         }
         expected_index = entry.index.0.checked_add(1);
         previous_term = entry.term;

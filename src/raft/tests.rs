@@ -100,6 +100,7 @@ fn vote_request(from: u64, to: u64, term: u64, last_index: u64, last_term: u64) 
         pre_vote: false,
         last_log_index: LogIndex(last_index),
         last_log_term: Term(last_term),
+        transfer: false,
     };
     message(from, to, term, body)
 }
@@ -1151,6 +1152,7 @@ fn install_chunk(
 ) -> Message {
     let body = MessageBody::InstallSnapshot {
         snapshot: meta,
+        membership: Membership::of_voters(&[NodeId(1), NodeId(2), NodeId(3)]),
         offset,
         data: Payload::new(data.to_vec()),
     };
@@ -1400,6 +1402,7 @@ impl SnapshotNetwork {
                         let data = Payload::new(std::mem::take(file));
                         finished = Some(Snapshot {
                             meta: chunk.snapshot,
+                            membership: chunk.membership.clone(),
                             data,
                         });
                     }
@@ -1971,4 +1974,270 @@ fn section_6_4_1_with_leases_a_restarted_node_waits_an_election_timeout_to_vote(
         "{:?}",
         r.status()
     );
+}
+
+// ----- membership changes (thesis §4) and leadership transfer (thesis §3.10) ---------------------
+
+/// A network of `n` bootstrap voters plus `joiners` new nodes outside the cluster (their
+/// bootstrap configuration is the cluster's; they wait to be added).
+fn cluster_with_joiners(n: u64, joiners: u64, pre_vote: bool, check_quorum: bool) -> Network {
+    let nodes = (1..=n + joiners)
+        .map(|id| {
+            raft_with(Config {
+                pre_vote,
+                check_quorum,
+                ..Config::new(NodeId(id), ids(n))
+            })
+        })
+        .collect();
+    Network::new(nodes)
+}
+
+fn add_learner(id: u64, promote: bool) -> ConfChange {
+    ConfChange::AddLearner {
+        id: NodeId(id),
+        address: format!("node-{id}:7000"),
+        promote,
+    }
+}
+
+/// Thesis §4.2.1: a new member joins as a learner, receives the log, and is promoted by the
+/// leader once caught up; the configuration is the same on every member afterwards.
+#[test]
+fn thesis_4_2_1_a_learner_catches_up_and_is_promoted() {
+    let mut net = cluster_with_joiners(3, 1, false, false);
+    net.elect(1);
+    for k in 0..5 {
+        net.propose(1, &format!("before-{k}"));
+    }
+    net.node(1).propose_change(add_learner(4, true)).unwrap();
+    net.settle();
+    let everyone = [NodeId(1), NodeId(2), NodeId(3), NodeId(4)];
+    for id in 1..=4 {
+        let membership = net.node(id).membership().clone();
+        assert_eq!(membership.voter_ids(), everyone, "node {id}");
+        assert_eq!(
+            net.node(id).status().commit_index,
+            net.node(1).status().commit_index
+        );
+    }
+    // Node 4 now counts: with two of the old voters gone, 1 and 4 are not a quorum of four.
+    net.isolate(2);
+    net.isolate(3);
+    let (index, _) = net.node(1).propose(payload("needs three")).unwrap();
+    net.settle();
+    assert!(net.node(1).status().commit_index < index);
+    net.heal();
+    net.tick_all(1);
+    assert!(net.node(1).status().commit_index >= index);
+}
+
+/// Thesis §4.1 with Ongaro's correction: a leader proposes no change before an entry of its
+/// own term has committed, and none while an earlier change is uncommitted.
+#[test]
+fn thesis_4_1_one_change_at_a_time_and_only_after_the_terms_first_commit() {
+    let mut net = cluster_with_joiners(3, 2, false, false);
+    tick_until_campaign(net.node(1));
+    // Win the election but hold back the no-op's acknowledgements.
+    net.isolate(1);
+    let mut votes = Vec::new();
+    for m in flush(net.node(1)) {
+        let to = m.to;
+        net.node(to.0).step(m);
+        votes.extend(flush(net.node(to.0)));
+    }
+    for m in votes {
+        net.node(1).step(m);
+    }
+    assert_eq!(net.node(1).role_kind(), RoleKind::Leader);
+    assert_eq!(
+        net.node(1).propose_change(add_learner(4, false)),
+        Err(ChangeError::Pending),
+        "before the no-op commits"
+    );
+    net.heal();
+    net.settle();
+    net.node(1).propose_change(add_learner(4, false)).unwrap();
+    assert_eq!(
+        net.node(1).propose_change(add_learner(5, false)),
+        Err(ChangeError::Pending),
+        "while the first change is uncommitted"
+    );
+    net.settle();
+    net.node(1).propose_change(add_learner(5, false)).unwrap();
+    assert!(matches!(
+        net.node(1).propose_change(add_learner(5, false)),
+        Err(ChangeError::Invalid(_))
+    ));
+    assert_eq!(
+        net.node(2).propose_change(add_learner(6, false)),
+        Err(ChangeError::NotLeader {
+            leader: Some(NodeId(1))
+        })
+    );
+}
+
+/// Learners receive the log but never count towards a commit and never campaign.
+#[test]
+fn thesis_4_2_1_learners_never_count_and_never_campaign() {
+    let mut net = cluster_with_joiners(3, 1, true, true);
+    net.elect(1);
+    net.node(1).propose_change(add_learner(4, false)).unwrap();
+    net.settle();
+    let index = net.propose(1, "to everyone");
+    assert_eq!(net.node(4).status().commit_index, index);
+    net.isolate(2);
+    net.isolate(3);
+    let (index, _) = net
+        .node(1)
+        .propose(payload("leader and learner only"))
+        .unwrap();
+    net.settle();
+    assert!(net.node(1).status().commit_index < index);
+    assert_eq!(
+        net.node(4).status().last_index,
+        index,
+        "the learner holds it"
+    );
+    // Cut off from everyone, the learner waits forever without campaigning.
+    net.heal();
+    net.isolate(4);
+    let term = net.node(4).status().term;
+    for _ in 0..10 * net.node(4).config().election_timeout_ticks_max {
+        net.node(4).tick();
+        net.settle();
+    }
+    assert_eq!(net.node(4).role_kind(), RoleKind::Follower);
+    assert_eq!(net.node(4).status().term, term);
+}
+
+/// Thesis §4.2.2: a leader that removes itself leads until the change commits (without
+/// counting itself), then steps down and never campaigns again; the rest elect a leader.
+#[test]
+fn thesis_4_2_2_a_removed_leader_steps_down_once_the_change_commits() {
+    let mut net = cluster(3, true, true);
+    net.elect(1);
+    net.node(1)
+        .propose_change(ConfChange::Remove { id: NodeId(1) })
+        .unwrap();
+    assert_eq!(net.node(1).role_kind(), RoleKind::Leader);
+    net.settle();
+    assert_eq!(net.node(1).role_kind(), RoleKind::Follower);
+    for id in 1..=3 {
+        assert_eq!(
+            net.node(id).membership().voter_ids(),
+            [NodeId(2), NodeId(3)],
+            "node {id}"
+        );
+    }
+    let ticks = 3 * net.node(2).config().election_timeout_ticks_max;
+    net.tick_all(ticks);
+    let leaders: Vec<u64> = (1..=3)
+        .filter(|&id| net.node(id).role_kind() == RoleKind::Leader)
+        .collect();
+    assert_eq!(leaders.len(), 1);
+    assert_ne!(leaders[0], 1, "the removed node never leads");
+}
+
+/// Thesis §4.1: a configuration is in force from its append; when the entry is truncated by
+/// a new leader, the configuration rolls back to the newest left in the log.
+#[test]
+fn thesis_4_1_a_truncated_configuration_rolls_back() {
+    let mut follower = raft(2, 3);
+    let bootstrap = follower.membership().clone();
+    let four = bootstrap
+        .apply(&add_learner(4, false))
+        .unwrap()
+        .apply(&ConfChange::Promote { id: NodeId(4) })
+        .unwrap();
+    let config_entry = Entry {
+        term: Term(1),
+        index: LogIndex(2),
+        data: EntryData::Membership(four.clone()),
+    };
+    follower.step(append(1, 2, 1, (0, 0), vec![entry(1, 1), config_entry], 1));
+    assert_eq!(follower.membership(), &four, "in force once appended");
+    let _ = flush(&mut follower);
+    // A leader of term 2 that never had it overwrites index 2.
+    follower.step(append(3, 2, 2, (1, 1), vec![entry(2, 2)], 1));
+    assert_eq!(follower.membership(), &bootstrap, "rolled back");
+}
+
+/// A snapshot holds the configuration at its index, and a node restarted from it alone has
+/// that configuration.
+#[test]
+fn a_snapshot_carries_the_configuration_at_its_index() {
+    let mut net = cluster_with_joiners(3, 1, false, false);
+    net.elect(1);
+    net.node(1).propose_change(add_learner(4, false)).unwrap();
+    net.settle();
+    let applied = net.node(1).status().applied_index;
+    let term = net.node(1).log().term(applied).unwrap();
+    let membership = net.node(1).membership_at(applied).clone();
+    assert!(membership.is_member(NodeId(4)));
+    net.node(1).snapshot_taken(
+        Snapshot::new(applied, term, payload("state")).with_membership(membership.clone()),
+    );
+    let snapshot = net.node(1).log().snapshot().unwrap().clone();
+    assert_eq!(snapshot.membership, membership);
+    let persisted = Persisted {
+        hard_state: net.node(1).hard_state(),
+        snapshot: Some(snapshot),
+        entries: Vec::new(),
+    };
+    let restarted = Raft::restart(config(1, 3), ChaCha8Rng::seed_from_u64(9), persisted).unwrap();
+    assert_eq!(restarted.membership(), &membership);
+}
+
+/// Thesis §3.10: the leader brings the target up to date and sends TimeoutNow; the target
+/// campaigns at once, past pre-vote and past voters that just heard from the old leader.
+#[test]
+fn thesis_3_10_leadership_transfer_hands_over_without_a_timeout() {
+    let mut net = cluster(3, true, true);
+    net.elect(1);
+    net.propose(1, "x");
+    let term = net.node(1).status().term;
+    assert_eq!(
+        net.node(1).transfer_leadership(Some(NodeId(2))),
+        Ok(NodeId(2))
+    );
+    net.settle();
+    assert_eq!(net.node(2).role_kind(), RoleKind::Leader);
+    assert_eq!(net.node(2).status().term, term.next());
+    assert_eq!(net.node(1).role_kind(), RoleKind::Follower);
+    // With no target named, the most caught-up other voter is chosen.
+    net.propose(2, "y");
+    assert!(net.node(2).transfer_leadership(None).is_ok());
+    net.settle();
+    assert_eq!(net.node(2).role_kind(), RoleKind::Follower);
+}
+
+/// Thesis §3.10: proposals are refused while a transfer runs; a transfer whose target does
+/// not take over within an election timeout is abandoned; only other voters are targets.
+#[test]
+fn thesis_3_10_a_stuck_transfer_is_abandoned_and_targets_are_voters() {
+    let mut net = cluster_with_joiners(3, 1, false, false);
+    net.elect(1);
+    net.node(1).propose_change(add_learner(4, false)).unwrap();
+    net.settle();
+    for (target, why) in [(1, "leads already"), (4, "is not a voter")] {
+        match net.node(1).transfer_leadership(Some(NodeId(target))) {
+            Err(TransferError::InvalidTarget(reason)) => assert!(reason.contains(why), "{reason}"),
+            other => panic!("transfer to {target}: {other:?}"),
+        }
+    }
+    net.isolate(2);
+    net.node(1).transfer_leadership(Some(NodeId(2))).unwrap();
+    assert_eq!(net.node(1).transfer_target(), Some(NodeId(2)));
+    assert_eq!(
+        net.node(1).propose(payload("during")),
+        Err(ProposeError::Transferring)
+    );
+    for _ in 0..net.node(1).config().election_timeout_ticks_min {
+        net.node(1).tick();
+        net.settle();
+    }
+    assert_eq!(net.node(1).transfer_target(), None);
+    assert_eq!(net.node(1).role_kind(), RoleKind::Leader);
+    assert!(net.node(1).propose(payload("after")).is_ok());
 }

@@ -106,6 +106,17 @@ impl Servers {
 
     /// Starts (or restarts) node `id`, logging to `dir/ID.log`.
     pub fn start(&mut self, id: u64) {
+        self.start_with(id, &[]);
+    }
+
+    /// Starts a new member `id`, not in the cluster file, listening on `listen`: it waits to
+    /// be added (`raftchat-server --join`).
+    pub fn start_joining(&mut self, id: u64, listen: SocketAddr) {
+        self.start_with(id, &["--join", "--listen", &listen.to_string()]);
+    }
+
+    /// Starts node `id` with `extra` flags.
+    pub fn start_with(&mut self, id: u64, extra: &[&str]) {
         assert!(!self.children.contains_key(&id), "node {id} is running");
         let log_path = self.dir.join(format!("{id}.log"));
         let log = OpenOptions::new()
@@ -122,6 +133,7 @@ impl Servers {
             .arg(self.data_dir(id))
             .arg("--log-level")
             .arg("info")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log"))
             .stderr(log)

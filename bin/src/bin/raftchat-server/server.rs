@@ -8,12 +8,14 @@
 //! log). The data is never modified on an error: a corrupt log is reported with its file and
 //! offset and left as it is.
 //!
-//! The data directory names its format in `identity.toml`. Format 2 (this binary) holds log
-//! segments and snapshot files (see `raftchat_node::durable`); a format-1 directory (one
-//! `raft.log`) is upgraded in place on first start, crash-safely: the log file is renamed to be
-//! the first segment and the directory synced, then the identity is rewritten atomically. Each
-//! step is idempotent, so a crash anywhere is finished by the next start; a directory of a
-//! newer format is refused.
+//! The data directory names its format in `identity.toml`. Format 3 (this binary) holds log
+//! segments and snapshot files (see `raftchat_node::durable`) whose records may carry cluster
+//! configurations; format 2 is the same without configurations, so it is upgraded by
+//! rewriting the identity (its snapshot files are read as holding the bootstrap
+//! configuration). A format-1 directory (one `raft.log`) is upgraded in place on first start,
+//! crash-safely: the log file is renamed to be the first segment and the directory synced,
+//! then the identity is rewritten atomically. Each step is idempotent, so a crash anywhere is
+//! finished by the next start; a directory of a newer format is refused.
 
 use clap::Parser;
 use raftchat::raft::{RoleKind, Status};
@@ -43,7 +45,7 @@ const IDENTITY_FILE_NAME: &str = "identity.toml";
 /// The layout of the data directory and its records that this binary reads and writes. A
 /// change to either that an older binary would misread bumps it; an older format is upgraded
 /// in place, a newer one refused, never reinterpreted.
-const DATA_FORMAT: u32 = 2;
+const DATA_FORMAT: u32 = 3;
 /// How long a shutdown waits for the runtime's tasks to stop.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -59,9 +61,17 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
                   The data directory is never modified on an error."
 )]
 struct Args {
-    /// This node's id: one of the `[[nodes]]` ids of the cluster file.
+    /// This node's id: one of the `[[nodes]]` ids of the cluster file, or with `--join` a new
+    /// id of a node to be added.
     #[arg(long, value_name = "ID")]
     id: u64,
+    /// Start a new member, not in the cluster file, with an empty data directory: it waits
+    /// until the leader adds it (`raftchat member add ID ADDRESS`) and then catches up.
+    #[arg(long, requires = "listen")]
+    join: bool,
+    /// With `--join`: where the new member listens, as given to `member add`.
+    #[arg(long, value_name = "HOST:PORT", requires = "join")]
+    listen: Option<SocketAddr>,
     /// The cluster file (see bin/cluster.example.toml).
     #[arg(long, value_name = "CLUSTER.toml")]
     cluster: PathBuf,
@@ -118,9 +128,11 @@ fn run(args: Args) -> Result<(), Failure> {
         .init();
     let cluster = ClusterFile::load(&args.cluster).map_err(|e| Failure::input(e.to_string()))?;
     let id = NodeId(args.id);
-    let config = cluster
-        .node_config(id, seed(id))
-        .map_err(|e| Failure::input(e.to_string()))?;
+    let config = match (args.join, args.listen) {
+        (true, Some(listen)) => cluster.joiner_config(id, listen, seed(id)),
+        _ => cluster.node_config(id, seed(id)),
+    }
+    .map_err(|e| Failure::input(e.to_string()))?;
     prepare_data_dir(&args.data_dir, &config)?;
     let disk = FileDisk::open(&args.data_dir).map_err(|e| Failure::input(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -178,9 +190,11 @@ async fn serve(
         }
     };
     let observer = Arc::new(LogObserver::default());
+    let handover = handover_client(&config);
     let node = run_node(config, disk, |outbox| outbox, observer);
+    tokio::pin!(node);
     tokio::select! {
-        result = node => result.map_err(GatewayOrNode::Node),
+        result = &mut node => result.map_err(GatewayOrNode::Node),
         result = gateway => {
             let why = match result {
                 Ok(()) => "stopped".to_owned(),
@@ -193,10 +207,43 @@ async fn serve(
                 Ok(name) => tracing::info!(signal = name, "shutting down"),
                 Err(error) => tracing::error!(%error, "cannot wait for signals; shutting down"),
             }
+            // A leader hands over first, so a planned restart costs no election timeout.
+            tokio::select! {
+                result = &mut node => return result.map_err(GatewayOrNode::Node),
+                () = hand_over(handover) => {}
+            }
             // Dropping the node stops it between two rounds of work: everything it
             // acknowledged was synced to disk before the acknowledgement was sent.
             Ok(())
         }
+    }
+}
+
+/// A client of this node alone, to ask it to hand its leadership over before it stops; it
+/// waits up to two longest election timeouts (a transfer is abandoned after one).
+fn handover_client(config: &NodeConfig) -> (NodeId, ClientConfig) {
+    let mut address = config.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut client = ClientConfig::new([(config.id, address)].into());
+    let election_max = config.tick_interval * config.election_ticks.1;
+    client.operation_timeout = 2 * election_max;
+    client.attempt_timeout = 2 * election_max;
+    (config.id, client)
+}
+
+/// If this node leads, hands its leadership to the most up-to-date other voter and waits
+/// until that one leads (or the transfer is abandoned); otherwise does nothing.
+async fn hand_over((id, config): (NodeId, ClientConfig)) {
+    let mut client = raftchat_node::client::Client::new(config);
+    match client.status(id).await {
+        Ok(status) if status.raft.role == RoleKind::Leader => {}
+        _ => return,
+    }
+    match client.transfer_leadership(None).await {
+        Ok(leader) => tracing::info!(%leader, "handed leadership over"),
+        Err(error) => tracing::warn!(%error, "could not hand leadership over; stopping anyway"),
     }
 }
 
@@ -324,11 +371,16 @@ fn check_identity(dir: &Path, path: &Path, text: &str, config: &NodeConfig) -> R
     }
     if identity.format == 1 {
         upgrade_from_format_1(dir, path, config)?;
+    } else if identity.format == 2 {
+        // Format 3 only adds records format 2 never wrote: an older binary must refuse the
+        // directory once they may be there, so the identity says so before the node starts.
+        write_identity(dir, path, config)?;
+        tracing::info!(data_dir = %dir.display(), "upgraded the data directory from format 2 to 3");
     }
     Ok(())
 }
 
-/// Upgrades a format-1 directory to format 2 in place (see the module doc). Every step can be
+/// Upgrades a format-1 directory to format 3 in place (see the module doc). Every step can be
 /// repeated, so a crash at any point is finished by the next start.
 fn upgrade_from_format_1(dir: &Path, path: &Path, config: &NodeConfig) -> Result<(), Failure> {
     let old_log = dir.join(FORMAT_1_LOG_FILE_NAME);
@@ -355,7 +407,7 @@ fn upgrade_from_format_1(dir: &Path, path: &Path, config: &NodeConfig) -> Result
         (false, _) => {}
     }
     write_identity(dir, path, config)?;
-    tracing::info!(data_dir = %dir.display(), "upgraded the data directory from format 1 to 2");
+    tracing::info!(data_dir = %dir.display(), "upgraded the data directory from format 1 to 3");
     Ok(())
 }
 

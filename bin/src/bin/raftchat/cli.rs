@@ -6,6 +6,7 @@
 
 use crate::chat::Session;
 use crate::local_cluster::{self, ClusterCommand};
+use crate::members::{self, MemberCommand};
 use crate::prompt;
 use clap::{Parser, Subcommand};
 use raftchat_node::client::ReadMode;
@@ -22,6 +23,8 @@ Examples:
   raftchat --cluster /tmp/rc/cluster.toml send alice alice hello there
   raftchat --cluster /tmp/rc/cluster.toml --json fetch alice
   raftchat --cluster /tmp/rc/cluster.toml --reads any fetch alice
+  raftchat --cluster /tmp/rc/cluster.toml member add 4 127.0.0.1:7104
+  raftchat --cluster /tmp/rc/cluster.toml transfer-leader 2
   raftchat cluster down --dir /tmp/rc
 
 Exit codes: 0 the command ran (whatever chat status it answered); 1 the cluster was
@@ -58,6 +61,15 @@ enum TopCommand {
     /// Start or stop a local cluster of raftchat-server processes on 127.0.0.1.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Add, remove or list the cluster's members.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Hand leadership to voter ID (or to the most up-to-date other voter): the leader brings
+    /// it up to date and it takes over at once, with no election timeout.
+    TransferLeader {
+        /// The voter to lead.
+        id: Option<u64>,
+    },
 }
 
 /// The chat commands, shared by the command line and the prompt.
@@ -146,6 +158,12 @@ pub fn main() -> ExitCode {
         Some(TopCommand::Chat(command)) => {
             with_session(&cli, |session, rt| rt.block_on(session.run(command)))
         }
+        Some(TopCommand::Member(command)) => with_session(&cli, |session, rt| {
+            rt.block_on(members::run_member(session.file(), cli.json, command))
+        }),
+        Some(TopCommand::TransferLeader { id }) => with_session(&cli, |session, rt| {
+            rt.block_on(members::run_transfer(session.file(), cli.json, id))
+        }),
         None => with_session(&cli, prompt::run),
     };
     match result {

@@ -18,6 +18,8 @@ mod cli;
 #[cfg(not(madsim))]
 mod local_cluster;
 #[cfg(not(madsim))]
+mod members;
+#[cfg(not(madsim))]
 mod process;
 #[cfg(not(madsim))]
 mod prompt;
