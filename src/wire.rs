@@ -28,6 +28,10 @@ pub enum Frame {
         from: NodeId,
         /// Identifies the cluster, so two clusters sharing hosts never talk to each other.
         cluster_id: u64,
+        /// Where the caller listens (an unspecified IP stands for the connection's source
+        /// IP): how a node reaches a peer its configuration does not name yet, to answer it (a
+        /// leader added after the node left or before it joined).
+        address: std::net::SocketAddr,
     },
     /// A Raft protocol message, on a peer connection.
     Raft(Message),
@@ -225,6 +229,7 @@ mod tests {
                 version: PROTOCOL_VERSION,
                 from: NodeId(2),
                 cluster_id: 77,
+                address: "127.0.0.1:7002".parse().unwrap(),
             },
             Frame::Raft(Message {
                 from: NodeId(1),

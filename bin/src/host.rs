@@ -175,12 +175,14 @@ where
             error,
         })?;
     let (inbox_sender, inbox) = mpsc::channel(INBOX_MAX);
+    let directory = transport::PeerDirectory::default();
     tokio::spawn(transport::run_acceptor(
         listener,
         Arc::new(config.clone()),
         inbox_sender,
+        directory.clone(),
     ));
-    let outbox = wrap_outbox(PeerOutbox::start(&config));
+    let outbox = wrap_outbox(PeerOutbox::start(&config, directory));
     let last_status = replica.status();
     let (background, finished) = mpsc::channel(BACKGROUND_MAX);
     let mut host = Host {
@@ -543,6 +545,12 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         self.members = membership.clone();
         let addresses = member_addresses(&self.members, &self.config.members);
         self.outbox.members_changed(&addresses);
+        let index = self.replica.raft().log().membership_index();
+        let event = Event::Membership {
+            membership: &self.members,
+            index,
+        };
+        self.observer.event(self.config.id, &event);
     }
 
     fn read(&mut self, operation: raftchat::chat::Operation, reply: oneshot::Sender<ResponseBody>) {

@@ -84,6 +84,14 @@ pub enum Event<'a> {
         /// Why.
         reason: &'a str,
     },
+    /// The configuration in force on the node changed (at start, too): a configuration entry
+    /// was appended or truncated, or came with a snapshot.
+    Membership {
+        /// The configuration now in force.
+        membership: &'a raftchat::raft::Membership,
+        /// The index of the entry that made it (or of the snapshot, or 0 for the bootstrap).
+        index: raftchat::types::LogIndex,
+    },
 }
 
 /// Receives a node's events. Implementations must be cheap: they run inside the node's loop.

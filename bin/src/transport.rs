@@ -12,7 +12,8 @@
 //!
 //! The peers are the members of the configuration in force, at the addresses it names (the
 //! cluster file's for the bootstrap members): the node's loop tells the outbox whenever that
-//! changes, and a sender task starts for each new member and stops for each departed one.
+//! changes, and a sender task starts for each new member. A departed member's task stays, for
+//! the answers Raft still sends it.
 //!
 //! Inbound connections say what they are with their first frame: a `PeerHello` from a node of
 //! this cluster (any id but this node's: a new member hears from a leader it has no address
@@ -70,27 +71,65 @@ pub trait Outbox: Send + 'static {
     fn members_changed(&mut self, members: &BTreeMap<NodeId, SocketAddr>);
 }
 
+/// The addresses peers gave in their `PeerHello`: how to answer a peer no configuration this
+/// node holds names (a leader added while this node was away). Shared by the acceptor, which
+/// learns them, and the outbox, which uses them.
+#[derive(Clone, Debug, Default)]
+pub struct PeerDirectory(Arc<std::sync::Mutex<BTreeMap<NodeId, SocketAddr>>>);
+
+impl PeerDirectory {
+    fn learn(&self, peer: NodeId, address: SocketAddr) {
+        self.0.lock().expect("never poisoned").insert(peer, address);
+    }
+
+    fn get(&self, peer: NodeId) -> Option<SocketAddr> {
+        self.0.lock().expect("never poisoned").get(&peer).copied()
+    }
+}
+
 /// Sends Raft messages to peers over TCP, one queue and one task per peer.
 #[derive(Clone, Debug)]
 pub struct PeerOutbox {
     config: Arc<NodeConfig>,
     queues: BTreeMap<NodeId, (SocketAddr, mpsc::Sender<Message>)>,
+    directory: PeerDirectory,
 }
 
 impl PeerOutbox {
-    /// Starts one sender task per member of the cluster file.
-    pub fn start(config: &NodeConfig) -> PeerOutbox {
+    /// Starts one sender task per member of the cluster file; peers that introduce
+    /// themselves through `directory` can be answered too.
+    pub fn start(config: &NodeConfig, directory: PeerDirectory) -> PeerOutbox {
         let mut outbox = PeerOutbox {
             config: Arc::new(config.clone()),
             queues: BTreeMap::new(),
+            directory,
         };
         outbox.members_changed(&config.members);
         outbox
+    }
+
+    fn start_sender(&mut self, peer: NodeId, address: SocketAddr) {
+        let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
+        self.queues.insert(peer, (address, sender));
+        tokio::spawn(run_peer_sender(
+            self.config.clone(),
+            peer,
+            address,
+            receiver,
+        ));
     }
 }
 
 impl Outbox for PeerOutbox {
     fn send(&mut self, message: Message) {
+        if !self.queues.contains_key(&message.to) {
+            match self.directory.get(message.to) {
+                Some(address) if message.to != self.config.id => {
+                    self.start_sender(message.to, address)
+                }
+                _ => return,
+            }
+        }
         if let Some((_, queue)) = self.queues.get(&message.to) {
             // A full queue means the peer is far behind or unreachable; Raft resends.
             let _ = queue.try_send(message);
@@ -98,21 +137,17 @@ impl Outbox for PeerOutbox {
     }
 
     fn members_changed(&mut self, members: &BTreeMap<NodeId, SocketAddr>) {
-        // Dropping a queue ends its task once the messages in it are sent or given up.
+        // A departed member keeps its queue: Raft only answers it from now on, and it needs
+        // those answers (a removed leader that never learned its removal committed steps down
+        // on the newer term they carry). A member whose address changed gets a new queue;
+        // dropping the old one ends its task once the messages in it are sent or given up.
         self.queues
-            .retain(|peer, (address, _)| members.get(peer) == Some(address));
+            .retain(|peer, (address, _)| members.get(peer).is_none_or(|wanted| wanted == address));
         for (&peer, &address) in members {
             if peer == self.config.id || self.queues.contains_key(&peer) {
                 continue;
             }
-            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
-            self.queues.insert(peer, (address, sender));
-            tokio::spawn(run_peer_sender(
-                self.config.clone(),
-                peer,
-                address,
-                receiver,
-            ));
+            self.start_sender(peer, address);
         }
     }
 }
@@ -177,6 +212,11 @@ async fn run_peer_connection(
         version: PROTOCOL_VERSION,
         from: config.id,
         cluster_id: config.cluster_id,
+        address: config
+            .members
+            .get(&config.id)
+            .copied()
+            .unwrap_or(config.listen),
     };
     write_frames(&mut write_half, [&hello], &mut scratch)
         .await
@@ -231,12 +271,20 @@ pub async fn run_acceptor(
     listener: TcpListener,
     config: Arc<NodeConfig>,
     inbox: mpsc::Sender<Inbound>,
+    directory: PeerDirectory,
 ) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, source)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, config.clone(), inbox.clone()));
+                let connection = serve_connection(
+                    stream,
+                    source,
+                    config.clone(),
+                    inbox.clone(),
+                    directory.clone(),
+                );
+                tokio::spawn(connection);
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
@@ -248,8 +296,10 @@ pub async fn run_acceptor(
 
 async fn serve_connection(
     stream: TcpStream,
+    source: SocketAddr,
     config: Arc<NodeConfig>,
     inbox: mpsc::Sender<Inbound>,
+    directory: PeerDirectory,
 ) {
     let (read_half, write_half) = tokio::io::split(stream);
     let mut reader = FrameReader::new(read_half);
@@ -263,10 +313,15 @@ async fn serve_connection(
             version,
             from,
             cluster_id,
+            mut address,
         } => {
             if version != PROTOCOL_VERSION || cluster_id != config.cluster_id || from == config.id {
                 return tracing::warn!(%from, version, cluster_id, "refusing a peer");
             }
+            if address.ip().is_unspecified() {
+                address.set_ip(source.ip());
+            }
+            directory.learn(from, address);
             serve_peer(&config, from, reader, write_half, &inbox).await
         }
         Frame::Request(request) => serve_client(request, reader, write_half, &inbox).await,

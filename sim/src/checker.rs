@@ -221,8 +221,13 @@ pub struct Checker {
     chains: BTreeMap<(LogIndex, Term), u64>,
     /// The chat state's digest after each index, as first seen (applied, or in a snapshot).
     digests: BTreeMap<LogIndex, (u64, NodeId)>,
-    /// Voters in the cluster.
+    /// Voters in the bootstrap configuration (nodes 1 to `voter_count`).
     voter_count: usize,
+    /// Each node's configuration in force, as it last reported it, and the one before: the
+    /// voters, whom a commit must reach and who may be elected.
+    voters: BTreeMap<NodeId, (Vec<NodeId>, Vec<NodeId>)>,
+    /// Each node's learners, as it last reported them.
+    learners: BTreeMap<NodeId, Vec<NodeId>>,
     /// The candidate each node voted for in each term, across its restarts.
     votes: BTreeMap<(NodeId, Term), NodeId>,
     /// For each (candidate, term), how far the log was applied anywhere when the first vote
@@ -437,6 +442,70 @@ impl Checker {
         Ok(())
     }
 
+    /// The voters and learners of the current leader's configuration (the bootstrap voters
+    /// when no leader is known).
+    pub fn leader_membership(&self) -> (Vec<NodeId>, Vec<NodeId>) {
+        let leader = self.current_leader();
+        let learners = leader
+            .and_then(|l| self.learners.get(&l).cloned())
+            .unwrap_or_default();
+        let voters = leader.map_or_else(|| self.bootstrap_voters(), |l| self.voters_of(l));
+        (voters, learners)
+    }
+
+    /// A node's configuration in force changed (or it started with one).
+    pub fn membership(&mut self, node: NodeId, membership: &raftchat::raft::Membership) {
+        self.learners.insert(node, membership.learners().collect());
+        let voters = membership.voter_ids();
+        let bootstrap = self.bootstrap_voters();
+        let entry = self
+            .voters
+            .entry(node)
+            .or_insert_with(|| (bootstrap.clone(), bootstrap));
+        if entry.0 != voters {
+            entry.1 = std::mem::replace(&mut entry.0, voters);
+        }
+    }
+
+    fn bootstrap_voters(&self) -> Vec<NodeId> {
+        (1..=self.voter_count as u64).map(NodeId).collect()
+    }
+
+    /// The voters of `node`'s configuration in force, as it last reported it.
+    fn voters_of(&self, node: NodeId) -> Vec<NodeId> {
+        self.voters
+            .get(&node)
+            .map_or_else(|| self.bootstrap_voters(), |(voters, _)| voters.clone())
+    }
+
+    /// A leader committed through `index` (of `term`): the entry must be in the persisted
+    /// logs of enough voters of its configuration that every majority of them holds it (a
+    /// learner's copy counts for nothing). Checked with the configuration the leader last
+    /// reported, which may lag the one it counted with by a single-server step: the condition
+    /// holds across such a step, so it never fails a correct commit.
+    fn check_commit_quorum(
+        &self,
+        node: NodeId,
+        index: LogIndex,
+        term: Term,
+    ) -> Result<(), Failure> {
+        let voters = self.voters_of(node);
+        let holders: Vec<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|v| self.logs.get(v).is_some_and(|log| log.holds(index, term)))
+            .collect();
+        let needed = voters.len() - (voters.len() / 2 + 1) + 1;
+        if holders.len() < needed {
+            let detail = format!(
+                "committed {index} of {term} while only {holders:?} of its voters {voters:?} \
+                 had it on disk: a majority of them lacks it"
+            );
+            return fail("commit_quorum", node, detail);
+        }
+        Ok(())
+    }
+
     /// A node stopped on a fatal error (e.g. it refused a corrupt log).
     pub fn node_stopped(&mut self, node: NodeId, reason: &str) {
         self.lives.entry(node).or_default().stopped = Some(reason.to_string());
@@ -493,6 +562,15 @@ impl Checker {
             );
             return fail("commitment_rule", node, detail);
         }
+        if status.role == RoleKind::Leader && advanced {
+            self.check_commit_quorum(node, status.commit_index, status.term)?;
+        }
+        let (latest, previous) = self
+            .voters
+            .get(&node)
+            .cloned()
+            .unwrap_or_else(|| (self.bootstrap_voters(), self.bootstrap_voters()));
+        let life = self.lives.entry(node).or_default();
         if status.commit_index < life.commit_index {
             let detail = format!(
                 "commit index went from {} to {}",
@@ -507,6 +585,16 @@ impl Checker {
         life.status = Some(status);
         if status.role == RoleKind::Leader && !was_leading {
             life.completeness_due = Some((status.term, applied_before_winning));
+            // Only a voter is elected: of its configuration in force, or of the one before
+            // when an uncommitted change removed it (a removed leader finishing its change).
+            let known = !latest.is_empty() || !previous.is_empty();
+            if known && !latest.contains(&node) && !previous.contains(&node) {
+                let detail = format!(
+                    "leads {} without being a voter (voters {latest:?}, before {previous:?})",
+                    status.term
+                );
+                return fail("leader_not_voter", node, detail);
+            }
         }
         if status.role == RoleKind::Leader {
             let first = *self.leaders.entry(status.term).or_insert(node);
@@ -659,29 +747,42 @@ impl Checker {
         });
     }
 
-    /// The term and leader every running node agrees on, if they all do: one node leads the
-    /// term, and every other follows it. A node killed and not yet restarted (no life), or
-    /// restarted but not yet reporting, has not settled.
+    /// The term and leader every member agrees on, if they all do: one node leads the term,
+    /// and every other member of its configuration (voters and learners) follows it. A member
+    /// killed and not yet restarted (no life), or restarted but not yet reporting, has not
+    /// settled; a node outside the configuration (removed, or never added) does not count.
     fn settled_under(&self) -> Option<(Term, NodeId)> {
-        let running: Vec<(NodeId, Status)> = (1..=self.voter_count as u64)
-            .map(NodeId)
-            .filter_map(|node| match self.lives.get(&node) {
-                Some(life) if life.stopped.is_some() => None,
-                Some(life) => Some(life.status.map(|status| (node, status))),
-                None => Some(None),
-            })
-            .collect::<Option<_>>()?;
-        let mut leaders = running.iter().filter(|(_, s)| s.role == RoleKind::Leader);
-        let (leader, leader_status) = *leaders.next()?;
+        let status = |node: NodeId| match self.lives.get(&node) {
+            Some(life) if life.stopped.is_some() => None,
+            Some(life) => life.status,
+            None => None,
+        };
+        let mut nodes: Vec<NodeId> = self.bootstrap_voters();
+        nodes.extend(self.voters.keys().copied());
+        nodes.sort();
+        nodes.dedup();
+        let mut leaders = nodes.iter().filter_map(|&node| {
+            status(node)
+                .filter(|s| s.role == RoleKind::Leader)
+                .map(|s| (node, s))
+        });
+        let (leader, leader_status) = leaders.next()?;
         if leaders.next().is_some() {
             return None;
         }
         let term = leader_status.term;
-        let following =
-            |s: &Status| s.term == term && s.role == RoleKind::Follower && s.leader == Some(leader);
-        running
-            .iter()
-            .all(|(node, s)| *node == leader || following(s))
+        let mut members = self.voters_of(leader);
+        members.extend(self.learners.get(&leader).cloned().unwrap_or_default());
+        let stopped = |node: &NodeId| self.lives.get(node).is_some_and(|l| l.stopped.is_some());
+        let following = |node: NodeId| {
+            status(node).is_some_and(|s| {
+                s.term == term && s.role == RoleKind::Follower && s.leader == Some(leader)
+            })
+        };
+        members
+            .into_iter()
+            .filter(|node| !stopped(node))
+            .all(|node| node == leader || following(node))
             .then_some((term, leader))
     }
 

@@ -345,7 +345,8 @@ fn run(
     let mut summary = drawn.summary(&scenario);
     if let Some(file) = &outputs.schedule {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let events = parse_schedule(file, &text, drawn.nodes, drawn.duration_secs)
+        let processes = drawn.nodes + drawn.spare_nodes;
+        let events = parse_schedule(file, &text, processes, drawn.duration_secs)
             .map_err(|e| e.to_string())?;
         summary = format!("{summary} schedule={}", file.display());
         drawn = drawn.with_schedule(events);

@@ -83,6 +83,7 @@ const LINEARIZABILITY_BUDGET: usize = 100_000;
 const SALT_NEMESIS: u64 = 0x6e65_6d65_7369_7300;
 const SALT_CLIENT: u64 = 0x636c_6965_6e74_0000;
 const SALT_NODE: u64 = 0x6e6f_6465_0000_0000;
+const SALT_ADMIN: u64 = 0x6164_6d69_6e00_0000;
 
 fn node_address(id: NodeId) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id.0 as u8)), NODE_PORT)
@@ -191,7 +192,9 @@ fn node_peer_silence_timeout(drawn: &Drawn) -> Duration {
     (election_timeout / 2).max(Duration::from_millis(50))
 }
 
-/// Creates one node whose every life recovers from the same simulated disk.
+/// Creates one node whose every life recovers from the same simulated disk. `members` is the
+/// bootstrap configuration; a node outside it (a spare) starts as a new member waiting to be
+/// added.
 fn spawn_node(
     drawn: &Drawn,
     seed: u64,
@@ -216,7 +219,11 @@ fn spawn_node(
             .find(|&kind| kind == drawn.aim_kind),
     };
     let lives = Arc::new(AtomicU64::new(0));
-    let base = node_config(drawn, id, members);
+    let mut base = node_config(drawn, id, members);
+    if !members.contains_key(&id) {
+        base.joining = true;
+        base.listen = node_address(id);
+    }
     let (init_disk, init_clock, init_world) = (disk.clone(), clock.clone(), world.clone());
     let init = move || {
         let life = lives.fetch_add(1, Ordering::Relaxed);
@@ -260,7 +267,12 @@ async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
     let members: BTreeMap<NodeId, SocketAddr> = (1..=u64::from(drawn.nodes))
         .map(|i| (NodeId(i), node_address(NodeId(i))))
         .collect();
-    let nodes = members
+    // Every node that may ever be a member: clients know them all, as a client that has read
+    // the configuration would.
+    let slots: BTreeMap<NodeId, SocketAddr> = (1..=u64::from(drawn.nodes + drawn.spare_nodes))
+        .map(|i| (NodeId(i), node_address(NodeId(i))))
+        .collect();
+    let nodes = slots
         .keys()
         .map(|&id| (id, spawn_node(&drawn, seed, id, &members, &world)))
         .collect();
@@ -268,9 +280,22 @@ async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
     let fault_end = Duration::from_secs(drawn.duration_secs);
     let handle = madsim::runtime::Handle::current();
     let mut helpers = Vec::new();
+    if drawn.spare_nodes > 0
+        || drawn.membership_per_min > 0.0
+        || drawn.transfer_per_min > 0.0
+        || drawn.events.iter().any(|e| e.action.is_membership())
+    {
+        let admin = handle
+            .create_node()
+            .name("admin")
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 2, 0, 2)))
+            .build();
+        helpers.push(admin.id());
+        nemesis.set_admin(admin, client_config(&drawn, &slots, seed ^ SALT_ADMIN));
+    }
     for k in 0..drawn.clients {
         let client_seed = seed ^ SALT_CLIENT ^ u64::from(k);
-        let config = client_config(&drawn, &members, client_seed);
+        let config = client_config(&drawn, &slots, client_seed);
         let node = handle
             .create_node()
             .name(format!("c{k}"))
@@ -316,7 +341,7 @@ async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
     let recovery = if world.violated() {
         None
     } else {
-        let task = liveness_and_convergence(drawn.clone(), members.clone(), world.clone(), seed);
+        let task = liveness_and_convergence(drawn.clone(), slots.clone(), world.clone(), seed);
         probe.spawn(task).await.ok().flatten()
     };
     // Let operations still in flight finish or time out before the history is closed.
@@ -379,6 +404,15 @@ async fn liveness_and_convergence(
         }
     }
     let recovery = world.now() - healed_at;
+    // The members of the configuration in force converge; a removed node, or a spare never
+    // added, is left behind.
+    let members = match client.membership().await {
+        Ok(view) => members
+            .into_iter()
+            .filter(|(id, _)| view.membership.is_member(*id))
+            .collect(),
+        Err(_) => members,
+    };
     converge(&mut client, &members, &world, healed_at + bound).await;
     read_final_state(&mut client, &drawn, &world, process).await;
     if !world.violated() {
@@ -448,8 +482,15 @@ fn quiet_bounds(drawn: &Drawn) -> Result<QuietBounds, String> {
     let spread_ticks = election_max.saturating_sub(election_min + 1).max(1);
     let spread_ms = f64::from(spread_ticks) * tick_ms / rate_max;
     let round_trip_ms = 2.0 * latency_max_ms;
-    let grace_text = "a settled cluster must hold for one longest election timeout before a \
-                      change counts as spurious";
+    // A cluster can look settled the moment everything heals (every node still following the
+    // leader it had), while a link the last partition stalled is yet to be noticed and
+    // redialled: a follower on it may time out meanwhile (deposed-long-tail seed 669). So
+    // the settled state must outlast a redial as well as an election timeout.
+    let grace_ms = election_longest_ms + redial_ms;
+    let grace_text = format!(
+        "a settled cluster must hold for one longest election timeout plus a redial \
+         ({grace_ms:.0}ms) before a change counts as spurious"
+    );
     if spread_ms < round_trip_ms {
         // Raft's randomized elections settle in a few rounds only when timeouts are spread
         // wider than a round trip; narrower, candidates split the vote round after round with
@@ -458,7 +499,7 @@ fn quiet_bounds(drawn: &Drawn) -> Result<QuietBounds, String> {
         return Ok(QuietBounds {
             terms_max: None,
             settle_max: None,
-            grace: Duration::from_secs_f64(election_longest_ms / 1000.0),
+            grace: Duration::from_secs_f64(grace_ms / 1000.0),
             derivation: format!(
                 "no bound on recovery: election timeouts spread over {spread_ms:.1}ms, narrower \
                  than the {round_trip_ms}ms round trip, split votes without limit; {grace_text}"
@@ -488,7 +529,7 @@ fn quiet_bounds(drawn: &Drawn) -> Result<QuietBounds, String> {
     Ok(QuietBounds {
         terms_max: Some(rounds),
         settle_max: Some(Duration::from_secs_f64(settle_ms / 1000.0)),
-        grace: Duration::from_secs_f64(election_longest_ms / 1000.0),
+        grace: Duration::from_secs_f64(grace_ms / 1000.0),
         derivation,
     })
 }

@@ -123,6 +123,8 @@ mutant_tests! {
     mutant_skip_read_round_is_caught => SkipReadRound,
     mutant_lease_past_expiry_is_caught => LeasePastExpiry,
     mutant_serve_before_apply_is_caught => ServeBeforeApply,
+    mutant_learner_in_quorum_is_caught => LearnerInQuorum,
+    mutant_non_voter_campaigns_is_caught => NonVoterCampaigns,
 }
 
 #[test]

@@ -12,6 +12,7 @@ use crate::scenario::{self, NodeRef};
 use crate::world::World;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
+use raftchat::raft::ConfChange;
 use raftchat::types::NodeId;
 use raftchat_node::config::ClockRate;
 use rand::{Rng, SeedableRng};
@@ -66,6 +67,13 @@ pub enum Action {
     },
     /// Start every killed node again.
     RestartAll,
+    /// Ask the leader to add a node as a learner, promoted once caught up unless the flag
+    /// keeps it a learner.
+    AddMember(NodeId, bool),
+    /// Ask the leader to remove a node from the configuration.
+    RemoveMember(NodeId),
+    /// Ask the leader to hand its leadership to a voter (or the most up-to-date one).
+    TransferLeader(Option<NodeId>),
 }
 
 impl Action {
@@ -109,8 +117,24 @@ impl Action {
             Action::CrashAll => A::CrashAll,
             Action::PowerLossAll { torn } => A::PowerLossAll { torn: *torn },
             Action::RestartAll => A::RestartAll,
+            Action::AddMember(node, learner) => A::AddMember {
+                node: id(node),
+                learner: *learner,
+            },
+            Action::RemoveMember(node) => A::RemoveMember { node: id(node) },
+            Action::TransferLeader(node) => A::TransferLeader {
+                node: node.as_ref().map(id),
+            },
         }
     }
+}
+
+/// Where the nemesis's operator requests come from: a node of their own, and a client
+/// configuration that knows every node.
+struct Admin {
+    node: madsim::runtime::NodeHandle,
+    config: raftchat_node::client::ClientConfig,
+    requests: u64,
 }
 
 /// What the nemesis knows of a node.
@@ -161,6 +185,7 @@ pub struct Nemesis {
     cut_off: BTreeSet<NodeId>,
     rng: ChaCha8Rng,
     seed: u64,
+    admin: Option<Admin>,
 }
 
 impl Nemesis {
@@ -176,7 +201,67 @@ impl Nemesis {
             cut_off: BTreeSet::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             seed,
+            admin: None,
         }
+    }
+
+    /// Lets the nemesis make operator requests (membership changes, transfers) from `node`.
+    pub fn set_admin(
+        &mut self,
+        node: madsim::runtime::NodeHandle,
+        config: raftchat_node::client::ClientConfig,
+    ) {
+        self.admin = Some(Admin {
+            node,
+            config,
+            requests: 0,
+        });
+    }
+
+    /// Sends an operator's request to the leader, as `raftchat member` or `transfer-leader`
+    /// would, and traces its outcome; the run goes on meanwhile.
+    fn admin_request(&mut self, action: Action) {
+        let Some(admin) = &mut self.admin else {
+            return;
+        };
+        admin.requests += 1;
+        let mut config = admin.config.clone();
+        config.seed = self.seed ^ admin.requests.rotate_left(32);
+        let world = self.world.clone();
+        let address = |node: NodeId| config.members.get(&node).map(|a| a.to_string());
+        let change = match action {
+            Action::AddMember(node, learner) => {
+                address(node).map(|address| ConfChange::AddLearner {
+                    id: node,
+                    address,
+                    promote: !learner,
+                })
+            }
+            Action::RemoveMember(node) => Some(ConfChange::Remove { id: node }),
+            _ => None,
+        };
+        admin.node.spawn(async move {
+            let mut client = raftchat_node::client::Client::new(config);
+            let outcome = match (change, action) {
+                (Some(change), _) => match client.change_membership(change).await {
+                    Ok(view) => format!(
+                        "voters {:?}, learners {:?} at {}",
+                        view.membership.voter_ids(),
+                        view.membership.learners().collect::<Vec<_>>(),
+                        view.index
+                    ),
+                    Err(error) => error.to_string(),
+                },
+                (None, Action::TransferLeader(target)) => {
+                    match client.transfer_leadership(target).await {
+                        Ok(leader) => format!("{leader} leads"),
+                        Err(error) => error.to_string(),
+                    }
+                }
+                (None, _) => "no address".to_string(),
+            };
+            world.trace(None, "operator", || json!({ "outcome": outcome }));
+        });
     }
 
     /// Node ids.
@@ -270,6 +355,9 @@ impl Nemesis {
                     .for_each(|n| self.power_loss(n, torn, false));
             }
             Action::RestartAll => self.node_ids().into_iter().for_each(|n| self.restart(n)),
+            Action::AddMember(..) | Action::RemoveMember(_) | Action::TransferLeader(_) => {
+                self.admin_request(action.clone())
+            }
         }
     }
 

@@ -17,6 +17,10 @@ enum Kind {
     PowerLoss,
     Partition,
     Pause,
+    /// Add a spare node or remove a member.
+    Membership,
+    /// Hand leadership to another voter.
+    Transfer,
 }
 
 /// The timeline of one fault phase.
@@ -31,6 +35,8 @@ pub struct RandomFaults {
     /// Most nodes random faults may impair at once.
     impaired_max: usize,
     events: Vec<scenario::Event>,
+    /// Voters of the bootstrap configuration: random removals never go below this many.
+    voters_min: usize,
 }
 
 impl RandomFaults {
@@ -42,6 +48,8 @@ impl RandomFaults {
             (Kind::PowerLoss, per_ms(drawn.power_loss_per_min)),
             (Kind::Partition, per_ms(drawn.partition_per_min)),
             (Kind::Pause, per_ms(drawn.pause_per_min)),
+            (Kind::Membership, per_ms(drawn.membership_per_min)),
+            (Kind::Transfer, per_ms(drawn.transfer_per_min)),
         ];
         let nodes = drawn.nodes as usize;
         let impaired_max = match drawn.max_down {
@@ -56,6 +64,7 @@ impl RandomFaults {
             aim_leader: drawn.aim_leader,
             impaired_max,
             events: drawn.events.clone(),
+            voters_min: nodes,
         }
     }
 
@@ -117,20 +126,25 @@ impl RandomFaults {
                     ),
                 }
             } else {
-                if let Some((action, repair)) = self.draw_fault(nemesis, world) {
-                    apply(nemesis, due, &action);
-                    let (min, max) = self.downtime_ms;
-                    let downtime = Duration::from_millis(nemesis.rng().gen_range(min..=max));
-                    repair_count += 1;
-                    repairs.insert((due + downtime, repair_count), repair);
+                match self.draw_fault(nemesis, world) {
+                    Some((action, Some(repair))) => {
+                        apply(nemesis, due, &action);
+                        let (min, max) = self.downtime_ms;
+                        let downtime = Duration::from_millis(nemesis.rng().gen_range(min..=max));
+                        repair_count += 1;
+                        repairs.insert((due + downtime, repair_count), repair);
+                    }
+                    Some((action, None)) => apply(nemesis, due, &action),
+                    None => {}
                 }
                 next_random = self.next_random(nemesis, due);
             }
         }
     }
 
-    /// Draws one random fault and the action that repairs it, if the fault budget allows one.
-    fn draw_fault(&self, nemesis: &mut Nemesis, world: &World) -> Option<(Action, Action)> {
+    /// Draws one random fault and the action that repairs it (none for an operator's
+    /// request), if the fault budget allows one.
+    fn draw_fault(&self, nemesis: &mut Nemesis, world: &World) -> Option<(Action, Option<Action>)> {
         let total = self.total_rate();
         let mut pick = nemesis.rng().gen::<f64>() * total;
         let kind = self.rates.iter().find(|(_, rate)| {
@@ -138,6 +152,11 @@ impl RandomFaults {
             pick <= 0.0
         });
         let kind = kind.map_or(self.rates[0].0, |(k, _)| *k);
+        match kind {
+            Kind::Membership => return self.draw_membership(nemesis, world).map(|a| (a, None)),
+            Kind::Transfer => return Some((self.draw_transfer(nemesis, world), None)),
+            _ => {}
+        }
         let impaired = nemesis.impaired();
         if impaired.len() >= self.impaired_max {
             return None;
@@ -158,31 +177,70 @@ impl RandomFaults {
             target = leader;
             if let Kind::Partition = kind {
                 if !nemesis.partitioned() {
-                    return Some((Action::Isolate(leader), Action::Heal));
+                    return Some((Action::Isolate(leader), Some(Action::Heal)));
                 }
             }
         }
-        match kind {
-            Kind::Crash => Some((Action::Crash(target), Action::Restart(target))),
+        let (fault, repair) = match kind {
+            Kind::Crash => (Action::Crash(target), Action::Restart(target)),
             Kind::PowerLoss => {
                 let torn = nemesis.rng().gen_bool(self.torn_writes);
                 let corrupt = torn && nemesis.rng().gen_bool(self.corrupt_tail);
-                Some((
+                (
                     Action::PowerLoss {
                         node: target,
                         torn,
                         corrupt,
                     },
                     Action::Restart(target),
-                ))
+                )
             }
-            Kind::Pause => Some((Action::Pause(target), Action::Resume(target))),
-            Kind::Partition if nemesis.partitioned() => None,
-            Kind::Partition => Some((
+            Kind::Pause => (Action::Pause(target), Action::Resume(target)),
+            Kind::Partition if nemesis.partitioned() => return None,
+            Kind::Partition => (
                 self.draw_partition(nemesis, world, &healthy, target),
                 Action::Heal,
-            )),
+            ),
+            Kind::Membership | Kind::Transfer => unreachable!("drawn above"),
+        };
+        Some((fault, Some(repair)))
+    }
+
+    /// A random membership change, as the current leader's configuration allows: add a node
+    /// outside it (as a learner, promoted once caught up), or remove a learner, or a voter
+    /// while more than the bootstrap's count remain.
+    fn draw_membership(&self, nemesis: &mut Nemesis, world: &World) -> Option<Action> {
+        let (voters, learners) = world.with(|s| s.checker.leader_membership());
+        let outside: Vec<NodeId> = nemesis
+            .node_ids()
+            .into_iter()
+            .filter(|n| !voters.contains(n) && !learners.contains(n))
+            .collect();
+        let mut removable = learners;
+        if voters.len() > self.voters_min {
+            removable.extend(voters);
         }
+        let add = !outside.is_empty() && (removable.is_empty() || nemesis.rng().gen_bool(0.5));
+        if add {
+            let k = nemesis.rng().gen_range(0..outside.len());
+            let learner = nemesis.rng().gen_bool(0.2);
+            return Some(Action::AddMember(outside[k], learner));
+        }
+        if removable.is_empty() {
+            return None;
+        }
+        let k = nemesis.rng().gen_range(0..removable.len());
+        Some(Action::RemoveMember(removable[k]))
+    }
+
+    /// A random leadership transfer: to a random voter, or to the most up-to-date one.
+    fn draw_transfer(&self, nemesis: &mut Nemesis, world: &World) -> Action {
+        let (voters, _) = world.with(|s| s.checker.leader_membership());
+        if voters.is_empty() || nemesis.rng().gen_bool(0.5) {
+            return Action::TransferLeader(None);
+        }
+        let k = nemesis.rng().gen_range(0..voters.len());
+        Action::TransferLeader(Some(voters[k]))
     }
 
     fn draw_partition(
@@ -258,6 +316,12 @@ fn resolve(action: &scenario::Action, nemesis: &mut Nemesis, world: &World) -> O
         A::RestartAll => Action::RestartAll,
         A::CrashAll => Action::CrashAll,
         A::PowerLossAll { torn } => Action::PowerLossAll { torn: *torn },
+        A::AddMember { node: n, learner } => Action::AddMember(node(n)?, *learner),
+        A::RemoveMember { node: n } => Action::RemoveMember(node(n)?),
+        A::TransferLeader { node: n } => Action::TransferLeader(match n {
+            Some(n) => Some(node(n)?),
+            None => None,
+        }),
     })
 }
 

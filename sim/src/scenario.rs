@@ -47,6 +47,8 @@
 //!                            #   a node's loop (1 applies entry by entry)
 //! read_lease = false         # lease reads (thesis §6.4.1); or [true, false]. Needs
 //!                            #   check-quorum: a seed that draws check_quorum = false has none
+//! spare_nodes = 0            # 0..=4: nodes past `nodes` that start outside the cluster, to be
+//!                            #   added (`add_member`, or random membership changes)
 //!
 //! [snapshot]                 # snapshots and compaction: tiny by default, so every run
 //!                            #   snapshots, compacts and installs all the time
@@ -117,6 +119,11 @@
 //!                            #   of the unsynced tail instead of losing it cleanly
 //! corrupt_tail = 0.0         # param, in [0, 1]: probability a power loss also flips a byte in
 //!                            #   the surviving tail
+//! membership = 0.0           # random membership changes: add a spare node (as a learner
+//!                            #   promoted once caught up) or remove a member (never below
+//!                            #   `nodes` voters), each drawn when it fires
+//! transfer = 0.0             # random leadership transfers, to a random voter or the most
+//!                            #   up-to-date one
 //! aim_leader = 0.0           # param, in [0, 1]: share of random crashes, power losses, pauses
 //!                            #   and partitions aimed at the current leader (a partition then
 //!                            #   isolates it) rather than at a random healthy node
@@ -155,6 +162,11 @@
 //! | `restart_all` | | restart every node that is down |
 //! | `crash_all` | | kill every node |
 //! | `power_loss_all` | `torn` | power loss on every node at once (1) |
+//! | `add_member` | `node`, `learner` | add the node as a learner; the leader promotes it once \
+//! caught up, unless `learner = true` (default false) keeps it one |
+//! | `remove_member` | `node` | remove the node from the configuration (voter or learner) |
+//! | `transfer_leader` | `node` (optional) | hand leadership to the node, or without `node` \
+//! to the most up-to-date other voter |
 //!
 //! (1) `torn = true` keeps a torn prefix of the unsynced writes instead of losing them cleanly;
 //! `corrupt = true` also flips a byte in the surviving tail. Both default to false.
@@ -163,7 +175,8 @@
 //!
 //! # Naming nodes
 //!
-//! A node is a number from 1 to `cluster.nodes` (its largest choice), or `"leader"` (whoever
+//! A node is a number from 1 to `cluster.nodes` (its largest choice) plus `cluster.spare_nodes`,
+//! or `"leader"` (whoever
 //! leads when the event fires) or `"follower"` (a random node that does not lead then). When
 //! `cluster.nodes` is a list, a seed that draws fewer nodes than an event names drops that
 //! event; [`Drawn::events_dropped`] counts them.
@@ -196,6 +209,7 @@ use serde::Deserialize;
 // Every bound on a scenario value, in one place. Bounds beyond what the format needs keep
 // callers' arithmetic (milliseconds to nanoseconds, rates times durations) far from overflow.
 const NODES_MAX: u32 = 7;
+const SPARE_NODES_MAX: u32 = 4;
 const TICK_MS_MAX: u64 = 1000;
 const ELECTION_TICKS_MAX: u32 = 10_000;
 const DURATION_SECS_MAX: u64 = 3600;
@@ -393,6 +407,8 @@ pub struct ClusterSpec {
     pub apply_entries_max: Param<u32>,
     /// Whether leaders serve lease reads, or values to pick from.
     pub read_lease: Choice<bool>,
+    /// Nodes beyond `nodes`, started outside the cluster, to be added by membership changes.
+    pub spare_nodes: u32,
 }
 
 impl Default for ClusterSpec {
@@ -408,6 +424,7 @@ impl Default for ClusterSpec {
             inflight_appends_max: Param::Fixed(INFLIGHT_APPENDS_MAX),
             apply_entries_max: Param::Fixed(APPLY_ENTRIES_MAX),
             read_lease: Choice::One(false),
+            spare_nodes: 0,
         }
     }
 }
@@ -799,6 +816,10 @@ pub struct FaultSpec {
     pub corrupt_tail: Param<f64>,
     /// Share of random faults aimed at the current leader.
     pub aim_leader: Param<f64>,
+    /// Expected random membership changes per simulated minute.
+    pub membership: Param<f64>,
+    /// Expected random leadership transfers per simulated minute.
+    pub transfer: Param<f64>,
     /// Bounds of how long a crashed, paused or partitioned thing stays down, in ms.
     #[serde(deserialize_with = "pair")]
     pub downtime_ms: [u64; 2],
@@ -818,6 +839,8 @@ impl Default for FaultSpec {
             torn_writes: Param::Fixed(0.0),
             corrupt_tail: Param::Fixed(0.0),
             aim_leader: Param::Fixed(0.0),
+            membership: Param::Fixed(0.0),
+            transfer: Param::Fixed(0.0),
             downtime_ms: [200, 3000],
             max_down: MaxDown::Minority,
         }
@@ -979,9 +1002,34 @@ pub enum Action {
         /// Keep torn prefixes of the unsynced tails.
         torn: bool,
     },
+    /// Add the node as a learner, promoted once caught up unless `learner`.
+    AddMember {
+        /// The node.
+        node: NodeRef,
+        /// Keep it a learner.
+        learner: bool,
+    },
+    /// Remove the node from the configuration.
+    RemoveMember {
+        /// The node.
+        node: NodeRef,
+    },
+    /// Hand leadership to the node, or to the most up-to-date other voter.
+    TransferLeader {
+        /// The target, if named.
+        node: Option<NodeRef>,
+    },
 }
 
 impl Action {
+    /// Whether the action is an operator's request (a membership change or a transfer).
+    pub fn is_membership(&self) -> bool {
+        matches!(
+            self,
+            Action::AddMember { .. } | Action::RemoveMember { .. } | Action::TransferLeader { .. }
+        )
+    }
+
     /// The action's name, as written in scenario files.
     pub fn name(&self) -> &'static str {
         self.kind().name()
@@ -1006,6 +1054,9 @@ impl Action {
             Action::RestartAll => ActionKind::RestartAll,
             Action::CrashAll => ActionKind::CrashAll,
             Action::PowerLossAll { .. } => ActionKind::PowerLossAll,
+            Action::AddMember { .. } => ActionKind::AddMember,
+            Action::RemoveMember { .. } => ActionKind::RemoveMember,
+            Action::TransferLeader { .. } => ActionKind::TransferLeader,
         }
     }
 
@@ -1020,7 +1071,10 @@ impl Action {
             | Action::Isolate { node }
             | Action::Bridge { node }
             | Action::ClockDrift { node, .. }
-            | Action::CorruptTail { node } => vec![*node],
+            | Action::CorruptTail { node }
+            | Action::AddMember { node, .. }
+            | Action::RemoveMember { node } => vec![*node],
+            Action::TransferLeader { node } => node.iter().copied().collect(),
             Action::Split { minority } => minority.clone(),
             Action::OneWay { from, to } => vec![*from, *to],
             Action::Heal
@@ -1069,6 +1123,9 @@ enum ActionKind {
     RestartAll,
     CrashAll,
     PowerLossAll,
+    AddMember,
+    RemoveMember,
+    TransferLeader,
 }
 
 impl ActionKind {
@@ -1091,6 +1148,9 @@ impl ActionKind {
             ActionKind::RestartAll => "restart_all",
             ActionKind::CrashAll => "crash_all",
             ActionKind::PowerLossAll => "power_loss_all",
+            ActionKind::AddMember => "add_member",
+            ActionKind::RemoveMember => "remove_member",
+            ActionKind::TransferLeader => "transfer_leader",
         }
     }
 
@@ -1103,7 +1163,10 @@ impl ActionKind {
             | ActionKind::Resume
             | ActionKind::Isolate
             | ActionKind::Bridge
-            | ActionKind::CorruptTail => &["node"],
+            | ActionKind::CorruptTail
+            | ActionKind::RemoveMember
+            | ActionKind::TransferLeader => &["node"],
+            ActionKind::AddMember => &["node", "learner"],
             ActionKind::PowerLoss => &["node", "torn", "corrupt"],
             ActionKind::Split => &["minority"],
             ActionKind::SplitRandom => &["count"],
@@ -1135,6 +1198,7 @@ struct RawEvent {
     #[serde(default, deserialize_with = "optional_pair")]
     ms: Option<[u64; 2]>,
     factor: Option<f64>,
+    learner: Option<bool>,
 }
 
 impl RawEvent {
@@ -1149,6 +1213,7 @@ impl RawEvent {
             ("to", self.to.is_some()),
             ("ms", self.ms.is_some()),
             ("factor", self.factor.is_some()),
+            ("learner", self.learner.is_some()),
         ];
         present
             .iter()
@@ -1221,7 +1286,7 @@ impl Scenario {
         validate_faults(&file.faults).map_err(invalid)?;
         validate_node_clock_drift(&file.cluster, &file.faults).map_err(invalid)?;
         let limits = EventLimits {
-            nodes_max: file.cluster.nodes.max(),
+            nodes_max: file.cluster.nodes.max() + file.cluster.spare_nodes,
             at_ms_end: file.run.duration_secs.max().saturating_mul(1000),
         };
         let mut events = Vec::with_capacity(file.events.len());
@@ -1270,7 +1335,8 @@ impl Scenario {
         let at_ms_end = duration_secs * 1000;
         let (events, dropped): (Vec<Event>, Vec<Event>) =
             self.events.iter().cloned().partition(|event| {
-                event.action.fits(nodes) && event.at < Duration::from_millis(at_ms_end)
+                let processes = nodes + self.cluster.spare_nodes;
+                event.action.fits(processes) && event.at < Duration::from_millis(at_ms_end)
             });
         let network = &self.network;
         let workload = &self.workload;
@@ -1333,6 +1399,10 @@ impl Scenario {
             read_lease: self.cluster.read_lease.draw(rng),
             read_mode: workload.read_mode.draw(rng),
             read_share: workload.read_share.as_ref().map(|share| share.draw(rng)),
+            // Drawn last, so that scenarios without membership changes draw as they did.
+            spare_nodes: self.cluster.spare_nodes,
+            membership_per_min: faults.membership.draw(rng),
+            transfer_per_min: faults.transfer.draw(rng),
         }
         .lease_needs_check_quorum()
     }
@@ -1365,6 +1435,12 @@ pub struct Drawn {
     pub read_mode: ReadMode,
     /// Share of operations that are reads; None: the mix alone decides.
     pub read_share: Option<f64>,
+    /// Nodes past `nodes`, started outside the cluster.
+    pub spare_nodes: u32,
+    /// Expected random membership changes per simulated minute.
+    pub membership_per_min: f64,
+    /// Expected random leadership transfers per simulated minute.
+    pub transfer_per_min: f64,
     /// Simulated seconds of the fault phase.
     pub duration_secs: u64,
     /// Simulated seconds the liveness phase may take.
@@ -1454,6 +1530,8 @@ impl Drawn {
         self.partition_per_min = 0.0;
         self.pause_per_min = 0.0;
         self.aim_leader = 0.0;
+        self.membership_per_min = 0.0;
+        self.transfer_per_min = 0.0;
         self.events = schedule;
         self.events_dropped = 0;
         self
@@ -1579,6 +1657,12 @@ impl Drawn {
             (faults.torn_writes, "torn_writes", self.torn_writes),
             (faults.corrupt_tail, "corrupt_tail", self.corrupt_tail),
             (faults.aim_leader, "aim_leader", self.aim_leader),
+            (
+                faults.membership,
+                "membership_per_min",
+                self.membership_per_min,
+            ),
+            (faults.transfer, "transfer_per_min", self.transfer_per_min),
         ];
         for (param, name, value) in floats {
             if !param.is_fixed() {
@@ -1623,7 +1707,14 @@ impl Event {
             | Action::Resume { node: n }
             | Action::Isolate { node: n }
             | Action::Bridge { node: n }
-            | Action::CorruptTail { node: n } => key("node", node(n)),
+            | Action::CorruptTail { node: n }
+            | Action::RemoveMember { node: n }
+            | Action::TransferLeader { node: Some(n) } => key("node", node(n)),
+            Action::TransferLeader { node: None } => {}
+            Action::AddMember { node: n, learner } => {
+                key("node", node(n));
+                key("learner", learner.to_string());
+            }
             Action::PowerLoss {
                 node: n,
                 torn,
@@ -1721,6 +1812,7 @@ impl Drawn {
                     ),
                     ("apply_entries_max", self.apply_entries_max.to_string()),
                     ("read_lease", self.read_lease.to_string()),
+                    ("spare_nodes", self.spare_nodes.to_string()),
                 ],
             ),
             (
@@ -1802,6 +1894,8 @@ impl Drawn {
                     ("torn_writes", float(self.torn_writes)),
                     ("corrupt_tail", float(self.corrupt_tail)),
                     ("aim_leader", float(self.aim_leader)),
+                    ("membership", float(self.membership_per_min)),
+                    ("transfer", float(self.transfer_per_min)),
                     (
                         "downtime_ms",
                         pair(&self.downtime_ms.0, &self.downtime_ms.1),
@@ -1955,6 +2049,12 @@ fn validate_cluster(cluster: &ClusterSpec) -> Result<(), Invalid> {
             "must list at least one node count".into(),
         ));
     }
+    check_value(
+        "cluster.spare_nodes",
+        cluster.spare_nodes,
+        |n| n <= SPARE_NODES_MAX,
+        &format!("at most {SPARE_NODES_MAX}"),
+    )?;
     for &count in nodes {
         let ok = |n| (1..=NODES_MAX).contains(&n);
         check_value(
@@ -2183,6 +2283,8 @@ fn validate_faults(faults: &FaultSpec) -> Result<(), Invalid> {
         ("faults.power_loss", &faults.power_loss),
         ("faults.partition", &faults.partition),
         ("faults.pause", &faults.pause),
+        ("faults.membership", &faults.membership),
+        ("faults.transfer", &faults.transfer),
     ];
     let want = format!("in [0, {FAULTS_PER_MIN_MAX}]");
     for (key, rate) in rates {
@@ -2335,6 +2437,17 @@ impl EventFields<'_> {
             ActionKind::CrashAll => Action::CrashAll,
             ActionKind::PowerLossAll => Action::PowerLossAll {
                 torn: raw.torn.unwrap_or(false),
+            },
+            ActionKind::AddMember => Action::AddMember {
+                node: self.node()?,
+                learner: raw.learner.unwrap_or(false),
+            },
+            ActionKind::RemoveMember => Action::RemoveMember { node: self.node()? },
+            ActionKind::TransferLeader => Action::TransferLeader {
+                node: match raw.node {
+                    Some(node) => Some(self.node_ref(Some(node), "node")?),
+                    None => None,
+                },
             },
         })
     }

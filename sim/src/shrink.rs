@@ -126,7 +126,11 @@ pub fn fault_groups(events: &[Event]) -> Vec<Vec<usize>> {
                 ended.append(&mut all_down);
                 close_all(&mut groups, &mut ended, index);
             }
-            Action::Latency { .. } | Action::ClockDrift { .. } => {
+            Action::Latency { .. }
+            | Action::ClockDrift { .. }
+            | Action::AddMember { .. }
+            | Action::RemoveMember { .. }
+            | Action::TransferLeader { .. } => {
                 open(&mut groups);
             }
         }
@@ -422,7 +426,8 @@ impl Search<'_> {
         // every event still names nodes that exist.
         while self.best.nodes >= 3 {
             let nodes = self.best.nodes - 2;
-            if !self.best.events.iter().all(|e| e.action.fits(nodes)) {
+            let processes = nodes + self.best.spare_nodes;
+            if !self.best.events.iter().all(|e| e.action.fits(processes)) {
                 break;
             }
             let smaller = Drawn {

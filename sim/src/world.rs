@@ -318,6 +318,14 @@ impl Observer for World {
                     detail: format!("refused its own data directory: {reason}"),
                 });
             }
+            Event::Membership { membership, index } => {
+                self.with(|s| s.checker.membership(node, membership));
+                self.trace(Some(node), "membership", || {
+                    json!({ "index": index.0,
+                            "voters": membership.voters().map(|v| v.0).collect::<Vec<_>>(),
+                            "learners": membership.learners().map(|l| l.0).collect::<Vec<_>>() })
+                });
+            }
             Event::Stopped { reason } => {
                 // A power failure always takes the process with it, so no disk operation of a
                 // running node ever fails in a run: a node that stops on an error has a bug.

@@ -933,6 +933,22 @@ impl Raft {
             // Checksums make this a peer's bug, not line noise; it must not become ours.
             return;
         }
+        let from_leader = matches!(
+            message.body,
+            MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+        );
+        if !from_leader && !self.log.membership().is_member(message.from) {
+            // A node this configuration does not know (one removed, which may not have
+            // learned its removal committed, and so campaigns) must not bump anyone's term,
+            // by a vote request or by an answer: with pre-vote and check-quorum both off,
+            // nothing else would hold it off (thesis §4.2.3). Refusing a vote is always safe;
+            // a candidate added by an entry this node lacks wins with the votes of the nodes
+            // that have it, which are the up-to-date ones. A leader's messages pass: a new
+            // member hears from a leader its configuration does not name yet.
+            return;
+        }
         if !self.reconcile_term(&message) {
             return;
         }
@@ -1889,6 +1905,16 @@ impl Raft {
             return false;
         }
         let candidate = quorum::committed_index(&mut match_indexes[..voters]);
+        #[cfg(feature = "mutants")]
+        let candidate = match crate::mutants::is_active(Mutant::LearnerInQuorum) {
+            // Acknowledgements from every member, against a quorum of the voters' size.
+            true => {
+                let quorum = quorum::majority(membership.voter_count());
+                match_indexes[..voters].sort_unstable_by(|a, b| b.cmp(a));
+                match_indexes[quorum.min(voters) - 1]
+            }
+            false => candidate,
+        };
         let of_current_term = self.log.term(candidate) == Some(self.term);
         #[cfg(feature = "mutants")]
         let of_current_term = of_current_term

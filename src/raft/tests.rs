@@ -2241,3 +2241,26 @@ fn thesis_3_10_a_stuck_transfer_is_abandoned_and_targets_are_voters() {
     assert_eq!(net.node(1).role_kind(), RoleKind::Leader);
     assert!(net.node(1).propose(payload("after")).is_ok());
 }
+
+/// Thesis §4.2.3: a node outside the configuration (a removed one that never learned its
+/// removal committed) cannot disrupt the cluster: its vote requests and answers are ignored,
+/// higher term and all, even with pre-vote and check-quorum off.
+#[test]
+fn thesis_4_2_3_messages_from_non_members_change_no_term() {
+    let mut net = cluster(3, false, false);
+    net.elect(1);
+    net.node(1)
+        .propose_change(ConfChange::Remove { id: NodeId(3) })
+        .unwrap();
+    net.settle();
+    let term = net.node(2).status().term;
+    net.node(2)
+        .step(vote_request(3, 2, term.0 + 5, 100, term.0 + 1));
+    assert_eq!(net.node(2).status().term, term);
+    assert!(flush(net.node(2)).is_empty(), "no answer, no new term");
+    // Nor by an answer carrying a newer term (to a heartbeat queued before the removal).
+    let answer = MessageBody::HeartbeatResponse { read_round: 0 };
+    net.node(1).step(message(3, 1, term.0 + 5, answer));
+    assert_eq!(net.node(1).role_kind(), RoleKind::Leader);
+    assert_eq!(net.node(1).status().term, term);
+}

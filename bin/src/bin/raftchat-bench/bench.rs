@@ -19,6 +19,8 @@
 //! `ID.pid` file beside the cluster file, as `raftchat cluster up` writes them) that many
 //! seconds into the measured window, and reports the time from the kill to the next
 //! acknowledged write, and the longest pause between two acknowledgements.
+//! `--stop-leader-after SECS` does the same with SIGTERM: a planned restart, in which the
+//! leader hands its leadership to another voter before it exits.
 //!
 //! `--monitor SECS` samples every node's resident memory and data directory size (from the same
 //! pid files, and the `ID/` data directories beside them) at that interval while the load
@@ -98,8 +100,12 @@ struct Args {
     message_chars: usize,
     /// SIGKILL the leader this many seconds into the measured window, and report how long
     /// until the next acknowledged write. Needs the leader's pid file (see --pid-dir).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", conflicts_with = "stop_leader_after")]
     kill_leader_after: Option<f64>,
+    /// Like --kill-leader-after with SIGTERM: the leader hands its leadership over and exits
+    /// (a planned restart).
+    #[arg(long, value_name = "SECS")]
+    stop_leader_after: Option<f64>,
     /// Where the servers' ID.pid files (and ID/ data directories) are [default: the cluster
     /// file's directory].
     #[arg(long, value_name = "DIR")]
@@ -164,6 +170,8 @@ struct Plan {
     duration: Duration,
     message_chars: usize,
     kill_leader_after: Option<Duration>,
+    /// The signal `kill_leader_after` sends: KILL, or TERM for a planned restart.
+    leader_signal: &'static str,
     pid_dir: PathBuf,
     monitor: Option<Duration>,
     /// Percentage of operations that are reads.
@@ -203,9 +211,11 @@ fn plan(args: &Args) -> Result<Plan, Failure> {
     }
     let duration = seconds("--duration", args.duration, 0.001)?;
     let warmup = seconds("--warmup", args.warmup, 0.0)?;
-    let kill_leader_after = match args.kill_leader_after {
-        Some(secs) => Some(seconds("--kill-leader-after", secs, 0.0)?),
-        None => None,
+    let (kill_leader_after, leader_signal) = match (args.kill_leader_after, args.stop_leader_after)
+    {
+        (Some(secs), _) => (Some(seconds("--kill-leader-after", secs, 0.0)?), "KILL"),
+        (None, Some(secs)) => (Some(seconds("--stop-leader-after", secs, 0.0)?), "TERM"),
+        (None, None) => (None, "KILL"),
     };
     if kill_leader_after.is_some_and(|after| after >= duration) {
         return Err(input("--kill-leader-after must be shorter than --duration"));
@@ -233,6 +243,7 @@ fn plan(args: &Args) -> Result<Plan, Failure> {
         duration,
         message_chars: args.message_chars,
         kill_leader_after,
+        leader_signal,
         pid_dir,
         monitor,
         read_percent,
@@ -639,9 +650,12 @@ async fn kill_leader(plan: &Plan) -> Result<(NodeId, Instant), Failure> {
     }
     // Timed from just before `kill` runs, so the figure includes starting the command.
     let killed_at = Instant::now();
-    match process::signal(pid, "KILL") {
+    match process::signal(pid, plan.leader_signal) {
         Ok(true) => Ok((leader, killed_at)),
-        Ok(false) => Err(cluster(format!("cannot SIGKILL pid {pid}"))),
+        Ok(false) => Err(cluster(format!(
+            "cannot SIG{} pid {pid}",
+            plan.leader_signal
+        ))),
         Err(error) => Err(cluster(format!("cannot run `kill`: {error}"))),
     }
 }

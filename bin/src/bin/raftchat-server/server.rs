@@ -468,6 +468,11 @@ impl Observer for LogObserver {
             }
             Event::Status(status) => self.status(node, status),
             Event::Stopped { reason } => tracing::error!(%node, reason, "node stopped"),
+            Event::Membership { membership, index } => {
+                let voters: Vec<u64> = membership.voters().map(|v| v.0).collect();
+                let learners: Vec<u64> = membership.learners().map(|l| l.0).collect();
+                tracing::info!(%node, index = index.0, ?voters, ?learners, "configuration");
+            }
             Event::RecoveryFailed { reason } => {
                 tracing::error!(%node, reason, "cannot recover the data directory")
             }
