@@ -345,11 +345,7 @@ impl Client {
                 self.back_off(&mut backoff, deadline).await;
             }
         }
-        let why = format!("timed out; last: {last_problem}");
-        Err(match maybe_done {
-            true => ClientError::Unknown(why),
-            false => ClientError::Failed(why),
-        })
+        Err(timed_out(maybe_done, &last_problem))
     }
 
     /// Asks one node for its status.
@@ -445,12 +441,7 @@ impl Client {
                 self.back_off(&mut backoff, deadline).await;
             }
         }
-        let why = format!("timed out; last: {last_problem}");
-        Err(if maybe_applied {
-            ClientError::Unknown(why)
-        } else {
-            ClientError::Failed(why)
-        })
+        Err(timed_out(maybe_applied, &last_problem))
     }
 
     /// Sends a read until a node serves it or the deadline passes. A read changes nothing,
@@ -577,6 +568,16 @@ impl Client {
                 Attempt::Lost(format!("{node} did not answer in time"))
             }
         }
+    }
+}
+
+/// How an operation that ran out of time ended: unknown if an attempt may have taken effect,
+/// failed if none can have.
+fn timed_out(maybe_applied: bool, last_problem: &str) -> ClientError {
+    let why = format!("timed out; last: {last_problem}");
+    match maybe_applied {
+        true => ClientError::Unknown(why),
+        false => ClientError::Failed(why),
     }
 }
 
