@@ -1,6 +1,9 @@
 //! The server: flags, logging, the data directory, signals, and exit codes around
 //! `host::run_node`.
 //!
+//! On SIGINT or SIGTERM a leader first hands its leadership to the most up-to-date other voter
+//! (waiting at most two election timeouts), so a planned restart costs no election.
+//!
 //! Exit codes: 0 after a clean shutdown on SIGINT or SIGTERM; 1 when the node fails while
 //! starting or running (it cannot listen on its address or its gRPC address, a disk write or
 //! fsync fails); 2 on a usage or input error (bad flags, a bad cluster file, an id that is not a
