@@ -631,8 +631,10 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             if let Some(snapshot) = received {
                 self.start_finishing(snapshot).await?;
             }
-            self.note_status();
+            // The configuration first: a status report then speaks of the configuration the
+            // round left in force.
             self.note_membership();
+            self.note_status();
         }
         self.note_status();
         self.check_transfers();

@@ -207,6 +207,9 @@ struct AppliedEntry {
     command: Option<Command>,
 }
 
+/// A configuration's voters and learners.
+type Members = (Vec<NodeId>, Vec<NodeId>);
+
 /// The online checker.
 #[derive(Default)]
 pub struct Checker {
@@ -228,6 +231,9 @@ pub struct Checker {
     voters: BTreeMap<NodeId, (Vec<NodeId>, Vec<NodeId>)>,
     /// Each node's learners, as it last reported them.
     learners: BTreeMap<NodeId, Vec<NodeId>>,
+    /// The voters of each configuration entry in each node's persisted log, by index (after
+    /// its snapshot; what the snapshot held is not known here).
+    log_configs: BTreeMap<NodeId, BTreeMap<LogIndex, Members>>,
     /// The candidate each node voted for in each term, across its restarts.
     votes: BTreeMap<(NodeId, Term), NodeId>,
     /// For each (candidate, term), how far the log was applied anywhere when the first vote
@@ -308,6 +314,8 @@ impl Checker {
         };
         self.lives.insert(node, life);
         self.check_digest(node, snapshot.index, digest, "snapshot_digest")?;
+        self.log_configs.remove(&node);
+        self.note_log_configs(node, entries);
         let mut mirror = LogMirror::after(snapshot, self.chain_at(snapshot));
         let written = mirror.write(entries);
         self.logs.insert(node, mirror);
@@ -357,6 +365,13 @@ impl Checker {
         installed: Option<Install>,
         entries: &[Entry],
     ) -> Result<(), Failure> {
+        if let Some(install) = installed {
+            let (base, kept) = (install.snapshot.index, install.kept_through);
+            if let Some(configs) = self.log_configs.get_mut(&node) {
+                configs.retain(|&index, _| base < index && index <= kept);
+            }
+        }
+        self.note_log_configs(node, entries);
         let chain = installed.map(|install| self.chain_at(install.snapshot));
         let mirror = self.logs.entry(node).or_default();
         if let (Some(install), Some(chain)) = (installed, chain) {
@@ -376,6 +391,48 @@ impl Checker {
             Some((term, applied)) => self.check_leader_completeness(node, term, applied),
             None => Ok(()),
         }
+    }
+
+    /// Records the configuration entries of a persisted batch: each entry replaces any at its
+    /// index or later.
+    fn note_log_configs(&mut self, node: NodeId, entries: &[Entry]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        let configs = self.log_configs.entry(node).or_default();
+        configs.retain(|&index, _| index < first.index);
+        for entry in entries {
+            if let raftchat::raft::EntryData::Membership(membership) = &entry.data {
+                let learners = membership.learners().collect();
+                configs.insert(entry.index, (membership.voter_ids(), learners));
+            }
+        }
+    }
+
+    /// Thesis §4.1: the configuration in force is the newest in the log. Checked when the node
+    /// reports its status (after the round's configuration): its reported voters must be those
+    /// of the newest configuration entry in its persisted log, when that log holds one.
+    fn check_config_in_force(&self, node: NodeId) -> Result<(), Failure> {
+        let Some((index, newest)) = self
+            .log_configs
+            .get(&node)
+            .and_then(|configs| configs.last_key_value())
+        else {
+            return Ok(());
+        };
+        let Some((voters, _)) = self.voters.get(&node) else {
+            return Ok(());
+        };
+        let learners = self.learners.get(&node).cloned().unwrap_or_default();
+        if (voters, &learners) != (&newest.0, &newest.1) {
+            let detail = format!(
+                "uses voters {voters:?} and learners {learners:?}, but the newest configuration \
+                 in its log (at {index}) has voters {:?} and learners {:?}",
+                newest.0, newest.1
+            );
+            return fail("config_in_force", node, detail);
+        }
+        Ok(())
     }
 
     fn check_log_matching(&mut self, node: NodeId, entries: &[Entry]) -> Result<(), Failure> {
@@ -565,6 +622,7 @@ impl Checker {
         if status.role == RoleKind::Leader && advanced {
             self.check_commit_quorum(node, status.commit_index, status.term)?;
         }
+        self.check_config_in_force(node)?;
         let (latest, previous) = self
             .voters
             .get(&node)

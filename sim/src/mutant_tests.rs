@@ -125,6 +125,7 @@ mutant_tests! {
     mutant_serve_before_apply_is_caught => ServeBeforeApply,
     mutant_learner_in_quorum_is_caught => LearnerInQuorum,
     mutant_non_voter_campaigns_is_caught => NonVoterCampaigns,
+    mutant_keep_truncated_config_is_caught => KeepTruncatedConfig,
 }
 
 #[test]

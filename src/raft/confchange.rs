@@ -282,10 +282,17 @@ impl Memberships {
     /// one in force rolls back to the newest left.
     pub fn truncated_after(&mut self, index: LogIndex) {
         #[cfg(feature = "mutants")]
-        if crate::mutants::is_active(crate::mutants::Mutant::KeepTruncatedConfig) {
-            return;
-        }
+        let in_force = self.latest().clone();
         self.changes.retain(|(i, _)| *i <= index);
+        #[cfg(feature = "mutants")]
+        if crate::mutants::is_active(crate::mutants::Mutant::KeepTruncatedConfig)
+            && *self.latest() != in_force
+        {
+            // The bug: the truncated configuration stays in force (until the next one).
+            self.changes.retain(|(i, _)| *i < index);
+            self.changes
+                .push((index.max(self.base_index.next()), in_force));
+        }
     }
 
     /// The log was compacted through `index`: the configuration in force there becomes the

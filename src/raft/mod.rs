@@ -985,12 +985,19 @@ impl Raft {
     pub fn snapshot_taken(&mut self, snapshot: Snapshot) -> LogIndex {
         self.assert_not_pending();
         let index = snapshot.meta.index;
-        let membership = self.log.membership_at(index).clone();
-        assert!(
-            snapshot.membership.is_empty() || snapshot.membership == membership,
-            "a snapshot with another configuration than its index's"
-        );
-        let snapshot = snapshot.with_membership(membership);
+        // A snapshot from before the log's base (a leader's snapshot was installed while this
+        // one was being taken) is refused below; the log no longer knows its configuration.
+        let snapshot = match index >= self.log.first_index().prev() {
+            true => {
+                let membership = self.log.membership_at(index).clone();
+                assert!(
+                    snapshot.membership.is_empty() || snapshot.membership == membership,
+                    "a snapshot with another configuration than its index's"
+                );
+                snapshot.with_membership(membership)
+            }
+            false => snapshot,
+        };
         if !self.log.set_snapshot(snapshot) {
             return self.log.first_index().prev();
         }
