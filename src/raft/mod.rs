@@ -1998,8 +1998,16 @@ impl Raft {
         let Role::Leader(leader) = &mut self.role else {
             unreachable!()
         };
-        let voters = self.log.membership().voter_ids();
-        let released = leader.reads.release(self.config.id, &voters, lease);
+        // Before every Ready of a leader: the voters go on the stack, not the heap.
+        let mut voters = [NodeId(0); limits::CLUSTER_SIZE_MAX];
+        let mut voter_count = 0;
+        for (slot, voter) in voters.iter_mut().zip(self.log.membership().voters()) {
+            *slot = voter;
+            voter_count += 1;
+        }
+        let released = leader
+            .reads
+            .release(self.config.id, &voters[..voter_count], lease);
         for read in released {
             self.answer_read(read.from, read.read, Ok(read.index));
         }
