@@ -348,6 +348,15 @@ impl Client {
         Err(timed_out(maybe_done, &last_problem))
     }
 
+    /// Asks one node for the configuration as it sees it, in one attempt.
+    pub async fn membership_of(&mut self, node: NodeId) -> Result<MembershipView, ClientError> {
+        match self.attempt(node, RequestBody::Membership).await {
+            Attempt::Answer(ResponseBody::Membership(view)) => Ok(view),
+            Attempt::Answer(other) => Err(ClientError::Failed(format!("unexpected {other:?}"))),
+            Attempt::Lost(why) | Attempt::NotSent(why) => Err(ClientError::Failed(why)),
+        }
+    }
+
     /// Asks one node for its status.
     pub async fn status(&mut self, node: NodeId) -> Result<NodeStatus, ClientError> {
         match self.attempt(node, RequestBody::Status).await {

@@ -26,9 +26,29 @@ pub struct ClusterStatus {
 }
 
 impl ClusterStatus {
-    /// Asks every member of `config` for its status, concurrently, each within the config's
-    /// attempt timeout.
+    /// Asks every member for its status, concurrently, each within the config's attempt
+    /// timeout. The members are those of the configuration in force, as the leader reports it
+    /// (members added since the cluster file was written, and not those removed), or those of
+    /// `config` while no leader answers.
     pub async fn poll(config: &ClientConfig) -> ClusterStatus {
+        let status = ClusterStatus::poll_members(config).await;
+        let Some(leader) = status.leader() else {
+            return status;
+        };
+        let mut client = Client::new(config.clone());
+        let Ok(view) = client.membership_of(leader).await else {
+            return status;
+        };
+        let members = crate::host::member_addresses(&view.membership, &config.members);
+        if members == config.members {
+            return status;
+        }
+        let mut config = config.clone();
+        config.members = members;
+        ClusterStatus::poll_members(&config).await
+    }
+
+    async fn poll_members(config: &ClientConfig) -> ClusterStatus {
         let mut tasks = Vec::new();
         for (&id, &address) in &config.members {
             let mut client = Client::new(config.clone());

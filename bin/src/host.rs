@@ -142,6 +142,8 @@ struct Host<D, O> {
     queued: Option<Incoming>,
     /// Operators waiting for the leadership transfer under way.
     transfers: Vec<oneshot::Sender<ResponseBody>>,
+    /// The transfer target last reported to the observer.
+    transfer_target: Option<NodeId>,
     /// The configuration the outbox was last told of.
     members: Membership,
 }
@@ -198,6 +200,7 @@ where
         checking: false,
         queued: None,
         transfers: Vec::new(),
+        transfer_target: None,
         members: Membership::default(),
     };
     host.note_membership();
@@ -507,6 +510,16 @@ impl<D: Disk, O: Outbox> Host<D, O> {
 
     /// Answers the operators waiting for a transfer: another node leads, or this one gave
     /// the transfer up (its target did not take over within an election timeout).
+    /// Reports a transfer's start and end.
+    fn note_transfer(&mut self) {
+        let target = self.replica.raft().transfer_target();
+        if target != self.transfer_target {
+            self.transfer_target = target;
+            self.observer
+                .event(self.config.id, &Event::Transfer { target });
+        }
+    }
+
     fn check_transfers(&mut self) {
         if self.transfers.is_empty() {
             return;
@@ -637,6 +650,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             self.note_status();
         }
         self.note_status();
+        self.note_transfer();
         self.check_transfers();
         Ok(())
     }

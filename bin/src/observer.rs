@@ -92,6 +92,12 @@ pub enum Event<'a> {
         /// The index of the entry that made it (or of the snapshot, or 0 for the bootstrap).
         index: raftchat::types::LogIndex,
     },
+    /// The leader began handing leadership over to `target` (thesis §3.10), or, with `None`,
+    /// its transfer ended: the target took over, or it was abandoned.
+    Transfer {
+        /// The voter being brought up to date to take over.
+        target: Option<NodeId>,
+    },
 }
 
 /// Receives a node's events. Implementations must be cheap: they run inside the node's loop.

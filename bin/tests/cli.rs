@@ -313,7 +313,10 @@ impl Drop for LocalCluster {
 
 /// A base port with `count` free ports after it.
 fn free_port_range(count: u16) -> u16 {
-    for attempt in 0..200u32 {
+    // Tests run in parallel: each call starts elsewhere, so two never pick one range at once.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    for attempt in (0..200u32).map(|a| a + call * 1000) {
         let base = 20_000 + ((std::process::id() * 7919 + attempt * 104_729) % 40_000) as u16;
         let free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if free {
@@ -447,4 +450,65 @@ fn local_cluster_up_chat_and_down() {
     let output = run(CLIENT, &["cluster", "down", "--dir", dir]);
     assert_eq!(output.status.code(), Some(0));
     assert!(stdout(&output).contains("nothing to stop"));
+}
+
+#[test]
+fn local_cluster_add_and_remove_nodes() {
+    let guard = LocalCluster {
+        dir: scratch_dir("cli-local-members"),
+    };
+    let dir = guard.dir.to_str().unwrap();
+    let base = free_port_range(4).to_string();
+    let up = [
+        "cluster",
+        "up",
+        "--nodes",
+        "3",
+        "--dir",
+        dir,
+        "--base-port",
+        &base,
+    ];
+    let output = run(CLIENT, &up);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let cluster = guard.dir.join("cluster.toml");
+    json(&cluster, &["create", "ann"]);
+
+    // A fourth node joins with an empty disk, catches up and is promoted.
+    let output = run(CLIENT, &["cluster", "add", "--dir", dir]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("n4  voter"), "{}", stdout(&output));
+    assert!(guard.dir.join("4.pid").is_file());
+    let listed = json(&cluster, &["member", "list"]);
+    assert_eq!(listed["members"].as_array().unwrap().len(), 4, "{listed}");
+    // Status follows the configuration, not the cluster file.
+    let status = json(&cluster, &["status"]);
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 4, "{status}");
+
+    // A bootstrap member leaves: the change commits, then its server is stopped.
+    let output = run(CLIENT, &["cluster", "remove", "1", "--dir", dir]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!guard.dir.join("1.pid").exists());
+    let listed = json(&cluster, &["member", "list"]);
+    let ids: Vec<u64> = listed["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [2, 3, 4]);
+
+    // Its id is never reused.
+    let output = run(CLIENT, &["cluster", "add", "--dir", dir, "--id", "1"]);
+    assert_error(&output, 2, "already had node 1");
+
+    // Up on the changed cluster restarts the added node (with --join) and not the removed one.
+    let output = run(CLIENT, &["cluster", "down", "--dir", dir]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let output = run(CLIENT, &up);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!guard.dir.join("1.pid").exists());
+    assert!(guard.dir.join("4.pid").is_file());
+    let fetched = json(&cluster, &["check", "ann"]);
+    assert_eq!(fetched, serde_json::json!({"status": 0}));
 }

@@ -68,6 +68,8 @@ struct Life {
     /// before it won (see `Checker::applied_at_first_vote`); checked against its log at its
     /// next persisted batch.
     completeness_due: Option<(Term, LogIndex)>,
+    /// The voter it is handing leadership to, while it leads and transfers.
+    transfer_target: Option<NodeId>,
 }
 
 /// A node's log as it last persisted it: the snapshot it continues after, and per index after
@@ -234,6 +236,8 @@ pub struct Checker {
     /// The voters of each configuration entry in each node's persisted log, by index (after
     /// its snapshot; what the snapshot held is not known here).
     log_configs: BTreeMap<NodeId, BTreeMap<LogIndex, Members>>,
+    /// The voters of each configuration entry applied (so committed) anywhere, by index.
+    committed_configs: BTreeMap<LogIndex, Vec<NodeId>>,
     /// The candidate each node voted for in each term, across its restarts.
     votes: BTreeMap<(NodeId, Term), NodeId>,
     /// For each (candidate, term), how far the log was applied anywhere when the first vote
@@ -383,6 +387,7 @@ impl Checker {
             return fail("log_gap", node, detail);
         }
         self.check_log_matching(node, entries)?;
+        self.check_change_rule(node, entries)?;
         let due = self
             .lives
             .get_mut(&node)
@@ -407,6 +412,69 @@ impl Checker {
                 configs.insert(entry.index, (membership.voter_ids(), learners));
             }
         }
+    }
+
+    /// Thesis §4.1 with Ongaro's correction (raft-dev, 2015), checked when a leader persists a
+    /// configuration entry of its own term: it may append one only once an entry of its term
+    /// has committed, and only while no earlier configuration is uncommitted. Otherwise its
+    /// change can be decided against a configuration another leader has already replaced, and
+    /// two disjoint majorities each commit a different entry at one index. Committed means here
+    /// on the disks of a majority of the configuration before the change (the one the leader
+    /// counted with); what a majority held once, it still holds.
+    fn check_change_rule(&self, node: NodeId, entries: &[Entry]) -> Result<(), Failure> {
+        for entry in entries {
+            if !matches!(entry.data, raftchat::raft::EntryData::Membership(_))
+                || self.leaders.get(&entry.term) != Some(&node)
+            {
+                continue;
+            }
+            let mirror = &self.logs[&node];
+            let previous = self
+                .log_configs
+                .get(&node)
+                .and_then(|configs| configs.range(..entry.index).next_back());
+            // Without an earlier entry in the log, the configuration came with the snapshot
+            // (committed) or is the bootstrap; the node reports its new one only after this.
+            let voters = previous.map_or_else(|| self.voters_of(node), |(_, c)| c.0.clone());
+            let majority_holds = |index: LogIndex, term: Term| {
+                let holders = voters
+                    .iter()
+                    .filter(|v| self.logs.get(v).is_some_and(|log| log.holds(index, term)))
+                    .count();
+                holders > voters.len() / 2
+            };
+            if let Some((&index, config)) = previous {
+                let term = mirror.term(index).unwrap_or_default();
+                let own = config.0.clone();
+                let holders = own
+                    .iter()
+                    .filter(|v| self.logs.get(v).is_some_and(|log| log.holds(index, term)))
+                    .count();
+                if holders <= own.len() / 2 {
+                    let detail = format!(
+                        "appended a configuration at {} in {} while the one at {index} was                          uncommitted (on {holders} of its voters {own:?})",
+                        entry.index, entry.term
+                    );
+                    return fail("one_change_at_a_time", node, detail);
+                }
+            }
+            let mut first = entry.index;
+            while first.0 > mirror.base.0 .0 + 1 && mirror.term(first.prev()) == Some(entry.term) {
+                first = first.prev();
+            }
+            let compacted = first.0 == mirror.base.0 .0 + 1 && mirror.base.1 == entry.term;
+            // A leader's term begins with its no-op, so a change that is its term's first
+            // entry broke the rule too.
+            if !compacted && (first == entry.index || !majority_holds(first, entry.term)) {
+                let detail = format!(
+                    "appended a configuration at {} before an entry of its term {} committed: \
+                     the first, at {first}, is on a minority of voters {voters:?}",
+                    entry.index, entry.term
+                );
+                return fail("change_after_term_commit", node, detail);
+            }
+        }
+        Ok(())
     }
 
     /// Thesis §4.1: the configuration in force is the newest in the log. Checked when the node
@@ -475,22 +543,41 @@ impl Checker {
         Ok(())
     }
 
-    /// Every applied (hence committed) entry is in the persisted logs of a majority.
+    /// Every applied (hence committed) entry is in the persisted logs of a majority: of the
+    /// newest committed configuration's voters, for the entries up to it (its own commit put
+    /// them there); for the entries after it, of that configuration or of the one change it
+    /// may have pending, so on at least half its voters when a change is pending.
     fn check_committed_on_majority(&self, node: NodeId) -> Result<(), Failure> {
         if self.voter_count == 0 {
             return Ok(());
         }
-        let majority = self.voter_count / 2 + 1;
+        let (config_index, voters) = self.committed_configs.last_key_value().map_or_else(
+            || (LogIndex(0), self.bootstrap_voters()),
+            |(&i, v)| (i, v.clone()),
+        );
+        let pending = self
+            .log_configs
+            .values()
+            .any(|configs| configs.range(config_index.next()..).next().is_some());
         for (&index, entry) in &self.applied {
-            let holders = self
-                .logs
-                .values()
-                .filter(|log| log.holds(index, entry.term))
+            let holders = voters
+                .iter()
+                .filter(|v| {
+                    self.logs
+                        .get(v)
+                        .is_some_and(|log| log.holds(index, entry.term))
+                })
                 .count();
-            if holders < majority {
+            let needed = if index > config_index && pending {
+                voters.len().div_ceil(2)
+            } else {
+                voters.len() / 2 + 1
+            };
+            if holders < needed {
                 let detail = format!(
-                    "after {node} recovered, committed entry {index} of {} is on {holders} \
-                     node(s), fewer than a majority",
+                    "after {node} recovered, committed entry {index} of {} is on {holders} of \
+                     the voters {voters:?} (of the configuration committed at {config_index}), \
+                     fewer than the {needed} it needs",
                     entry.term
                 );
                 return fail("committed_entry_lost", node, detail);
@@ -728,6 +815,16 @@ impl Checker {
             return fail("state_machine_safety", node, detail);
         }
         self.check_digest(node, applied.index, applied.digest, "state_machine_safety")?;
+        let config = self
+            .log_configs
+            .get(&node)
+            .and_then(|configs| configs.get(&applied.index));
+        if let Some((voters, _)) = config {
+            let voters = voters.clone();
+            self.committed_configs
+                .entry(applied.index)
+                .or_insert(voters);
+        }
         self.check_exactly_once(node, applied)
     }
 
@@ -763,6 +860,41 @@ impl Checker {
     /// Where a session command took effect, if it did.
     pub fn command_index(&self, client_id: ClientId, sequence: u64) -> Option<LogIndex> {
         self.command_index.get(&(client_id, sequence)).copied()
+    }
+
+    /// A leader began (`Some`) or ended (`None`) a leadership transfer.
+    pub fn transfer(&mut self, node: NodeId, target: Option<NodeId>) {
+        self.lives.entry(node).or_default().transfer_target = target;
+    }
+
+    /// The voter the current leader is handing leadership to, if it is.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        let leader = self.current_leader()?;
+        self.lives.get(&leader)?.transfer_target
+    }
+
+    /// Thesis §3.10: a leader tells its transfer's target to campaign (TimeoutNow) only once
+    /// the target's log holds every entry of its own. A target that lacks some cannot win (the
+    /// voters holding them refuse it), and its higher term deposes the leader: the transfer
+    /// costs the election timeout it exists to save. The leader persists its entries before
+    /// it sends anything, and the target persists before it acknowledges, so both logs as
+    /// last persisted are the ones the leader's decision saw.
+    pub fn timeout_now(&self, leader: NodeId, target: NodeId, term: Term) -> Result<(), Failure> {
+        let Some(log) = self.logs.get(&leader) else {
+            return Ok(());
+        };
+        let last = log.last_index();
+        let last_term = log.term(last).unwrap_or_default();
+        let target_log = self.logs.get(&target);
+        if target_log.is_some_and(|t| t.holds(last, last_term)) {
+            return Ok(());
+        }
+        let target_last = target_log.map(|t| (t.last_index(), t.term(t.last_index())));
+        let detail = format!(
+            "told {target} to campaign in {term} (TimeoutNow) while its log (last entry \
+             {target_last:?}) lacks the leader's last entry, {last} of {last_term}"
+        );
+        fail("transfer_caught_up", leader, detail)
     }
 
     /// The node leading the highest term among live nodes, if any.

@@ -126,6 +126,8 @@ mutant_tests! {
     mutant_learner_in_quorum_is_caught => LearnerInQuorum,
     mutant_non_voter_campaigns_is_caught => NonVoterCampaigns,
     mutant_keep_truncated_config_is_caught => KeepTruncatedConfig,
+    mutant_change_before_term_commit_is_caught => ChangeBeforeTermCommit,
+    mutant_timeout_now_to_lagging_is_caught => TimeoutNowToLagging,
 }
 
 #[test]

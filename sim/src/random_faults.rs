@@ -23,6 +23,15 @@ enum Kind {
     Transfer,
 }
 
+/// The node a follow-up fault aims at.
+#[derive(Clone, Copy, Debug)]
+enum Aim {
+    /// A transfer's target: the node asked for, or whichever the leader picked.
+    Transfer(Option<NodeId>),
+    /// A node just added.
+    Node(NodeId),
+}
+
 /// The timeline of one fault phase.
 pub struct RandomFaults {
     /// Per kind, expected faults per simulated millisecond.
@@ -32,6 +41,12 @@ pub struct RandomFaults {
     corrupt_tail: f64,
     /// Share of faults aimed at the current leader.
     aim_leader: f64,
+    /// Share of faults aimed at a transfer's target while one is under way; also the chance
+    /// that a random transfer is followed at once by a fault on its target.
+    aim_transfer_target: f64,
+    /// Share of faults aimed at a learner while there is one; also the chance that a random
+    /// addition is followed at once by a fault on the new learner as it catches up.
+    aim_learner: f64,
     /// Most nodes random faults may impair at once.
     impaired_max: usize,
     events: Vec<scenario::Event>,
@@ -62,6 +77,8 @@ impl RandomFaults {
             torn_writes: drawn.torn_writes,
             corrupt_tail: drawn.corrupt_tail,
             aim_leader: drawn.aim_leader,
+            aim_transfer_target: drawn.aim_transfer_target,
+            aim_learner: drawn.aim_learner,
             impaired_max,
             events: drawn.events.clone(),
             voters_min: nodes,
@@ -94,15 +111,24 @@ impl RandomFaults {
         };
         let mut repairs: BTreeMap<(Duration, u64), Action> = BTreeMap::new();
         let mut repair_count = 0u64;
+        // Faults aimed at the node an operator's request just named, due shortly after it.
+        let mut follow_ups: BTreeMap<(Duration, u64), Aim> = BTreeMap::new();
         let mut timed = self.events.iter().peekable();
         let mut next_random = self.next_random(nemesis, world.now());
         loop {
             let next_timed = timed.peek().map(|e| e.at);
             let next_repair = repairs.keys().next().map(|(at, _)| *at);
-            let due = [next_timed, next_repair, next_random, Some(end)]
-                .into_iter()
-                .flatten()
-                .min();
+            let next_follow_up = follow_ups.keys().next().map(|(at, _)| *at);
+            let due = [
+                next_timed,
+                next_repair,
+                next_follow_up,
+                next_random,
+                Some(end),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let due = due.expect("end is always there");
             if world.violated() {
                 return schedule;
@@ -115,6 +141,15 @@ impl RandomFaults {
             if next_repair == Some(due) {
                 let (_, action) = repairs.pop_first().expect("a repair is due");
                 apply(nemesis, due, &action);
+            } else if next_follow_up == Some(due) {
+                let (_, aim) = follow_ups.pop_first().expect("a follow-up is due");
+                if let Some((action, repair)) = self.draw_aimed(nemesis, world, aim) {
+                    apply(nemesis, due, &action);
+                    let (min, max) = self.downtime_ms;
+                    let downtime = Duration::from_millis(nemesis.rng().gen_range(min..=max));
+                    repair_count += 1;
+                    repairs.insert((due + downtime, repair_count), repair);
+                }
             } else if next_timed == Some(due) {
                 let event = timed.next().expect("an event is due");
                 match resolve(&event.action, nemesis, world) {
@@ -134,7 +169,15 @@ impl RandomFaults {
                         repair_count += 1;
                         repairs.insert((due + downtime, repair_count), repair);
                     }
-                    Some((action, None)) => apply(nemesis, due, &action),
+                    Some((action, None)) => {
+                        apply(nemesis, due, &action);
+                        if let Some(aim) = self.follow_up(nemesis, &action) {
+                            // Soon enough to land while the target catches up.
+                            let delay = Duration::from_millis(nemesis.rng().gen_range(0..=50));
+                            repair_count += 1;
+                            follow_ups.insert((due + delay, repair_count), aim);
+                        }
+                    }
                     None => {}
                 }
                 next_random = self.next_random(nemesis, due);
@@ -180,8 +223,103 @@ impl RandomFaults {
                     return Some((Action::Isolate(leader), Some(Action::Heal)));
                 }
             }
+        } else if let Some(node) = self.aim_elsewhere(nemesis, world, &healthy) {
+            target = node;
         }
-        let (fault, repair) = match kind {
+        self.impair(nemesis, world, kind, target, &healthy)
+            .map(|(fault, repair)| (fault, Some(repair)))
+    }
+
+    /// A transfer's target or a learner, when a draw aims there (each drawn only when its share
+    /// is on, so seeds of scenarios without it draw as they did).
+    fn aim_elsewhere(
+        &self,
+        nemesis: &mut Nemesis,
+        world: &World,
+        healthy: &[NodeId],
+    ) -> Option<NodeId> {
+        if self.aim_transfer_target > 0.0 && nemesis.rng().gen_bool(self.aim_transfer_target) {
+            let target = world.with(|s| s.checker.transfer_target());
+            if let Some(target) = target.filter(|t| healthy.contains(t)) {
+                return Some(target);
+            }
+        }
+        if self.aim_learner > 0.0 && nemesis.rng().gen_bool(self.aim_learner) {
+            let (_, learners) = world.with(|s| s.checker.leader_membership());
+            let learners: Vec<NodeId> = learners
+                .into_iter()
+                .filter(|l| healthy.contains(l))
+                .collect();
+            if !learners.is_empty() {
+                return Some(learners[nemesis.rng().gen_range(0..learners.len())]);
+            }
+        }
+        None
+    }
+
+    /// Whether an operator's request just made is followed by a fault on the node it names:
+    /// a transfer's target, or a node added as a learner.
+    fn follow_up(&self, nemesis: &mut Nemesis, action: &Action) -> Option<Aim> {
+        let (share, aim) = match *action {
+            Action::TransferLeader(target) => (self.aim_transfer_target, Aim::Transfer(target)),
+            Action::AddMember(node, _) => (self.aim_learner, Aim::Node(node)),
+            _ => return None,
+        };
+        (share > 0.0 && nemesis.rng().gen_bool(share)).then_some(aim)
+    }
+
+    /// A fault on the node a follow-up aims at, of a kind the scenario injects at random, if
+    /// that node is up and the fault budget allows.
+    fn draw_aimed(
+        &self,
+        nemesis: &mut Nemesis,
+        world: &World,
+        aim: Aim,
+    ) -> Option<(Action, Action)> {
+        let target = match aim {
+            Aim::Node(node) => node,
+            Aim::Transfer(target) => {
+                target.or_else(|| world.with(|s| s.checker.transfer_target()))?
+            }
+        };
+        let impaired = nemesis.impaired();
+        if impaired.len() >= self.impaired_max || impaired.contains(&target) {
+            return None;
+        }
+        let kinds: Vec<(Kind, f64)> = self
+            .rates
+            .iter()
+            .copied()
+            .filter(|(kind, _)| !matches!(kind, Kind::Membership | Kind::Transfer))
+            .collect();
+        let total: f64 = kinds.iter().map(|(_, rate)| rate).sum();
+        if total <= 0.0 {
+            return None;
+        }
+        let mut pick = nemesis.rng().gen::<f64>() * total;
+        let kind = kinds.iter().find(|(_, rate)| {
+            pick -= rate;
+            pick <= 0.0
+        });
+        let kind = kind.map_or(kinds[0].0, |(k, _)| *k);
+        let healthy: Vec<NodeId> = nemesis
+            .node_ids()
+            .into_iter()
+            .filter(|n| !impaired.contains(n))
+            .collect();
+        self.impair(nemesis, world, kind, target, &healthy)
+    }
+
+    /// A fault of `kind` on `target`, and the action that repairs it.
+    fn impair(
+        &self,
+        nemesis: &mut Nemesis,
+        world: &World,
+        kind: Kind,
+        target: NodeId,
+        healthy: &[NodeId],
+    ) -> Option<(Action, Action)> {
+        Some(match kind {
             Kind::Crash => (Action::Crash(target), Action::Restart(target)),
             Kind::PowerLoss => {
                 let torn = nemesis.rng().gen_bool(self.torn_writes);
@@ -198,12 +336,11 @@ impl RandomFaults {
             Kind::Pause => (Action::Pause(target), Action::Resume(target)),
             Kind::Partition if nemesis.partitioned() => return None,
             Kind::Partition => (
-                self.draw_partition(nemesis, world, &healthy, target),
+                self.draw_partition(nemesis, world, healthy, target),
                 Action::Heal,
             ),
-            Kind::Membership | Kind::Transfer => unreachable!("drawn above"),
-        };
-        Some((fault, Some(repair)))
+            Kind::Membership | Kind::Transfer => unreachable!("not a fault on a node"),
+        })
     }
 
     /// A random membership change, as the current leader's configuration allows: add a node
@@ -346,6 +483,15 @@ fn resolve_node(node: NodeRef, nemesis: &mut Nemesis, world: &World) -> Option<N
     match node {
         NodeRef::Id(id) => Some(NodeId(u64::from(id))),
         NodeRef::Leader => leader,
+        NodeRef::TransferTarget => world
+            .with(|s| s.checker.transfer_target())
+            .filter(|&t| nemesis.is_up(t)),
+        NodeRef::Learner => {
+            let (_, learners) = world.with(|s| s.checker.leader_membership());
+            let learners: Vec<NodeId> =
+                learners.into_iter().filter(|&n| nemesis.is_up(n)).collect();
+            (!learners.is_empty()).then(|| learners[nemesis.rng().gen_range(0..learners.len())])
+        }
         NodeRef::Follower => {
             let followers: Vec<NodeId> = nemesis
                 .node_ids()

@@ -127,6 +127,10 @@
 //! aim_leader = 0.0           # param, in [0, 1]: share of random crashes, power losses, pauses
 //!                            #   and partitions aimed at the current leader (a partition then
 //!                            #   isolates it) rather than at a random healthy node
+//! aim_transfer_target = 0.0  # param, in [0, 1]: share of those aimed at the voter a leadership
+//!                            #   transfer is bringing up to date, while one is under way
+//! aim_learner = 0.0          # param, in [0, 1]: share of those aimed at a learner, while the
+//!                            #   leader's configuration has one
 //! downtime_ms = [200, 3000]  # pair, 1..=3600000: how long a crashed, paused or partitioned
 //!                            #   thing stays down
 //! max_down = "minority"      # "minority": random faults never take down a majority at once;
@@ -177,7 +181,10 @@
 //!
 //! A node is a number from 1 to `cluster.nodes` (its largest choice) plus `cluster.spare_nodes`,
 //! or `"leader"` (whoever
-//! leads when the event fires) or `"follower"` (a random node that does not lead then). When
+//! leads when the event fires), `"follower"` (a random node that does not lead then),
+//! `"transfer_target"` (the voter the leader is handing leadership to then) or `"learner"` (a
+//! random learner of the leader's configuration then); an event naming a role no node has
+//! when it fires is skipped, and traced as skipped. When
 //! `cluster.nodes` is a list, a seed that draws fewer nodes than an event names drops that
 //! event; [`Drawn::events_dropped`] counts them.
 //!
@@ -816,6 +823,10 @@ pub struct FaultSpec {
     pub corrupt_tail: Param<f64>,
     /// Share of random faults aimed at the current leader.
     pub aim_leader: Param<f64>,
+    /// Share of random faults aimed at a leadership transfer's target, while one is under way.
+    pub aim_transfer_target: Param<f64>,
+    /// Share of random faults aimed at a learner, while there is one.
+    pub aim_learner: Param<f64>,
     /// Expected random membership changes per simulated minute.
     pub membership: Param<f64>,
     /// Expected random leadership transfers per simulated minute.
@@ -839,6 +850,8 @@ impl Default for FaultSpec {
             torn_writes: Param::Fixed(0.0),
             corrupt_tail: Param::Fixed(0.0),
             aim_leader: Param::Fixed(0.0),
+            aim_transfer_target: Param::Fixed(0.0),
+            aim_learner: Param::Fixed(0.0),
             membership: Param::Fixed(0.0),
             transfer: Param::Fixed(0.0),
             downtime_ms: [200, 3000],
@@ -856,6 +869,12 @@ pub enum NodeRef {
     Leader,
     /// A random node that does not lead when the event fires.
     Follower,
+    /// The voter the leader is handing leadership to when the event fires (the event is
+    /// skipped when no transfer is under way).
+    TransferTarget,
+    /// A random learner of the leader's configuration when the event fires (skipped when it
+    /// has none).
+    Learner,
 }
 
 impl fmt::Display for NodeRef {
@@ -864,6 +883,8 @@ impl fmt::Display for NodeRef {
             NodeRef::Id(id) => write!(f, "{id}"),
             NodeRef::Leader => f.write_str("leader"),
             NodeRef::Follower => f.write_str("follower"),
+            NodeRef::TransferTarget => f.write_str("transfer_target"),
+            NodeRef::Learner => f.write_str("learner"),
         }
     }
 }
@@ -876,11 +897,13 @@ impl<'de> Deserialize<'de> for NodeRef {
 
 struct NodeRefVisitor;
 
+const NODE_REFS: &str = "a node id, \"leader\", \"follower\", \"transfer_target\" or \"learner\"";
+
 impl Visitor<'_> for NodeRefVisitor {
     type Value = NodeRef;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a node id, \"leader\" or \"follower\"")
+        f.write_str(NODE_REFS)
     }
 
     fn visit_i64<E: de::Error>(self, value: i64) -> Result<NodeRef, E> {
@@ -899,8 +922,10 @@ impl Visitor<'_> for NodeRefVisitor {
         match value {
             "leader" => Ok(NodeRef::Leader),
             "follower" => Ok(NodeRef::Follower),
+            "transfer_target" => Ok(NodeRef::TransferTarget),
+            "learner" => Ok(NodeRef::Learner),
             _ => Err(E::custom(format!(
-                "unknown node `{value}`, expected a node id, \"leader\" or \"follower\""
+                "unknown node `{value}`, expected {NODE_REFS}"
             ))),
         }
     }
@@ -1091,7 +1116,9 @@ impl Action {
     pub fn fits(&self, nodes: u32) -> bool {
         let ids_exist = self.nodes().iter().all(|node| match node {
             NodeRef::Id(id) => (1..=nodes).contains(id),
-            NodeRef::Leader | NodeRef::Follower => true,
+            NodeRef::Leader | NodeRef::Follower | NodeRef::TransferTarget | NodeRef::Learner => {
+                true
+            }
         });
         let split_leaves_rest = match self {
             Action::Split { minority } => minority.len() < nodes as usize,
@@ -1403,6 +1430,9 @@ impl Scenario {
             spare_nodes: self.cluster.spare_nodes,
             membership_per_min: faults.membership.draw(rng),
             transfer_per_min: faults.transfer.draw(rng),
+            // And these after them.
+            aim_transfer_target: faults.aim_transfer_target.draw(rng),
+            aim_learner: faults.aim_learner.draw(rng),
         }
         .lease_needs_check_quorum()
     }
@@ -1441,6 +1471,10 @@ pub struct Drawn {
     pub membership_per_min: f64,
     /// Expected random leadership transfers per simulated minute.
     pub transfer_per_min: f64,
+    /// Share of random faults aimed at a transfer's target, while one is under way.
+    pub aim_transfer_target: f64,
+    /// Share of random faults aimed at a learner, while there is one.
+    pub aim_learner: f64,
     /// Simulated seconds of the fault phase.
     pub duration_secs: u64,
     /// Simulated seconds the liveness phase may take.
@@ -1530,6 +1564,8 @@ impl Drawn {
         self.partition_per_min = 0.0;
         self.pause_per_min = 0.0;
         self.aim_leader = 0.0;
+        self.aim_transfer_target = 0.0;
+        self.aim_learner = 0.0;
         self.membership_per_min = 0.0;
         self.transfer_per_min = 0.0;
         self.events = schedule;
@@ -1657,6 +1693,12 @@ impl Drawn {
             (faults.torn_writes, "torn_writes", self.torn_writes),
             (faults.corrupt_tail, "corrupt_tail", self.corrupt_tail),
             (faults.aim_leader, "aim_leader", self.aim_leader),
+            (
+                faults.aim_transfer_target,
+                "aim_transfer_target",
+                self.aim_transfer_target,
+            ),
+            (faults.aim_learner, "aim_learner", self.aim_learner),
             (
                 faults.membership,
                 "membership_per_min",
@@ -1894,6 +1936,8 @@ impl Drawn {
                     ("torn_writes", float(self.torn_writes)),
                     ("corrupt_tail", float(self.corrupt_tail)),
                     ("aim_leader", float(self.aim_leader)),
+                    ("aim_transfer_target", float(self.aim_transfer_target)),
+                    ("aim_learner", float(self.aim_learner)),
                     ("membership", float(self.membership_per_min)),
                     ("transfer", float(self.transfer_per_min)),
                     (
@@ -2306,6 +2350,12 @@ fn validate_faults(faults: &FaultSpec) -> Result<(), Invalid> {
     faults
         .aim_leader
         .validate("faults.aim_leader", is_fraction, "in [0, 1]")?;
+    faults
+        .aim_transfer_target
+        .validate("faults.aim_transfer_target", is_fraction, "in [0, 1]")?;
+    faults
+        .aim_learner
+        .validate("faults.aim_learner", is_fraction, "in [0, 1]")?;
     let ok = |ms| (1..=DOWNTIME_MS_MAX).contains(&ms);
     let want = format!("between 1 and {DOWNTIME_MS_MAX}");
     check_pair("faults.downtime_ms", faults.downtime_ms, ok, &want)
@@ -2455,8 +2505,8 @@ impl EventFields<'_> {
     fn one_way(&self) -> Result<Action, Invalid> {
         let from = self.node_ref(self.raw.from, "from")?;
         let to = self.node_ref(self.raw.to, "to")?;
-        // Two "follower"s may be two different followers; any other repeat is one node.
-        if from == to && from != NodeRef::Follower {
+        // Two "follower"s (or learners) may be two different nodes; any other repeat is one.
+        if from == to && !matches!(from, NodeRef::Follower | NodeRef::Learner) {
             let message = format!("must differ from `from` ({from})");
             return Err(invalid(&self.key("to"), message));
         }

@@ -151,6 +151,10 @@ impl World {
 
     /// A node hands `message` to its transport: counted, and a granted vote is checked.
     pub fn message_sent(&self, node: NodeId, message: &raftchat::raft::Message) {
+        if let MessageBody::TimeoutNow = message.body {
+            let result = self.with(|s| s.checker.timeout_now(node, message.to, message.term));
+            self.check(result);
+        }
         let vote = matches!(
             message.body,
             MessageBody::RequestVoteResponse {
@@ -325,6 +329,14 @@ impl Observer for World {
                             "voters": membership.voters().map(|v| v.0).collect::<Vec<_>>(),
                             "learners": membership.learners().map(|l| l.0).collect::<Vec<_>>() })
                 });
+            }
+            Event::Transfer { target } => {
+                self.with(|s| s.checker.transfer(node, *target));
+                self.trace(
+                    Some(node),
+                    "transfer",
+                    || json!({ "target": target.map(|t| t.0) }),
+                );
             }
             Event::Stopped { reason } => {
                 // A power failure always takes the process with it, so no disk operation of a

@@ -783,13 +783,8 @@ fn run_seed(seed: u64) -> Harness {
     // bug, to see whether it catches it.
     #[cfg(feature = "mutants")]
     if let Ok(name) = std::env::var("RAFT_HARNESS_MUTANT") {
-        let mutant = crate::mutants::Mutant::from_name(&name)
-            .or_else(|| {
-                crate::mutants::Mutant::MEMBERSHIP
-                    .into_iter()
-                    .find(|m| m.name() == name)
-            })
-            .expect("RAFT_HARNESS_MUTANT names a mutant");
+        let mutant =
+            crate::mutants::Mutant::from_name(&name).expect("RAFT_HARNESS_MUTANT names a mutant");
         crate::mutants::activate(Some(mutant));
     }
     let mut harness = Harness::new(seed);

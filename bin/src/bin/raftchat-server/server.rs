@@ -476,6 +476,12 @@ impl Observer for LogObserver {
                 let learners: Vec<u64> = membership.learners().map(|l| l.0).collect();
                 tracing::info!(%node, index = index.0, ?voters, ?learners, "configuration");
             }
+            Event::Transfer {
+                target: Some(target),
+            } => {
+                tracing::info!(%node, %target, "handing leadership over")
+            }
+            Event::Transfer { target: None } => tracing::info!(%node, "leadership transfer ended"),
             Event::RecoveryFailed { reason } => {
                 tracing::error!(%node, reason, "cannot recover the data directory")
             }

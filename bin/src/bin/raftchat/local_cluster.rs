@@ -1,19 +1,27 @@
-//! `raftchat cluster up | down`: a local cluster of `raftchat-server` processes on 127.0.0.1,
-//! kept in one directory: `cluster.toml`, and for each node ID its data directory `ID/`, its
-//! log file `ID.log` and its pid file `ID.pid`.
+//! `raftchat cluster up | down | add | remove`: a local cluster of `raftchat-server` processes
+//! on 127.0.0.1, kept in one directory: `cluster.toml`, and for each node ID its data directory
+//! `ID/`, its log file `ID.log` and its pid file `ID.pid`; `local.toml` records the nodes
+//! `add` started beyond the cluster file's and the members `remove` took out.
 //!
 //! `up` either leaves a cluster with an elected leader running, or stops everything it started
 //! and points at the logs. Run on a directory whose cluster lost some servers, it starts only
-//! the missing ones (so `up` also restarts a killed node). `down` stops only processes that its
-//! pid files name and that still look like raftchat servers, asking with SIGTERM first.
+//! the missing ones (so `up` also restarts a killed node, an added one included, and never a
+//! removed one). `down` stops only processes that its pid files name and that still look like
+//! raftchat servers, asking with SIGTERM first. `add` starts a new server with an empty data
+//! directory and adds it as a member (a learner, promoted once caught up); `remove` takes a
+//! member out of the configuration and then stops its server.
 
 use crate::cli::{runtime, seed, Failure};
+use crate::members;
 use crate::process;
 use clap::{Args, Subcommand};
 use raftchat::limits::CLUSTER_SIZE_MAX;
+use raftchat::raft::ConfChange;
 use raftchat::types::NodeId;
+use raftchat_node::client::Client;
 use raftchat_node::cluster_file::{self, ClusterFile};
 use raftchat_node::cluster_status::ClusterStatus;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::net::SocketAddr;
@@ -37,6 +45,12 @@ pub enum ClusterCommand {
     Up(UpArgs),
     /// Stop the servers of a local cluster (SIGTERM, then SIGKILL after --timeout).
     Down(DownArgs),
+    /// Start one more server with an empty data directory and add it to the running cluster:
+    /// a learner, promoted to voter once caught up.
+    Add(AddArgs),
+    /// Remove a member from the running cluster's configuration, then stop its server; `up`
+    /// no longer starts it.
+    Remove(RemoveArgs),
 }
 
 /// `raftchat cluster up`
@@ -92,12 +106,228 @@ pub struct DownArgs {
     timeout: u64,
 }
 
+/// `raftchat cluster add`
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// The cluster's directory, as given to `cluster up` (the cluster must be running).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// The new node's id [default: one past the highest id the directory has seen]. Never the
+    /// id of a removed node: a new disk is a new member.
+    #[arg(long, value_name = "ID")]
+    id: Option<u64>,
+    /// Keep it a learner (it receives everything, and never votes or leads).
+    #[arg(long)]
+    learner: bool,
+    /// Seconds to wait for it to catch up and be promoted.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    wait: u64,
+    /// The server binary [default: raftchat-server next to this program].
+    #[arg(long, value_name = "PATH")]
+    server_bin: Option<PathBuf>,
+    /// The server's --log-level.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+/// `raftchat cluster remove`
+#[derive(Args, Debug)]
+pub struct RemoveArgs {
+    /// The member to remove (its server is stopped once the change has committed).
+    id: u64,
+    /// The cluster's directory, as given to `cluster up`.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Seconds to wait for its server to stop after SIGTERM before sending SIGKILL.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    timeout: u64,
+}
+
 /// Runs a `cluster` command.
 pub fn run(command: ClusterCommand) -> Result<(), Failure> {
     match command {
         ClusterCommand::Up(args) => up(&args),
         ClusterCommand::Down(args) => down(&args),
+        ClusterCommand::Add(args) => add(&args),
+        ClusterCommand::Remove(args) => remove(&args),
     }
+}
+
+/// What `add` and `remove` changed in a local cluster, kept in `DIR/local.toml`: the nodes
+/// started beyond the cluster file's, with their addresses, and the members taken out.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalChanges {
+    /// Members removed: never started again, and their ids never reused.
+    #[serde(default)]
+    removed: Vec<u64>,
+    /// Nodes added, by id (as a string: TOML keys are strings).
+    #[serde(default)]
+    added: BTreeMap<String, SocketAddr>,
+}
+
+impl LocalChanges {
+    const FILE_NAME: &'static str = "local.toml";
+
+    fn load(dir: &Path) -> Result<LocalChanges, Failure> {
+        let path = dir.join(Self::FILE_NAME);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(LocalChanges::default())
+            }
+            Err(error) => return Err(Failure::input(format!("{}: {error}", path.display()))),
+        };
+        let changes: LocalChanges = toml::from_str(&text)
+            .map_err(|e| Failure::input(format!("{}: {}", path.display(), e.message())))?;
+        if let Some(bad) = changes.added.keys().find(|id| id.parse::<u64>().is_err()) {
+            return Err(Failure::input(format!(
+                "{}: added: {bad:?} is not a node id",
+                path.display()
+            )));
+        }
+        Ok(changes)
+    }
+
+    /// Written whole to a temporary file, then renamed over the old one.
+    fn save(&self, dir: &Path) -> Result<(), Failure> {
+        let path = dir.join(Self::FILE_NAME);
+        let body = toml::to_string(self).map_err(|e| Failure::cluster(e.to_string()))?;
+        let text = format!(
+            "# Written by `raftchat cluster add` and `cluster remove`: `cluster up` starts the \
+             added nodes\n# (with --join) and never the removed ones.\n{body}"
+        );
+        let temporary = dir.join(format!("{}.tmp", Self::FILE_NAME));
+        fs::write(&temporary, text)
+            .and_then(|()| fs::rename(&temporary, &path))
+            .map_err(|e| Failure::cluster(format!("{}: cannot write: {e}", path.display())))
+    }
+
+    fn added(&self) -> impl Iterator<Item = (NodeId, SocketAddr)> + '_ {
+        let id = |text: &String| NodeId(text.parse().expect("checked at load"));
+        self.added
+            .iter()
+            .map(move |(text, &address)| (id(text), address))
+    }
+
+    fn is_removed(&self, id: NodeId) -> bool {
+        self.removed.contains(&id.0)
+    }
+}
+
+/// The cluster file of a directory `up` made.
+fn existing_cluster_file(dir: &Path) -> Result<ClusterFile, Failure> {
+    let path = dir.join("cluster.toml");
+    if !path.is_file() {
+        return Err(Failure::input(format!(
+            "{}: no cluster file; start the cluster with `raftchat cluster up --dir {}` first",
+            path.display(),
+            dir.display()
+        )));
+    }
+    ClusterFile::load(&path).map_err(|e| Failure::input(e.to_string()))
+}
+
+fn add(args: &AddArgs) -> Result<(), Failure> {
+    let server_bin = server_binary(args.server_bin.as_deref())?;
+    let file = existing_cluster_file(&args.dir)?;
+    let mut changes = LocalChanges::load(&args.dir)?;
+    let known: Vec<u64> = file
+        .members
+        .keys()
+        .map(|id| id.0)
+        .chain(changes.added().map(|(id, _)| id.0))
+        .chain(changes.removed.iter().copied())
+        .collect();
+    let id = args
+        .id
+        .unwrap_or_else(|| known.iter().max().map_or(1, |m| m + 1));
+    if id == 0 || known.contains(&id) {
+        return Err(Failure::input(format!(
+            "--id {id}: {} already had node {id}; a new node needs a new id",
+            args.dir.display()
+        )));
+    }
+    let id = NodeId(id);
+    let address = next_address(&file, id)?;
+    check_addresses_free(std::iter::once((id, address)))?;
+    let data_dir = args.dir.join(id.0.to_string());
+    if data_dir.exists() {
+        return Err(Failure::input(format!(
+            "{}: exists already; a new member starts from an empty data directory",
+            data_dir.display()
+        )));
+    }
+    let server = ServerArgs {
+        bin: &server_bin,
+        dir: &args.dir,
+        log_level: &args.log_level,
+    };
+    let mut child = server.start(&file, id, Some(address))?;
+    changes.added.insert(id.0.to_string(), address);
+    if let Err(failure) = changes.save(&args.dir) {
+        stop_started(&args.dir, &mut vec![(id, child)]);
+        return Err(failure);
+    }
+    out!("started node {} on {address}; adding it", id.0);
+    let wait = (!args.learner).then_some(Duration::from_secs(args.wait));
+    let runtime = runtime()?;
+    let added = runtime.block_on(async {
+        let mut client = Client::new(file.client_config(seed()));
+        members::add(&mut client, id, address.to_string(), wait, true).await
+    });
+    if let Ok(Some(exit)) = child.try_wait() {
+        let log = args.dir.join(format!("{}.log", id.0));
+        return Err(Failure::cluster(format!(
+            "server {} exited ({exit}): {}; see {}",
+            id.0,
+            last_line(&log),
+            log.display()
+        )));
+    }
+    let view = added?;
+    members::print_view(&view, false);
+    Ok(())
+}
+
+/// Where node `id` of a local cluster listens: node 1's port + ID - 1, as `up` lays them out.
+fn next_address(file: &ClusterFile, id: NodeId) -> Result<SocketAddr, Failure> {
+    let (&first, &address) = file
+        .members
+        .iter()
+        .next()
+        .ok_or_else(|| Failure::input("the cluster file has no members"))?;
+    let port = u64::from(address.port()) + id.0 - first.0;
+    let port = u16::try_from(port)
+        .map_err(|_| Failure::input(format!("node {} would listen past port 65535", id.0)))?;
+    Ok(SocketAddr::new(address.ip(), port))
+}
+
+fn remove(args: &RemoveArgs) -> Result<(), Failure> {
+    let file = existing_cluster_file(&args.dir)?;
+    let mut changes = LocalChanges::load(&args.dir)?;
+    let id = NodeId(args.id);
+    let runtime = runtime()?;
+    let view = runtime.block_on(async {
+        let mut client = Client::new(file.client_config(seed()));
+        let change = ConfChange::Remove { id };
+        client
+            .change_membership(change)
+            .await
+            .map_err(members::failure)
+    })?;
+    out!("node {} removed at index {}", id.0, view.index.0);
+    if !changes.is_removed(id) {
+        changes.removed.push(id.0);
+    }
+    changes.added.remove(&id.0.to_string());
+    changes.save(&args.dir)?;
+    let pid_path = pid_file(&args.dir, id);
+    if pid_path.exists() {
+        stop_servers(vec![(id.0, pid_path)], args.timeout)?;
+    }
+    members::print_view(&view, false);
+    Ok(())
 }
 
 fn up(args: &UpArgs) -> Result<(), Failure> {
@@ -117,20 +347,30 @@ fn up(args: &UpArgs) -> Result<(), Failure> {
         let ids: Vec<String> = running.keys().map(u64::to_string).collect();
         out!("already running: node {}", ids.join(", "));
     }
-    let missing: Vec<NodeId> = file
+    let changes = LocalChanges::load(&args.dir)?;
+    // Each missing node, with the address it listens on when it is not in the cluster file.
+    let missing: Vec<(NodeId, Option<SocketAddr>)> = file
         .members
         .keys()
-        .copied()
-        .filter(|id| !running.contains_key(&id.0))
+        .map(|&id| (id, None))
+        .chain(changes.added().map(|(id, address)| (id, Some(address))))
+        .filter(|(id, _)| !running.contains_key(&id.0) && !changes.is_removed(*id))
         .collect();
-    check_addresses_free(missing.iter().flat_map(|id| {
-        let raft = file.members.get(id).map(|address| (*id, *address));
-        let grpc = file.grpc.get(id).map(|address| (*id, *address));
-        raft.into_iter().chain(grpc)
+    check_addresses_free(missing.iter().flat_map(|&(id, listen)| {
+        let raft = listen.or_else(|| file.members.get(&id).copied());
+        let grpc = file.grpc.get(&id).copied();
+        raft.into_iter()
+            .chain(grpc)
+            .map(move |address| (id, address))
     }))?;
+    let server = ServerArgs {
+        bin: &server_bin,
+        dir: &args.dir,
+        log_level: &args.log_level,
+    };
     let mut children = Vec::new();
-    for &id in &missing {
-        match start_server(&server_bin, &file, id, args) {
+    for &(id, listen) in &missing {
+        match server.start(&file, id, listen) {
             Ok(child) => children.push((id, child)),
             Err(failure) => {
                 stop_started(&args.dir, &mut children);
@@ -262,44 +502,63 @@ fn grpc_addresses(base_port: u16, nodes: usize) -> Result<BTreeMap<NodeId, Socke
         .collect())
 }
 
-fn start_server(
-    server_bin: &Path,
-    file: &ClusterFile,
-    id: NodeId,
-    args: &UpArgs,
-) -> Result<Child, Failure> {
-    let log_path = args.dir.join(format!("{}.log", id.0));
-    let log = open_log(&log_path)?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| Failure::cluster(format!("{}: {e}", log_path.display())))?;
-    let child = Command::new(server_bin)
-        .arg("--id")
-        .arg(id.0.to_string())
-        .arg("--cluster")
-        .arg(&file.path)
-        .arg("--data-dir")
-        .arg(args.dir.join(id.0.to_string()))
-        .arg("--log-level")
-        .arg(&args.log_level)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        // Its own process group: a Ctrl-C meant for this command must not reach the servers.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| Failure::cluster(format!("cannot start {}: {e}", server_bin.display())))?;
-    let pid_path = pid_file(&args.dir, id);
-    if let Err(error) = fs::write(&pid_path, format!("{}\n", child.id())) {
-        let mut child = child;
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(Failure::cluster(format!(
-            "{}: cannot write: {error}",
-            pid_path.display()
-        )));
+/// How `up` and `add` start servers.
+struct ServerArgs<'a> {
+    bin: &'a Path,
+    dir: &'a Path,
+    log_level: &'a str,
+}
+
+impl ServerArgs<'_> {
+    /// Starts node `id`, a member of the cluster file, or with `listen` one added since (it
+    /// joins: `--join --listen`), and writes its pid file.
+    fn start(
+        &self,
+        file: &ClusterFile,
+        id: NodeId,
+        listen: Option<SocketAddr>,
+    ) -> Result<Child, Failure> {
+        let log_path = self.dir.join(format!("{}.log", id.0));
+        let log = open_log(&log_path)?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| Failure::cluster(format!("{}: {e}", log_path.display())))?;
+        let mut command = Command::new(self.bin);
+        command
+            .arg("--id")
+            .arg(id.0.to_string())
+            .arg("--cluster")
+            .arg(&file.path)
+            .arg("--data-dir")
+            .arg(self.dir.join(id.0.to_string()))
+            .arg("--log-level")
+            .arg(self.log_level);
+        if let Some(listen) = listen {
+            command
+                .arg("--join")
+                .arg("--listen")
+                .arg(listen.to_string());
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // Its own process group: a Ctrl-C meant for this command must not reach the servers.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| Failure::cluster(format!("cannot start {}: {e}", self.bin.display())))?;
+        let pid_path = pid_file(self.dir, id);
+        if let Err(error) = fs::write(&pid_path, format!("{}\n", child.id())) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Failure::cluster(format!(
+                "{}: cannot write: {error}",
+                pid_path.display()
+            )));
+        }
+        Ok(child)
     }
-    Ok(child)
 }
 
 fn open_log(path: &Path) -> Result<File, Failure> {
@@ -464,6 +723,12 @@ fn down(args: &DownArgs) -> Result<(), Failure> {
         );
         return Ok(());
     }
+    stop_servers(files.into_iter().collect(), args.timeout)
+}
+
+/// Stops the servers the pid files name (those still running a raftchat server): SIGTERM,
+/// then SIGKILL after `timeout_secs`. Removes the pid files of the stopped and the gone.
+fn stop_servers(files: Vec<(u64, PathBuf)>, timeout_secs: u64) -> Result<(), Failure> {
     let mut stopping = Vec::new();
     for (id, path) in files {
         match process::read_pid_file(&path) {
@@ -483,7 +748,7 @@ fn down(args: &DownArgs) -> Result<(), Failure> {
             }
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     while Instant::now() < deadline && stopping.iter().any(|&(_, pid, _)| process::is_running(pid))
     {
         std::thread::sleep(POLL_INTERVAL / 2);
@@ -491,10 +756,7 @@ fn down(args: &DownArgs) -> Result<(), Failure> {
     let mut failed = Vec::new();
     for (id, pid, path) in stopping {
         if process::is_running(pid) {
-            out!(
-                "node {id}: still running {} s after SIGTERM; sending SIGKILL",
-                args.timeout
-            );
+            out!("node {id}: still running {timeout_secs} s after SIGTERM; sending SIGKILL");
             let _ = process::signal(pid, "KILL");
             std::thread::sleep(POLL_INTERVAL);
             if process::is_running(pid) {

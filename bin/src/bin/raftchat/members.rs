@@ -63,21 +63,8 @@ pub async fn run_member(
                     "{address:?} is not an address (HOST:PORT, with an IP address)"
                 )));
             }
-            let change = ConfChange::AddLearner {
-                id: NodeId(id),
-                address,
-                promote: !learner,
-            };
-            let view = client.change_membership(change).await.map_err(failure)?;
-            if !json {
-                out!("n{id} added as a learner at index {}", view.index.0);
-            }
-            let view = match learner {
-                true => view,
-                false => {
-                    wait_for_promotion(&mut client, NodeId(id), Duration::from_secs(wait)).await?
-                }
-            };
+            let wait = (!learner).then_some(Duration::from_secs(wait));
+            let view = add(&mut client, NodeId(id), address, wait, !json).await?;
             print_view(&view, json);
             Ok(())
         }
@@ -94,6 +81,30 @@ pub async fn run_member(
             print_view(&view, json);
             Ok(())
         }
+    }
+}
+
+/// Adds `id` at `address` as a learner; with `wait`, to be promoted, and waits that long for
+/// the promotion. Says when the learner is added if `tell`.
+pub async fn add(
+    client: &mut Client,
+    id: NodeId,
+    address: String,
+    wait: Option<Duration>,
+    tell: bool,
+) -> Result<MembershipView, Failure> {
+    let change = ConfChange::AddLearner {
+        id,
+        address,
+        promote: wait.is_some(),
+    };
+    let view = client.change_membership(change).await.map_err(failure)?;
+    if tell {
+        out!("{id} added as a learner at index {}", view.index.0);
+    }
+    match wait {
+        Some(wait) => wait_for_promotion(client, id, wait).await,
+        None => Ok(view),
     }
 }
 
@@ -141,7 +152,7 @@ async fn wait_for_promotion(
     }
 }
 
-fn failure(error: ClientError) -> Failure {
+pub fn failure(error: ClientError) -> Failure {
     Failure::cluster(error.to_string())
 }
 
@@ -175,7 +186,7 @@ fn view_json(view: &MembershipView) -> Value {
     })
 }
 
-fn print_view(view: &MembershipView, json: bool) {
+pub fn print_view(view: &MembershipView, json: bool) {
     if json {
         out!("{}", view_json(view));
         return;
