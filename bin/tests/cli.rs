@@ -505,10 +505,22 @@ fn local_cluster_add_and_remove_nodes() {
     // Up on the changed cluster restarts the added node (with --join) and not the removed one.
     let output = run(CLIENT, &["cluster", "down", "--dir", dir]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let output = run(CLIENT, &up);
+    let mut up_json = vec!["--json"];
+    up_json.extend_from_slice(&up);
+    let output = run(CLIENT, &up_json);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(!guard.dir.join("1.pid").exists());
     assert!(guard.dir.join("4.pid").is_file());
+    // --json: one object on stdout, every node `up` started answering.
+    let up: Value = serde_json::from_str(&stdout(&output)).expect("one JSON object");
+    let nodes: Vec<(u64, bool)> = up["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_u64().unwrap(), n["started"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(nodes, [(2, true), (3, true), (4, true)], "{up}");
+    assert!(up["leader"].is_u64(), "{up}");
     let fetched = json(&cluster, &["check", "ann"]);
     assert_eq!(fetched, serde_json::json!({"status": 0}));
 }

@@ -154,7 +154,7 @@ impl Failure {
 pub fn main() -> ExitCode {
     let mut cli = Cli::parse();
     let result = match cli.command.take() {
-        Some(TopCommand::Cluster(command)) => local_cluster::run(command),
+        Some(TopCommand::Cluster(command)) => local_cluster::run(command, cli.json),
         Some(TopCommand::Chat(command)) => {
             with_session(&cli, |session, rt| rt.block_on(session.run(command)))
         }

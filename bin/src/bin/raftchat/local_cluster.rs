@@ -22,12 +22,14 @@ use raftchat_node::client::Client;
 use raftchat_node::cluster_file::{self, ClusterFile};
 use raftchat_node::cluster_status::ClusterStatus;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The distance between two nodes' gRPC ports: the original client's servers listen on 20000,
@@ -41,7 +43,8 @@ const STATUS_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(300);
 /// `raftchat cluster ...`
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
-    /// Start N servers on 127.0.0.1 (or the missing ones); return once a leader is elected.
+    /// Start N servers on 127.0.0.1 (or the missing ones); return once a leader is elected
+    /// and every server started answers. With --json, print the cluster as one JSON object.
     Up(UpArgs),
     /// Stop the servers of a local cluster (SIGTERM, then SIGKILL after --timeout).
     Down(DownArgs),
@@ -143,8 +146,23 @@ pub struct RemoveArgs {
     timeout: u64,
 }
 
-/// Runs a `cluster` command.
-pub fn run(command: ClusterCommand) -> Result<(), Failure> {
+/// Whether `--json` was given: progress then goes to stderr, and stdout holds one JSON object.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// A line of progress: on stdout, or on stderr under `--json`.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        if JSON.load(Ordering::Relaxed) {
+            eprintln!($($arg)*);
+        } else {
+            out!($($arg)*);
+        }
+    }};
+}
+
+/// Runs a `cluster` command; with `json`, its result is one JSON object on stdout.
+pub fn run(command: ClusterCommand, json: bool) -> Result<(), Failure> {
+    JSON.store(json, Ordering::Relaxed);
     match command {
         ClusterCommand::Up(args) => up(&args),
         ClusterCommand::Down(args) => down(&args),
@@ -269,12 +287,13 @@ fn add(args: &AddArgs) -> Result<(), Failure> {
         stop_started(&args.dir, &mut vec![(id, child)]);
         return Err(failure);
     }
-    out!("started node {} on {address}; adding it", id.0);
+    say!("started node {} on {address}; adding it", id.0);
     let wait = (!args.learner).then_some(Duration::from_secs(args.wait));
     let runtime = runtime()?;
     let added = runtime.block_on(async {
         let mut client = Client::new(file.client_config(seed()));
-        members::add(&mut client, id, address.to_string(), wait, true).await
+        let tell = !JSON.load(Ordering::Relaxed);
+        members::add(&mut client, id, address.to_string(), wait, tell).await
     });
     if let Ok(Some(exit)) = child.try_wait() {
         let log = args.dir.join(format!("{}.log", id.0));
@@ -286,7 +305,7 @@ fn add(args: &AddArgs) -> Result<(), Failure> {
         )));
     }
     let view = added?;
-    members::print_view(&view, false);
+    members::print_view(&view, JSON.load(Ordering::Relaxed));
     Ok(())
 }
 
@@ -316,7 +335,7 @@ fn remove(args: &RemoveArgs) -> Result<(), Failure> {
             .await
             .map_err(members::failure)
     })?;
-    out!("node {} removed at index {}", id.0, view.index.0);
+    say!("node {} removed at index {}", id.0, view.index.0);
     if !changes.is_removed(id) {
         changes.removed.push(id.0);
     }
@@ -326,7 +345,7 @@ fn remove(args: &RemoveArgs) -> Result<(), Failure> {
     if pid_path.exists() {
         stop_servers(vec![(id.0, pid_path)], args.timeout)?;
     }
-    members::print_view(&view, false);
+    members::print_view(&view, JSON.load(Ordering::Relaxed));
     Ok(())
 }
 
@@ -345,7 +364,7 @@ fn up(args: &UpArgs) -> Result<(), Failure> {
     let running: BTreeMap<u64, u32> = running_servers(&args.dir).into_iter().collect();
     if !running.is_empty() {
         let ids: Vec<String> = running.keys().map(u64::to_string).collect();
-        out!("already running: node {}", ids.join(", "));
+        say!("already running: node {}", ids.join(", "));
     }
     let changes = LocalChanges::load(&args.dir)?;
     // Each missing node, with the address it listens on when it is not in the cluster file.
@@ -378,16 +397,74 @@ fn up(args: &UpArgs) -> Result<(), Failure> {
             }
         }
     }
-    match wait_for_leader(&file, &args.dir, &mut children, args.timeout) {
-        Ok(leader) => {
-            print_usage(&args.dir, &file, leader);
+    let nodes: Vec<(NodeId, SocketAddr)> = file
+        .members
+        .iter()
+        .map(|(&id, &address)| (id, address))
+        .chain(changes.added())
+        .filter(|(id, _)| !changes.is_removed(*id))
+        .collect();
+    let started: Vec<NodeId> = missing.iter().map(|&(id, _)| id).collect();
+    match wait_until_serving(&file, &args.dir, &mut children, &started, args.timeout) {
+        Serving::All(leader) => {
+            if JSON.load(Ordering::Relaxed) {
+                out!("{}", up_json(&args.dir, &file, leader, &nodes, &started));
+            } else {
+                print_usage(&args.dir, &file, leader);
+            }
             Ok(())
         }
-        Err(failure) => {
+        Serving::Silent(silent) => {
+            let ids: Vec<String> = silent.iter().map(|id| id.0.to_string()).collect();
+            let logs: Vec<String> = silent
+                .iter()
+                .map(|id| args.dir.join(format!("{}.log", id.0)).display().to_string())
+                .collect();
+            Err(Failure::cluster(format!(
+                "a leader was elected, but node {} did not answer within {} s (still \
+                 recovering?); left running; see {}",
+                ids.join(", "),
+                args.timeout,
+                logs.join(", ")
+            )))
+        }
+        Serving::Failed(failure) => {
             stop_started(&args.dir, &mut children);
             Err(failure)
         }
     }
+}
+
+/// `cluster up --json`: the cluster, its nodes and where their files are.
+fn up_json(
+    dir: &Path,
+    file: &ClusterFile,
+    leader: NodeId,
+    nodes: &[(NodeId, SocketAddr)],
+    started: &[NodeId],
+) -> serde_json::Value {
+    let nodes: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|&(id, address)| {
+            let pid_file = pid_file(dir, id);
+            json!({
+                "id": id.0,
+                "address": address.to_string(),
+                "grpc_address": file.grpc.get(&id).map(ToString::to_string),
+                "pid": process::read_pid_file(&pid_file).ok(),
+                "pid_file": pid_file,
+                "log": dir.join(format!("{}.log", id.0)),
+                "data_dir": dir.join(id.0.to_string()),
+                "started": started.contains(&id),
+            })
+        })
+        .collect();
+    json!({
+        "cluster_file": file.path,
+        "dir": dir,
+        "leader": leader.0,
+        "nodes": nodes,
+    })
 }
 
 /// Refuses to start if another program (another cluster?) holds a port a node needs; its
@@ -446,7 +523,7 @@ fn cluster_file(args: &UpArgs) -> Result<ClusterFile, Failure> {
                 path.display()
             )));
         }
-        out!("reusing {} and the data beside it", path.display());
+        say!("reusing {} and the data beside it", path.display());
         return Ok(file);
     }
     let last_port = u32::from(args.base_port) + args.nodes as u32 - 1;
@@ -573,14 +650,29 @@ fn pid_file(dir: &Path, id: NodeId) -> PathBuf {
     dir.join(format!("{}.pid", id.0))
 }
 
-/// Polls the cluster until it has a leader, a server exits, or the timeout passes.
-fn wait_for_leader(
+/// How waiting for a cluster ended.
+enum Serving {
+    /// A leader, and every node started here answers.
+    All(NodeId),
+    /// A leader, but these nodes started here did not answer in time.
+    Silent(Vec<NodeId>),
+    /// No leader in time, or a server exited.
+    Failed(Failure),
+}
+
+/// Polls the cluster until it has a leader and every node in `started` answers its status, a
+/// server exits, or the timeout passes.
+fn wait_until_serving(
     file: &ClusterFile,
     dir: &Path,
     children: &mut [(NodeId, Child)],
+    started: &[NodeId],
     timeout_secs: u64,
-) -> Result<NodeId, Failure> {
-    let runtime = runtime()?;
+) -> Serving {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(failure) => return Serving::Failed(failure),
+    };
     let mut config = file.client_config(seed());
     config.attempt_timeout = STATUS_ATTEMPT_TIMEOUT;
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
@@ -588,18 +680,26 @@ fn wait_for_leader(
         let status = runtime.block_on(ClusterStatus::poll(&config));
         // Checked after the poll, so a leader is only reported while every server started
         // here is still running.
-        check_children(dir, children)?;
-        if let Some(leader) = status.leader() {
-            return Ok(leader);
+        if let Err(failure) = check_children(dir, children) {
+            return Serving::Failed(failure);
         }
-        if Instant::now() >= deadline {
-            return Err(Failure::cluster(format!(
-                "no leader was elected within {timeout_secs} s; the servers were stopped; see \
-                 their logs in {}/*.log",
-                dir.display()
-            )));
+        let answered = |id: &NodeId| {
+            let answer = status.members.iter().find(|m| m.id == *id);
+            answer.is_some_and(|m| m.status.is_ok())
+        };
+        let silent: Vec<NodeId> = started.iter().copied().filter(|id| !answered(id)).collect();
+        match status.leader() {
+            Some(leader) if silent.is_empty() => return Serving::All(leader),
+            Some(_) if Instant::now() >= deadline => return Serving::Silent(silent),
+            None if Instant::now() >= deadline => {
+                return Serving::Failed(Failure::cluster(format!(
+                    "no leader was elected within {timeout_secs} s; the servers were stopped; \
+                     see their logs in {}/*.log",
+                    dir.display()
+                )))
+            }
+            _ => std::thread::sleep(POLL_INTERVAL),
         }
-        std::thread::sleep(POLL_INTERVAL);
     }
 }
 
@@ -717,13 +817,21 @@ fn down(args: &DownArgs) -> Result<(), Failure> {
     }
     let files = pid_files(&args.dir);
     if files.is_empty() {
-        out!(
+        say!(
             "nothing to stop: no servers were started in {}",
             args.dir.display()
         );
+        if JSON.load(Ordering::Relaxed) {
+            out!("{}", json!({ "stopped": [] }));
+        }
         return Ok(());
     }
-    stop_servers(files.into_iter().collect(), args.timeout)
+    let ids: Vec<u64> = files.keys().copied().collect();
+    stop_servers(files.into_iter().collect(), args.timeout)?;
+    if JSON.load(Ordering::Relaxed) {
+        out!("{}", json!({ "stopped": ids }));
+    }
+    Ok(())
 }
 
 /// Stops the servers the pid files name (those still running a raftchat server): SIGTERM,
@@ -739,11 +847,11 @@ fn stop_servers(files: Vec<(u64, PathBuf)>, timeout_secs: u64) -> Result<(), Fai
                 stopping.push((id, pid, path));
             }
             Ok(pid) => {
-                out!("node {id}: not running (pid {pid} is gone); removed its pid file");
+                say!("node {id}: not running (pid {pid} is gone); removed its pid file");
                 let _ = fs::remove_file(&path);
             }
             Err(error) => {
-                out!("node {id}: {error}; removed it");
+                say!("node {id}: {error}; removed it");
                 let _ = fs::remove_file(&path);
             }
         }
@@ -756,7 +864,7 @@ fn stop_servers(files: Vec<(u64, PathBuf)>, timeout_secs: u64) -> Result<(), Fai
     let mut failed = Vec::new();
     for (id, pid, path) in stopping {
         if process::is_running(pid) {
-            out!("node {id}: still running {timeout_secs} s after SIGTERM; sending SIGKILL");
+            say!("node {id}: still running {timeout_secs} s after SIGTERM; sending SIGKILL");
             let _ = process::signal(pid, "KILL");
             std::thread::sleep(POLL_INTERVAL);
             if process::is_running(pid) {
@@ -764,7 +872,7 @@ fn stop_servers(files: Vec<(u64, PathBuf)>, timeout_secs: u64) -> Result<(), Fai
                 continue;
             }
         }
-        out!("node {id}: stopped (pid {pid})");
+        say!("node {id}: stopped (pid {pid})");
         let _ = fs::remove_file(&path);
     }
     if !failed.is_empty() {
