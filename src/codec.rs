@@ -520,7 +520,7 @@ fn record_header_checksum(payload_len: u32, payload_crc: u32) -> u32 {
 
 /// The little-endian `u32` at byte `at` (a multiple of 4) of an `N`-byte header.
 fn u32_field<const N: usize>(header: &[u8; N], at: usize) -> u32 {
-    assert!(at % 4 == 0 && at + 4 <= N);
+    assert!(at.is_multiple_of(4) && at + 4 <= N);
     u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
 }
 

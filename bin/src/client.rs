@@ -18,6 +18,7 @@
 //! this client's next operation applies).
 
 use crate::frame_io::{write_frames, FrameError, FrameReader};
+use crate::tls::{ClientTls, Stream};
 use raftchat::chat::{Command, Operation, Outcome, Reply};
 use raftchat::raft::ConfChange;
 use raftchat::types::{ClientId, LogIndex, NodeId};
@@ -47,6 +48,8 @@ pub struct ClientConfig {
     pub seed: u64,
     /// Where reads go.
     pub reads: ReadMode,
+    /// TLS to the nodes (checking each one's certificate); none for plaintext.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// Where a client sends its reads.
@@ -97,6 +100,7 @@ impl ClientConfig {
             backoff: (Duration::from_millis(10), Duration::from_millis(200)),
             seed: 0,
             reads: ReadMode::default(),
+            tls: None,
         }
     }
 }
@@ -127,8 +131,8 @@ pub struct Completed {
 }
 
 struct Connection {
-    reader: FrameReader<ReadHalf<TcpStream>>,
-    writer: WriteHalf<TcpStream>,
+    reader: FrameReader<ReadHalf<Stream>>,
+    writer: WriteHalf<Stream>,
 }
 
 /// What one attempt against one server gave.
@@ -543,9 +547,9 @@ impl Client {
             return Attempt::NotSent(format!("{node} is not a member"));
         };
         if !self.connections.contains_key(&node) {
-            match timeout(self.config.attempt_timeout, TcpStream::connect(address)).await {
+            let connecting = connect(node, address, self.config.tls.as_ref());
+            match timeout(self.config.attempt_timeout, connecting).await {
                 Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
                     let (read_half, writer) = tokio::io::split(stream);
                     let reader = FrameReader::new(read_half);
                     self.connections.insert(node, Connection { reader, writer });
@@ -590,9 +594,26 @@ fn timed_out(maybe_applied: bool, last_problem: &str) -> ClientError {
     }
 }
 
+/// Connects to `node` at `address`, in TLS when `tls` is given (a server that speaks plaintext
+/// then fails the handshake, and one that speaks TLS never answers a plaintext request).
+async fn connect(
+    node: NodeId,
+    address: SocketAddr,
+    tls: Option<&ClientTls>,
+) -> std::io::Result<Stream> {
+    let stream = TcpStream::connect(address).await?;
+    let _ = stream.set_nodelay(true);
+    match tls {
+        Some(tls) => tls.connect(node, stream).await.map_err(|error| {
+            std::io::Error::new(error.kind(), format!("TLS handshake failed: {error}"))
+        }),
+        None => Ok(Stream::Plain(stream)),
+    }
+}
+
 /// Reads frames until the response to request `id`.
 async fn read_response(
-    reader: &mut FrameReader<ReadHalf<TcpStream>>,
+    reader: &mut FrameReader<ReadHalf<Stream>>,
     id: u64,
 ) -> Result<ResponseBody, FrameError> {
     loop {

@@ -9,6 +9,7 @@
 
 use crate::client::{ClientConfig, ReadMode};
 use crate::config::NodeConfig;
+use crate::tls::{ClientTls, NodeTls};
 use raftchat::chat::ChatLimits;
 use raftchat::limits::CLUSTER_SIZE_MAX;
 use raftchat::replica::SnapshotPolicy;
@@ -53,6 +54,28 @@ pub struct ClusterFile {
     pub chat: ChatLimits,
     /// Client timeouts and where clients send their reads.
     pub client: ClientSettings,
+    /// TLS on every link (`[tls]`); none for plaintext.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The `[tls]` table and the members' certificates: paths resolved against the cluster file's
+/// directory, and the CA read (so every client checks the nodes' certificates).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The cluster's CA certificate(s), in PEM.
+    pub ca: PathBuf,
+    /// Each member's certificate and private key, for the members the file gives them.
+    pub nodes: BTreeMap<NodeId, (PathBuf, PathBuf)>,
+    client: ClientTls,
+}
+
+/// Relative paths in a cluster file are relative to the file's directory.
+fn resolve(file: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    match file.parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// The `[snapshot]` table: when a member snapshots its state and compacts its log.
@@ -143,6 +166,13 @@ struct RawFile {
     snapshot: Option<RawSnapshot>,
     chat: Option<RawChat>,
     client: Option<RawClient>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: String,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +197,8 @@ struct RawNode {
     id: u64,
     address: String,
     grpc_address: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -219,6 +251,7 @@ impl ClusterFile {
         let snapshot = parse_snapshot(raw.snapshot.as_ref()).map_err(fail)?;
         let chat = parse_chat(raw.chat.as_ref()).map_err(fail)?;
         let client = parse_client(raw.client.as_ref()).map_err(fail)?;
+        let tls = parse_tls(raw.tls.as_ref(), &raw.nodes, path).map_err(fail)?;
         let file = ClusterFile {
             path: path.to_path_buf(),
             cluster_id: raw.cluster_id,
@@ -228,6 +261,7 @@ impl ClusterFile {
             snapshot,
             chat,
             client,
+            tls,
         };
         // Every member gets the same timing, so checking one member's config checks them all.
         if let Some(&id) = file.members.keys().next() {
@@ -255,7 +289,26 @@ impl ClusterFile {
         }
         let mut config = self.node_config_unchecked(id);
         config.seed = seed;
+        if let Some((cert, key)) = self.tls.as_ref().and_then(|tls| tls.nodes.get(&id)) {
+            config.tls = Some(self.node_tls(cert, key)?);
+        }
         Ok(config)
+    }
+
+    /// This cluster's TLS for a node whose certificate and private key are these files (the
+    /// node's own entry's, or `raftchat-server --tls-cert` and `--tls-key`); an error when the
+    /// file has no `[tls]`, or a file cannot be used.
+    pub fn node_tls(&self, cert: &Path, key: &Path) -> Result<NodeTls, ClusterFileError> {
+        let fail = |message: String| ClusterFileError {
+            path: self.path.display().to_string(),
+            message,
+        };
+        let Some(tls) = &self.tls else {
+            return Err(fail(
+                "gives no [tls] ca: a node certificate needs the cluster's CA".into(),
+            ));
+        };
+        NodeTls::load(&tls.ca, cert, key).map_err(|e| fail(format!("[tls]: {e}")))
     }
 
     /// The runtime configuration of a new member `id`, not in this file, that listens on
@@ -307,8 +360,24 @@ impl ClusterFile {
         config.attempt_timeout = self.client.attempt_timeout;
         config.reads = self.client.reads;
         config.seed = seed;
+        config.tls = self.tls.as_ref().map(|tls| tls.client.clone());
         config
     }
+}
+
+/// What `render` writes of TLS: the CA's path and each node's certificate and key paths, as
+/// written in the file (relative to it, or absolute).
+#[derive(Clone, Debug, Default)]
+pub struct RenderTls {
+    /// The CA certificate.
+    pub ca: String,
+    /// Each node's certificate and private key.
+    pub nodes: BTreeMap<NodeId, (String, String)>,
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
 }
 
 /// Every member's address, and the gRPC address of those that have one.
@@ -355,6 +424,39 @@ fn parse_address(key: &str, text: &str, used: &[SocketAddr]) -> Result<SocketAdd
         return Err(format!("`{key}`: {address} is used twice in the file"));
     }
     Ok(address)
+}
+
+fn parse_tls(
+    raw: Option<&RawTls>,
+    nodes: &[RawNode],
+    path: &Path,
+) -> Result<Option<TlsFiles>, String> {
+    let mut certificates = BTreeMap::new();
+    for (position, node) in nodes.iter().enumerate() {
+        let key = format!("nodes[{position}]");
+        match (&node.tls_cert, &node.tls_key, raw) {
+            (Some(_), None, _) => return Err(format!("`{key}.tls_cert`: needs `tls_key` too")),
+            (None, Some(_), _) => return Err(format!("`{key}.tls_key`: needs `tls_cert` too")),
+            (Some(_), Some(_), None) => {
+                return Err(format!(
+                    "`{key}.tls_cert`: needs a [tls] table naming the cluster's `ca`"
+                ))
+            }
+            (Some(cert), Some(private), Some(_)) => {
+                let files = (resolve(path, cert), resolve(path, private));
+                certificates.insert(NodeId(node.id), files);
+            }
+            (None, None, _) => {}
+        }
+    }
+    let Some(raw) = raw else { return Ok(None) };
+    let ca = resolve(path, &raw.ca);
+    let client = ClientTls::load(&ca).map_err(|e| format!("`tls.ca`: {e}"))?;
+    Ok(Some(TlsFiles {
+        ca,
+        nodes: certificates,
+        client,
+    }))
 }
 
 fn parse_timing(raw: Option<&RawTiming>) -> Result<Timing, String> {
@@ -519,6 +621,7 @@ pub fn render(
     cluster_id: u64,
     members: &BTreeMap<NodeId, SocketAddr>,
     grpc: &BTreeMap<NodeId, SocketAddr>,
+    tls: Option<&RenderTls>,
 ) -> String {
     let timing = Timing::default();
     let snapshot = SnapshotSettings::default();
@@ -533,10 +636,29 @@ pub fn render(
              # unauthenticated: keep it on loopback or a trusted network).\n",
         );
     }
+    match tls {
+        Some(tls) => {
+            let _ = writeln!(
+                out,
+                "# TLS on every link: each node shows a certificate of this CA naming it\n\
+                 # (n<ID>.raftchat), and clients check it. Paths are relative to this file.\n\
+                 [tls]\nca = {}\n",
+                toml_string(&tls.ca)
+            );
+        }
+        None => out.push_str(
+            "# No [tls]: every link is plaintext, and anyone who can reach a node's address can\n\
+             # join the Raft group or act as any client.\n\n",
+        ),
+    }
     for (id, address) in members {
         let _ = writeln!(out, "[[nodes]]\nid = {}\naddress = \"{address}\"", id.0);
         if let Some(grpc) = grpc.get(id) {
             let _ = writeln!(out, "grpc_address = \"{grpc}\"");
+        }
+        if let Some((cert, key)) = tls.and_then(|tls| tls.nodes.get(id)) {
+            let _ = writeln!(out, "tls_cert = {}", toml_string(cert));
+            let _ = writeln!(out, "tls_key = {}", toml_string(key));
         }
         out.push('\n');
     }
@@ -642,12 +764,12 @@ mod tests {
     #[test]
     fn rendered_files_parse_back() {
         let members = parse(TWO).unwrap().members;
-        let file = parse(&render(42, &members, &BTreeMap::new())).unwrap();
+        let file = parse(&render(42, &members, &BTreeMap::new(), None)).unwrap();
         assert_eq!(file.cluster_id, 42);
         assert_eq!(file.members, members);
         assert!(file.grpc.is_empty());
         let grpc = BTreeMap::from([(NodeId(2), "127.0.0.1:20010".parse().unwrap())]);
-        let file = parse(&render(42, &members, &grpc)).unwrap();
+        let file = parse(&render(42, &members, &grpc, None)).unwrap();
         assert_eq!(file.members, members);
         assert_eq!(file.grpc, grpc);
         assert_eq!(file.timing, Timing::default());
@@ -655,7 +777,7 @@ mod tests {
         assert_eq!(file.chat, ChatLimits::default());
         assert_eq!(file.client, ClientSettings::default());
         let members = parse(TWO).unwrap().members;
-        let text = render(42, &members, &BTreeMap::new())
+        let text = render(42, &members, &BTreeMap::new(), None)
             .replace("read_lease = false", "read_lease = true")
             .replace("reads = \"leader\"", "reads = \"any\"");
         let file = parse(&text).unwrap();
@@ -805,6 +927,55 @@ mod tests {
         assert_eq!(file.members.len(), 3);
         assert_eq!(file.timing, Timing::default());
         assert_eq!(file.client, ClientSettings::default());
+    }
+
+    #[test]
+    fn tls_settings_are_checked_and_resolved_against_the_file() {
+        let with_node_cert = |extra: &str| {
+            format!(
+                "cluster_id = 7\n{extra}\
+                 [[nodes]]\nid = 1\naddress = \"127.0.0.1:7001\"\ntls_cert = \"n1.pem\"\n"
+            )
+        };
+        let line = error(&with_node_cert(""));
+        assert!(
+            line.contains("`nodes[0].tls_cert`: needs `tls_key` too"),
+            "{line}"
+        );
+        let line = error(&(with_node_cert("") + "tls_key = \"n1.key\"\n"));
+        assert!(line.contains("needs a [tls] table"), "{line}");
+        let line = error(
+            &with_node_cert("[tls]\nca = \"missing-ca.pem\"\n")
+                .replace("tls_cert = \"n1.pem\"\n", ""),
+        );
+        assert!(
+            line.contains("`tls.ca`: missing-ca.pem: cannot read"),
+            "{line}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("raftchat-tls-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let authority = crate::tls::Authority::new(7).unwrap();
+        std::fs::write(dir.join("ca.pem"), authority.cert_pem()).unwrap();
+        let issued = authority.issue(NodeId(1)).unwrap();
+        std::fs::write(dir.join("n1.pem"), issued.cert_pem).unwrap();
+        std::fs::write(dir.join("n1.key"), issued.key_pem).unwrap();
+        let text = with_node_cert("[tls]\nca = \"ca.pem\"\n") + "tls_key = \"n1.key\"\n";
+        let path = dir.join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let file = ClusterFile::load(&path).unwrap();
+        assert_eq!(file.tls.as_ref().unwrap().ca, dir.join("ca.pem"));
+        assert!(file.node_config(NodeId(1), 0).unwrap().tls.is_some());
+        assert!(file.client_config(0).tls.is_some());
+        // A key that is not the certificate's is refused, naming both files.
+        std::fs::write(
+            dir.join("n1.key"),
+            authority.issue(NodeId(2)).unwrap().key_pem,
+        )
+        .unwrap();
+        let error = file.node_config(NodeId(1), 0).unwrap_err().to_string();
+        assert!(error.contains("n1.pem and"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct NodeConfig {
     /// A new member, not in `members` (the bootstrap configuration): it waits for a leader to
     /// add it.
     pub joining: bool,
+    /// TLS for every connection, with this node's certificate; none for plaintext.
+    pub tls: Option<crate::tls::NodeTls>,
     /// Length of one Raft tick.
     pub tick_interval: Duration,
     /// Election timeout range in ticks, `[min, max)`.
@@ -123,6 +125,7 @@ impl NodeConfig {
             members,
             listen,
             joining: false,
+            tls: None,
             tick_interval: Duration::from_millis(10),
             election_ticks: (15, 30),
             heartbeat_ticks: 3,

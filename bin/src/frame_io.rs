@@ -61,11 +61,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             debug_assert!(self.buffer.len() <= FRAME_SIZE_BYTES_MAX + 8);
             self.buffer.reserve(16 * 1024);
-            let read = self
-                .reader
-                .read_buf(&mut self.buffer)
-                .await
-                .map_err(FrameError::Io)?;
+            let read = match self.reader.read_buf(&mut self.buffer).await {
+                Ok(read) => read,
+                // A TLS peer that closed without close_notify (a client that exited). Frames
+                // delimit themselves, so between two of them this is an ordinary close.
+                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => 0,
+                Err(error) => return Err(FrameError::Io(error)),
+            };
             if read == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)

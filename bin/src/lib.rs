@@ -17,4 +17,5 @@ pub mod frame_io;
 pub mod gateway;
 pub mod host;
 pub mod observer;
+pub mod tls;
 pub mod transport;

@@ -15,6 +15,10 @@
 //! changes, and a sender task starts for each new member. A departed member's task stays, for
 //! the answers Raft still sends it.
 //!
+//! With TLS (`crate::tls`), every connection is a TLS session: a peer shows a certificate of
+//! the cluster's CA that names the node it claims to be in its `PeerHello`, or it is refused; a
+//! client shows none, and checks the node's.
+//!
 //! Inbound connections say what they are with their first frame: a `PeerHello` from a node of
 //! this cluster (any id but this node's: a new member hears from a leader it has no address
 //! for, and Raft's own rules hold off a removed one), or a client's first `Request`. Anything
@@ -23,6 +27,7 @@
 use crate::config::NodeConfig;
 use crate::deadline::Deadline;
 use crate::frame_io::{write_frames, FrameError, FrameReader};
+use crate::tls::{names_node, Stream};
 use raftchat::raft::Message;
 use raftchat::types::NodeId;
 use raftchat::wire::{Frame, Request, Response, ResponseBody, PROTOCOL_VERSION};
@@ -161,9 +166,8 @@ async fn run_peer_sender(
     let (backoff_min, backoff_max) = config.reconnect_backoff;
     let mut backoff = backoff_min;
     loop {
-        let connected = timeout(config.peer_silence_timeout, TcpStream::connect(address)).await;
+        let connected = timeout(config.peer_silence_timeout, dial(&config, peer, address)).await;
         if let Ok(Ok(stream)) = connected {
-            let _ = stream.set_nodelay(true);
             backoff = backoff_min;
             match run_peer_connection(&config, stream, &mut queue).await {
                 Ok(()) => return, // the node is shutting down
@@ -177,6 +181,18 @@ async fn run_peer_sender(
         if queue.is_closed() {
             return;
         }
+    }
+}
+
+/// Connects to `peer`, in TLS when the node has it.
+async fn dial(config: &NodeConfig, peer: NodeId, address: SocketAddr) -> std::io::Result<Stream> {
+    let stream = TcpStream::connect(address).await?;
+    let _ = stream.set_nodelay(true);
+    match &config.tls {
+        Some(tls) => tls.connect(peer, stream).await.inspect_err(|error| {
+            tracing::warn!(%peer, %address, %error, "TLS handshake with a peer failed");
+        }),
+        None => Ok(Stream::Plain(stream)),
     }
 }
 
@@ -202,7 +218,7 @@ impl std::fmt::Display for PeerLinkError {
 
 async fn run_peer_connection(
     config: &NodeConfig,
-    stream: TcpStream,
+    stream: Stream,
     queue: &mut mpsc::Receiver<Message>,
 ) -> Result<(), PeerLinkError> {
     let (read_half, mut write_half) = tokio::io::split(stream);
@@ -277,7 +293,7 @@ pub async fn run_acceptor(
         match listener.accept().await {
             Ok((stream, source)) => {
                 let _ = stream.set_nodelay(true);
-                let connection = serve_connection(
+                let connection = accept_connection(
                     stream,
                     source,
                     config.clone(),
@@ -294,13 +310,37 @@ pub async fn run_acceptor(
     }
 }
 
-async fn serve_connection(
+/// Opens the TLS session of an inbound connection, if the node has TLS, then serves it.
+async fn accept_connection(
     stream: TcpStream,
     source: SocketAddr,
     config: Arc<NodeConfig>,
     inbox: mpsc::Sender<Inbound>,
     directory: PeerDirectory,
 ) {
+    let stream = match &config.tls {
+        Some(tls) => match timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                return tracing::warn!(%source, %error, "refusing a connection: TLS handshake failed")
+            }
+            Err(_) => {
+                return tracing::warn!(%source, "refusing a connection: TLS handshake timed out")
+            }
+        },
+        None => Stream::Plain(stream),
+    };
+    serve_connection(stream, source, config, inbox, directory).await;
+}
+
+async fn serve_connection(
+    stream: Stream,
+    source: SocketAddr,
+    config: Arc<NodeConfig>,
+    inbox: mpsc::Sender<Inbound>,
+    directory: PeerDirectory,
+) {
+    let certificate = stream.peer_certificate();
     let (read_half, write_half) = tokio::io::split(stream);
     let mut reader = FrameReader::new(read_half);
     let first = match timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
@@ -317,6 +357,14 @@ async fn serve_connection(
         } => {
             if version != PROTOCOL_VERSION || cluster_id != config.cluster_id || from == config.id {
                 return tracing::warn!(%from, version, cluster_id, "refusing a peer");
+            }
+            // With TLS, a peer speaks only as the node its certificate names.
+            let proven = certificate.is_some_and(|c| names_node(&c, from));
+            if config.tls.is_some() && !proven {
+                return tracing::warn!(
+                    %from, %source,
+                    "refusing a peer: its certificate does not name the node it claims to be"
+                );
             }
             if address.ip().is_unspecified() {
                 address.set_ip(source.ip());

@@ -5,8 +5,9 @@
 
 use raftchat::types::NodeId;
 use raftchat_node::client::ClientConfig;
-use raftchat_node::cluster_file::{self, ClusterFile};
+use raftchat_node::cluster_file::{self, ClusterFile, RenderTls};
 use raftchat_node::cluster_status::ClusterStatus;
+use raftchat_node::tls::Authority;
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::net::{SocketAddr, TcpListener};
@@ -65,7 +66,7 @@ pub fn write_cluster_file_with(
         .zip(addresses.iter().copied())
         .collect();
     let path = dir.join("cluster.toml");
-    let mut text = cluster_file::render(4242, &members, &BTreeMap::new());
+    let mut text = cluster_file::render(4242, &members, &BTreeMap::new(), None);
     for (key, value) in settings {
         let line = text
             .lines()
@@ -102,6 +103,42 @@ impl Servers {
             file,
             children: BTreeMap::new(),
         }
+    }
+
+    /// A cluster of `count` nodes with TLS on every link: a CA and a certificate per node in
+    /// `dir/tls/`; returns the CA too, to issue more certificates with.
+    pub fn with_tls(name: &str, count: usize) -> (Servers, Authority) {
+        let dir = scratch_dir(name);
+        let addresses = free_addresses(count);
+        let authority = Authority::new(4242).expect("a CA");
+        let tls_dir = dir.join("tls");
+        fs::create_dir_all(&tls_dir).expect("create the tls directory");
+        fs::write(tls_dir.join("ca.pem"), authority.cert_pem()).expect("write the CA");
+        let mut render = RenderTls {
+            ca: "tls/ca.pem".into(),
+            nodes: BTreeMap::new(),
+        };
+        for id in 1..=count as u64 {
+            let issued = authority.issue(NodeId(id)).expect("a node certificate");
+            let (cert, key) = (format!("tls/node-{id}.pem"), format!("tls/node-{id}.key"));
+            fs::write(dir.join(&cert), issued.cert_pem).expect("write a certificate");
+            fs::write(dir.join(&key), issued.key_pem).expect("write a key");
+            render.nodes.insert(NodeId(id), (cert, key));
+        }
+        let members: BTreeMap<NodeId, SocketAddr> = (1u64..)
+            .map(NodeId)
+            .zip(addresses.iter().copied())
+            .collect();
+        let path = dir.join("cluster.toml");
+        let text = cluster_file::render(4242, &members, &BTreeMap::new(), Some(&render));
+        fs::write(&path, text).expect("write the cluster file");
+        let file = ClusterFile::load(&path).expect("load the cluster file");
+        let servers = Servers {
+            dir,
+            file,
+            children: BTreeMap::new(),
+        };
+        (servers, authority)
     }
 
     /// Starts (or restarts) node `id`, logging to `dir/ID.log`.

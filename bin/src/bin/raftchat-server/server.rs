@@ -78,6 +78,13 @@ struct Args {
     /// The cluster file (see bin/cluster.example.toml).
     #[arg(long, value_name = "CLUSTER.toml")]
     cluster: PathBuf,
+    /// This node's TLS certificate (PEM; signed by the cluster file's `[tls] ca`, naming the
+    /// node as n<ID>.raftchat), in place of its `[[nodes]]` entry's `tls_cert`.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Where this node keeps its log (created if missing; one directory per node).
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
@@ -131,11 +138,33 @@ fn run(args: Args) -> Result<(), Failure> {
         .init();
     let cluster = ClusterFile::load(&args.cluster).map_err(|e| Failure::input(e.to_string()))?;
     let id = NodeId(args.id);
-    let config = match (args.join, args.listen) {
+    let mut config = match (args.join, args.listen) {
         (true, Some(listen)) => cluster.joiner_config(id, listen, seed(id)),
         _ => cluster.node_config(id, seed(id)),
     }
     .map_err(|e| Failure::input(e.to_string()))?;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let tls = cluster
+            .node_tls(cert, key)
+            .map_err(|e| Failure::input(format!("--tls-cert: {e}")))?;
+        config.tls = Some(tls);
+    }
+    match (&cluster.tls, &config.tls) {
+        (Some(_), None) => {
+            return Err(Failure::input(format!(
+                "{}: [tls] is on, but node {} has no certificate: give `tls_cert` and `tls_key` \
+                 in its [[nodes]] entry, or --tls-cert and --tls-key",
+                cluster.path.display(),
+                id.0
+            )))
+        }
+        (None, _) => tracing::warn!(
+            "running without TLS (the cluster file has no [tls]): anyone who can reach {} can \
+             join the Raft group, or act as any client",
+            config.listen
+        ),
+        (Some(_), Some(_)) => {}
+    }
     prepare_data_dir(&args.data_dir, &config)?;
     let disk = FileDisk::open(&args.data_dir).map_err(|e| Failure::input(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -19,8 +19,9 @@ use raftchat::limits::CLUSTER_SIZE_MAX;
 use raftchat::raft::ConfChange;
 use raftchat::types::NodeId;
 use raftchat_node::client::Client;
-use raftchat_node::cluster_file::{self, ClusterFile};
+use raftchat_node::cluster_file::{self, ClusterFile, RenderTls};
 use raftchat_node::cluster_status::ClusterStatus;
+use raftchat_node::tls::Authority;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -76,6 +77,11 @@ pub struct UpArgs {
     /// The cluster's directory (created if missing; reused with its data if it exists).
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
+    /// Run without TLS: every link in plaintext, so anyone who can reach the ports can join the
+    /// Raft group or act as any client. Only for a new --dir (by default `up` makes the
+    /// cluster a CA and each node a certificate, in DIR/tls/).
+    #[arg(long)]
+    insecure: bool,
     /// Port of node 1; node ID listens on BASE_PORT + ID - 1.
     #[arg(long, value_name = "PORT", default_value_t = 7001)]
     base_port: u16,
@@ -275,6 +281,21 @@ fn add(args: &AddArgs) -> Result<(), Failure> {
             "{}: exists already; a new member starts from an empty data directory",
             data_dir.display()
         )));
+    }
+    if file.tls.is_some() {
+        let tls_dir = args.dir.join(TLS_DIR);
+        let authority = Authority::load(
+            file.cluster_id,
+            &tls_dir.join("ca.pem"),
+            &tls_dir.join("ca.key"),
+        )
+        .map_err(|e| {
+            Failure::input(format!(
+                "{e} (is {} a cluster `up` made?)",
+                args.dir.display()
+            ))
+        })?;
+        issue_certificate(&args.dir, &authority, id)?;
     }
     let server = ServerArgs {
         bin: &server_bin,
@@ -555,10 +576,83 @@ fn cluster_file(args: &UpArgs) -> Result<ClusterFile, Failure> {
     let raft = members.iter().map(|(&id, &address)| (id, address));
     check_addresses_free(raft.chain(grpc.iter().map(|(&id, &address)| (id, address))))?;
     let cluster_id = seed() % 1_000_000_000 + 1;
-    let text = cluster_file::render(cluster_id, &members, &grpc);
+    let tls = match args.insecure {
+        true => None,
+        false => Some(make_certificates(
+            &args.dir,
+            cluster_id,
+            members.keys().copied(),
+        )?),
+    };
+    let text = cluster_file::render(cluster_id, &members, &grpc, tls.as_ref());
     fs::write(&path, text)
         .map_err(|e| Failure::input(format!("{}: cannot write: {e}", path.display())))?;
     ClusterFile::load(&path).map_err(|e| Failure::input(e.to_string()))
+}
+
+/// Where a local cluster keeps its CA and its nodes' certificates.
+const TLS_DIR: &str = "tls";
+
+/// Makes a CA for the cluster in DIR/tls/, and a certificate for each node; returns what the
+/// cluster file says of them (paths relative to it).
+fn make_certificates(
+    dir: &Path,
+    cluster_id: u64,
+    nodes: impl Iterator<Item = NodeId>,
+) -> Result<RenderTls, Failure> {
+    let tls_dir = dir.join(TLS_DIR);
+    fs::create_dir_all(&tls_dir)
+        .map_err(|e| Failure::input(format!("{}: cannot create: {e}", tls_dir.display())))?;
+    let authority = Authority::new(cluster_id).map_err(|e| Failure::input(e.to_string()))?;
+    write_file(&tls_dir.join("ca.pem"), authority.cert_pem(), false)?;
+    write_file(&tls_dir.join("ca.key"), authority.key_pem(), true)?;
+    let mut render = RenderTls {
+        ca: format!("{TLS_DIR}/ca.pem"),
+        nodes: BTreeMap::new(),
+    };
+    for id in nodes {
+        let (cert, key) = issue_certificate(dir, &authority, id)?;
+        render.nodes.insert(id, (cert, key));
+    }
+    Ok(render)
+}
+
+/// Writes node `id`'s certificate and key into DIR/tls/; returns their paths relative to DIR.
+fn issue_certificate(
+    dir: &Path,
+    authority: &Authority,
+    id: NodeId,
+) -> Result<(String, String), Failure> {
+    let issued = authority
+        .issue(id)
+        .map_err(|e| Failure::input(e.to_string()))?;
+    let (cert, key) = node_certificate_files(id);
+    write_file(&dir.join(&cert), &issued.cert_pem, false)?;
+    write_file(&dir.join(&key), &issued.key_pem, true)?;
+    Ok((cert, key))
+}
+
+/// Node `id`'s certificate and key, relative to a local cluster's directory.
+fn node_certificate_files(id: NodeId) -> (String, String) {
+    (
+        format!("{TLS_DIR}/node-{}.pem", id.0),
+        format!("{TLS_DIR}/node-{}.key", id.0),
+    )
+}
+
+/// Writes a file whole; a private one (a key) is readable by its owner only.
+fn write_file(path: &Path, text: &str, private: bool) -> Result<(), Failure> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mode = if private { 0o600 } else { 0o644 };
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .map_err(|e| Failure::input(format!("{}: cannot write: {e}", path.display())))
 }
 
 /// Node ID's gRPC address: GRPC_BASE_PORT + 10 × (ID - 1) on 127.0.0.1.
@@ -615,6 +709,12 @@ impl ServerArgs<'_> {
                 .arg("--join")
                 .arg("--listen")
                 .arg(listen.to_string());
+            // An added node is not in the cluster file: its certificate comes by flag.
+            if file.tls.is_some() {
+                let (cert, key) = node_certificate_files(id);
+                command.arg("--tls-cert").arg(self.dir.join(cert));
+                command.arg("--tls-key").arg(self.dir.join(key));
+            }
         }
         let child = command
             .stdin(Stdio::null())

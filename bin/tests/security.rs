@@ -1,0 +1,179 @@
+//! TLS on every link, on a real 3-node cluster of `raftchat-server` processes on loopback: the
+//! cluster serves clients that check its certificates; nobody without a certificate of the
+//! cluster's CA naming the node it claims to be gets a Raft message in, whether it speaks in
+//! clear, shows another cluster's certificate, or shows a valid certificate of another node;
+//! a member's term is unchanged by all of them; and a client in clear is refused.
+#![cfg(not(madsim))]
+
+mod common;
+
+use common::Servers;
+use raftchat::chat::{Operation, Status};
+use raftchat::raft::{Message, MessageBody};
+use raftchat::types::{LogIndex, NodeId, Term};
+use raftchat::wire::{self, Frame, PROTOCOL_VERSION};
+use raftchat_node::client::{Client, ClientConfig};
+use raftchat_node::tls::{Authority, NodeTls, Stream};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The bound of any one wait.
+const WAIT_MAX: Duration = Duration::from_secs(15);
+
+/// The frames a hostile peer sends: a hello claiming to be `claim`, then a vote request and a
+/// pre-vote for a term far ahead, which would depose the leader if they were let in.
+fn hostile_frames(claim: NodeId, to: NodeId, cluster_id: u64, address: SocketAddr) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let hello = Frame::PeerHello {
+        version: PROTOCOL_VERSION,
+        from: claim,
+        cluster_id,
+        address,
+    };
+    wire::encode(&hello, &mut bytes).unwrap();
+    for pre_vote in [true, false] {
+        let vote = Message {
+            from: claim,
+            to,
+            term: Term(1_000),
+            body: MessageBody::RequestVote {
+                pre_vote,
+                last_log_index: LogIndex(1_000_000),
+                last_log_term: Term(999),
+                transfer: true,
+            },
+        };
+        wire::encode(&Frame::Raft(vote), &mut bytes).unwrap();
+    }
+    bytes
+}
+
+/// Sends `bytes` on `stream` and reads until the node closes it (or a second passes); returns
+/// how many bytes came back.
+async fn send_and_drain<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    bytes: &[u8],
+) -> usize {
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.flush().await;
+    let mut received = 0;
+    let mut buffer = [0u8; 4096];
+    let reading = async {
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            received += n;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), reading).await;
+    received
+}
+
+fn node_tls(authority: &Authority, id: u64) -> NodeTls {
+    let issued = authority.issue(NodeId(id)).unwrap();
+    let origins = ["ca", "cert", "key"].map(String::from);
+    NodeTls::from_pem(
+        authority.cert_pem().as_bytes(),
+        issued.cert_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+        &origins,
+    )
+    .unwrap()
+}
+
+/// Every member's term, as it reports it.
+async fn terms(servers: &Servers) -> Vec<u64> {
+    let status = servers
+        .wait_for("every member to answer", WAIT_MAX, |s| {
+            s.members.iter().all(|m| m.status.is_ok())
+        })
+        .await;
+    status.reachable().map(|s| s.raft.term.0).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_cannot_join_or_disrupt_a_tls_cluster() {
+    let (mut servers, authority) = Servers::with_tls("security-tls", 3);
+    servers.start_all();
+    let leader = servers.leader(WAIT_MAX).await;
+    let mut client = Client::new(servers.client_config(1));
+    let created = client
+        .execute(Operation::CreateAccount {
+            username: "ann".into(),
+        })
+        .await
+        .expect("a TLS client is served");
+    assert_eq!(created.reply.status, Status::Success);
+    let before = terms(&servers).await;
+
+    let cluster_id = servers.file.cluster_id;
+    let target = NodeId(leader);
+    let address = servers.file.members[&target];
+    let claim = servers
+        .file
+        .members
+        .keys()
+        .copied()
+        .find(|&id| id != target)
+        .unwrap();
+    let frames = hostile_frames(claim, target, cluster_id, address);
+
+    // In clear: the bytes are not a TLS handshake, and the node hangs up.
+    let plain = TcpStream::connect(address).await.unwrap();
+    assert!(send_and_drain(plain, &frames).await < 64);
+
+    // Another cluster's certificate for the same id: refused by the CA check.
+    let stranger = node_tls(&Authority::new(99).unwrap(), claim.0);
+    let tcp = TcpStream::connect(address).await.unwrap();
+    if let Ok(stream) = stranger.connect(target, tcp).await {
+        assert_eq!(send_and_drain(stream, &frames).await, 0);
+    }
+
+    // A valid certificate of this cluster, for a node that claims to be another.
+    let impostor = node_tls(&authority, 9);
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let stream: Stream = impostor
+        .connect(target, tcp)
+        .await
+        .expect("the CA is right");
+    assert_eq!(send_and_drain(stream, &frames).await, 0);
+
+    // A valid certificate of a node outside the configuration, as itself: let in, and ignored
+    // by Raft (a non-member's vote requests never change a member's term).
+    let outsider_frames = hostile_frames(NodeId(9), target, cluster_id, address);
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let stream = impostor.connect(target, tcp).await.unwrap();
+    send_and_drain(stream, &outsider_frames).await;
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        terms(&servers).await,
+        before,
+        "a stranger changed a member's term"
+    );
+    assert_eq!(servers.leader(WAIT_MAX).await, leader);
+
+    // A client in clear is refused by a TLS server: it never gets an answer.
+    let mut plain_config = ClientConfig::new(servers.file.members.clone());
+    plain_config.operation_timeout = Duration::from_secs(1);
+    let mut plain_client = Client::new(plain_config);
+    let refused = plain_client
+        .execute(Operation::CheckAccount {
+            username: "ann".into(),
+        })
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    // And the cluster still serves.
+    let checked = client
+        .execute(Operation::CheckAccount {
+            username: "ann".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(checked.reply.status, Status::Success);
+    servers.kill(1);
+}
