@@ -8,7 +8,7 @@
 //! a whole (unique ids and addresses, a timing Raft accepts) before anything starts.
 
 use crate::client::{ClientConfig, ReadMode};
-use crate::config::NodeConfig;
+use crate::config::{ConnectionLimits, NodeConfig};
 use crate::tls::{ClientTls, NodeTls};
 use raftchat::chat::ChatLimits;
 use raftchat::limits::CLUSTER_SIZE_MAX;
@@ -56,6 +56,8 @@ pub struct ClusterFile {
     pub client: ClientSettings,
     /// TLS on every link (`[tls]`); none for plaintext.
     pub tls: Option<TlsFiles>,
+    /// Bounds on the client connections each member serves (`[limits]`).
+    pub limits: ConnectionLimits,
 }
 
 /// The `[tls]` table and the members' certificates: paths resolved against the cluster file's
@@ -167,6 +169,15 @@ struct RawFile {
     chat: Option<RawChat>,
     client: Option<RawClient>,
     tls: Option<RawTls>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    client_connections_max: Option<u64>,
+    client_connections_per_source_max: Option<u64>,
+    client_idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +263,7 @@ impl ClusterFile {
         let chat = parse_chat(raw.chat.as_ref()).map_err(fail)?;
         let client = parse_client(raw.client.as_ref()).map_err(fail)?;
         let tls = parse_tls(raw.tls.as_ref(), &raw.nodes, path).map_err(fail)?;
+        let limits = parse_limits(raw.limits.as_ref()).map_err(fail)?;
         let file = ClusterFile {
             path: path.to_path_buf(),
             cluster_id: raw.cluster_id,
@@ -262,6 +274,7 @@ impl ClusterFile {
             chat,
             client,
             tls,
+            limits,
         };
         // Every member gets the same timing, so checking one member's config checks them all.
         if let Some(&id) = file.members.keys().next() {
@@ -350,6 +363,7 @@ impl ClusterFile {
         config.snapshot_catch_up_entries = self.snapshot.catch_up_entries;
         config.segment_bytes_max = self.snapshot.segment_bytes;
         config.chat_limits = self.chat;
+        config.connection_limits = self.limits;
         config
     }
 
@@ -457,6 +471,39 @@ fn parse_tls(
         nodes: certificates,
         client,
     }))
+}
+
+/// Largest connection count a limit may name.
+const CONNECTIONS_MAX: u64 = 1 << 20;
+/// Longest client idle timeout: a day.
+const IDLE_TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
+
+fn parse_limits(raw: Option<&RawLimits>) -> Result<ConnectionLimits, String> {
+    let mut limits = ConnectionLimits::default();
+    let Some(raw) = raw else { return Ok(limits) };
+    let count = |key: &str, value: u64| {
+        if value == 0 || value > CONNECTIONS_MAX {
+            return Err(format!(
+                "`limits.{key}`: must be between 1 and {CONNECTIONS_MAX}"
+            ));
+        }
+        Ok(value as usize)
+    };
+    if let Some(value) = raw.client_connections_max {
+        limits.clients_max = count("client_connections_max", value)?;
+    }
+    if let Some(value) = raw.client_connections_per_source_max {
+        limits.clients_per_source_max = count("client_connections_per_source_max", value)?;
+    }
+    if let Some(ms) = raw.client_idle_timeout_ms {
+        if ms == 0 || ms > IDLE_TIMEOUT_MS_MAX {
+            return Err(format!(
+                "`limits.client_idle_timeout_ms`: must be between 1 and {IDLE_TIMEOUT_MS_MAX}"
+            ));
+        }
+        limits.client_idle_timeout = Duration::from_millis(ms);
+    }
+    Ok(limits)
 }
 
 fn parse_timing(raw: Option<&RawTiming>) -> Result<Timing, String> {
@@ -697,6 +744,18 @@ pub fn render(
          # are then fixed for the cluster's life.\n\
          [chat]\ninbox_messages_max = {}\nretained_bytes_max = {}\n",
         chat.inbox_messages_max, chat.retained_bytes_max,
+    );
+    let limits = ConnectionLimits::default();
+    let _ = writeln!(
+        out,
+        "# Client connections a member serves at once, in all and from one IP address (a\n\
+         # newcomer past either is answered busy and closed, and the refusal logged), and how\n\
+         # long a client connection may stay idle. Peers are never counted.\n\
+         [limits]\nclient_connections_max = {}\nclient_connections_per_source_max = {}\n\
+         client_idle_timeout_ms = {}\n",
+        limits.clients_max,
+        limits.clients_per_source_max,
+        limits.client_idle_timeout.as_millis(),
     );
     let _ = writeln!(
         out,

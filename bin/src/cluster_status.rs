@@ -35,8 +35,22 @@ impl ClusterStatus {
         let Some(leader) = status.leader() else {
             return status;
         };
+        // The leader's view if this config can reach it, else that of a member that answered
+        // (a leader added since the cluster file was written has no address here yet).
+        let answered = status.reachable().map(|s| s.raft.id);
+        let askable: Vec<NodeId> = std::iter::once(leader)
+            .chain(answered)
+            .filter(|id| config.members.contains_key(id))
+            .collect();
         let mut client = Client::new(config.clone());
-        let Ok(view) = client.membership_of(leader).await else {
+        let mut view = None;
+        for node in askable {
+            if let Ok(answer) = client.membership_of(node).await {
+                view = Some(answer);
+                break;
+            }
+        }
+        let Some(view) = view else {
             return status;
         };
         let members = crate::host::member_addresses(&view.membership, &config.members);

@@ -53,6 +53,32 @@ impl Default for ClockRate {
     }
 }
 
+/// Bounds on the connections a node serves. Peers (identified by their hello, and with TLS by
+/// their certificate) are never counted: a flood of clients cannot cut a node off its peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most client connections open at once.
+    pub clients_max: usize,
+    /// Most client connections open at once from one IP address.
+    pub clients_per_source_max: usize,
+    /// Most connections at once that have not yet said what they are (TLS handshake, first
+    /// frame); each has `HANDSHAKE_TIMEOUT` to do so.
+    pub unidentified_max: usize,
+    /// A client connection that sends no request for this long is closed.
+    pub client_idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            clients_max: 4096,
+            clients_per_source_max: 512,
+            unidentified_max: 256,
+            client_idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
 /// Everything one node's runtime needs to run.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -69,6 +95,8 @@ pub struct NodeConfig {
     pub joining: bool,
     /// TLS for every connection, with this node's certificate; none for plaintext.
     pub tls: Option<crate::tls::NodeTls>,
+    /// Bounds on client connections, so one client cannot hurt the rest.
+    pub connection_limits: ConnectionLimits,
     /// Length of one Raft tick.
     pub tick_interval: Duration,
     /// Election timeout range in ticks, `[min, max)`.
@@ -126,6 +154,7 @@ impl NodeConfig {
             listen,
             joining: false,
             tls: None,
+            connection_limits: ConnectionLimits::default(),
             tick_interval: Duration::from_millis(10),
             election_ticks: (15, 30),
             heartbeat_ticks: 3,

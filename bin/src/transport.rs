@@ -24,7 +24,7 @@
 //! for, and Raft's own rules hold off a removed one), or a client's first `Request`. Anything
 //! else, and any frame that fails to decode, closes that connection and nothing else.
 
-use crate::config::NodeConfig;
+use crate::config::{ConnectionLimits, NodeConfig};
 use crate::deadline::Deadline;
 use crate::frame_io::{write_frames, FrameError, FrameReader};
 use crate::tls::{names_node, Stream};
@@ -32,7 +32,7 @@ use raftchat::raft::Message;
 use raftchat::types::NodeId;
 use raftchat::wire::{Frame, Request, Response, ResponseBody, PROTOCOL_VERSION};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -282,6 +282,117 @@ async fn run_peer_connection(
     }
 }
 
+/// The connections a node's listener holds, against its [`ConnectionLimits`].
+#[derive(Clone, Debug, Default)]
+struct Admission(Arc<std::sync::Mutex<Counts>>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    unidentified: usize,
+    clients: usize,
+    clients_by_source: BTreeMap<IpAddr, usize>,
+    /// Refusals since the last logged one: a flood gets a line a second, not a line each.
+    refused_quietly: u64,
+    last_logged: Option<Instant>,
+}
+
+/// What a connection counts as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Unidentified,
+    Client,
+    Peer,
+}
+
+/// A connection's place in the counts, given back when it is dropped.
+struct Slot {
+    admission: Admission,
+    source: IpAddr,
+    kind: Kind,
+}
+
+impl Admission {
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.0.lock().expect("never poisoned")
+    }
+
+    /// A place for a new connection, until it says what it is; none beyond the limit.
+    fn admit(&self, limits: &ConnectionLimits, source: IpAddr) -> Option<Slot> {
+        let mut counts = self.counts();
+        if counts.unidentified >= limits.unidentified_max {
+            drop(counts);
+            self.refuse(source, "too many connections still opening");
+            return None;
+        }
+        counts.unidentified += 1;
+        Some(Slot {
+            admission: self.clone(),
+            source,
+            kind: Kind::Unidentified,
+        })
+    }
+
+    /// Logs a refused connection: the first at once, then at most a line a second.
+    fn refuse(&self, source: IpAddr, reason: &str) {
+        let mut counts = self.counts();
+        let now = Instant::now();
+        let due = counts
+            .last_logged
+            .is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1));
+        if !due {
+            counts.refused_quietly += 1;
+            return;
+        }
+        let earlier = std::mem::take(&mut counts.refused_quietly);
+        counts.last_logged = Some(now);
+        drop(counts);
+        tracing::warn!(%source, reason, refused_since_last_line = earlier, "refusing a connection");
+    }
+}
+
+impl Slot {
+    /// The connection is a client's: counted as one, unless that passes a limit (the reason).
+    fn client(&mut self, limits: &ConnectionLimits) -> Result<(), &'static str> {
+        let mut counts = self.admission.counts();
+        let from_source = counts.clients_by_source.get(&self.source).copied();
+        if counts.clients >= limits.clients_max {
+            return Err("the node has its most client connections open");
+        }
+        if from_source.unwrap_or(0) >= limits.clients_per_source_max {
+            return Err("the source address has its most client connections open");
+        }
+        counts.unidentified -= 1;
+        counts.clients += 1;
+        *counts.clients_by_source.entry(self.source).or_insert(0) += 1;
+        self.kind = Kind::Client;
+        Ok(())
+    }
+
+    /// The connection is a peer's: not counted.
+    fn peer(&mut self) {
+        self.admission.counts().unidentified -= 1;
+        self.kind = Kind::Peer;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.admission.counts();
+        match self.kind {
+            Kind::Unidentified => counts.unidentified -= 1,
+            Kind::Client => {
+                counts.clients -= 1;
+                let from_source = counts.clients_by_source.entry(self.source).or_insert(1);
+                *from_source -= 1;
+                if *from_source == 0 {
+                    counts.clients_by_source.remove(&self.source);
+                }
+            }
+            Kind::Peer => {}
+        }
+    }
+}
+
 /// Accepts connections forever, serving each on its own task.
 pub async fn run_acceptor(
     listener: TcpListener,
@@ -289,13 +400,18 @@ pub async fn run_acceptor(
     inbox: mpsc::Sender<Inbound>,
     directory: PeerDirectory,
 ) {
+    let admission = Admission::default();
     loop {
         match listener.accept().await {
             Ok((stream, source)) => {
+                let Some(slot) = admission.admit(&config.connection_limits, source.ip()) else {
+                    continue; // dropping the stream closes it
+                };
                 let _ = stream.set_nodelay(true);
                 let connection = accept_connection(
                     stream,
                     source,
+                    slot,
                     config.clone(),
                     inbox.clone(),
                     directory.clone(),
@@ -314,6 +430,7 @@ pub async fn run_acceptor(
 async fn accept_connection(
     stream: TcpStream,
     source: SocketAddr,
+    slot: Slot,
     config: Arc<NodeConfig>,
     inbox: mpsc::Sender<Inbound>,
     directory: PeerDirectory,
@@ -330,12 +447,13 @@ async fn accept_connection(
         },
         None => Stream::Plain(stream),
     };
-    serve_connection(stream, source, config, inbox, directory).await;
+    serve_connection(stream, source, slot, config, inbox, directory).await;
 }
 
 async fn serve_connection(
     stream: Stream,
     source: SocketAddr,
+    mut slot: Slot,
     config: Arc<NodeConfig>,
     inbox: mpsc::Sender<Inbound>,
     directory: PeerDirectory,
@@ -370,9 +488,31 @@ async fn serve_connection(
                 address.set_ip(source.ip());
             }
             directory.learn(from, address);
+            slot.peer();
             serve_peer(&config, from, reader, write_half, &inbox).await
         }
-        Frame::Request(request) => serve_client(request, reader, write_half, &inbox).await,
+        Frame::Request(request) => {
+            let limits = config.connection_limits;
+            if let Err(reason) = slot.client(&limits) {
+                slot.admission.refuse(source.ip(), reason);
+                // The newcomer hears why: busy, try another node or later.
+                let refusal = Frame::Response(Response {
+                    id: request.id,
+                    body: ResponseBody::Busy,
+                });
+                let mut write_half = write_half;
+                let _ = write_frames(&mut write_half, [&refusal], &mut Vec::new()).await;
+                return;
+            }
+            serve_client(
+                request,
+                reader,
+                write_half,
+                &inbox,
+                limits.client_idle_timeout,
+            )
+            .await
+        }
         _ => return tracing::warn!("closing a connection that opened with an unexpected frame"),
     };
     if let Err(error) = result {
@@ -431,6 +571,7 @@ async fn serve_client<R, W>(
     mut reader: FrameReader<R>,
     mut writer: W,
     inbox: &mpsc::Sender<Inbound>,
+    idle_timeout: Duration,
 ) -> Result<(), FrameError>
 where
     R: AsyncRead + Unpin,
@@ -441,10 +582,12 @@ where
     loop {
         let request = match next.take() {
             Some(request) => request,
-            None => match reader.next().await? {
-                Some(Frame::Request(request)) => request,
-                Some(_) => return Ok(()),
-                None => return Ok(()),
+            None => match timeout(idle_timeout, reader.next()).await {
+                Ok(frame) => match frame? {
+                    Some(Frame::Request(request)) => request,
+                    Some(_) | None => return Ok(()),
+                },
+                Err(_) => return Ok(()), // idle: the client comes back on a new connection
             },
         };
         let id = request.id;

@@ -121,7 +121,12 @@ async fn write_loop(
     while !stop.load(Ordering::SeqCst) {
         sequence += 1;
         let from = USERS[writer % USERS.len()].to_string();
-        let to = USERS[if sequence.is_multiple_of(4) { writer % 2 } else { 2 }].to_string();
+        let to = USERS[if sequence.is_multiple_of(4) {
+            writer % 2
+        } else {
+            2
+        }]
+        .to_string();
         // Unique across the run, so each message can be counted in the inboxes.
         let text = format!("writer {writer} message {sequence}");
         let operation = Operation::SendMessage {

@@ -177,3 +177,89 @@ async fn strangers_cannot_join_or_disrupt_a_tls_cluster() {
     assert_eq!(checked.reply.status, Status::Success);
     servers.kill(1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_past_the_limits_leaves_other_clients_served() {
+    use raftchat::wire::{Request, RequestBody, ResponseBody};
+    use raftchat_node::frame_io::{write_frames, FrameReader};
+    const PER_SOURCE: usize = 20;
+    const FLOOD: usize = 60;
+    let settings = [
+        ("client_connections_per_source_max", "20"),
+        ("client_idle_timeout_ms", "1500"),
+    ];
+    let mut servers = Servers::with_settings("security-flood", 3, &settings);
+    servers.start_all();
+    let leader = NodeId(servers.leader(WAIT_MAX).await);
+    // A client at work before the flood: its connection to the leader is open.
+    let mut config = servers.client_config(3);
+    config.members.retain(|&id, _| id == leader);
+    let mut client = Client::new(config);
+    let create = |name: &str| Operation::CreateAccount {
+        username: name.into(),
+    };
+    client.execute(create("ann")).await.unwrap();
+
+    // The flood: connections from the same address, each asking one status and holding on.
+    let address = servers.file.members[&leader];
+    let (mut served, mut refused) = (0, 0);
+    let mut held = Vec::new();
+    for id in 0..FLOOD as u64 {
+        let stream = TcpStream::connect(address).await.unwrap();
+        let (read_half, mut write_half) = tokio::io::split(stream);
+        let request = Frame::Request(Request {
+            id,
+            body: RequestBody::Status,
+        });
+        write_frames(&mut write_half, [&request], &mut Vec::new())
+            .await
+            .unwrap();
+        let mut reader = FrameReader::new(read_half);
+        match reader.next().await.unwrap() {
+            Some(Frame::Response(response)) => match response.body {
+                ResponseBody::Status(_) => served += 1,
+                ResponseBody::Busy => refused += 1,
+                other => panic!("unexpected answer {other:?}"),
+            },
+            other => panic!("no answer: {other:?}"),
+        }
+        held.push((reader, write_half));
+    }
+    // The client at work holds one of the source's places; the flood gets the rest.
+    assert_eq!(served, PER_SOURCE - 1, "served {served}, refused {refused}");
+    assert_eq!(refused, FLOOD - served);
+
+    // The client at work is unaffected: every operation succeeds, on its open connection.
+    for i in 0..50 {
+        let sent = client
+            .execute(Operation::SendMessage {
+                from: "ann".into(),
+                to: "ann".into(),
+                message: format!("during the flood {i}"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(sent.reply.status, Status::Success);
+    }
+
+    // Idle client connections are closed; then a newcomer is served again.
+    let (reader, _) = held.first_mut().unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
+    assert!(matches!(closed, Ok(Ok(None))), "{closed:?}");
+    drop(held);
+    let mut config = servers.client_config(4);
+    config.members.retain(|&id, _| id == leader);
+    let mut newcomer = Client::new(config);
+    let checked = newcomer
+        .execute(Operation::CheckAccount {
+            username: "ann".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(checked.reply.status, Status::Success);
+    let log = std::fs::read_to_string(servers.dir.join(format!("{}.log", leader.0))).unwrap();
+    assert!(
+        log.contains("the source address has its most client connections open"),
+        "the refusal is logged"
+    );
+}
