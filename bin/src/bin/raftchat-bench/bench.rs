@@ -27,6 +27,10 @@
 //! runs, printing each sample to stderr and listing them with the results, so a long run shows
 //! whether memory and disk stay flat.
 //!
+//! Every run reports the CPU the measured window cost, from `/proc`: the servers' (whose pid
+//! files are in `--pid-dir`) in microseconds per operation, user and system apart, the
+//! benchmark's own, and the share of the whole machine that was busy.
+//!
 //! Exit codes: 0 the benchmark ran; 1 the cluster could not be reached, no operation was
 //! acknowledged, or the leader could not be killed; 2 usage or input error.
 
@@ -48,7 +52,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::monitor::{self, Sample};
+use crate::monitor::{self, CpuUse, Sample};
 
 /// Most concurrent clients.
 const CLIENTS_MAX: usize = 4096;
@@ -365,6 +369,8 @@ struct RunResults {
     /// Each node's log size before and after the load, where it answered both times.
     log_bytes: BTreeMap<NodeId, (u64, u64)>,
     answered: Arc<Answered>,
+    /// The CPU the measured window cost.
+    cpu: CpuUse,
 }
 
 async fn load(plan: &Plan, read_mode: ReadMode) -> Result<RunResults, Failure> {
@@ -392,6 +398,8 @@ async fn load(plan: &Plan, read_mode: ReadMode) -> Result<RunResults, Failure> {
         };
         tasks.push(tokio::spawn(run_client(Client::new(config), work)));
     }
+    let ids: Vec<u64> = plan.file.members.keys().map(|id| id.0).collect();
+    let cpu_window = tokio::spawn(measure_cpu(plan.pid_dir.clone(), ids, measure_start, end));
     let sampler = plan.monitor.map(|interval| {
         let ids: Vec<u64> = plan.file.members.keys().map(|id| id.0).collect();
         let dir = plan.pid_dir.clone();
@@ -424,6 +432,9 @@ async fn load(plan: &Plan, read_mode: ReadMode) -> Result<RunResults, Failure> {
             .map_err(|e| cluster(format!("the monitor failed: {e}")))?,
         None => Vec::new(),
     };
+    let cpu = cpu_window
+        .await
+        .map_err(|e| cluster(format!("the CPU reading failed: {e}")))?;
     let log_after = log_bytes(plan).await;
     let log_bytes = log_before
         .iter()
@@ -437,7 +448,17 @@ async fn load(plan: &Plan, read_mode: ReadMode) -> Result<RunResults, Failure> {
         samples,
         log_bytes,
         answered,
+        cpu,
     })
+}
+
+/// Reads the CPU times at the measured window's start and end.
+async fn measure_cpu(dir: PathBuf, ids: Vec<u64>, start: Instant, end: Instant) -> CpuUse {
+    tokio::time::sleep_until(start).await;
+    let before = monitor::cpu_times(&dir, &ids);
+    tokio::time::sleep_until(end).await;
+    let after = monitor::cpu_times(&dir, &ids);
+    CpuUse::between(&before, &after)
 }
 
 /// The log size of every node that answers, from its status, once every member has applied
@@ -780,6 +801,7 @@ struct Report {
     /// The monitor's samples, in time order.
     samples: Vec<Sample>,
     log: LogGrowth,
+    cpu: CpuUse,
 }
 
 impl Report {
@@ -837,6 +859,7 @@ impl Report {
             longest_gap,
             failover,
             samples: results.samples,
+            cpu: results.cpu,
             log: LogGrowth {
                 nodes: results.log_bytes,
                 writes: results.answered.writes.load(Ordering::Relaxed),
@@ -902,6 +925,7 @@ impl Report {
             millis(self.longest_gap)
         );
         out!("  log         {}", self.log.line());
+        out!("  cpu         {}", self.cpu.line(self.all.0.len()));
         if let Some((leader, at, next)) = self.failover {
             let next = next.map_or("never came".into(), |d| {
                 format!("{:.1} ms later", millis(d))
@@ -947,6 +971,7 @@ impl Report {
                 "unexpected_status": self.unexpected_status,
             },
             "longest_gap_ms": millis(self.longest_gap),
+            "cpu": self.cpu.json(self.all.0.len()),
             "log": self.log.json(),
             "failover": failover,
             "monitor": self.samples.iter().map(Sample::json).collect::<Vec<_>>(),

@@ -1,6 +1,7 @@
 //! Watching the servers while the load runs: every node's resident memory and the size of its
 //! data directory, sampled at a fixed interval, so a long run shows whether memory and disk
-//! stay flat. The pid files and data directories are the ones `raftchat cluster up` leaves in
+//! stay flat; and the CPU time the servers, this benchmark and the whole machine spent in the
+//! measured window (from `/proc`), so a change is judged on CPU per operation too. The pid files and data directories are the ones `raftchat cluster up` leaves in
 //! the cluster's directory (`ID.pid`, `ID/`); a node whose pid file or process is missing is
 //! reported without figures, never as an error.
 
@@ -107,6 +108,158 @@ impl Sample {
     }
 }
 
+/// Kernel clock ticks per second in `/proc`'s CPU times (USER_HZ, 100 on every Linux).
+const USER_HZ: f64 = 100.0;
+
+/// CPU times at one moment, in clock ticks.
+#[derive(Clone, Debug, Default)]
+pub struct CpuTimes {
+    /// Each server's user and system time, where its pid file names a running process.
+    servers: Vec<(u64, u64)>,
+    /// This benchmark process's user and system time.
+    bench: Option<(u64, u64)>,
+    /// The machine's busy and total time, over every core.
+    machine: Option<(u64, u64)>,
+}
+
+/// The CPU a measured window cost.
+#[derive(Clone, Debug)]
+pub struct CpuUse {
+    /// Servers whose times were read at both ends.
+    pub servers: usize,
+    /// Their user and system CPU time, summed.
+    pub servers_user: Duration,
+    /// Their system CPU time, summed.
+    pub servers_system: Duration,
+    /// This benchmark's CPU time (user and system).
+    pub bench: Option<Duration>,
+    /// Share of the machine's CPU time (all cores) that was busy, in [0, 1].
+    pub machine_busy: Option<f64>,
+}
+
+/// Reads the CPU times of the servers of `ids` (pid files under `dir`), of this process and of
+/// the machine.
+pub fn cpu_times(dir: &Path, ids: &[u64]) -> CpuTimes {
+    let servers = ids
+        .iter()
+        .filter_map(|&id| {
+            let pid = crate::process::read_pid_file(&dir.join(format!("{id}.pid"))).ok()?;
+            process_ticks(&format!("/proc/{pid}/stat"))
+        })
+        .collect();
+    CpuTimes {
+        servers,
+        bench: process_ticks("/proc/self/stat"),
+        machine: machine_ticks(),
+    }
+}
+
+/// User and system ticks of a process, from its `stat` file (fields 14 and 15, counted after
+/// the parenthesised command name, which may hold spaces).
+fn process_ticks(path: &str) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    // Fields 3 onwards follow the name; utime and stime are the 14th and 15th.
+    let utime = fields.nth(11)?.parse().ok()?;
+    let stime = fields.next()?.parse().ok()?;
+    Some((utime, stime))
+}
+
+/// Busy and total ticks of every core together, from `/proc/stat`: idle and iowait are idle.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+fn ticks(count: u64) -> Duration {
+    Duration::from_secs_f64(count as f64 / USER_HZ)
+}
+
+impl CpuUse {
+    /// What was spent between two readings; servers are counted when read at both (a server
+    /// restarted in between is left out: its times began again).
+    pub fn between(before: &CpuTimes, after: &CpuTimes) -> CpuUse {
+        let pairs: Vec<((u64, u64), (u64, u64))> = before
+            .servers
+            .iter()
+            .zip(&after.servers)
+            .filter(|(b, a)| a.0 >= b.0 && a.1 >= b.1)
+            .map(|(&b, &a)| (b, a))
+            .collect();
+        let user: u64 = pairs.iter().map(|(b, a)| a.0 - b.0).sum();
+        let system: u64 = pairs.iter().map(|(b, a)| a.1 - b.1).sum();
+        let bench = before
+            .bench
+            .zip(after.bench)
+            .map(|(b, a)| ticks((a.0 + a.1).saturating_sub(b.0 + b.1)));
+        let machine_busy = before.machine.zip(after.machine).and_then(|(b, a)| {
+            let total = a.1.checked_sub(b.1).filter(|&t| t > 0)?;
+            Some(a.0.saturating_sub(b.0) as f64 / total as f64)
+        });
+        let servers = if before.servers.len() == after.servers.len() {
+            pairs.len()
+        } else {
+            0
+        };
+        CpuUse {
+            servers,
+            servers_user: ticks(user),
+            servers_system: ticks(system),
+            bench,
+            machine_busy,
+        }
+    }
+
+    /// Server CPU per operation, in microseconds.
+    pub fn servers_per_op_us(&self, ops: usize) -> Option<f64> {
+        let total = self.servers_user + self.servers_system;
+        (self.servers > 0 && ops > 0).then(|| total.as_secs_f64() * 1e6 / ops as f64)
+    }
+
+    /// One line: servers' CPU per operation (user and system), the benchmark's, and how busy
+    /// the machine was.
+    pub fn line(&self, ops: usize) -> String {
+        let per_op = |d: Duration| d.as_secs_f64() * 1e6 / ops.max(1) as f64;
+        let servers = match self.servers_per_op_us(ops) {
+            Some(us) => format!(
+                "servers {us:.0} µs/op (user {:.0}, system {:.0}; {} servers)",
+                per_op(self.servers_user),
+                per_op(self.servers_system),
+                self.servers
+            ),
+            None => "servers - (no pid files)".into(),
+        };
+        let bench = self
+            .bench
+            .map_or("-".into(), |d| format!("{:.0} µs/op", per_op(d)));
+        let busy = self
+            .machine_busy
+            .map_or("-".into(), |b| format!("{:.0} %", b * 100.0));
+        format!("{servers}; bench {bench}; machine busy {busy}")
+    }
+
+    /// The figures as JSON.
+    pub fn json(&self, ops: usize) -> Value {
+        let per_op = |d: Duration| d.as_secs_f64() * 1e6 / ops.max(1) as f64;
+        json!({
+            "servers": self.servers,
+            "servers_us_per_op": self.servers_per_op_us(ops),
+            "servers_user_us_per_op": (self.servers > 0).then(|| per_op(self.servers_user)),
+            "servers_system_us_per_op": (self.servers > 0).then(|| per_op(self.servers_system)),
+            "bench_us_per_op": self.bench.map(per_op),
+            "machine_busy": self.machine_busy,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +282,28 @@ mod tests {
             "{}",
             sample.line()
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn cpu_times_are_read_from_proc() {
+        let dir = std::env::temp_dir().join(format!("raftchat-cpu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("1.pid"), format!("{}\n", std::process::id())).unwrap();
+        let before = cpu_times(&dir, &[1, 2]);
+        // Spin for a few clock ticks, so every figure moves.
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+        }
+        let after = cpu_times(&dir, &[1, 2]);
+        let used = CpuUse::between(&before, &after);
+        // Node 1 is this process; node 2 has no pid file and is left out.
+        assert_eq!(used.servers, 1);
+        assert!(used.bench.is_some());
+        assert!(used.machine_busy.is_some_and(|b| (0.0..=1.0).contains(&b)));
+        assert!(used.line(1000).contains("µs/op"), "{}", used.line(1000));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
