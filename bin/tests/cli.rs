@@ -524,3 +524,57 @@ fn local_cluster_add_and_remove_nodes() {
     let fetched = json(&cluster, &["check", "ann"]);
     assert_eq!(fetched, serde_json::json!({"status": 0}));
 }
+
+/// Lines typed at the prompt while a command runs are kept, not lost: the prompt runs in a
+/// pseudo-terminal (driven by Python's `pty`, as a user's terminal would be), and every line is
+/// typed at once, before the first has been answered.
+#[test]
+fn prompt_lines_typed_ahead_are_kept() {
+    let guard = LocalCluster {
+        dir: scratch_dir("cli-prompt"),
+    };
+    let dir = guard.dir.to_str().unwrap();
+    let base = free_port_range(3).to_string();
+    let up = [
+        "cluster",
+        "up",
+        "--nodes",
+        "3",
+        "--dir",
+        dir,
+        "--base-port",
+        &base,
+    ];
+    let output = run(CLIENT, &up);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let cluster = guard.dir.join("cluster.toml");
+    let driver = r#"
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "--cluster", sys.argv[2]])
+out = b""
+def drain(seconds):
+    global out
+    end = time.time() + seconds
+    while time.time() < end:
+        if select.select([fd], [], [], 0.05)[0]:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                return
+drain(1.0)
+os.write(fd, b"create alice\rcreate bob\rcheck bob\rlist\r")
+drain(5.0)
+os.write(fd, b"quit\r")
+drain(1.0)
+sys.stdout.write(out.decode(errors="replace"))
+"#;
+    let output = Command::new("python3")
+        .args(["-c", driver, CLIENT, cluster.to_str().unwrap()])
+        .output()
+        .expect("python3 runs");
+    let text = stdout(&output);
+    assert_eq!(text.matches("SUCCESS").count(), 4, "{text}");
+    assert!(text.contains("alice") && text.contains("bob"), "{text}");
+}
