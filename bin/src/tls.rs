@@ -354,6 +354,23 @@ impl Authority {
         &self.key_pem
     }
 
+    /// Node `id`'s TLS with a new certificate from this CA, held in memory (tests, and
+    /// clusters that make their certificates on the spot).
+    pub fn node_tls(&self, id: NodeId) -> Result<NodeTls, TlsError> {
+        let issued = self.issue(id)?;
+        let origins = [
+            format!("the CA of {id}"),
+            format!("{id}'s certificate"),
+            format!("{id}'s key"),
+        ];
+        NodeTls::from_pem(
+            self.cert_pem.as_bytes(),
+            issued.cert_pem.as_bytes(),
+            issued.key_pem.as_bytes(),
+            &origins,
+        )
+    }
+
     /// A certificate naming node `id` (`n{ID}.raftchat`), for serving and for dialling peers.
     pub fn issue(&self, id: NodeId) -> Result<Issued, TlsError> {
         let key = rcgen::KeyPair::generate().map_err(rcgen_error)?;
@@ -380,15 +397,7 @@ mod tests {
     use super::*;
 
     fn node_tls(authority: &Authority, id: u64) -> NodeTls {
-        let issued = authority.issue(NodeId(id)).unwrap();
-        let origins = ["ca", "cert", "key"].map(String::from);
-        NodeTls::from_pem(
-            authority.cert_pem().as_bytes(),
-            issued.cert_pem.as_bytes(),
-            issued.key_pem.as_bytes(),
-            &origins,
-        )
-        .unwrap()
+        authority.node_tls(NodeId(id)).unwrap()
     }
 
     /// Dials node 1 (served with `server`) as `dial` does, and returns whether the session

@@ -452,25 +452,36 @@ fn local_cluster_up_chat_and_down() {
     assert!(stdout(&output).contains("nothing to stop"));
 }
 
-#[test]
-fn local_cluster_add_and_remove_nodes() {
+/// A local cluster of three nodes started by `raftchat cluster up` in a scratch directory
+/// named after `name`, with room for `ports` nodes; and the `up` command line, to run again.
+fn local_cluster(name: &str, ports: u16) -> (LocalCluster, Vec<String>) {
     let guard = LocalCluster {
-        dir: scratch_dir("cli-local-members"),
+        dir: scratch_dir(name),
     };
-    let dir = guard.dir.to_str().unwrap();
-    let base = free_port_range(4).to_string();
-    let up = [
+    let dir = guard.dir.to_str().unwrap().to_string();
+    let base = free_port_range(ports).to_string();
+    let up: Vec<String> = [
         "cluster",
         "up",
         "--nodes",
         "3",
         "--dir",
-        dir,
+        &dir,
         "--base-port",
         &base,
-    ];
-    let output = run(CLIENT, &up);
+    ]
+    .map(String::from)
+    .to_vec();
+    let output = run(CLIENT, &up.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    (guard, up)
+}
+
+#[test]
+fn local_cluster_add_and_remove_nodes() {
+    let (guard, up) = local_cluster("cli-local-members", 4);
+    let up: Vec<&str> = up.iter().map(String::as_str).collect();
+    let dir = guard.dir.to_str().unwrap();
     let cluster = guard.dir.join("cluster.toml");
     json(&cluster, &["create", "ann"]);
 
@@ -530,23 +541,7 @@ fn local_cluster_add_and_remove_nodes() {
 /// typed at once, before the first has been answered.
 #[test]
 fn prompt_lines_typed_ahead_are_kept() {
-    let guard = LocalCluster {
-        dir: scratch_dir("cli-prompt"),
-    };
-    let dir = guard.dir.to_str().unwrap();
-    let base = free_port_range(3).to_string();
-    let up = [
-        "cluster",
-        "up",
-        "--nodes",
-        "3",
-        "--dir",
-        dir,
-        "--base-port",
-        &base,
-    ];
-    let output = run(CLIENT, &up);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (guard, _) = local_cluster("cli-prompt", 3);
     let cluster = guard.dir.join("cluster.toml");
     let driver = r#"
 import os, pty, select, sys, time

@@ -73,15 +73,7 @@ async fn send_and_drain<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
 }
 
 fn node_tls(authority: &Authority, id: u64) -> NodeTls {
-    let issued = authority.issue(NodeId(id)).unwrap();
-    let origins = ["ca", "cert", "key"].map(String::from);
-    NodeTls::from_pem(
-        authority.cert_pem().as_bytes(),
-        issued.cert_pem.as_bytes(),
-        issued.key_pem.as_bytes(),
-        &origins,
-    )
-    .unwrap()
+    authority.node_tls(NodeId(id)).unwrap()
 }
 
 /// Every member's term, as it reports it.
