@@ -63,11 +63,14 @@ pub enum Mutant {
     /// Let a node campaign when its configuration does not make it a voter (a removed node,
     /// or a learner).
     NonVoterCampaigns,
+    /// Accept a TLS peer whose certificate (of the cluster's CA) names another node than the
+    /// one its hello claims: any certificate holder can speak as any member.
+    SkipPeerNameCheck,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 20] = [
+    pub const ALL: [Mutant; 21] = [
         Mutant::VoteWithoutLogCheck,
         Mutant::CommitPriorTerm,
         Mutant::VoteNotPersisted,
@@ -88,6 +91,7 @@ impl Mutant {
         Mutant::KeepTruncatedConfig,
         Mutant::ChangeBeforeTermCommit,
         Mutant::TimeoutNowToLagging,
+        Mutant::SkipPeerNameCheck,
     ];
 
     /// The name used on the command line.
@@ -113,6 +117,7 @@ impl Mutant {
             Mutant::KeepTruncatedConfig => "keep-truncated-config",
             Mutant::TimeoutNowToLagging => "timeout-now-to-lagging",
             Mutant::NonVoterCampaigns => "non-voter-campaigns",
+            Mutant::SkipPeerNameCheck => "skip-peer-name-check",
         }
     }
 

@@ -284,11 +284,29 @@ fn rcgen_error(e: rcgen::Error) -> TlsError {
     TlsError(format!("cannot make a certificate: {e}"))
 }
 
+/// Seconds since the epoch by this process's clock (simulated time in the simulator).
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A new key pair. Ed25519: fast, and its keys and signatures have one size, so every
+/// handshake of a cluster is the same number of bytes (the simulator's runs then depend on no
+/// random draw of ring's, which madsim cannot seed).
+fn key_pair() -> Result<rcgen::KeyPair, TlsError> {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(rcgen_error)
+}
+
+/// A serial number unique to this CA's certificates: the time it was made, and the node (0
+/// for the CA). Fixed-size for the same reason as the keys.
+fn serial(id: u64) -> rcgen::SerialNumber {
+    rcgen::SerialNumber::from((now_secs() << 16) | (id & 0xffff))
+}
+
 /// Validity of the certificates made here: from the start of this year for ten years.
 fn validity(params: &mut rcgen::CertificateParams) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = now_secs();
     // Days since 1970 / 365.2425, close enough to find this year for a validity window.
     let year = 1970 + (secs / 31_556_952) as i32;
     params.not_before = rcgen::date_time_ymd(year, 1, 1);
@@ -298,8 +316,9 @@ fn validity(params: &mut rcgen::CertificateParams) {
 impl Authority {
     /// A new CA for cluster `cluster_id`.
     pub fn new(cluster_id: u64) -> Result<Authority, TlsError> {
-        let key = rcgen::KeyPair::generate().map_err(rcgen_error)?;
-        let params = Authority::params(cluster_id)?;
+        let key = key_pair()?;
+        let mut params = Authority::params(cluster_id)?;
+        params.serial_number = Some(serial(0));
         let cert = params.self_signed(&key).map_err(rcgen_error)?;
         let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
         Ok(Authority {
@@ -373,9 +392,10 @@ impl Authority {
 
     /// A certificate naming node `id` (`n{ID}.raftchat`), for serving and for dialling peers.
     pub fn issue(&self, id: NodeId) -> Result<Issued, TlsError> {
-        let key = rcgen::KeyPair::generate().map_err(rcgen_error)?;
+        let key = key_pair()?;
         let name = format!("n{}.raftchat", id.0);
         let mut params = rcgen::CertificateParams::new(vec![name.clone()]).map_err(rcgen_error)?;
+        params.serial_number = Some(serial(id.0));
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);

@@ -212,6 +212,10 @@ struct AppliedEntry {
 /// A configuration's voters and learners.
 type Members = (Vec<NodeId>, Vec<NodeId>);
 
+/// The term a hostile peer claims (`scenario::Action::HostilePeer`): far past any a run
+/// reaches, so a member that ever reports it let the hostile peer in.
+pub const HOSTILE_TERM: u64 = 1 << 40;
+
 /// The online checker.
 #[derive(Default)]
 pub struct Checker {
@@ -696,6 +700,10 @@ impl Checker {
             .get(&(node, status.term))
             .copied()
             .unwrap_or_else(|| self.applied_through());
+        if status.term.0 >= HOSTILE_TERM {
+            let detail = format!("reached {}: a hostile peer's message got in", status.term);
+            return fail("hostile_refused", node, detail);
+        }
         self.term_max = self.term_max.max(status.term);
         let life = self.lives.entry(node).or_default();
         let advanced = status.commit_index > life.commit_index;

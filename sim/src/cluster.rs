@@ -30,6 +30,7 @@ use raftchat_node::client::{Client, ClientConfig};
 use raftchat_node::config::{ClockRate, NodeConfig};
 use raftchat_node::host::run_node;
 use raftchat_node::observer::Observer;
+use raftchat_node::tls::Authority;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -85,7 +86,8 @@ const SALT_CLIENT: u64 = 0x636c_6965_6e74_0000;
 const SALT_NODE: u64 = 0x6e6f_6465_0000_0000;
 const SALT_ADMIN: u64 = 0x6164_6d69_6e00_0000;
 
-fn node_address(id: NodeId) -> SocketAddr {
+/// Where node `id` listens in the simulated network.
+pub(crate) fn node_address(id: NodeId) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id.0 as u8)), NODE_PORT)
 }
 
@@ -220,6 +222,13 @@ fn spawn_node(
     };
     let lives = Arc::new(AtomicU64::new(0));
     let mut base = node_config(drawn, id, members);
+    if let Some(authority) = &world.tls {
+        base.tls = Some(
+            authority
+                .node_tls(id)
+                .expect("a certificate from the run's CA"),
+        );
+    }
     if !members.contains_key(&id) {
         base.joining = true;
         base.listen = node_address(id);
@@ -251,8 +260,14 @@ fn spawn_node(
     SimNode::new(node.id(), disk, clock, drift)
 }
 
-fn client_config(drawn: &Drawn, members: &BTreeMap<NodeId, SocketAddr>, seed: u64) -> ClientConfig {
+fn client_config(
+    drawn: &Drawn,
+    world: &World,
+    members: &BTreeMap<NodeId, SocketAddr>,
+    seed: u64,
+) -> ClientConfig {
     let mut config = ClientConfig::new(members.clone());
+    config.tls = world.client_tls();
     config.operation_timeout = Duration::from_millis(drawn.request_timeout_ms);
     let election_timeout = Duration::from_millis(drawn.tick_ms * u64::from(drawn.election_ticks.1));
     config.attempt_timeout = (election_timeout * 2).min(config.operation_timeout);
@@ -262,7 +277,12 @@ fn client_config(drawn: &Drawn, members: &BTreeMap<NodeId, SocketAddr>, seed: u6
 }
 
 async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
-    let world = Arc::new(World::new(drawn.nodes as usize, options.trace));
+    let mut world = World::new(drawn.nodes as usize, options.trace);
+    if drawn.tls {
+        let authority = Authority::new(seed).expect("a CA for the run");
+        world.tls = Some(Arc::new(authority));
+    }
+    let world = Arc::new(world);
     world.with(|s| s.history.limits = drawn.chat_limits());
     let members: BTreeMap<NodeId, SocketAddr> = (1..=u64::from(drawn.nodes))
         .map(|i| (NodeId(i), node_address(NodeId(i))))
@@ -291,11 +311,25 @@ async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
             .ip(IpAddr::V4(Ipv4Addr::new(10, 2, 0, 2)))
             .build();
         helpers.push(admin.id());
-        nemesis.set_admin(admin, client_config(&drawn, &slots, seed ^ SALT_ADMIN));
+        let config = client_config(&drawn, &world, &slots, seed ^ SALT_ADMIN);
+        nemesis.set_admin(admin, config);
+    }
+    if drawn
+        .events
+        .iter()
+        .any(|e| matches!(e.action, crate::scenario::Action::HostilePeer { .. }))
+    {
+        let hostile = handle
+            .create_node()
+            .name("hostile")
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 3, 0, 1)))
+            .build();
+        helpers.push(hostile.id());
+        nemesis.set_hostile(hostile);
     }
     for k in 0..drawn.clients {
         let client_seed = seed ^ SALT_CLIENT ^ u64::from(k);
-        let config = client_config(&drawn, &slots, client_seed);
+        let config = client_config(&drawn, &world, &slots, client_seed);
         let node = handle
             .create_node()
             .name(format!("c{k}"))
@@ -374,7 +408,7 @@ async fn liveness_and_convergence(
 ) -> Option<Duration> {
     let bound = Duration::from_secs(drawn.liveness_bound_secs);
     let healed_at = world.now();
-    let mut config = client_config(&drawn, &members, seed ^ SALT_CLIENT ^ 0xffff);
+    let mut config = client_config(&drawn, &world, &members, seed ^ SALT_CLIENT ^ 0xffff);
     config.operation_timeout = bound;
     let mut client = Client::new(config);
     let operation = Operation::CreateAccount {

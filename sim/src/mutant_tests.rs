@@ -128,6 +128,7 @@ mutant_tests! {
     mutant_keep_truncated_config_is_caught => KeepTruncatedConfig,
     mutant_change_before_term_commit_is_caught => ChangeBeforeTermCommit,
     mutant_timeout_now_to_lagging_is_caught => TimeoutNowToLagging,
+    mutant_skip_peer_name_check_is_caught => SkipPeerNameCheck,
 }
 
 #[test]

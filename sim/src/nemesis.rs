@@ -7,6 +7,7 @@
 //! once (down, paused or cut off), so the cluster should stay available while it is faulted;
 //! timed events are carried out as written, whatever they do to availability.
 
+use crate::checker::HOSTILE_TERM;
 use crate::disk::{DiskStats, SimDiskHandle};
 use crate::scenario::{self, NodeRef};
 use crate::world::World;
@@ -74,6 +75,8 @@ pub enum Action {
     RemoveMember(NodeId),
     /// Ask the leader to hand its leadership to a voter (or the most up-to-date one).
     TransferLeader(Option<NodeId>),
+    /// A hostile peer attacks the node (see `scenario::Action::HostilePeer`).
+    HostilePeer(NodeId),
 }
 
 impl Action {
@@ -122,11 +125,85 @@ impl Action {
                 learner: *learner,
             },
             Action::RemoveMember(node) => A::RemoveMember { node: id(node) },
+            Action::HostilePeer(node) => A::HostilePeer { node: id(node) },
             Action::TransferLeader(node) => A::TransferLeader {
                 node: node.as_ref().map(id),
             },
         }
     }
+}
+
+/// The node id a hostile peer's certificate of the cluster's CA names: outside every cluster.
+const HOSTILE_ID: u64 = 999;
+
+/// One hostile connection to `target` at `address`, claiming to be `claim`; returns how many
+/// bytes came back (none if the connection or its TLS handshake was refused).
+async fn hostile_attempt(
+    address: std::net::SocketAddr,
+    target: NodeId,
+    claim: NodeId,
+    tls: Option<raftchat_node::tls::NodeTls>,
+) -> usize {
+    use raftchat::raft::{Message, MessageBody};
+    use raftchat::types::{LogIndex, Term};
+    use raftchat::wire::{Frame, PROTOCOL_VERSION};
+    use raftchat_node::tls::Stream;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(stream) = tokio::net::TcpStream::connect(address).await else {
+        return 0;
+    };
+    let mut stream = match tls {
+        None => Stream::Plain(stream),
+        Some(tls) => match tls.connect(target, stream).await {
+            Ok(stream) => stream,
+            Err(_) => return 0,
+        },
+    };
+    let term = Term(HOSTILE_TERM);
+    let message = |body| {
+        Frame::Raft(Message {
+            from: claim,
+            to: target,
+            term,
+            body,
+        })
+    };
+    let frames = [
+        Frame::PeerHello {
+            version: PROTOCOL_VERSION,
+            from: claim,
+            cluster_id: 0,
+            address: crate::cluster::node_address(claim),
+        },
+        message(MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: LogIndex(u64::MAX / 2),
+            last_log_term: Term(HOSTILE_TERM),
+            transfer: true,
+        }),
+        message(MessageBody::Heartbeat {
+            leader_commit: LogIndex(0),
+            read_round: 0,
+        }),
+    ];
+    let mut bytes = Vec::new();
+    for frame in &frames {
+        raftchat::wire::encode(frame, &mut bytes).expect("a valid frame");
+    }
+    let _ = stream.write_all(&bytes).await;
+    let _ = stream.flush().await;
+    let mut answered = 0;
+    let mut buffer = [0u8; 1024];
+    let reading = async {
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            answered += n;
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), reading).await;
+    answered
 }
 
 /// Where the nemesis's operator requests come from: a node of their own, and a client
@@ -186,6 +263,8 @@ pub struct Nemesis {
     rng: ChaCha8Rng,
     seed: u64,
     admin: Option<Admin>,
+    /// A machine outside the cluster, for hostile peers.
+    hostile: Option<madsim::runtime::NodeHandle>,
 }
 
 impl Nemesis {
@@ -202,6 +281,7 @@ impl Nemesis {
             rng: ChaCha8Rng::seed_from_u64(seed),
             seed,
             admin: None,
+            hostile: None,
         }
     }
 
@@ -358,7 +438,56 @@ impl Nemesis {
             Action::AddMember(..) | Action::RemoveMember(_) | Action::TransferLeader(_) => {
                 self.admin_request(action.clone())
             }
+            Action::HostilePeer(node) => self.hostile_peer(*node),
         }
+    }
+
+    /// Lets the nemesis attack nodes from `node`, a machine outside the cluster.
+    pub fn set_hostile(&mut self, node: madsim::runtime::NodeHandle) {
+        self.hostile = Some(node);
+    }
+
+    /// From the hostile machine: connects to `target` three times and each time claims to be
+    /// another member, sending a hello, a vote request and a heartbeat of [`HOSTILE_TERM`]: in
+    /// clear, with a certificate of another CA, and with a certificate of this cluster's CA
+    /// that names an outsider. Each attempt's outcome (bytes answered) is traced; whether any
+    /// got in, the checker sees in the members' terms.
+    fn hostile_peer(&mut self, target: NodeId) {
+        let (Some(hostile), Some(cluster_ca)) = (&self.hostile, self.world.tls.clone()) else {
+            return self.world.trace(
+                None,
+                "nemesis_skipped",
+                || json!({ "event": "hostile_peer", "why": "needs cluster.tls = true" }),
+            );
+        };
+        let world = self.world.clone();
+        let address = crate::cluster::node_address(target);
+        let claim = self
+            .node_ids()
+            .into_iter()
+            .find(|&id| id != target)
+            .unwrap_or(NodeId(1));
+        hostile.spawn(async move {
+            let stranger = raftchat_node::tls::Authority::new(u64::MAX).expect("a CA");
+            let attempts = [
+                ("clear", None),
+                (
+                    "other_ca",
+                    Some(stranger.node_tls(claim).expect("a certificate")),
+                ),
+                (
+                    "impostor",
+                    Some(cluster_ca.node_tls(NodeId(HOSTILE_ID)).expect("a cert")),
+                ),
+            ];
+            for (mode, tls) in attempts {
+                let answered = hostile_attempt(address, target, claim, tls).await;
+                world.trace(None, "hostile_peer", || {
+                    json!({ "target": target.0, "claims": claim.0, "mode": mode,
+                            "answered_bytes": answered })
+                });
+            }
+        });
     }
 
     fn kill(&mut self, node: NodeId) {

@@ -455,6 +455,7 @@ fn resolve(action: &scenario::Action, nemesis: &mut Nemesis, world: &World) -> O
         A::PowerLossAll { torn } => Action::PowerLossAll { torn: *torn },
         A::AddMember { node: n, learner } => Action::AddMember(node(n)?, *learner),
         A::RemoveMember { node: n } => Action::RemoveMember(node(n)?),
+        A::HostilePeer { node: n } => Action::HostilePeer(node(n)?),
         A::TransferLeader { node: n } => Action::TransferLeader(match n {
             Some(n) => Some(node(n)?),
             None => None,

@@ -47,6 +47,8 @@
 //!                            #   a node's loop (1 applies entry by entry)
 //! read_lease = false         # lease reads (thesis §6.4.1); or [true, false]. Needs
 //!                            #   check-quorum: a seed that draws check_quorum = false has none
+//! tls = false                # TLS on every link (a CA and a certificate per node, Ed25519);
+//!                            #   or [true, false]
 //! spare_nodes = 0            # 0..=4: nodes past `nodes` that start outside the cluster, to be
 //!                            #   added (`add_member`, or random membership changes)
 //!
@@ -171,11 +173,15 @@
 //! | `remove_member` | `node` | remove the node from the configuration (voter or learner) |
 //! | `transfer_leader` | `node` (optional) | hand leadership to the node, or without `node` \
 //! to the most up-to-date other voter |
+//! | `hostile_peer` | `node` | a peer outside the cluster connects to the node and sends vote \
+//! requests and heartbeats of a far higher term: in clear, with another CA's certificate, and \
+//! with a certificate of this cluster's CA claiming another node's id; all must be refused (3) |
 //!
 //! (1) `torn = true` keeps a torn prefix of the unsynced writes instead of losing them cleanly;
 //! `corrupt = true` also flips a byte in the surviving tail. Both default to false.
 //! (2) The node must detect the corrupt record by its checksum at its next restart and never
 //! serve it.
+//! (3) Only with `cluster.tls = true`: in clear nothing tells a hostile peer from a member.
 //!
 //! # Naming nodes
 //!
@@ -416,6 +422,9 @@ pub struct ClusterSpec {
     pub read_lease: Choice<bool>,
     /// Nodes beyond `nodes`, started outside the cluster, to be added by membership changes.
     pub spare_nodes: u32,
+    /// Whether every link is TLS (a cluster CA and a certificate per node), or values to pick
+    /// from.
+    pub tls: Choice<bool>,
 }
 
 impl Default for ClusterSpec {
@@ -432,6 +441,7 @@ impl Default for ClusterSpec {
             apply_entries_max: Param::Fixed(APPLY_ENTRIES_MAX),
             read_lease: Choice::One(false),
             spare_nodes: 0,
+            tls: Choice::One(false),
         }
     }
 }
@@ -1044,6 +1054,13 @@ pub enum Action {
         /// The target, if named.
         node: Option<NodeRef>,
     },
+    /// A hostile peer, outside the cluster, connects to the node and sends well-formed Raft
+    /// messages of a far higher term: in clear, with another cluster's certificate, and with a
+    /// certificate of this cluster's CA that names another node than the one it claims.
+    HostilePeer {
+        /// The node it attacks.
+        node: NodeRef,
+    },
 }
 
 impl Action {
@@ -1081,6 +1098,7 @@ impl Action {
             Action::PowerLossAll { .. } => ActionKind::PowerLossAll,
             Action::AddMember { .. } => ActionKind::AddMember,
             Action::RemoveMember { .. } => ActionKind::RemoveMember,
+            Action::HostilePeer { .. } => ActionKind::HostilePeer,
             Action::TransferLeader { .. } => ActionKind::TransferLeader,
         }
     }
@@ -1098,7 +1116,8 @@ impl Action {
             | Action::ClockDrift { node, .. }
             | Action::CorruptTail { node }
             | Action::AddMember { node, .. }
-            | Action::RemoveMember { node } => vec![*node],
+            | Action::RemoveMember { node }
+            | Action::HostilePeer { node } => vec![*node],
             Action::TransferLeader { node } => node.iter().copied().collect(),
             Action::Split { minority } => minority.clone(),
             Action::OneWay { from, to } => vec![*from, *to],
@@ -1152,6 +1171,7 @@ enum ActionKind {
     PowerLossAll,
     AddMember,
     RemoveMember,
+    HostilePeer,
     TransferLeader,
 }
 
@@ -1177,6 +1197,7 @@ impl ActionKind {
             ActionKind::PowerLossAll => "power_loss_all",
             ActionKind::AddMember => "add_member",
             ActionKind::RemoveMember => "remove_member",
+            ActionKind::HostilePeer => "hostile_peer",
             ActionKind::TransferLeader => "transfer_leader",
         }
     }
@@ -1192,6 +1213,7 @@ impl ActionKind {
             | ActionKind::Bridge
             | ActionKind::CorruptTail
             | ActionKind::RemoveMember
+            | ActionKind::HostilePeer
             | ActionKind::TransferLeader => &["node"],
             ActionKind::AddMember => &["node", "learner"],
             ActionKind::PowerLoss => &["node", "torn", "corrupt"],
@@ -1433,6 +1455,8 @@ impl Scenario {
             // And these after them.
             aim_transfer_target: faults.aim_transfer_target.draw(rng),
             aim_learner: faults.aim_learner.draw(rng),
+            // And this after them.
+            tls: self.cluster.tls.draw(rng),
         }
         .lease_needs_check_quorum()
     }
@@ -1461,6 +1485,8 @@ pub struct Drawn {
     pub apply_entries_max: u32,
     /// Whether leaders serve lease reads.
     pub read_lease: bool,
+    /// Whether every link is TLS.
+    pub tls: bool,
     /// Where clients send reads.
     pub read_mode: ReadMode,
     /// Share of operations that are reads; None: the mix alone decides.
@@ -1661,6 +1687,9 @@ impl Drawn {
         if !cluster.read_lease.is_fixed() {
             parts.push(format!("read_lease={}", self.read_lease));
         }
+        if !cluster.tls.is_fixed() {
+            parts.push(format!("tls={}", self.tls));
+        }
         if !workload.read_mode.is_fixed() {
             parts.push(format!("read_mode={}", self.read_mode.name()));
         }
@@ -1751,6 +1780,7 @@ impl Event {
             | Action::Bridge { node: n }
             | Action::CorruptTail { node: n }
             | Action::RemoveMember { node: n }
+            | Action::HostilePeer { node: n }
             | Action::TransferLeader { node: Some(n) } => key("node", node(n)),
             Action::TransferLeader { node: None } => {}
             Action::AddMember { node: n, learner } => {
@@ -1855,6 +1885,7 @@ impl Drawn {
                     ("apply_entries_max", self.apply_entries_max.to_string()),
                     ("read_lease", self.read_lease.to_string()),
                     ("spare_nodes", self.spare_nodes.to_string()),
+                    ("tls", self.tls.to_string()),
                 ],
             ),
             (
@@ -2152,6 +2183,7 @@ fn validate_cluster(cluster: &ClusterSpec) -> Result<(), Invalid> {
         ("cluster.pre_vote", &cluster.pre_vote),
         ("cluster.check_quorum", &cluster.check_quorum),
         ("cluster.read_lease", &cluster.read_lease),
+        ("cluster.tls", &cluster.tls),
     ] {
         if choice.values().is_empty() {
             return Err(invalid(key, "a list to pick from needs a value".into()));
@@ -2493,6 +2525,7 @@ impl EventFields<'_> {
                 learner: raw.learner.unwrap_or(false),
             },
             ActionKind::RemoveMember => Action::RemoveMember { node: self.node()? },
+            ActionKind::HostilePeer => Action::HostilePeer { node: self.node()? },
             ActionKind::TransferLeader => Action::TransferLeader {
                 node: match raw.node {
                     Some(node) => Some(self.node_ref(Some(node), "node")?),

@@ -130,7 +130,8 @@ pub fn fault_groups(events: &[Event]) -> Vec<Vec<usize>> {
             | Action::ClockDrift { .. }
             | Action::AddMember { .. }
             | Action::RemoveMember { .. }
-            | Action::TransferLeader { .. } => {
+            | Action::TransferLeader { .. }
+            | Action::HostilePeer { .. } => {
                 open(&mut groups);
             }
         }

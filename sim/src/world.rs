@@ -10,7 +10,7 @@ use raftchat::types::NodeId;
 use raftchat_node::observer::{Event, Observer};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -66,6 +66,9 @@ pub struct World {
     tracing: bool,
     /// Set once the nemesis has healed everything: the message fault layer stands down.
     healed: AtomicBool,
+    /// The cluster's CA, when its links are TLS: nodes get certificates from it, and clients
+    /// check the nodes' against it.
+    pub tls: Option<Arc<raftchat_node::tls::Authority>>,
 }
 
 impl World {
@@ -81,7 +84,15 @@ impl World {
             state: Mutex::new(state),
             tracing,
             healed: AtomicBool::new(false),
+            tls: None,
         }
+    }
+
+    /// A client's TLS for this run's cluster, if its links are TLS.
+    pub fn client_tls(&self) -> Option<raftchat_node::tls::ClientTls> {
+        let authority = self.tls.as_ref()?;
+        let tls = raftchat_node::tls::ClientTls::from_pem(authority.cert_pem().as_bytes(), "CA");
+        Some(tls.expect("the run's own CA is valid"))
     }
 
     /// Simulated time since the start.
