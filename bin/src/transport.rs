@@ -435,14 +435,19 @@ async fn accept_connection(
     inbox: mpsc::Sender<Inbound>,
     directory: PeerDirectory,
 ) {
+    // Refusals go through the admission's log, a line a second at most: a stranger's flood
+    // must not flood the log.
     let stream = match &config.tls {
         Some(tls) => match timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
-                return tracing::warn!(%source, %error, "refusing a connection: TLS handshake failed")
+                tracing::debug!(%source, %error, "TLS handshake failed");
+                return slot.admission.refuse(source.ip(), "TLS handshake failed");
             }
             Err(_) => {
-                return tracing::warn!(%source, "refusing a connection: TLS handshake timed out")
+                return slot
+                    .admission
+                    .refuse(source.ip(), "TLS handshake timed out")
             }
         },
         None => Stream::Plain(stream),
@@ -474,7 +479,9 @@ async fn serve_connection(
             mut address,
         } => {
             if version != PROTOCOL_VERSION || cluster_id != config.cluster_id || from == config.id {
-                return tracing::warn!(%from, version, cluster_id, "refusing a peer");
+                tracing::debug!(%from, version, cluster_id, "refusing a peer");
+                let reason = "a peer of another protocol version or cluster, or claiming this node";
+                return slot.admission.refuse(source.ip(), reason);
             }
             // With TLS, a peer speaks only as the node its certificate names.
             let proven = certificate.as_ref().is_some_and(|c| names_node(c, from));
@@ -483,10 +490,9 @@ async fn serve_connection(
                 || (certificate.is_some()
                     && raftchat::mutants::is_active(raftchat::mutants::Mutant::SkipPeerNameCheck));
             if config.tls.is_some() && !proven {
-                return tracing::warn!(
-                    %from, %source,
-                    "refusing a peer: its certificate does not name the node it claims to be"
-                );
+                tracing::debug!(%from, %source, "a peer's certificate does not name it");
+                let reason = "a peer whose certificate does not name the node it claims to be";
+                return slot.admission.refuse(source.ip(), reason);
             }
             if address.ip().is_unspecified() {
                 address.set_ip(source.ip());
