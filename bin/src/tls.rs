@@ -210,12 +210,6 @@ impl Stream {
         let (_, session) = stream.get_ref();
         session.peer_certificates()?.first().cloned()
     }
-
-    /// Whether the other end showed a certificate of the CA naming node `id`.
-    pub fn peer_is(&self, id: NodeId) -> bool {
-        self.peer_certificate()
-            .is_some_and(|certificate| names_node(&certificate, id))
-    }
 }
 
 /// Whether `certificate` names node `id` (`n{ID}.raftchat`).
@@ -439,7 +433,12 @@ mod tests {
                     use tokio::io::AsyncReadExt;
                     let mut byte = [0u8; 1];
                     let read = stream.read_exact(&mut byte).await.is_ok();
-                    (read, stream.peer_is(claim))
+                    (
+                        read,
+                        stream
+                            .peer_certificate()
+                            .is_some_and(|c| names_node(&c, claim)),
+                    )
                 }
                 Err(_) => (false, false),
             }

@@ -440,23 +440,14 @@ impl Checker {
             // Without an earlier entry in the log, the configuration came with the snapshot
             // (committed) or is the bootstrap; the node reports its new one only after this.
             let voters = previous.map_or_else(|| self.voters_of(node), |(_, c)| c.0.clone());
-            let majority_holds = |index: LogIndex, term: Term| {
-                let holders = voters
-                    .iter()
-                    .filter(|v| self.logs.get(v).is_some_and(|log| log.holds(index, term)))
-                    .count();
-                holders > voters.len() / 2
-            };
             if let Some((&index, config)) = previous {
                 let term = mirror.term(index).unwrap_or_default();
-                let own = config.0.clone();
-                let holders = own
-                    .iter()
-                    .filter(|v| self.logs.get(v).is_some_and(|log| log.holds(index, term)))
-                    .count();
+                let own = &config.0;
+                let holders = self.holders(own, index, term).len();
                 if holders <= own.len() / 2 {
                     let detail = format!(
-                        "appended a configuration at {} in {} while the one at {index} was                          uncommitted (on {holders} of its voters {own:?})",
+                        "appended a configuration at {} in {} while the one at {index} was \
+                         uncommitted (on {holders} of its voters {own:?})",
                         entry.index, entry.term
                     );
                     return fail("one_change_at_a_time", node, detail);
@@ -469,7 +460,9 @@ impl Checker {
             let compacted = first.0 == mirror.base.0 .0 + 1 && mirror.base.1 == entry.term;
             // A leader's term begins with its no-op, so a change that is its term's first
             // entry broke the rule too.
-            if !compacted && (first == entry.index || !majority_holds(first, entry.term)) {
+            let majority_holds =
+                || self.holders(&voters, first, entry.term).len() > voters.len() / 2;
+            if !compacted && (first == entry.index || !majority_holds()) {
                 let detail = format!(
                     "appended a configuration at {} before an entry of its term {} committed: \
                      the first, at {first}, is on a minority of voters {voters:?}",
@@ -564,14 +557,7 @@ impl Checker {
             .values()
             .any(|configs| configs.range(config_index.next()..).next().is_some());
         for (&index, entry) in &self.applied {
-            let holders = voters
-                .iter()
-                .filter(|v| {
-                    self.logs
-                        .get(v)
-                        .is_some_and(|log| log.holds(index, entry.term))
-                })
-                .count();
+            let holders = self.holders(&voters, index, entry.term).len();
             let needed = if index > config_index && pending {
                 voters.len().div_ceil(2)
             } else {
@@ -638,11 +624,7 @@ impl Checker {
         term: Term,
     ) -> Result<(), Failure> {
         let voters = self.voters_of(node);
-        let holders: Vec<NodeId> = voters
-            .iter()
-            .copied()
-            .filter(|v| self.logs.get(v).is_some_and(|log| log.holds(index, term)))
-            .collect();
+        let holders = self.holders(&voters, index, term);
         let needed = voters.len() - (voters.len() / 2 + 1) + 1;
         if holders.len() < needed {
             let detail = format!(
@@ -652,6 +634,12 @@ impl Checker {
             return fail("commit_quorum", node, detail);
         }
         Ok(())
+    }
+
+    /// Those of `voters` whose persisted log (or snapshot) holds the entry at `index` of `term`.
+    fn holders(&self, voters: &[NodeId], index: LogIndex, term: Term) -> Vec<NodeId> {
+        let holds = |v: &&NodeId| self.logs.get(v).is_some_and(|log| log.holds(index, term));
+        voters.iter().filter(holds).copied().collect()
     }
 
     /// A node stopped on a fatal error (e.g. it refused a corrupt log).

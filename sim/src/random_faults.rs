@@ -188,13 +188,7 @@ impl RandomFaults {
     /// Draws one random fault and the action that repairs it (none for an operator's
     /// request), if the fault budget allows one.
     fn draw_fault(&self, nemesis: &mut Nemesis, world: &World) -> Option<(Action, Option<Action>)> {
-        let total = self.total_rate();
-        let mut pick = nemesis.rng().gen::<f64>() * total;
-        let kind = self.rates.iter().find(|(_, rate)| {
-            pick -= rate;
-            pick <= 0.0
-        });
-        let kind = kind.map_or(self.rates[0].0, |(k, _)| *k);
+        let kind = pick_kind(nemesis, &self.rates);
         match kind {
             Kind::Membership => return self.draw_membership(nemesis, world).map(|a| (a, None)),
             Kind::Transfer => return Some((self.draw_transfer(nemesis, world), None)),
@@ -292,16 +286,10 @@ impl RandomFaults {
             .copied()
             .filter(|(kind, _)| !matches!(kind, Kind::Membership | Kind::Transfer))
             .collect();
-        let total: f64 = kinds.iter().map(|(_, rate)| rate).sum();
-        if total <= 0.0 {
+        if kinds.is_empty() {
             return None;
         }
-        let mut pick = nemesis.rng().gen::<f64>() * total;
-        let kind = kinds.iter().find(|(_, rate)| {
-            pick -= rate;
-            pick <= 0.0
-        });
-        let kind = kind.map_or(kinds[0].0, |(k, _)| *k);
+        let kind = pick_kind(nemesis, &kinds);
         let healthy: Vec<NodeId> = nemesis
             .node_ids()
             .into_iter()
@@ -417,6 +405,17 @@ impl RandomFaults {
             _ => Action::Isolate(target),
         }
     }
+}
+
+/// A kind drawn from `rates` (not empty, every rate positive), each in proportion to its rate.
+fn pick_kind(nemesis: &mut Nemesis, rates: &[(Kind, f64)]) -> Kind {
+    let total: f64 = rates.iter().map(|(_, rate)| rate).sum();
+    let mut pick = nemesis.rng().gen::<f64>() * total;
+    let kind = rates.iter().find(|(_, rate)| {
+        pick -= rate;
+        pick <= 0.0
+    });
+    kind.map_or(rates[0].0, |(k, _)| *k)
 }
 
 /// Resolves a scenario event's node references at the moment it fires.

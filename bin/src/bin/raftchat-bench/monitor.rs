@@ -6,6 +6,7 @@
 //! reported without figures, never as an error.
 
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -114,8 +115,9 @@ const USER_HZ: f64 = 100.0;
 /// CPU times at one moment, in clock ticks.
 #[derive(Clone, Debug, Default)]
 pub struct CpuTimes {
-    /// Each server's user and system time, where its pid file names a running process.
-    servers: Vec<(u64, u64)>,
+    /// Each server's user and system time, by node id, where its pid file names a running
+    /// process.
+    servers: BTreeMap<u64, (u64, u64)>,
     /// This benchmark process's user and system time.
     bench: Option<(u64, u64)>,
     /// The machine's busy and total time, over every core.
@@ -144,7 +146,7 @@ pub fn cpu_times(dir: &Path, ids: &[u64]) -> CpuTimes {
         .iter()
         .filter_map(|&id| {
             let pid = crate::process::read_pid_file(&dir.join(format!("{id}.pid"))).ok()?;
-            process_ticks(&format!("/proc/{pid}/stat"))
+            Some((id, process_ticks(&format!("/proc/{pid}/stat"))?))
         })
         .collect();
     CpuTimes {
@@ -190,9 +192,8 @@ impl CpuUse {
         let pairs: Vec<((u64, u64), (u64, u64))> = before
             .servers
             .iter()
-            .zip(&after.servers)
+            .filter_map(|(id, &b)| after.servers.get(id).map(|&a| (b, a)))
             .filter(|(b, a)| a.0 >= b.0 && a.1 >= b.1)
-            .map(|(&b, &a)| (b, a))
             .collect();
         let user: u64 = pairs.iter().map(|(b, a)| a.0 - b.0).sum();
         let system: u64 = pairs.iter().map(|(b, a)| a.1 - b.1).sum();
@@ -204,13 +205,8 @@ impl CpuUse {
             let total = a.1.checked_sub(b.1).filter(|&t| t > 0)?;
             Some(a.0.saturating_sub(b.0) as f64 / total as f64)
         });
-        let servers = if before.servers.len() == after.servers.len() {
-            pairs.len()
-        } else {
-            0
-        };
         CpuUse {
-            servers,
+            servers: pairs.len(),
             servers_user: ticks(user),
             servers_system: ticks(system),
             bench,

@@ -237,6 +237,20 @@ impl LocalChanges {
     fn is_removed(&self, id: NodeId) -> bool {
         self.removed.contains(&id.0)
     }
+
+    /// Every node of the local cluster: the cluster file's and the added ones, less the
+    /// removed; with its address, and whether it was added (it then starts with `--join`).
+    fn nodes(&self, file: &ClusterFile) -> Vec<(NodeId, SocketAddr, bool)> {
+        let bootstrap = file
+            .members
+            .iter()
+            .map(|(&id, &address)| (id, address, false));
+        let added = self.added().map(|(id, address)| (id, address, true));
+        bootstrap
+            .chain(added)
+            .filter(|(id, _, _)| !self.is_removed(*id))
+            .collect()
+    }
 }
 
 /// The cluster file of a directory `up` made.
@@ -388,20 +402,15 @@ fn up(args: &UpArgs) -> Result<(), Failure> {
         say!("already running: node {}", ids.join(", "));
     }
     let changes = LocalChanges::load(&args.dir)?;
-    // Each missing node, with the address it listens on when it is not in the cluster file.
-    let missing: Vec<(NodeId, Option<SocketAddr>)> = file
-        .members
-        .keys()
-        .map(|&id| (id, None))
-        .chain(changes.added().map(|(id, address)| (id, Some(address))))
-        .filter(|(id, _)| !running.contains_key(&id.0) && !changes.is_removed(*id))
+    let nodes = changes.nodes(&file);
+    let missing: Vec<(NodeId, SocketAddr, bool)> = nodes
+        .iter()
+        .copied()
+        .filter(|(id, _, _)| !running.contains_key(&id.0))
         .collect();
-    check_addresses_free(missing.iter().flat_map(|&(id, listen)| {
-        let raft = listen.or_else(|| file.members.get(&id).copied());
-        let grpc = file.grpc.get(&id).copied();
-        raft.into_iter()
-            .chain(grpc)
-            .map(move |address| (id, address))
+    check_addresses_free(missing.iter().flat_map(|&(id, address, _)| {
+        let grpc = file.grpc.get(&id).map(|&grpc| (id, grpc));
+        std::iter::once((id, address)).chain(grpc)
     }))?;
     let server = ServerArgs {
         bin: &server_bin,
@@ -409,8 +418,9 @@ fn up(args: &UpArgs) -> Result<(), Failure> {
         log_level: &args.log_level,
     };
     let mut children = Vec::new();
-    for &(id, listen) in &missing {
-        match server.start(&file, id, listen) {
+    for &(id, address, added) in &missing {
+        // An added node is not in the cluster file: it is told where to listen.
+        match server.start(&file, id, added.then_some(address)) {
             Ok(child) => children.push((id, child)),
             Err(failure) => {
                 stop_started(&args.dir, &mut children);
@@ -418,14 +428,8 @@ fn up(args: &UpArgs) -> Result<(), Failure> {
             }
         }
     }
-    let nodes: Vec<(NodeId, SocketAddr)> = file
-        .members
-        .iter()
-        .map(|(&id, &address)| (id, address))
-        .chain(changes.added())
-        .filter(|(id, _)| !changes.is_removed(*id))
-        .collect();
-    let started: Vec<NodeId> = missing.iter().map(|&(id, _)| id).collect();
+    let nodes: Vec<(NodeId, SocketAddr)> = nodes.iter().map(|&(id, a, _)| (id, a)).collect();
+    let started: Vec<NodeId> = missing.iter().map(|&(id, _, _)| id).collect();
     match wait_until_serving(&file, &args.dir, &mut children, &started, args.timeout) {
         Serving::All(leader) => {
             if JSON.load(Ordering::Relaxed) {
