@@ -11,6 +11,10 @@ pub const USERNAME_CHARS_MAX: usize = 20;
 /// Longest chat message, in characters (Unicode scalar values), as in the original service.
 pub const MESSAGE_CHARS_MAX: usize = 500;
 
+/// Most bytes in a password (UTF-8); a longer one is refused before it is hashed, so a client
+/// cannot make a node hash megabytes.
+pub const PASSWORD_BYTES_MAX: usize = 128;
+
 /// Longest glob pattern accepted by `list_account`, in characters.
 pub const PATTERN_CHARS_MAX: usize = 256;
 

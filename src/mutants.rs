@@ -66,11 +66,18 @@ pub enum Mutant {
     /// Accept a TLS peer whose certificate (of the cluster's CA) names another node than the
     /// one its hello claims: any certificate holder can speak as any member.
     SkipPeerNameCheck,
+    /// Let anyone act on a password-protected account: the state machine ignores who the
+    /// command's token named.
+    SkipOwnerCheck,
+    /// Accept a token without checking its signature: anyone can forge one for any account.
+    AcceptForgedToken,
+    /// Log in without checking the password: anyone gets a token for any protected account.
+    AcceptAnyPassword,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 21] = [
+    pub const ALL: [Mutant; 24] = [
         Mutant::VoteWithoutLogCheck,
         Mutant::CommitPriorTerm,
         Mutant::VoteNotPersisted,
@@ -92,6 +99,9 @@ impl Mutant {
         Mutant::ChangeBeforeTermCommit,
         Mutant::TimeoutNowToLagging,
         Mutant::SkipPeerNameCheck,
+        Mutant::SkipOwnerCheck,
+        Mutant::AcceptForgedToken,
+        Mutant::AcceptAnyPassword,
     ];
 
     /// The name used on the command line.
@@ -118,6 +128,9 @@ impl Mutant {
             Mutant::TimeoutNowToLagging => "timeout-now-to-lagging",
             Mutant::NonVoterCampaigns => "non-voter-campaigns",
             Mutant::SkipPeerNameCheck => "skip-peer-name-check",
+            Mutant::SkipOwnerCheck => "skip-owner-check",
+            Mutant::AcceptForgedToken => "accept-forged-token",
+            Mutant::AcceptAnyPassword => "accept-any-password",
         }
     }
 

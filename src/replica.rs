@@ -36,7 +36,7 @@
 //! The async host (and the simulator through it) only executes these steps; it makes no
 //! protocol decision of its own. Commands are encoded here, so Raft sees opaque payloads.
 
-use crate::chat::{Chat, ChatLimits, Command, Operation, Outcome, Reply};
+use crate::chat::{Chat, ChatLimits, Command, Operation, Outcome, Principal, Reply};
 use crate::codec::{self, CodecError};
 use crate::limits;
 use crate::raft::{
@@ -205,6 +205,7 @@ impl From<ReadRefused> for ReadError {
 #[derive(Debug)]
 struct PendingRead {
     operation: Operation,
+    principal: Option<Principal>,
     asked_at: u64,
     /// The term it was asked in.
     term: Term,
@@ -226,12 +227,19 @@ struct Reads {
 }
 
 impl Reads {
-    fn add(&mut self, operation: Operation, now: u64, term: Term) -> ReadId {
+    fn add(
+        &mut self,
+        operation: Operation,
+        principal: Option<Principal>,
+        now: u64,
+        term: Term,
+    ) -> ReadId {
         self.next += 1;
         let read = ReadId(self.next);
         self.term = term;
         let pending = PendingRead {
             operation,
+            principal,
             asked_at: now,
             term,
             index: None,
@@ -266,7 +274,7 @@ impl Reads {
             }
             self.by_index.pop_first();
             if let Some(pending) = self.pending.remove(&read) {
-                let reply = chat.query(&pending.operation);
+                let reply = chat.query_as(&pending.operation, pending.principal.as_ref());
                 self.answers.push(ReadAnswer {
                     read,
                     result: Ok((applied, reply)),
@@ -469,13 +477,23 @@ impl Replica {
     /// Asks for a linearizable read of `operation` without writing the log. Its answer comes
     /// out of a later [`Replica::complete`], under the id returned here.
     pub fn read(&mut self, operation: Operation) -> Result<ReadId, ReadError> {
+        self.read_as(operation, None)
+    }
+
+    /// [`Replica::read`] for a caller acting as `principal`, whose token the caller verified:
+    /// it may read that principal's own password-protected inbox.
+    pub fn read_as(
+        &mut self,
+        operation: Operation,
+        principal: Option<Principal>,
+    ) -> Result<ReadId, ReadError> {
         if !operation.is_read_only() {
             return Err(ReadError::NotReadOnly);
         }
         let term = self.raft.status().term;
         let read = self
             .reads
-            .add(Operation::bounded(operation), self.ticks, term);
+            .add(Operation::bounded(operation), principal, self.ticks, term);
         self.raft.read_index(read);
         Ok(read)
     }
@@ -489,6 +507,17 @@ impl Replica {
                 sequence,
                 operation,
             } => Command::Client {
+                client_id,
+                sequence,
+                operation: Operation::bounded(operation),
+            },
+            Command::Authenticated {
+                principal,
+                client_id,
+                sequence,
+                operation,
+            } => Command::Authenticated {
+                principal,
                 client_id,
                 sequence,
                 operation: Operation::bounded(operation),

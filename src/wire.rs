@@ -5,17 +5,17 @@
 //! `codec`'s: a length, a CRC-32 and a bincode payload; decoding garbage, truncated or oversized
 //! input returns an error and never panics, so a bad peer can only get its connection closed.
 
-use crate::chat::{Command, Operation, Outcome, Reply};
+use crate::chat::{Command, Operation, Outcome, Principal, Reply};
 use crate::codec::{self, CodecError};
 use crate::raft::{ConfChange, Membership, Message, Status};
-use crate::types::{LogIndex, NodeId};
+use crate::types::{ClientId, LogIndex, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version spoken; a peer or client speaking another is refused. Version 2 added
 /// snapshot transfer, message ids in fetch replies, and log sizes in status; version 3 read
 /// rounds in heartbeats and the ReadIndex messages; version 4 configurations (in entries and
-/// snapshot chunks), transfer elections and TimeoutNow.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// snapshot chunks), transfer elections and TimeoutNow; version 5 passwords and tokens.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Everything that travels over a raftchat connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +76,68 @@ pub enum RequestBody {
     /// Hand leadership to this voter, or to the most up-to-date one (leader only); answered
     /// once another node leads, or when the transfer is abandoned (`TimedOut`).
     TransferLeadership(Option<NodeId>),
+    /// `create_account` with a password, under a session: the node hashes the password with a
+    /// salt it draws, then replicates only the hash. Answered as a `Command`.
+    CreateAccountWithPassword {
+        /// The session.
+        client_id: ClientId,
+        /// The client's number for this command.
+        sequence: u64,
+        /// The new account's name.
+        username: String,
+        /// At most `PASSWORD_BYTES_MAX` bytes, not empty.
+        password: String,
+    },
+    /// Check a password against the account's hash (from a linearizable read of it); answered
+    /// with a token for the account, or `AuthFailed`.
+    Login {
+        /// The account.
+        username: String,
+        /// Its password.
+        password: String,
+    },
+    /// A `Command` sent as the owner of the token's account.
+    CommandWithToken {
+        /// From a `Login`.
+        token: Token,
+        /// A `Command::Client`.
+        command: Command,
+    },
+    /// A `Read` made as the owner of the token's account.
+    ReadWithToken {
+        /// From a `Login`.
+        token: Token,
+        /// A read-only operation.
+        operation: Operation,
+    },
+}
+
+/// Proof, for a while, that its holder knew an account's password: signed by a node with the
+/// cluster's token key, so every node can check it without asking the one that issued it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// The account's owner (its name and creation index, so a token dies with the account).
+    pub principal: Principal,
+    /// When it stops being accepted, in milliseconds since the Unix epoch.
+    pub expires_unix_ms: u64,
+    /// HMAC-SHA256 of [`Token::signed_bytes`] under the cluster's token key.
+    pub signature: [u8; 32],
+}
+
+impl Token {
+    /// What the signature covers: a fixed label, the cluster, the principal and the expiry, each
+    /// of fixed width or length-prefixed, so no two tokens share these bytes.
+    pub fn signed_bytes(principal: &Principal, expires_unix_ms: u64, cluster_id: u64) -> Vec<u8> {
+        let name = principal.username.as_bytes();
+        let mut bytes = Vec::with_capacity(48 + name.len());
+        bytes.extend_from_slice(b"raftchat token 1");
+        bytes.extend_from_slice(&cluster_id.to_le_bytes());
+        bytes.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(name);
+        bytes.extend_from_slice(&principal.created.0.to_le_bytes());
+        bytes.extend_from_slice(&expires_unix_ms.to_le_bytes());
+        bytes
+    }
 }
 
 /// The answer to a [`Request`].
@@ -131,6 +193,11 @@ pub enum ResponseBody {
         /// The new leader.
         leader: NodeId,
     },
+    /// A `Login`'s token.
+    LoggedIn(Token),
+    /// The request's password or token was refused (the status `AUTH_FAILED`), for the reason
+    /// given; nothing was applied.
+    AuthFailed(String),
 }
 
 /// The configuration as one node sees it.
@@ -218,6 +285,21 @@ mod tests {
             first_index: LogIndex(1),
         };
         let reply = Reply::with_messages(1, vec![("a".into(), "b".into())]);
+        let token = Token {
+            principal: crate::chat::Principal {
+                username: "carol".into(),
+                created: LogIndex(3),
+            },
+            expires_unix_ms: 1_800_000_000_000,
+            signature: [5; 32],
+        };
+        let command_as_carol = Command::Client {
+            client_id: ClientId(4),
+            sequence: 4,
+            operation: Operation::DeleteAccount {
+                username: "carol".into(),
+            },
+        };
         let snapshot_meta = crate::raft::SnapshotMeta {
             index: LogIndex(7),
             term: Term(2),
@@ -320,6 +402,47 @@ mod tests {
             Frame::Response(Response {
                 id: 8,
                 body: ResponseBody::Invalid("not a read".into()),
+            }),
+            Frame::Request(Request {
+                id: 9,
+                body: RequestBody::CreateAccountWithPassword {
+                    client_id: ClientId(4),
+                    sequence: 3,
+                    username: "carol".into(),
+                    password: "pässword".into(),
+                },
+            }),
+            Frame::Request(Request {
+                id: 10,
+                body: RequestBody::Login {
+                    username: "carol".into(),
+                    password: "pässword".into(),
+                },
+            }),
+            Frame::Response(Response {
+                id: 10,
+                body: ResponseBody::LoggedIn(token.clone()),
+            }),
+            Frame::Request(Request {
+                id: 11,
+                body: RequestBody::CommandWithToken {
+                    token: token.clone(),
+                    command: command_as_carol,
+                },
+            }),
+            Frame::Request(Request {
+                id: 12,
+                body: RequestBody::ReadWithToken {
+                    token,
+                    operation: Operation::FetchMessages {
+                        username: "carol".into(),
+                        first_message_id: 1,
+                    },
+                },
+            }),
+            Frame::Response(Response {
+                id: 12,
+                body: ResponseBody::AuthFailed("the token has expired".into()),
             }),
             Frame::Response(Response {
                 id: 5,

@@ -22,7 +22,9 @@ use crate::tls::{ClientTls, Stream};
 use raftchat::chat::{Command, Operation, Outcome, Reply};
 use raftchat::raft::ConfChange;
 use raftchat::types::{ClientId, LogIndex, NodeId};
-use raftchat::wire::{Frame, MembershipView, NodeStatus, Request, RequestBody, ResponseBody};
+use raftchat::wire::{
+    Frame, MembershipView, NodeStatus, Request, RequestBody, ResponseBody, Token,
+};
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -114,6 +116,9 @@ pub enum ClientError {
     /// Perhaps applied: an attempt may have reached a leader before contact was lost.
     #[error("outcome unknown: {0}")]
     Unknown(String),
+    /// Certainly not applied: the password or the token was refused (status `AUTH_FAILED`).
+    #[error("AUTH_FAILED: {0}")]
+    AuthFailed(String),
 }
 
 /// A successful operation: the reply, the log index at which it took effect, and the node
@@ -158,6 +163,8 @@ pub struct Client {
     next_request_id: u64,
     rng: ChaCha8Rng,
     scratch: Vec<u8>,
+    /// From the last successful login: sent with every operation until replaced.
+    token: Option<Token>,
 }
 
 impl Client {
@@ -175,7 +182,58 @@ impl Client {
             next_request_id: 1,
             rng,
             scratch: Vec::new(),
+            token: None,
         }
+    }
+
+    /// The token this client sends with its operations, if it logged in.
+    pub fn token(&self) -> Option<&Token> {
+        self.token.as_ref()
+    }
+
+    /// Sends `token` with every operation from now on (none: act as nobody).
+    pub fn set_token(&mut self, token: Option<Token>) {
+        self.token = token;
+    }
+
+    /// Logs in as `username`: on success, every later operation goes with the token, so the
+    /// client may act as that account. A wrong password is `AuthFailed`.
+    pub async fn login(&mut self, username: &str, password: &str) -> Result<Token, ClientError> {
+        let body = RequestBody::Login {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        };
+        match self.admin(body).await {
+            Ok(ResponseBody::LoggedIn(token)) => {
+                self.token = Some(token.clone());
+                Ok(token)
+            }
+            Ok(other) => Err(ClientError::Failed(format!("unexpected {other:?}"))),
+            // A login changes nothing: however it ended, it failed.
+            Err(ClientError::Unknown(why)) => Err(ClientError::Failed(why)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `create_account` with a password: only the holder of a token from a login with it may
+    /// then send as the account, read its inbox or delete it.
+    pub async fn create_with_password(
+        &mut self,
+        username: &str,
+        password: &str,
+    ) -> Result<Completed, ClientError> {
+        let deadline = Instant::now() + self.config.operation_timeout;
+        self.last_was_read = false;
+        let client_id = self.ensure_session(deadline).await?;
+        self.sequence += 1;
+        let body = RequestBody::CreateAccountWithPassword {
+            client_id,
+            sequence: self.sequence,
+            username: username.to_owned(),
+            password: password.to_owned(),
+        };
+        let (index, outcome, node) = self.submit(body, deadline).await?;
+        self.completed(index, outcome, node)
     }
 
     /// The leader this client last heard of.
@@ -206,7 +264,24 @@ impl Client {
             sequence: self.sequence,
             operation,
         };
-        let (index, outcome, node) = self.submit(command, deadline).await?;
+        let body = match &self.token {
+            Some(token) => RequestBody::CommandWithToken {
+                token: token.clone(),
+                command,
+            },
+            None => RequestBody::Command(command),
+        };
+        let (index, outcome, node) = self.submit(body, deadline).await?;
+        self.completed(index, outcome, node)
+    }
+
+    /// An applied command's outcome as the caller sees it.
+    fn completed(
+        &mut self,
+        index: LogIndex,
+        outcome: Outcome,
+        node: NodeId,
+    ) -> Result<Completed, ClientError> {
         match outcome {
             Outcome::Replied { reply, .. } => Ok(Completed { reply, index, node }),
             Outcome::SessionExpired => {
@@ -329,6 +404,9 @@ impl Client {
                 Attempt::Answer(ResponseBody::Invalid(why)) => {
                     return Err(ClientError::Failed(format!("{target} refused: {why}")));
                 }
+                Attempt::Answer(ResponseBody::AuthFailed(why)) => {
+                    return Err(ClientError::AuthFailed(why));
+                }
                 Attempt::Answer(answer) => {
                     self.leader = Some(target);
                     return Ok(answer);
@@ -376,23 +454,24 @@ impl Client {
         }
         // A registration whose outcome is unknown leaves at most an unused session behind,
         // which the state machine evicts in time; so any failure here is just a failure.
-        match self.submit(Command::RegisterClient, deadline).await {
+        let body = RequestBody::Command(Command::RegisterClient);
+        match self.submit(body, deadline).await {
             Ok((_, Outcome::Registered(client_id), _)) => {
                 self.session = Some(client_id);
                 self.sequence = 0;
                 Ok(client_id)
             }
             Ok((_, other, _)) => Err(ClientError::Failed(format!("registration gave {other:?}"))),
-            Err(ClientError::Unknown(why) | ClientError::Failed(why)) => {
-                Err(ClientError::Failed(format!("cannot open a session: {why}")))
-            }
+            Err(
+                ClientError::Unknown(why) | ClientError::Failed(why) | ClientError::AuthFailed(why),
+            ) => Err(ClientError::Failed(format!("cannot open a session: {why}"))),
         }
     }
 
-    /// Sends `command` until a leader applies it or the deadline passes.
+    /// Sends a command (`body`) until a leader applies it or the deadline passes.
     async fn submit(
         &mut self,
-        command: Command,
+        body: RequestBody,
         deadline: Instant,
     ) -> Result<(LogIndex, Outcome, NodeId), ClientError> {
         let mut maybe_applied = false;
@@ -400,8 +479,7 @@ impl Client {
         let mut last_problem = String::from("no attempt made");
         while Instant::now() < deadline {
             let target = self.pick_target();
-            let request = RequestBody::Command(command.clone());
-            let retry_now = match self.attempt(target, request).await {
+            let retry_now = match self.attempt(target, body.clone()).await {
                 Attempt::Answer(ResponseBody::Applied { index, outcome }) => {
                     self.leader = Some(target);
                     return Ok((index, outcome, target));
@@ -426,8 +504,18 @@ impl Client {
                     last_problem = format!("{target} is busy");
                     false
                 }
+                Attempt::Answer(ResponseBody::AuthFailed(why)) if maybe_applied => {
+                    return Err(ClientError::Unknown(format!(
+                        "{target} refused the token ({why}) after an attempt that may have \
+                         taken effect"
+                    )));
+                }
+                Attempt::Answer(ResponseBody::AuthFailed(why)) => {
+                    return Err(ClientError::AuthFailed(why));
+                }
                 Attempt::Answer(
                     other @ (ResponseBody::Status(_)
+                    | ResponseBody::LoggedIn(_)
                     | ResponseBody::Read { .. }
                     | ResponseBody::TimedOut
                     | ResponseBody::Invalid(_)
@@ -468,7 +556,13 @@ impl Client {
         let mut last_problem = String::from("no attempt made");
         while Instant::now() < deadline {
             let target = self.pick_read_target();
-            let request = RequestBody::Read(operation.clone());
+            let request = match &self.token {
+                Some(token) => RequestBody::ReadWithToken {
+                    token: token.clone(),
+                    operation: operation.clone(),
+                },
+                None => RequestBody::Read(operation.clone()),
+            };
             let retry_now = match self.attempt(target, request).await {
                 Attempt::Answer(ResponseBody::Read { index, reply }) => {
                     return Ok(Completed {
@@ -486,6 +580,9 @@ impl Client {
                 }
                 Attempt::Answer(ResponseBody::Invalid(why)) => {
                     return Err(ClientError::Failed(format!("{target} refused: {why}")));
+                }
+                Attempt::Answer(ResponseBody::AuthFailed(why)) => {
+                    return Err(ClientError::AuthFailed(why));
                 }
                 Attempt::Answer(other) => {
                     last_problem = format!("{target} answered a read with {other:?}");

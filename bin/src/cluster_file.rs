@@ -7,6 +7,7 @@
 //! what is wrong, so an operator can fix it without reading code. The parsed form is checked as
 //! a whole (unique ids and addresses, a timing Raft accepts) before anything starts.
 
+use crate::auth::{AuthConfig, TokenKey};
 use crate::client::{ClientConfig, ReadMode};
 use crate::config::{ConnectionLimits, NodeConfig};
 use crate::tls::{ClientTls, NodeTls};
@@ -58,6 +59,19 @@ pub struct ClusterFile {
     pub tls: Option<TlsFiles>,
     /// Bounds on the client connections each member serves (`[limits]`).
     pub limits: ConnectionLimits,
+    /// Passwords and tokens (`[auth]`): the token key's file (read only by servers: clients
+    /// never need it), the token lifetime and the hash cost.
+    pub auth: AuthSettings,
+}
+
+/// The `[auth]` table.
+#[derive(Clone, Debug, Default)]
+pub struct AuthSettings {
+    /// The file holding the cluster's token key (64 hexadecimal digits), resolved against the
+    /// cluster file; without one, no node issues tokens.
+    pub token_key: Option<PathBuf>,
+    /// Token lifetime and hash cost (its `token_key` unset: servers load it from the file).
+    pub config: AuthConfig,
 }
 
 /// The `[tls]` table and the members' certificates: paths resolved against the cluster file's
@@ -170,6 +184,16 @@ struct RawFile {
     client: Option<RawClient>,
     tls: Option<RawTls>,
     limits: Option<RawLimits>,
+    auth: Option<RawAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    token_key: Option<String>,
+    token_ttl_secs: Option<u64>,
+    password_memory_kib: Option<u32>,
+    password_iterations: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +288,7 @@ impl ClusterFile {
         let client = parse_client(raw.client.as_ref()).map_err(fail)?;
         let tls = parse_tls(raw.tls.as_ref(), &raw.nodes, path).map_err(fail)?;
         let limits = parse_limits(raw.limits.as_ref()).map_err(fail)?;
+        let auth = parse_auth(raw.auth.as_ref(), path).map_err(fail)?;
         let file = ClusterFile {
             path: path.to_path_buf(),
             cluster_id: raw.cluster_id,
@@ -275,6 +300,7 @@ impl ClusterFile {
             client,
             tls,
             limits,
+            auth,
         };
         // Every member gets the same timing, so checking one member's config checks them all.
         if let Some(&id) = file.members.keys().next() {
@@ -305,7 +331,22 @@ impl ClusterFile {
         if let Some((cert, key)) = self.tls.as_ref().and_then(|tls| tls.nodes.get(&id)) {
             config.tls = Some(self.node_tls(cert, key)?);
         }
+        config.auth.token_key = self.token_key()?;
         Ok(config)
+    }
+
+    /// The cluster's token key, read from the file `[auth] token_key` names (a server's
+    /// business only); none when the table names none.
+    pub fn token_key(&self) -> Result<Option<TokenKey>, ClusterFileError> {
+        let Some(path) = &self.auth.token_key else {
+            return Ok(None);
+        };
+        let fail = |message: String| ClusterFileError {
+            path: self.path.display().to_string(),
+            message: format!("`auth.token_key` {}: {message}", path.display()),
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        TokenKey::from_hex(&text).map(Some).map_err(fail)
     }
 
     /// This cluster's TLS for a node whose certificate and private key are these files (the
@@ -346,6 +387,7 @@ impl ClusterFile {
         config.listen = listen;
         config.joining = true;
         config.seed = seed;
+        config.auth.token_key = self.token_key()?;
         Ok(config)
     }
 
@@ -364,6 +406,7 @@ impl ClusterFile {
         config.segment_bytes_max = self.snapshot.segment_bytes;
         config.chat_limits = self.chat;
         config.connection_limits = self.limits;
+        config.auth = self.auth.config.clone();
         config
     }
 
@@ -477,6 +520,31 @@ fn parse_tls(
 const CONNECTIONS_MAX: u64 = 1 << 20;
 /// Longest client idle timeout: a day.
 const IDLE_TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
+
+fn parse_auth(raw: Option<&RawAuth>, path: &Path) -> Result<AuthSettings, String> {
+    let mut auth = AuthSettings::default();
+    let Some(raw) = raw else { return Ok(auth) };
+    auth.token_key = raw.token_key.as_deref().map(|key| resolve(path, key));
+    if let Some(secs) = raw.token_ttl_secs {
+        if !(1..=30 * 24 * 3600).contains(&secs) {
+            return Err(format!(
+                "`auth.token_ttl_secs`: must be between 1 and 2592000 (30 days), got {secs}"
+            ));
+        }
+        auth.config.token_ttl = Duration::from_secs(secs);
+    }
+    if let Some(memory_kib) = raw.password_memory_kib {
+        auth.config.password_cost.memory_kib = memory_kib;
+    }
+    if let Some(iterations) = raw.password_iterations {
+        auth.config.password_cost.iterations = iterations;
+    }
+    auth.config
+        .password_cost
+        .validate()
+        .map_err(|e| format!("`auth`: {e}"))?;
+    Ok(auth)
+}
 
 fn parse_limits(raw: Option<&RawLimits>) -> Result<ConnectionLimits, String> {
     let mut limits = ConnectionLimits::default();
@@ -669,6 +737,7 @@ pub fn render(
     members: &BTreeMap<NodeId, SocketAddr>,
     grpc: &BTreeMap<NodeId, SocketAddr>,
     tls: Option<&RenderTls>,
+    token_key: Option<&str>,
 ) -> String {
     let timing = Timing::default();
     let snapshot = SnapshotSettings::default();
@@ -757,6 +826,22 @@ pub fn render(
         limits.clients_per_source_max,
         limits.client_idle_timeout.as_millis(),
     );
+    let auth = AuthConfig::default();
+    let key_line = match token_key {
+        Some(path) => format!("token_key = {}\n", toml_string(path)),
+        None => "# token_key = \"token.key\"\n".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "# Passwords: the file of the cluster's token key (64 hex digits, secret, the same on\n\
+         # every server; without it no login succeeds), how long a login's token lasts, and\n\
+         # the Argon2id cost of new passwords' hashes.\n\
+         [auth]\n{key_line}token_ttl_secs = {}\npassword_memory_kib = {}\n\
+         password_iterations = {}\n",
+        auth.token_ttl.as_secs(),
+        auth.password_cost.memory_kib,
+        auth.password_cost.iterations,
+    );
     let _ = writeln!(
         out,
         "# reads: where check, list and fetch go: \"leader\" (linearizable, by ReadIndex),\n\
@@ -823,12 +908,12 @@ mod tests {
     #[test]
     fn rendered_files_parse_back() {
         let members = parse(TWO).unwrap().members;
-        let file = parse(&render(42, &members, &BTreeMap::new(), None)).unwrap();
+        let file = parse(&render(42, &members, &BTreeMap::new(), None, None)).unwrap();
         assert_eq!(file.cluster_id, 42);
         assert_eq!(file.members, members);
         assert!(file.grpc.is_empty());
         let grpc = BTreeMap::from([(NodeId(2), "127.0.0.1:20010".parse().unwrap())]);
-        let file = parse(&render(42, &members, &grpc, None)).unwrap();
+        let file = parse(&render(42, &members, &grpc, None, None)).unwrap();
         assert_eq!(file.members, members);
         assert_eq!(file.grpc, grpc);
         assert_eq!(file.timing, Timing::default());
@@ -836,7 +921,7 @@ mod tests {
         assert_eq!(file.chat, ChatLimits::default());
         assert_eq!(file.client, ClientSettings::default());
         let members = parse(TWO).unwrap().members;
-        let text = render(42, &members, &BTreeMap::new(), None)
+        let text = render(42, &members, &BTreeMap::new(), None, None)
             .replace("read_lease = false", "read_lease = true")
             .replace("reads = \"leader\"", "reads = \"any\"");
         let file = parse(&text).unwrap();

@@ -73,7 +73,11 @@ impl ClusterStatus {
         for (id, address, task) in tasks {
             let status = match task.await {
                 Ok(Ok(status)) => Ok(status),
-                Ok(Err(ClientError::Failed(why) | ClientError::Unknown(why))) => Err(why),
+                Ok(Err(
+                    ClientError::Failed(why)
+                    | ClientError::Unknown(why)
+                    | ClientError::AuthFailed(why),
+                )) => Err(why),
                 Err(error) => Err(format!("status task failed: {error}")),
             };
             members.push(MemberStatus {

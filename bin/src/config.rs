@@ -97,6 +97,8 @@ pub struct NodeConfig {
     pub tls: Option<crate::tls::NodeTls>,
     /// Bounds on client connections, so one client cannot hurt the rest.
     pub connection_limits: ConnectionLimits,
+    /// Passwords and tokens: the token key, the token lifetime, the hash cost.
+    pub auth: crate::auth::AuthConfig,
     /// Length of one Raft tick.
     pub tick_interval: Duration,
     /// Election timeout range in ticks, `[min, max)`.
@@ -155,6 +157,7 @@ impl NodeConfig {
             joining: false,
             tls: None,
             connection_limits: ConnectionLimits::default(),
+            auth: crate::auth::AuthConfig::default(),
             tick_interval: Duration::from_millis(10),
             election_ticks: (15, 30),
             heartbeat_ticks: 3,
@@ -216,6 +219,7 @@ impl NodeConfig {
             return Err("segment size must be positive".into());
         }
         self.chat_limits.validate()?;
+        self.auth.password_cost.validate()?;
         self.raft_config().validate().map_err(|e| e.to_string())
     }
 }

@@ -43,7 +43,9 @@ impl Backend for Pooled {
         let task = tokio::spawn(async move { pool.execute(operation).await });
         match tokio::time::timeout(CALL_BUDGET, task).await {
             Ok(Ok(Ok(completed))) => Ok(completed.reply),
-            Ok(Ok(Err(ClientError::Failed(why)))) => Err(BackendError::Failed(why)),
+            Ok(Ok(Err(ClientError::Failed(why) | ClientError::AuthFailed(why)))) => {
+                Err(BackendError::Failed(why))
+            }
             Ok(Ok(Err(ClientError::Unknown(why)))) => Err(BackendError::Unknown(why)),
             Ok(Err(error)) => Err(BackendError::Unknown(format!(
                 "the call's task failed: {error}"

@@ -21,32 +21,39 @@
 //! abandoned). Whenever the configuration in force changes, the outbox is told the members'
 //! addresses: those the configuration names, and the cluster file's for the bootstrap members.
 //!
+//! Passwords and tokens (see `auth`): a create with a password is hashed in a task beside the
+//! loop, a few at once, and proposed when the hash is ready; a login reads the account's hash
+//! through a linearizable read (on the leader, so one throttle sees every failure), checks the
+//! password in a task and answers with a token, unless the throttle has locked the username; a request with a token is checked before it is proposed or read, and
+//! carries the token's principal into the log or the read, where the state machine decides.
+//!
 //! Client waiters are kept by log index. An applied entry answers the waiter at its index if
 //! the terms agree; if they differ, the waiter's entry was replaced by another leader's and
 //! certainly never applies (`Dropped`). A leader that loses leadership answers every waiter
 //! `Unknown`: its entries may still commit under the next leader, and a retry under the same
 //! session is deduplicated.
 
+use crate::auth::{self, LoginThrottle};
 use crate::config::NodeConfig;
 use crate::deadline::Deadline;
 use crate::disk::Disk;
 use crate::durable::{self, Durable, Incoming, RecoveryError};
 use crate::observer::{Event, Observer};
 use crate::transport::{self, Inbound, Outbox, PeerOutbox};
-use raftchat::chat::Chat;
+use raftchat::chat::{Chat, Command, Operation, Principal};
 use raftchat::raft::{
     ChangeError, ConfChange, Membership, Message, ProposeError, RoleKind, Snapshot, Status,
     TransferError,
 };
 use raftchat::replica::{Applied, ReadAnswer, ReadError, Replica, SnapshotJob};
 use raftchat::types::{LogIndex, NodeId, ReadId, Term};
-use raftchat::wire::{MembershipView, NodeStatus, RequestBody, ResponseBody};
+use raftchat::wire::{MembershipView, NodeStatus, RequestBody, ResponseBody, Token};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -62,6 +69,15 @@ const BACKGROUND_MAX: usize = 2;
 
 /// Most clients waiting on a leader at once; more are answered `Busy`.
 pub const WAITERS_MAX: usize = 16 * 1024;
+
+/// Most passwords hashed or checked at once (each holds Argon2's memory, 19 MiB by default);
+/// beyond it the requests wait their turn. Also the most hashed creates waiting to be proposed,
+/// so a hashing task never waits to report.
+const HASHING_MAX: usize = 4;
+
+/// Most hashes and logins under way at once (waiting, hashing, or throttled); more are
+/// answered `Busy`, so a flood of logins cannot pile up tasks.
+const PASSWORD_WORK_MAX: usize = 256;
 
 /// Why a node stopped.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +121,33 @@ struct Waiter {
     reply: oneshot::Sender<ResponseBody>,
 }
 
+/// A client waiting for a read: for its answer, or for the state to check a login against.
+enum ReadWaiter {
+    Client(oneshot::Sender<ResponseBody>),
+    Login {
+        username: String,
+        password: String,
+        reply: oneshot::Sender<ResponseBody>,
+    },
+}
+
+/// A create whose password is hashed, ready to propose.
+struct Hashed {
+    command: Command,
+    reply: oneshot::Sender<ResponseBody>,
+}
+
+/// The state shared with the tasks that hash and check passwords.
+#[derive(Clone)]
+struct PasswordWork {
+    /// Bounds the hashes computed at once.
+    hashing: Arc<tokio::sync::Semaphore>,
+    /// Bounds the hashes and logins under way at once.
+    under_way: Arc<tokio::sync::Semaphore>,
+    throttle: Arc<Mutex<LoginThrottle>>,
+    hashed: mpsc::Sender<Hashed>,
+}
+
 /// What a background task reports to the loop when it is done.
 enum Background {
     /// A snapshot of this node's state is durable (or writing it failed); `digest` is the
@@ -132,7 +175,8 @@ struct Host<D, O> {
     observer: Arc<dyn Observer>,
     waiters: BTreeMap<LogIndex, Waiter>,
     /// Clients waiting for reads, by the replica's read id.
-    reads: BTreeMap<ReadId, oneshot::Sender<ResponseBody>>,
+    reads: BTreeMap<ReadId, ReadWaiter>,
+    passwords: PasswordWork,
     last_status: Status,
     background: mpsc::Sender<Background>,
     /// A received snapshot is being checked beside the loop (one at a time: each holds a
@@ -187,6 +231,13 @@ where
     let outbox = wrap_outbox(PeerOutbox::start(&config, directory));
     let last_status = replica.status();
     let (background, finished) = mpsc::channel(BACKGROUND_MAX);
+    let (hashed, hashed_creates) = mpsc::channel(HASHING_MAX);
+    let passwords = PasswordWork {
+        hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_MAX)),
+        under_way: Arc::new(tokio::sync::Semaphore::new(PASSWORD_WORK_MAX)),
+        throttle: Arc::default(),
+        hashed,
+    };
     let mut host = Host {
         config,
         replica,
@@ -195,6 +246,7 @@ where
         observer,
         waiters: BTreeMap::new(),
         reads: BTreeMap::new(),
+        passwords,
         last_status,
         background,
         checking: false,
@@ -206,7 +258,7 @@ where
     host.note_membership();
     host.observer
         .event(host.config.id, &Event::Status(last_status));
-    let result = host.run(inbox, finished).await;
+    let result = host.run(inbox, finished, hashed_creates).await;
     if let Err(error) = &result {
         let reason = error.to_string();
         host.observer
@@ -258,6 +310,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         &mut self,
         mut inbox: mpsc::Receiver<Inbound>,
         mut finished: mpsc::Receiver<Background>,
+        mut hashed_creates: mpsc::Receiver<Hashed>,
     ) -> Result<(), NodeError> {
         let mut tick = Deadline::at(Instant::now() + self.tick_interval());
         loop {
@@ -278,6 +331,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     self.replica.tick();
                 }
                 Some(done) = finished.recv() => self.finish_background(done).await?,
+                Some(hashed) = hashed_creates.recv() => self.propose(hashed.command, hashed.reply),
                 input = inbox.recv() => match input {
                     Some(input) => self.handle(input),
                     None => return Ok(()),
@@ -426,8 +480,60 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     };
                     let _ = reply.send(ResponseBody::Status(status));
                 }
-                RequestBody::Command(command) => self.propose(command, reply),
-                RequestBody::Read(operation) => self.read(operation, reply),
+                RequestBody::Command(command) => match command_from_client(&command) {
+                    Ok(()) => self.propose(command, reply),
+                    Err(why) => {
+                        let _ = reply.send(ResponseBody::Invalid(why.into()));
+                    }
+                },
+                RequestBody::Read(operation) => self.read(operation, None, reply),
+                RequestBody::CreateAccountWithPassword {
+                    client_id,
+                    sequence,
+                    username,
+                    password,
+                } => self.create_with_password(client_id, sequence, username, password, reply),
+                RequestBody::Login { username, password } => self.login(username, password, reply),
+                RequestBody::CommandWithToken { token, command } => {
+                    let principal = match self.verify(&token) {
+                        Ok(principal) => principal,
+                        Err(why) => {
+                            let _ = reply.send(ResponseBody::AuthFailed(why.into()));
+                            return;
+                        }
+                    };
+                    match (command_from_client(&command), command) {
+                        (
+                            Ok(()),
+                            Command::Client {
+                                client_id,
+                                sequence,
+                                operation,
+                            },
+                        ) => {
+                            let command = Command::Authenticated {
+                                principal,
+                                client_id,
+                                sequence,
+                                operation,
+                            };
+                            self.propose(command, reply);
+                        }
+                        (Err(why), _) => {
+                            let _ = reply.send(ResponseBody::Invalid(why.into()));
+                        }
+                        (Ok(()), _) => {
+                            let why = "only an operation under a session goes with a token";
+                            let _ = reply.send(ResponseBody::Invalid(why.into()));
+                        }
+                    }
+                }
+                RequestBody::ReadWithToken { token, operation } => match self.verify(&token) {
+                    Ok(principal) => self.read(operation, Some(principal), reply),
+                    Err(why) => {
+                        let _ = reply.send(ResponseBody::AuthFailed(why.into()));
+                    }
+                },
                 RequestBody::ChangeMembership(change) => self.change_membership(change, reply),
                 RequestBody::Membership => {
                     let _ = reply.send(ResponseBody::Membership(self.membership_view()));
@@ -566,20 +672,187 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         self.observer.event(self.config.id, &event);
     }
 
-    fn read(&mut self, operation: raftchat::chat::Operation, reply: oneshot::Sender<ResponseBody>) {
+    fn read(
+        &mut self,
+        operation: Operation,
+        principal: Option<Principal>,
+        reply: oneshot::Sender<ResponseBody>,
+    ) {
         if self.reads.len() >= WAITERS_MAX {
             let _ = reply.send(ResponseBody::Busy);
             return;
         }
-        match self.replica.read(operation) {
+        match self.replica.read_as(operation, principal) {
             Ok(read) => {
-                self.reads.insert(read, reply);
+                self.reads.insert(read, ReadWaiter::Client(reply));
             }
             Err(_) => {
                 let why = "a read of an operation that writes; send it as a command";
                 let _ = reply.send(ResponseBody::Invalid(why.into()));
             }
         }
+    }
+
+    /// The principal a client's token names, if this cluster's key signed it and it is still
+    /// good; else why not.
+    fn verify(&self, token: &Token) -> Result<Principal, &'static str> {
+        let Some(key) = &self.config.auth.token_key else {
+            return Err("this cluster has no token key ([auth] token_key in its cluster file)");
+        };
+        key.verify(token, auth::unix_ms(), self.config.cluster_id)
+    }
+
+    /// Hashes the password beside the loop, then proposes the create with only the hash. A
+    /// follower says so at once rather than hash for nothing.
+    fn create_with_password(
+        &mut self,
+        client_id: raftchat::types::ClientId,
+        sequence: u64,
+        username: String,
+        password: String,
+        reply: oneshot::Sender<ResponseBody>,
+    ) {
+        let status = self.replica.status();
+        if status.role != RoleKind::Leader {
+            let _ = reply.send(ResponseBody::NotLeader {
+                leader: status.leader,
+            });
+            return;
+        }
+        if let Err(why) = auth::password_acceptable(&password) {
+            let _ = reply.send(ResponseBody::Invalid(why));
+            return;
+        }
+        let Ok(under_way) = self.passwords.under_way.clone().try_acquire_owned() else {
+            let _ = reply.send(ResponseBody::Busy);
+            return;
+        };
+        let salt = match auth::draw_salt() {
+            Ok(salt) => salt,
+            Err(why) => {
+                tracing::error!("cannot draw a salt: {why}");
+                let _ = reply.send(ResponseBody::Busy);
+                return;
+            }
+        };
+        let cost = self.config.auth.password_cost;
+        let work = self.passwords.clone();
+        tokio::spawn(async move {
+            let _under_way = under_way;
+            let Ok(_hashing) = work.hashing.acquire().await else {
+                return;
+            };
+            let hashing = off_loop(move || auth::hash_password(&password, salt, cost));
+            let credential = match hashing.await {
+                Ok(Ok(credential)) => credential,
+                Ok(Err(why)) | Err(why) => {
+                    tracing::error!("cannot hash a password: {why}");
+                    let _ = reply.send(ResponseBody::Busy);
+                    return;
+                }
+            };
+            let command = Command::Client {
+                client_id,
+                sequence,
+                operation: Operation::CreateAccountWithPassword {
+                    username,
+                    credential,
+                },
+            };
+            let _ = work.hashed.send(Hashed { command, reply }).await;
+        });
+    }
+
+    /// Reads the account's hash linearizably (a read of the account, then the state it was
+    /// served from), and checks the password in `finish_login`. Only the leader logs clients
+    /// in, so that one throttle counts every failure (while leadership holds).
+    fn login(&mut self, username: String, password: String, reply: oneshot::Sender<ResponseBody>) {
+        let status = self.replica.status();
+        if status.role != RoleKind::Leader {
+            let _ = reply.send(ResponseBody::NotLeader {
+                leader: status.leader,
+            });
+            return;
+        }
+        if self.config.auth.token_key.is_none() {
+            let why = "this cluster issues no tokens: its cluster file names no [auth] token_key";
+            let _ = reply.send(ResponseBody::AuthFailed(why.into()));
+            return;
+        }
+        let locked = lock(&self.passwords.throttle).locked_for(&username, auth::unix_ms());
+        if !locked.is_zero() {
+            let why = format!(
+                "too many failed logins as {username}: try again in {} ms",
+                locked.as_millis().max(1)
+            );
+            let _ = reply.send(ResponseBody::AuthFailed(why));
+            return;
+        }
+        if self.reads.len() >= WAITERS_MAX {
+            let _ = reply.send(ResponseBody::Busy);
+            return;
+        }
+        let check = Operation::CheckAccount {
+            username: username.clone(),
+        };
+        match self.replica.read(check) {
+            Ok(read) => {
+                let waiter = ReadWaiter::Login {
+                    username,
+                    password,
+                    reply,
+                };
+                self.reads.insert(read, waiter);
+            }
+            Err(_) => unreachable!("a check is read-only"),
+        }
+    }
+
+    /// The login's read was served from the state the replica holds now: check the password
+    /// against the hash it holds, beside the loop.
+    fn finish_login(
+        &mut self,
+        username: String,
+        password: String,
+        reply: oneshot::Sender<ResponseBody>,
+    ) {
+        let Some(key) = self.config.auth.token_key.clone() else {
+            return; // Checked when the login came.
+        };
+        let Ok(under_way) = self.passwords.under_way.clone().try_acquire_owned() else {
+            let _ = reply.send(ResponseBody::Busy);
+            return;
+        };
+        let found = self.replica.chat().credential(&username);
+        let work = self.passwords.clone();
+        let ttl = self.config.auth.token_ttl;
+        let cluster_id = self.config.cluster_id;
+        tokio::spawn(async move {
+            let _under_way = under_way;
+            let Ok(_hashing) = work.hashing.acquire().await else {
+                return;
+            };
+            let verified = match found {
+                Some((principal, credential)) => {
+                    let checking = off_loop(move || auth::verify_password(&password, &credential));
+                    checking.await.unwrap_or(false).then_some(principal)
+                }
+                None => None,
+            };
+            let now = auth::unix_ms();
+            let body = match verified {
+                Some(principal) => {
+                    lock(&work.throttle).succeeded(&username);
+                    let expires = now.saturating_add(ttl.as_millis() as u64);
+                    ResponseBody::LoggedIn(key.sign(principal, expires, cluster_id))
+                }
+                None => {
+                    lock(&work.throttle).failed(&username, now);
+                    ResponseBody::AuthFailed("wrong username or password".into())
+                }
+            };
+            let _ = reply.send(body);
+        });
     }
 
     /// Mutant `reply-before-apply`: the answer a careless server gives at proposal time: success
@@ -680,8 +953,17 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     }
 
     fn answer_read(&mut self, answer: ReadAnswer) {
-        let Some(reply) = self.reads.remove(&answer.read) else {
-            return;
+        let reply = match self.reads.remove(&answer.read) {
+            None => return,
+            Some(ReadWaiter::Client(reply)) => reply,
+            Some(ReadWaiter::Login {
+                username,
+                password,
+                reply,
+            }) => match answer.result {
+                Ok(_) => return self.finish_login(username, password, reply),
+                Err(_) => reply,
+            },
         };
         let body = match answer.result {
             Ok((index, reply)) => ResponseBody::Read { index, reply },
@@ -734,6 +1016,36 @@ pub fn member_addresses(
         }
     }
     addresses
+}
+
+/// Whether a client may send `command` as it is: a client never names a principal (a node
+/// puts in the one its token proves) nor a password's hash (a node puts in the hash of the
+/// password it was sent).
+fn command_from_client(command: &Command) -> Result<(), &'static str> {
+    match command {
+        Command::Authenticated { .. } => Err("a principal comes only from a verified token"),
+        Command::Client {
+            operation: Operation::CreateAccountWithPassword { .. },
+            ..
+        } => Err("send a password with CreateAccountWithPassword; the node hashes it"),
+        Command::Client { .. } | Command::RegisterClient => Ok(()),
+    }
+}
+
+/// Runs `work` on the blocking pool (in simulation, as a task of the node) and waits for it.
+async fn off_loop<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    #[allow(deprecated)] // madsim deprecates it; in simulation it runs as a task of the node.
+    let handle = tokio::task::spawn_blocking(work);
+    handle.await.map_err(|error| error.to_string())
+}
+
+/// The throttle, even if a task panicked holding it (its counts are still counts).
+fn lock(throttle: &Mutex<LoginThrottle>) -> std::sync::MutexGuard<'_, LoginThrottle> {
+    throttle
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Encodes a snapshot job on the blocking pool (the costly part), then writes its file.

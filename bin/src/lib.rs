@@ -3,6 +3,7 @@
 //! on its simulated network and clock, and the real server runs it on tokio.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod client;
 pub mod client_pool;
 pub mod cluster_file;

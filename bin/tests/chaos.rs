@@ -146,7 +146,9 @@ async fn write_loop(
                 .unexpected
                 .push(format!("{text}: {}", done.reply.status)),
             Err(ClientError::Unknown(_)) => ledger.unknown.push((to, text)),
-            Err(ClientError::Failed(_)) => ledger.not_applied.push((to, text)),
+            Err(ClientError::Failed(_) | ClientError::AuthFailed(_)) => {
+                ledger.not_applied.push((to, text))
+            }
         }
     }
 }

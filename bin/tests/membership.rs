@@ -73,7 +73,7 @@ async fn a_dead_node_is_replaced_and_the_leader_moved_with_nothing_lost() {
                         Err(ClientError::Unknown(_)) => {
                             outcomes.unknown.insert(text);
                         }
-                        Err(ClientError::Failed(_)) => {}
+                        Err(ClientError::Failed(_) | ClientError::AuthFailed(_)) => {}
                     }
                 }
             })

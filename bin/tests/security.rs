@@ -12,7 +12,7 @@ use raftchat::chat::{Operation, Status};
 use raftchat::raft::{Message, MessageBody};
 use raftchat::types::{LogIndex, NodeId, Term};
 use raftchat::wire::{self, Frame, PROTOCOL_VERSION};
-use raftchat_node::client::{Client, ClientConfig};
+use raftchat_node::client::{Client, ClientConfig, ClientError};
 use raftchat_node::tls::{Authority, NodeTls, Stream};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -254,4 +254,134 @@ async fn a_connection_flood_past_the_limits_leaves_other_clients_served() {
         log.contains("the source address has its most client connections open"),
         "the refusal is logged"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_fetches_only_its_own_inbox_and_sends_only_as_itself() {
+    let (mut servers, _authority) = Servers::with_tls("security-accounts", 3);
+    servers.start_all();
+    servers.leader(WAIT_MAX).await;
+    let fetch = |user: &str| Operation::FetchMessages {
+        username: user.into(),
+        first_message_id: 1,
+    };
+    let send = |from: &str, to: &str| Operation::SendMessage {
+        from: from.into(),
+        to: to.into(),
+        message: "hi".into(),
+    };
+    let status = |result: Result<raftchat_node::client::Completed, ClientError>| match result {
+        Ok(completed) => completed.reply.status,
+        Err(ClientError::AuthFailed(_)) => Status::AuthFailed,
+        Err(error) => panic!("{error}"),
+    };
+
+    let mut carol = Client::new(servers.client_config(1));
+    let created = carol.create_with_password("carol", "carol's secret").await;
+    assert_eq!(status(created), Status::Success);
+    let mut dave = Client::new(servers.client_config(2));
+    assert_eq!(
+        status(dave.create_with_password("dave", "dave's secret").await),
+        Status::Success
+    );
+    let mut nobody = Client::new(servers.client_config(3));
+    let open = Operation::CreateAccount {
+        username: "bob".into(),
+    };
+    assert_eq!(status(nobody.execute(open).await), Status::Success);
+
+    // A wrong password, or a login to an account without one, gets no token.
+    let wrong = carol.login("carol", "not it").await;
+    assert!(
+        matches!(wrong, Err(ClientError::AuthFailed(_))),
+        "{wrong:?}"
+    );
+    assert!(carol.token().is_none());
+    let token = carol
+        .login("carol", "carol's secret")
+        .await
+        .expect("the right password");
+    dave.login("dave", "dave's secret")
+        .await
+        .expect("the right password");
+
+    // Without a token, or with another account's, nobody acts on carol's account.
+    assert_eq!(
+        status(nobody.execute(fetch("carol")).await),
+        Status::AuthFailed
+    );
+    assert_eq!(
+        status(nobody.execute(send("carol", "bob")).await),
+        Status::AuthFailed
+    );
+    assert_eq!(
+        status(dave.execute(fetch("carol")).await),
+        Status::AuthFailed
+    );
+    assert_eq!(
+        status(dave.execute(send("carol", "dave")).await),
+        Status::AuthFailed
+    );
+    let delete = Operation::DeleteAccount {
+        username: "carol".into(),
+    };
+    assert_eq!(
+        status(dave.execute(delete.clone()).await),
+        Status::AuthFailed
+    );
+    // Anyone may write to carol; only carol reads it, and sends as carol.
+    assert_eq!(
+        status(dave.execute(send("dave", "carol")).await),
+        Status::Success
+    );
+    assert_eq!(
+        status(nobody.execute(send("bob", "carol")).await),
+        Status::Success
+    );
+    let read = carol
+        .execute(fetch("carol"))
+        .await
+        .expect("carol reads her inbox");
+    assert_eq!(read.reply.status, Status::Success);
+    assert_eq!(read.reply.messages.len(), 2);
+    assert_eq!(
+        status(carol.execute(send("carol", "dave")).await),
+        Status::Success
+    );
+    // An open account stays open, as in the original.
+    assert_eq!(status(dave.execute(fetch("bob")).await), Status::NoElement);
+
+    // A forged token (carol's, renamed; or re-signed with another key) is refused.
+    let mut forged = token.clone();
+    forged.principal.username = "dave".into();
+    nobody.set_token(Some(forged));
+    let refused = nobody.execute(fetch("dave")).await;
+    assert!(
+        matches!(refused, Err(ClientError::AuthFailed(_))),
+        "{refused:?}"
+    );
+    let resigned = raftchat_node::auth::TokenKey::generate().unwrap().sign(
+        token.principal.clone(),
+        token.expires_unix_ms,
+        servers.file.cluster_id,
+    );
+    nobody.set_token(Some(resigned));
+    let refused = nobody.execute(send("carol", "bob")).await;
+    assert!(
+        matches!(refused, Err(ClientError::AuthFailed(_))),
+        "{refused:?}"
+    );
+
+    // A token is good at every node: a client that reads from any node keeps it.
+    let mut anywhere = servers.client_config(4);
+    anywhere.reads = raftchat_node::client::ReadMode::Any;
+    let mut roaming = Client::new(anywhere);
+    roaming.set_token(Some(token));
+    let read = roaming
+        .execute(fetch("carol"))
+        .await
+        .expect("read anywhere");
+    assert_eq!(read.reply.status, Status::Success);
+    assert_eq!(status(carol.execute(delete).await), Status::Success);
+    servers.kill(1);
 }

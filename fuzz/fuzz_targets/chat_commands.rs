@@ -9,7 +9,7 @@
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use raftchat::chat::{Chat, Command, Operation, Outcome};
+use raftchat::chat::{Chat, Command, Credential, Operation, Outcome, Principal};
 use raftchat::types::{ClientId, LogIndex};
 
 #[derive(Debug)]
@@ -37,6 +37,7 @@ enum Op {
     Delete(Name),
     Send(Name, Name, Name),
     Fetch(Name, u8),
+    CreateWithPassword(Name, u8),
 }
 
 impl Op {
@@ -55,6 +56,15 @@ impl Op {
                 username: n.0,
                 first_message_id: u64::from(first),
             },
+            Op::CreateWithPassword(n, byte) => Operation::CreateAccountWithPassword {
+                username: n.0,
+                credential: Credential {
+                    salt: [byte; 16],
+                    hash: [byte; 32],
+                    memory_kib: 8,
+                    iterations: 1,
+                },
+            },
         }
     }
 }
@@ -68,11 +78,21 @@ enum Step {
         session: u8,
         sequence: SequenceChoice,
         op: Op,
+        /// Acting as the owner of the account the operation acts on (if it has one), as
+        /// someone else, or as nobody.
+        acting: Acting,
     },
     Noop,
     /// Apply the last client command again, as a retry landing in the log twice.
     Retry,
     Snapshot,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Acting {
+    Nobody,
+    Owner,
+    Other(Name, u8),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -106,6 +126,7 @@ fuzz_target!(|steps: Vec<Step>| {
                 session,
                 sequence,
                 op,
+                acting,
             } => {
                 let (client_id, next) = match sessions.get_mut(usize::from(session)) {
                     Some((id, sequence)) => (*id, sequence),
@@ -120,11 +141,32 @@ fuzz_target!(|steps: Vec<Step>| {
                     SequenceChoice::Any(s) => u64::from(s),
                 };
                 let operation = op.operation();
-                let queried = operation.is_read_only().then(|| chat.query(&operation));
-                let command = Command::Client {
-                    client_id,
-                    sequence,
-                    operation,
+                let principal = match acting {
+                    Acting::Nobody => None,
+                    Acting::Owner => operation
+                        .acting_account()
+                        .and_then(|account| chat.credential(account))
+                        .map(|(principal, _)| principal),
+                    Acting::Other(name, created) => Some(Principal {
+                        username: name.0,
+                        created: LogIndex(u64::from(created)),
+                    }),
+                };
+                let queried = operation
+                    .is_read_only()
+                    .then(|| chat.query_as(&operation, principal.as_ref()));
+                let command = match principal {
+                    None => Command::Client {
+                        client_id,
+                        sequence,
+                        operation,
+                    },
+                    Some(principal) => Command::Authenticated {
+                        principal,
+                        client_id,
+                        sequence,
+                        operation,
+                    },
                 };
                 let outcome = chat.apply(at, &command);
                 if let (

@@ -99,8 +99,13 @@ impl<'a> Arbitrary<'a> for Input {
                 None
             };
             let mut batch = Vec::new();
-            storage::encode_batch(installed.as_ref(), hard_state.as_ref(), &entries, &mut batch)
-                .expect("a small batch encodes");
+            storage::encode_batch(
+                installed.as_ref(),
+                hard_state.as_ref(),
+                &entries,
+                &mut batch,
+            )
+            .expect("a small batch encodes");
             record_count += entries.len()
                 + usize::from(hard_state.is_some())
                 + usize::from(installed.is_some());
@@ -139,9 +144,17 @@ fuzz_target!(|input: Input| {
     let earlier_records: usize = input
         .earlier
         .iter()
-        .map(|segment| codec::scan_records::<Record>(segment).expect("whole").records.len())
+        .map(|segment| {
+            codec::scan_records::<Record>(segment)
+                .expect("whole")
+                .records
+                .len()
+        })
         .sum();
-    assert_eq!(whole.record_count, earlier_records + input.record_ends.len());
+    assert_eq!(
+        whole.record_count,
+        earlier_records + input.record_ends.len()
+    );
     assert!(whole.torn_tail.is_none());
 
     let mut damaged = input.file.clone();

@@ -12,8 +12,8 @@
 use arbitrary::{Arbitrary, Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use raftchat::raft::{
-    AppendOutcome, Config, Entry, EntryData, Message, MessageBody, Payload, Raft, RoleKind,
-    Snapshot, SnapshotMeta,
+    AppendOutcome, Config, Entry, EntryData, Membership, Message, MessageBody, Payload, Raft,
+    RoleKind, Snapshot, SnapshotMeta,
 };
 use raftchat::types::{LogIndex, NodeId, ReadId, Term};
 use rand::SeedableRng;
@@ -45,6 +45,7 @@ impl<'a> Arbitrary<'a> for Input {
                 pre_vote: u.arbitrary()?,
                 last_log_index: index(u)?,
                 last_log_term: term(u)?,
+                transfer: u.arbitrary()?,
             },
             1 => MessageBody::RequestVoteResponse {
                 pre_vote: u.arbitrary()?,
@@ -94,6 +95,7 @@ impl<'a> Arbitrary<'a> for Input {
                 let len = u.int_in_range(0..=3)?;
                 MessageBody::InstallSnapshot {
                     snapshot,
+                    membership: Membership::of_voters(&[NodeId(1), NodeId(2), NodeId(3)]),
                     offset,
                     data: Payload::new(vec![0x5a; len]),
                 }
@@ -196,9 +198,17 @@ fuzz_target!(|input: (u64, u8, Vec<Action>)| {
                 if !host.received.is_empty() {
                     let meta = host.received.remove(pick as usize % host.received.len());
                     let data = Payload::new(vec![0x5a; meta.size_bytes as usize]);
-                    let snapshot = Snapshot { meta, data };
+                    let membership = Membership::of_voters(&[NodeId(1), NodeId(2), NodeId(3)]);
+                    let snapshot = Snapshot {
+                        meta,
+                        membership,
+                        data,
+                    };
                     if raft.snapshot_received(snapshot) {
-                        assert!(meta.index > before.commit_index, "installed an old snapshot");
+                        assert!(
+                            meta.index > before.commit_index,
+                            "installed an old snapshot"
+                        );
                         host.committed.clear();
                         host.applied_index = meta.index;
                     }
@@ -242,7 +252,11 @@ fuzz_target!(|input: (u64, u8, Vec<Action>)| {
 fn drain(raft: &mut Raft, host: &mut Host) {
     while let Some(ready) = raft.ready() {
         for entry in ready.committed_entries {
-            assert_eq!(entry.index, host.applied_index.next(), "applied out of order");
+            assert_eq!(
+                entry.index,
+                host.applied_index.next(),
+                "applied out of order"
+            );
             host.applied_index = entry.index;
             host.committed.push(entry);
         }
@@ -251,7 +265,10 @@ fn drain(raft: &mut Raft, host: &mut Host) {
             // this node as follower may be ahead of its own commit, never of the leader's.
             if raft.status().role == RoleKind::Leader {
                 if let Ok(index) = state.index {
-                    assert!(index <= raft.status().commit_index, "a read index not committed");
+                    assert!(
+                        index <= raft.status().commit_index,
+                        "a read index not committed"
+                    );
                 }
             }
         }

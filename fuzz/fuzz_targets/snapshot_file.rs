@@ -33,7 +33,7 @@ fuzz_target!(|input: Input| {
         Term(input.term),
         Payload::new(input.data.clone()),
     );
-    let mut file = storage::snapshot_file_header(&snapshot.meta);
+    let mut file = storage::snapshot_file_header(&snapshot.meta, &snapshot.membership);
     file.extend_from_slice(snapshot.data.as_bytes());
     let damaged = match input.damage {
         None => {

@@ -167,6 +167,10 @@ fn describe(request: &ChatRequest, status: Status) -> String {
             request.param_1
         ),
         (_, Status::AccountNotExist) => format!("account {user:?} does not exist"),
+        (_, Status::AuthFailed) => format!(
+            "account {user:?} has a password, and this gateway carries none: only raftchat's own \
+             protocol (log in, then act with the token) can act on it"
+        ),
         (_, status) => status.name().to_owned(),
     }
 }

@@ -32,6 +32,8 @@ CREATE, CHECK, LIST, DELETE, SEND, FETCH = 1, 2, 3, 4, 5, 6
 SUCCESS, NO_ELEMENT = 0, 1
 OPERATION_NOT_SUPPORTED, INVALID_USERNAME, ACCOUNT_NOT_EXIST, MESSAGE_TOO_LONG = 100, 101, 102, 103
 SERVER_ERROR, GENERAL_ERROR = 190, 199
+# Not in the original: an account with a password, which the gateway carries none of.
+AUTH_FAILED = 105
 
 # The original client gives up after about 3 s; every answer must come well before.
 ANSWER_WITHIN_S = 3.0
@@ -172,6 +174,31 @@ def every_operation_through_every_node(cluster):
     print(f"every operation and status through nodes {cluster.ids}: ok")
 
 
+def protected_accounts_are_refused(cluster):
+    """An account created with a password (through raftchat's own protocol) is protected on
+    the gateway too: it carries no token, so acting on the account gets AUTH_FAILED and a text
+    saying why; writing to it, checking and listing it stay open."""
+    created = subprocess.run(
+        [cluster.raftchat, "--cluster", cluster.cluster_file, "create", "vault", "--password"],
+        env={**os.environ, "RAFTCHAT_PASSWORD": "vault's secret"},
+        capture_output=True, text=True, timeout=30,
+    )
+    check(created.returncode == 0 and "SUCCESS" in created.stdout,
+          f"`raftchat create vault --password`: {created.stdout}{created.stderr}")
+    for node in cluster.ids:
+        expect(cluster, node, request(CHECK, "vault"), SUCCESS, "check a protected account")
+        expect(cluster, node, request(CREATE, f"open{node}"), SUCCESS, "create an open account")
+        expect(cluster, node, request(SEND, f"open{node}", "vault", "hi"), SUCCESS,
+               "send to a protected account")
+        for req, what in [(request(FETCH, "vault", param_1=1), "fetch a protected inbox"),
+                          (request(SEND, "vault", f"open{node}", "hi"), "send as a protected account"),
+                          (request(DELETE, "vault"), "delete a protected account")]:
+            refused = expect(cluster, node, req, AUTH_FAILED, what)
+            check("password" in refused.messages[0],
+                  f"node {node}: {what}: the text must say why: {refused.messages[0]!r}")
+    print(f"a protected account refused through nodes {cluster.ids}: ok")
+
+
 def sends_through_a_leader_kill(cluster):
     for name in ("alice", "bob"):
         response = cluster.try_all(request(CREATE, name))
@@ -257,6 +284,7 @@ def main():
     cluster = Cluster(args.dir, args.raftchat)
     try:
         every_operation_through_every_node(cluster)
+        protected_accounts_are_refused(cluster)
         sends_through_a_leader_kill(cluster)
         check(cluster.slowest < ANSWER_WITHIN_S,
               f"the slowest answer took {cluster.slowest:.2f} s, beyond the original client's {ANSWER_WITHIN_S} s")

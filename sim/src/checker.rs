@@ -825,11 +825,8 @@ impl Checker {
     }
 
     fn check_exactly_once(&mut self, node: NodeId, applied: &Applied) -> Result<(), Failure> {
-        let Some(Command::Client {
-            client_id,
-            sequence,
-            ..
-        }) = &applied.command
+        let Some((client_id, sequence, _)) =
+            applied.command.as_ref().and_then(Command::session_command)
         else {
             return Ok(());
         };
@@ -841,7 +838,7 @@ impl Checker {
         };
         let first = *self
             .command_index
-            .entry((*client_id, *sequence))
+            .entry((client_id, sequence))
             .or_insert(applied.index);
         if first != applied.index {
             let detail = format!(

@@ -26,12 +26,13 @@ use crate::workload;
 use crate::world::{Stats, Violation, World};
 use raftchat::chat::Operation;
 use raftchat::types::NodeId;
+use raftchat_node::auth::{PasswordCost, TokenKey};
 use raftchat_node::client::{Client, ClientConfig};
 use raftchat_node::config::{ClockRate, NodeConfig};
 use raftchat_node::host::run_node;
 use raftchat_node::observer::Observer;
 use raftchat_node::tls::Authority;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -85,6 +86,14 @@ const SALT_NEMESIS: u64 = 0x6e65_6d65_7369_7300;
 const SALT_CLIENT: u64 = 0x636c_6965_6e74_0000;
 const SALT_NODE: u64 = 0x6e6f_6465_0000_0000;
 const SALT_ADMIN: u64 = 0x6164_6d69_6e00_0000;
+const SALT_TOKEN_KEY: u64 = 0x746f_6b65_6e00_0000;
+
+/// Argon2's least cost: the simulator hashes passwords through the servers' own code, but
+/// needs no protection from guessing, and thousands of runs must stay fast.
+const SIMULATED_PASSWORD_COST: PasswordCost = PasswordCost {
+    memory_kib: 8,
+    iterations: 1,
+};
 
 /// Where node `id` listens in the simulated network.
 pub(crate) fn node_address(id: NodeId) -> SocketAddr {
@@ -222,6 +231,8 @@ fn spawn_node(
     };
     let lives = Arc::new(AtomicU64::new(0));
     let mut base = node_config(drawn, id, members);
+    base.auth.token_key = Some(world.token_key.clone());
+    base.auth.password_cost = SIMULATED_PASSWORD_COST;
     if let Some(authority) = &world.tls {
         base.tls = Some(
             authority
@@ -278,6 +289,7 @@ fn client_config(
 
 async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
     let mut world = World::new(drawn.nodes as usize, options.trace);
+    world.token_key = TokenKey::new(ChaCha8Rng::seed_from_u64(seed ^ SALT_TOKEN_KEY).gen());
     if drawn.tls {
         let authority = Authority::new(seed).expect("a CA for the run");
         world.tls = Some(Arc::new(authority));
@@ -616,6 +628,7 @@ fn record_probe(
         node: done.as_ref().map(|d| d.node),
         reply: done.map(|d| d.reply),
         command_id,
+        acting: None,
         time,
     };
     world.with(|s| s.history.events.push(event));

@@ -3,8 +3,10 @@
 //! which the operation took effect (for a read, the applied index of the state it saw), or null,
 //! and `"node"`: the node that answered, or null. `fail` means certainly not applied, `info` unknown;
 //! for an `info` the simulator fills the index in afterwards from the replicas' applied logs.
+//! An invocation that acted as an account's owner carries `"as": {"user", "created",
+//! "genuine"}`: the principal of the token it sent, and whether the cluster issued that token.
 
-use raftchat::chat::{ChatLimits, Operation, Reply};
+use raftchat::chat::{ChatLimits, Operation, Principal, Reply};
 use raftchat::types::{ClientId, LogIndex, NodeId};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -47,8 +49,31 @@ pub struct HistoryEvent {
     pub node: Option<NodeId>,
     /// The session command that carried it, so an `info`'s index can be found afterwards.
     pub command_id: Option<(ClientId, u64)>,
+    /// Whom the operation acted as (invocations only): the principal of the token it sent.
+    pub acting: Option<Acting>,
     /// Simulated time.
     pub time: Duration,
+}
+
+/// Whom an operation acted as: the principal its token named, and whether the cluster issued
+/// that token (the simulator knows: it forges the others). Only a genuine token's principal
+/// may act on a protected account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acting {
+    /// The token's principal.
+    pub principal: Principal,
+    /// Whether a node signed the token.
+    pub genuine: bool,
+}
+
+impl Acting {
+    /// Acting with a token a node issued.
+    pub fn genuine(token: &raftchat::wire::Token) -> Acting {
+        Acting {
+            principal: token.principal.clone(),
+            genuine: true,
+        }
+    }
 }
 
 /// The history of a run.
@@ -63,7 +88,7 @@ pub struct History {
 /// Jepsen's name of an operation.
 pub fn op_name(operation: &Operation) -> &'static str {
     match operation {
-        Operation::CreateAccount { .. } => "create",
+        Operation::CreateAccount { .. } | Operation::CreateAccountWithPassword { .. } => "create",
         Operation::CheckAccount { .. } => "check",
         Operation::ListAccounts { .. } => "list",
         Operation::DeleteAccount { .. } => "delete",
@@ -77,6 +102,9 @@ fn invoke_value(operation: &Operation) -> Value {
         Operation::CreateAccount { username }
         | Operation::CheckAccount { username }
         | Operation::DeleteAccount { username } => json!({ "user": username }),
+        Operation::CreateAccountWithPassword { username, .. } => {
+            json!({ "user": username, "password": true })
+        }
         Operation::ListAccounts { pattern } => json!({ "pattern": pattern }),
         Operation::SendMessage { from, to, message } => {
             json!({ "from": from, "to": to, "message": message })
@@ -124,6 +152,11 @@ impl History {
                 },
                 "time": event.time.as_nanos() as u64,
             });
+            if let Some(acting) = &event.acting {
+                line["as"] = json!({ "user": acting.principal.username,
+                                     "created": acting.principal.created.0,
+                                     "genuine": acting.genuine });
+            }
             if event.completion.is_some() {
                 line["index"] = event.index.map_or(Value::Null, |i| json!(i.0));
                 line["node"] = event.node.map_or(Value::Null, |n| json!(n.0));

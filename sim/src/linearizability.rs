@@ -38,7 +38,7 @@
 
 use crate::history::{op_name, Completion, History, HistoryEvent};
 use raftchat::chat::glob::Pattern;
-use raftchat::chat::{ChatLimits, Operation, Reply, Status, MESSAGE_OVERHEAD_BYTES};
+use raftchat::chat::{ChatLimits, Operation, Principal, Reply, Status, MESSAGE_OVERHEAD_BYTES};
 use raftchat::limits::{
     ACCOUNTS_MAX, FETCH_MESSAGES_MAX, MESSAGE_CHARS_MAX, PATTERN_CHARS_MAX, USERNAME_CHARS_MAX,
 };
@@ -76,6 +76,10 @@ pub struct Model {
     arrivals: u64,
     /// Bytes retained over every inbox.
     retained_bytes: u64,
+    /// The accounts with a password, and the log index that created each (when known: the
+    /// search may place a create whose index the history lacks). Only a genuine token naming
+    /// the account and that index acts on it.
+    owners: BTreeMap<String, Option<LogIndex>>,
 }
 
 /// One inbox: the id of its oldest retained message, and the retained messages with their
@@ -120,38 +124,70 @@ impl Model {
             inboxes: BTreeMap::new(),
             arrivals: 0,
             retained_bytes: 0,
+            owners: BTreeMap::new(),
         }
     }
 
-    /// Applies one operation and returns the reply the service must give.
+    /// Applies one operation, by nobody in particular, and returns the reply the service must
+    /// give.
+    #[cfg(test)]
     pub fn apply(&mut self, operation: &Operation) -> Reply {
+        self.apply_as(operation, None, None)
+    }
+
+    /// Applies one operation acting as `acting` (a genuine token's principal), taking effect
+    /// at log index `index` if known, and returns the reply the service must give.
+    pub fn apply_as(
+        &mut self,
+        operation: &Operation,
+        acting: Option<&Principal>,
+        index: Option<LogIndex>,
+    ) -> Reply {
         match operation {
-            Operation::CreateAccount { username } => self.create(username),
-            Operation::DeleteAccount { username } => self.delete(username),
-            Operation::SendMessage { from, to, message } => self.send(from, to, message),
+            Operation::CreateAccount { username } => self.create(username, None),
+            Operation::CreateAccountWithPassword { username, .. } => {
+                self.create(username, Some(index))
+            }
+            Operation::DeleteAccount { username } => self.delete(username, acting),
+            Operation::SendMessage { from, to, message } => self.send(from, to, message, acting),
             Operation::CheckAccount { .. }
             | Operation::ListAccounts { .. }
-            | Operation::FetchMessages { .. } => self.read(operation),
+            | Operation::FetchMessages { .. } => self.read(operation, acting),
         }
     }
 
     /// The reply to a read-only operation; a write here is a programmer error.
-    fn read(&self, operation: &Operation) -> Reply {
+    fn read(&self, operation: &Operation, acting: Option<&Principal>) -> Reply {
         match operation {
             Operation::CheckAccount { username } => self.check(username),
             Operation::ListAccounts { pattern } => self.list(pattern),
             Operation::FetchMessages {
                 username,
                 first_message_id,
-            } => self.fetch(username, *first_message_id),
+            } => self.fetch(username, *first_message_id, acting),
             Operation::CreateAccount { .. }
+            | Operation::CreateAccountWithPassword { .. }
             | Operation::DeleteAccount { .. }
             | Operation::SendMessage { .. } => unreachable!("model: read of a write"),
         }
     }
 
-    /// Validity first, then existence, then the table bound, as the service checks them.
-    fn create(&mut self, username: &str) -> Reply {
+    /// Whether `acting` may act on the existing account `username`: anyone on an open one,
+    /// only its owner (this account, not an earlier one of the same name) on one with a
+    /// password.
+    fn authorized(&self, username: &str, acting: Option<&Principal>) -> bool {
+        match self.owners.get(username) {
+            None => true,
+            Some(created) => acting.is_some_and(|principal| {
+                principal.username == username
+                    && created.is_none_or(|created| created == principal.created)
+            }),
+        }
+    }
+
+    /// Validity first, then existence, then the table bound, as the service checks them. A
+    /// protected account (`owner` given) remembers the index that created it, if known.
+    fn create(&mut self, username: &str, owner: Option<Option<LogIndex>>) -> Reply {
         if !username_is_valid(username) {
             return Reply::new(Status::InvalidUsername);
         }
@@ -160,6 +196,9 @@ impl Model {
         }
         self.order.push(username.to_owned());
         self.inboxes.insert(username.to_owned(), Rc::default());
+        if let Some(created) = owner {
+            self.owners.insert(username.to_owned(), created);
+        }
         Reply::new(Status::Success)
     }
 
@@ -181,23 +220,32 @@ impl Model {
 
     /// A deleted account's inbox goes with it; a later account of that name starts empty and
     /// comes last in creation order.
-    fn delete(&mut self, username: &str) -> Reply {
-        let Some(inbox) = self.inboxes.remove(username) else {
+    fn delete(&mut self, username: &str, acting: Option<&Principal>) -> Reply {
+        if !self.inboxes.contains_key(username) {
             return Reply::new(Status::AccountNotExist);
-        };
+        }
+        if !self.authorized(username, acting) {
+            return Reply::new(Status::AuthFailed);
+        }
+        self.owners.remove(username);
+        let inbox = self.inboxes.remove(username).expect("just checked");
         let freed: u64 = inbox.messages.iter().map(|(f, t, _)| charge(f, t)).sum();
         self.retained_bytes -= freed;
         self.order.retain(|user| user != username);
         Reply::new(Status::Success)
     }
 
-    /// Length, then sender, then target, as the original service checks them.
-    fn send(&mut self, from: &str, to: &str, message: &str) -> Reply {
+    /// Length, then sender, then the right to send as it, then target, as the service checks
+    /// them.
+    fn send(&mut self, from: &str, to: &str, message: &str, acting: Option<&Principal>) -> Reply {
         if message.chars().count() > MESSAGE_CHARS_MAX {
             return Reply::new(Status::MessageTooLong);
         }
         if !self.inboxes.contains_key(from) {
             return Reply::new(Status::AccountNotExist);
+        }
+        if !self.authorized(from, acting) {
+            return Reply::new(Status::AuthFailed);
         }
         let Some(inbox) = self.inboxes.get_mut(to) else {
             return Reply::new(Status::AccountNotExist);
@@ -233,13 +281,16 @@ impl Model {
     }
 
     /// From the requested id, or the oldest retained one if that was dropped.
-    fn fetch(&self, username: &str, first_message_id: u64) -> Reply {
+    fn fetch(&self, username: &str, first_message_id: u64, acting: Option<&Principal>) -> Reply {
         if first_message_id < 1 {
             return Reply::new(Status::GeneralError);
         }
         let Some(inbox) = self.inboxes.get(username) else {
             return Reply::new(Status::AccountNotExist);
         };
+        if !self.authorized(username, acting) {
+            return Reply::new(Status::AuthFailed);
+        }
         let start = first_message_id.max(inbox.first_id);
         let next_id = inbox.first_id + inbox.messages.len() as u64;
         if start >= next_id {
@@ -306,6 +357,11 @@ pub struct Op {
     pub index: Option<LogIndex>,
     /// The node that answered it, if one did.
     pub node: Option<NodeId>,
+    /// Whom it acted as: the principal of the genuine token it sent (a forged token's acts
+    /// as nobody).
+    pub acting: Option<Principal>,
+    /// It sent a token no node issued (and so acted as nobody).
+    pub forged_token: bool,
     /// The position of its invocation in the history's events.
     pub invoke_event: usize,
     /// The position of its completion in the history's events; None if it never completed.
@@ -324,6 +380,11 @@ impl Op {
     /// When the operation is known to have taken effect by; None for `info`.
     fn completed_at(&self) -> Option<Moment> {
         self.completed.zip(self.complete_event)
+    }
+
+    /// Applies the operation to `model` as it took effect, and returns the reply due.
+    fn apply_to(&self, model: &mut Model) -> Reply {
+        model.apply_as(&self.operation, self.acting.as_ref(), self.effect_index())
     }
 
     fn reply(&self) -> Option<&Reply> {
@@ -389,6 +450,12 @@ fn invocation(position: usize, event: &HistoryEvent) -> Op {
         outcome: Outcome::Info,
         index: None,
         node: None,
+        acting: event
+            .acting
+            .as_ref()
+            .filter(|acting| acting.genuine)
+            .map(|acting| acting.principal.clone()),
+        forged_token: event.acting.as_ref().is_some_and(|acting| !acting.genuine),
         invoke_event: position,
         complete_event: None,
     }
@@ -651,7 +718,7 @@ fn replay_mismatch(ops: &[Op], limits: ChatLimits) -> Option<Violation> {
     let mut model = Model::with_limits(limits);
     for (position, &id) in order.iter().enumerate() {
         let op = &ops[id];
-        let expected = model.apply(&op.operation);
+        let expected = op.apply_to(&mut model);
         let Some(actual) = op.reply() else {
             continue;
         };
@@ -891,9 +958,11 @@ impl Search<'_> {
         self.candidates(done, frontier).find(|&i| {
             let op = &self.ops[self.items[i].op];
             match op.reply() {
-                Some(reply) if op.operation.is_read_only() => {
-                    same_reply(&op.operation, reply, &model.read(&op.operation))
-                }
+                Some(reply) if op.operation.is_read_only() => same_reply(
+                    &op.operation,
+                    reply,
+                    &model.read(&op.operation, op.acting.as_ref()),
+                ),
                 _ => false,
             }
         })
@@ -914,7 +983,7 @@ impl Search<'_> {
             }
             let op = &self.ops[item.op];
             let mut model = frame.model.clone();
-            let reply = model.apply(&op.operation);
+            let reply = op.apply_to(&mut model);
             if op
                 .reply()
                 .is_some_and(|r| !same_reply(&op.operation, r, &reply))
@@ -969,7 +1038,7 @@ fn explain(ops: &[Op], refutation: &Refutation) -> Violation {
         refutation.ok_done,
         describe(blocker),
     );
-    let expected = refutation.model.clone().apply(&blocker.operation);
+    let expected = blocker.apply_to(&mut refutation.model.clone());
     let mut reason = match blocker.reply() {
         Some(actual) if !same_reply(&blocker.operation, actual, &expected) => format!(
             "{placed}; it returned {}, but the state there gives {}",
@@ -1003,7 +1072,7 @@ fn explain(ops: &[Op], refutation: &Refutation) -> Violation {
 /// If `op` is an `ok` whose reply disagrees with `model`, says so.
 fn stuck_reply(op: &Op, model: &Model) -> Option<String> {
     let actual = op.reply()?;
-    let expected = model.clone().apply(&op.operation);
+    let expected = op.apply_to(&mut model.clone());
     if same_reply(&op.operation, actual, &expected) {
         return None;
     }
@@ -1054,7 +1123,9 @@ fn explains_difference(reader: &Operation, writer: &Operation, a: &Reply, b: &Re
         }
         (
             Operation::ListAccounts { .. },
-            Operation::CreateAccount { username } | Operation::DeleteAccount { username },
+            Operation::CreateAccount { username }
+            | Operation::CreateAccountWithPassword { username, .. }
+            | Operation::DeleteAccount { username },
         ) => a.users.contains(username) != b.users.contains(username),
         _ => false,
     }
@@ -1063,9 +1134,9 @@ fn explains_difference(reader: &Operation, writer: &Operation, a: &Reply, b: &Re
 /// Whether `writer` can change the reply to `reader`.
 fn conflicts(reader: &Operation, writer: &Operation) -> bool {
     match writer {
-        Operation::CreateAccount { username } | Operation::DeleteAccount { username } => {
-            mentions(reader, username)
-        }
+        Operation::CreateAccount { username }
+        | Operation::CreateAccountWithPassword { username, .. }
+        | Operation::DeleteAccount { username } => mentions(reader, username),
         Operation::SendMessage { to, .. } => {
             matches!(reader, Operation::FetchMessages { username, .. } if username == to)
         }
@@ -1077,6 +1148,7 @@ fn conflicts(reader: &Operation, writer: &Operation) -> bool {
 fn mentions(operation: &Operation, user: &str) -> bool {
     match operation {
         Operation::CreateAccount { username }
+        | Operation::CreateAccountWithPassword { username, .. }
         | Operation::CheckAccount { username }
         | Operation::DeleteAccount { username }
         | Operation::FetchMessages { username, .. } => username == user,
@@ -1091,6 +1163,9 @@ fn describe(op: &Op) -> String {
         Operation::CreateAccount { username }
         | Operation::CheckAccount { username }
         | Operation::DeleteAccount { username } => format!("user {username:?}"),
+        Operation::CreateAccountWithPassword { username, .. } => {
+            format!("user {username:?}, with a password")
+        }
         Operation::ListAccounts { pattern } => format!("pattern {pattern:?}"),
         Operation::SendMessage { from, to, message } => {
             format!("{from:?} to {to:?}: {:?}", shorten(message))
@@ -1105,7 +1180,18 @@ fn describe(op: &Op) -> String {
         .map_or(String::new(), |index| format!(" at index {}", index.0));
     let on = op.node.map_or(String::new(), |node| format!(" on {node}"));
     let name = op_name(&op.operation);
-    format!("{name} by process {}{at}{on} ({arguments})", op.process)
+    let acting = match (&op.acting, op.forged_token) {
+        (Some(principal), _) => format!(
+            " as {:?} (created at {})",
+            principal.username, principal.created.0
+        ),
+        (None, true) => " with a forged token".to_owned(),
+        (None, false) => String::new(),
+    };
+    format!(
+        "{name} by process {}{acting}{at}{on} ({arguments})",
+        op.process
+    )
 }
 
 /// `reply` in words: a list's users, and a fetch's messages unless `other`'s status differs
@@ -1171,6 +1257,7 @@ fn render_slice(history: &History, ops: &[Op], ids: &[usize]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::Acting;
     use raftchat::chat::{Chat, Command, Outcome as ChatOutcome};
     use raftchat::types::ClientId;
     use rand::seq::SliceRandom;
@@ -1261,8 +1348,30 @@ mod tests {
                 index: None,
                 node: None,
                 command_id: None,
+                acting: None,
                 time,
             });
+        }
+
+        /// Like `call`, acting as `principal` (a genuine token's, or a forged one's).
+        fn call_as(
+            &mut self,
+            process: u32,
+            acting: (&str, u64, bool),
+            operation: &Operation,
+            reply: Reply,
+            index: u64,
+        ) -> &mut Script {
+            self.invoke(process, operation);
+            let (username, created, genuine) = acting;
+            self.history.events.last_mut().expect("just pushed").acting = Some(Acting {
+                principal: Principal {
+                    username: username.into(),
+                    created: LogIndex(created),
+                },
+                genuine,
+            });
+            self.ok(process, operation, reply, index)
         }
 
         fn invoke(&mut self, process: u32, operation: &Operation) -> &mut Script {
@@ -1307,6 +1416,137 @@ mod tests {
             self.invoke(process, operation)
                 .ok(process, operation, reply, index)
         }
+    }
+
+    fn create_protected(user: &str) -> Operation {
+        Operation::CreateAccountWithPassword {
+            username: user.into(),
+            credential: raftchat::chat::Credential {
+                salt: [0; 16],
+                hash: [0; 32],
+                memory_kib: 8,
+                iterations: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn only_a_genuine_token_of_the_owner_acts_on_a_protected_account() {
+        let mut script = Script::default();
+        script
+            .call(0, &create_protected("carol"), success(), 1)
+            .call(0, &create("bob"), success(), 2)
+            .call(
+                1,
+                &send("carol", "bob", "no"),
+                status(Status::AuthFailed),
+                3,
+            )
+            .call_as(
+                1,
+                ("bob", 2, true),
+                &send("carol", "bob", "no"),
+                status(Status::AuthFailed),
+                4,
+            )
+            .call_as(
+                1,
+                ("carol", 1, false),
+                &send("carol", "bob", "no"),
+                status(Status::AuthFailed),
+                5,
+            )
+            .call_as(
+                2,
+                ("carol", 1, true),
+                &send("carol", "bob", "yes"),
+                success(),
+                6,
+            )
+            .call_as(
+                2,
+                ("carol", 1, true),
+                &fetch("carol", 1),
+                status(Status::NoElement),
+                6,
+            )
+            .call_as(
+                2,
+                ("carol", 1, true),
+                &send("bob", "carol", "open"),
+                success(),
+                7,
+            )
+            .call(1, &fetch("carol", 1), status(Status::AuthFailed), 7)
+            .call(1, &delete("carol"), status(Status::AuthFailed), 8)
+            .call_as(2, ("carol", 1, true), &delete("carol"), success(), 9);
+        assert_linearizable_both_ways(&script.history);
+    }
+
+    #[test]
+    fn a_token_of_an_earlier_account_of_the_name_acts_as_nobody() {
+        let mut script = Script::default();
+        script
+            .call(0, &create_protected("carol"), success(), 1)
+            .call_as(2, ("carol", 1, true), &delete("carol"), success(), 2)
+            .call(0, &create_protected("carol"), success(), 3)
+            .call_as(
+                2,
+                ("carol", 1, true),
+                &fetch("carol", 1),
+                status(Status::AuthFailed),
+                3,
+            )
+            .call_as(
+                2,
+                ("carol", 3, true),
+                &fetch("carol", 1),
+                status(Status::NoElement),
+                3,
+            );
+        // With the indexes, that is: the search without them cannot tell the two accounts
+        // apart, and lets any genuine token naming the user act.
+        assert!(matches!(
+            check(&script.history, BUDGET),
+            Verdict::Linearizable { .. }
+        ));
+        let searched = check_search_only(&script.history, BUDGET);
+        assert!(
+            matches!(searched, Verdict::Linearizable { .. }),
+            "{searched}"
+        );
+    }
+
+    #[test]
+    fn a_forged_token_that_got_in_is_caught() {
+        let mut script = Script::default();
+        script
+            .call(0, &create_protected("carol"), success(), 1)
+            .call_as(
+                1,
+                ("carol", 1, false),
+                &fetch("carol", 1),
+                status(Status::NoElement),
+                1,
+            );
+        assert_refuted_both_ways(&script.history, "fetch");
+    }
+
+    #[test]
+    fn a_token_of_an_earlier_account_of_the_name_that_got_in_is_caught() {
+        let mut script = Script::default();
+        script
+            .call(0, &create_protected("carol"), success(), 1)
+            .call(0, &delete("carol"), status(Status::AuthFailed), 2)
+            .call(0, &create("dave"), success(), 3)
+            .call_as(
+                1,
+                ("carol", 7, true),
+                &send("carol", "dave", "x"),
+                success(),
+                4,
+            );
+        assert_refuted_both_ways(&script.history, "send");
     }
 
     /// The same history with every index erased, so that `check` must search.
@@ -1413,6 +1653,11 @@ mod tests {
             (delete("a"), success()),
             (create("a"), success()),
             (list("?"), users(&["b", "a"])),
+            (create_protected("p"), success()),
+            (fetch("p", 1), status(Status::AuthFailed)),
+            (send("p", "a", "as p"), status(Status::AuthFailed)),
+            (delete("p"), status(Status::AuthFailed)),
+            (send("a", "p", "to p"), success()),
         ];
         let mut model = Model::new();
         let mut seen = Vec::new();
@@ -1991,6 +2236,7 @@ mod tests {
                 index: None,
                 node: None,
                 command_id: None,
+                acting: None,
                 time: Duration::from_nanos(time),
             };
             self.events.push((invoked, event(invoked, None)));

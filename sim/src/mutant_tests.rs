@@ -129,6 +129,9 @@ mutant_tests! {
     mutant_change_before_term_commit_is_caught => ChangeBeforeTermCommit,
     mutant_timeout_now_to_lagging_is_caught => TimeoutNowToLagging,
     mutant_skip_peer_name_check_is_caught => SkipPeerNameCheck,
+    mutant_skip_owner_check_is_caught => SkipOwnerCheck,
+    mutant_accept_forged_token_is_caught => AcceptForgedToken,
+    mutant_accept_any_password_is_caught => AcceptAnyPassword,
 }
 
 #[test]

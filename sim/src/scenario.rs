@@ -102,6 +102,11 @@
 //!                            #   are reads (check, list, fetch; picked by `mix` weight among
 //!                            #   themselves, as writes are among the others). Unset, `mix`
 //!                            #   alone decides.
+//! # passwords = 0.5          # unset by default (0); param, in [0, 1]: share of creates that
+//!                            #   set a password. With passwords, clients log in (now and then
+//!                            #   with a wrong password, which must be refused), act as an
+//!                            #   account's owner, as another account, as nobody, or with a
+//!                            #   forged token, and the model checks who may act on what.
 //! read_mode = ["leader", "any", "log"]
 //!                            # where clients send reads, one mode drawn per seed: "leader"
 //!                            #   (ReadIndex on the leader), "any" (each client reads from a
@@ -582,6 +587,8 @@ pub struct WorkloadSpec {
     pub message_chars: [u32; 2],
     /// Share of operations that are reads; unset, `mix` alone decides.
     pub read_share: Option<Param<f64>>,
+    /// Share of creates that set a password; unset, none do.
+    pub passwords: Option<Param<f64>>,
     /// Where clients send reads, or modes to pick from.
     pub read_mode: Choice<ReadMode>,
 }
@@ -628,6 +635,7 @@ impl Default for WorkloadSpec {
             mix: Mix::default(),
             message_chars: [1, 40],
             read_share: None,
+            passwords: None,
             read_mode: Choice::AnyOf(vec![ReadMode::Leader, ReadMode::Any, ReadMode::Log]),
         }
     }
@@ -1457,6 +1465,11 @@ impl Scenario {
             aim_learner: faults.aim_learner.draw(rng),
             // And this after them.
             tls: self.cluster.tls.draw(rng),
+            // And this after it.
+            passwords: workload
+                .passwords
+                .as_ref()
+                .map_or(0.0, |share| share.draw(rng)),
         }
         .lease_needs_check_quorum()
     }
@@ -1489,6 +1502,8 @@ pub struct Drawn {
     pub tls: bool,
     /// Where clients send reads.
     pub read_mode: ReadMode,
+    /// Share of creates that set a password (0: none, and clients never log in).
+    pub passwords: f64,
     /// Share of operations that are reads; None: the mix alone decides.
     pub read_share: Option<f64>,
     /// Nodes past `nodes`, started outside the cluster.
@@ -1696,6 +1711,11 @@ impl Drawn {
         if let (Some(param), Some(share)) = (&workload.read_share, self.read_share) {
             if !param.is_fixed() {
                 parts.push(format!("read_share={share:.3}"));
+            }
+        }
+        if let Some(param) = &workload.passwords {
+            if !param.is_fixed() {
+                parts.push(format!("passwords={:.3}", self.passwords));
             }
         }
         let floats = [
@@ -1950,6 +1970,7 @@ impl Drawn {
                 ]
                 .into_iter()
                 .chain(self.read_share.map(|share| ("read_share", float(share))))
+                .chain((self.passwords > 0.0).then(|| ("passwords", float(self.passwords))))
                 .collect(),
             ),
             (
@@ -2347,6 +2368,10 @@ fn validate_workload(workload: &WorkloadSpec) -> Result<(), Invalid> {
             let message = "needs a write (create, delete or send) weighing above 0 in the mix";
             return Err(invalid("workload.read_share", message.into()));
         }
+    }
+    if let Some(share) = &workload.passwords {
+        let ok = |share: f64| (0.0..=1.0).contains(&share);
+        share.validate("workload.passwords", ok, "in [0, 1]")?;
     }
     let ok = |chars| chars <= MESSAGE_CHARS_MAX;
     let want = format!("at most {MESSAGE_CHARS_MAX}");

@@ -57,6 +57,8 @@ pub struct WorldState {
     pub violation: Option<Violation>,
     /// Counters.
     pub stats: Stats,
+    /// The newest principal any login returned for each account: what a forger knows.
+    pub principals: std::collections::BTreeMap<String, raftchat::chat::Principal>,
 }
 
 /// The shared world of one run.
@@ -69,6 +71,8 @@ pub struct World {
     /// The cluster's CA, when its links are TLS: nodes get certificates from it, and clients
     /// check the nodes' against it.
     pub tls: Option<Arc<raftchat_node::tls::Authority>>,
+    /// The cluster's token key, drawn from the seed.
+    pub token_key: raftchat_node::auth::TokenKey,
 }
 
 impl World {
@@ -85,6 +89,7 @@ impl World {
             tracing,
             healed: AtomicBool::new(false),
             tls: None,
+            token_key: raftchat_node::auth::TokenKey::new([0; 32]),
         }
     }
 

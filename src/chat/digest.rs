@@ -2,7 +2,7 @@
 //!
 //! Each account and each session contributes one 64-bit hash to a wrapping sum, kept up to
 //! date as commands apply; an account's hash covers its name, its creation index, the next
-//! message id, and its inbox's own wrapping sum over each retained message with its id (so
+//! message id, its password's hash if it has one, and its inbox's own wrapping sum over each retained message with its id (so
 //! dropping the oldest message subtracts one hash, and order is fixed by the ids). The sums
 //! do not depend on iteration order, so equal states give equal digests, and a restored
 //! snapshot arrives at the same sums as it re-inserts.
@@ -54,7 +54,21 @@ pub(super) fn account(name: &str, account: &Account) -> u64 {
     let created = account.created.0.to_le_bytes();
     let inbox = account.inbox.digest().to_le_bytes();
     let next_id = account.inbox.next_id().to_le_bytes();
-    mix(&[b"account", name.as_bytes(), &created, &inbox, &next_id])
+    match &account.credential {
+        // An open account hashes as it did before accounts had passwords.
+        None => mix(&[b"account", name.as_bytes(), &created, &inbox, &next_id]),
+        Some(credential) => mix(&[
+            b"account",
+            name.as_bytes(),
+            &created,
+            &inbox,
+            &next_id,
+            &credential.salt,
+            &credential.hash,
+            &credential.memory_kib.to_le_bytes(),
+            &credential.iterations.to_le_bytes(),
+        ]),
+    }
 }
 
 /// One session's contribution to the digest.

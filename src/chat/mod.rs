@@ -46,11 +46,13 @@ use crate::limits::{
 };
 use crate::types::{ClientId, LogIndex};
 
+mod auth;
 mod digest;
 pub mod glob;
 mod inbox;
 mod snapshot;
 
+pub use auth::{Credential, Principal};
 use inbox::{Inbox, StoredMessage};
 pub use snapshot::ChatSnapshotError;
 
@@ -121,11 +123,15 @@ pub enum Status {
     /// Any other failure: an account that already exists, a fetch id below 1, an overlong
     /// pattern.
     GeneralError,
+    /// The account has a password and the request did not prove its owner sent it: no token,
+    /// a bad or expired one, one for another account, or a wrong password at login. Not in
+    /// the original protocol, whose accounts had no passwords.
+    AuthFailed,
 }
 
 impl Status {
     /// Every status, in code order.
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::Success,
         Status::NoElement,
         Status::OperationNotSupported,
@@ -133,6 +139,7 @@ impl Status {
         Status::AccountNotExist,
         Status::MessageTooLong,
         Status::MessageIdTooLarge,
+        Status::AuthFailed,
         Status::ServerError,
         Status::GeneralError,
     ];
@@ -147,6 +154,7 @@ impl Status {
             Status::AccountNotExist => 102,
             Status::MessageTooLong => 103,
             Status::MessageIdTooLarge => 104,
+            Status::AuthFailed => 105,
             Status::ServerError => 190,
             Status::GeneralError => 199,
         }
@@ -167,6 +175,7 @@ impl Status {
             Status::AccountNotExist => "ACCOUNT_NOT_EXIST",
             Status::MessageTooLong => "MESSAGE_TOO_LONG",
             Status::MessageIdTooLarge => "MESSAGE_ID_TOO_LARGE",
+            Status::AuthFailed => "AUTH_FAILED",
             Status::ServerError => "SERVER_ERROR",
             Status::GeneralError => "GENERAL_ERROR",
         }
@@ -218,13 +227,22 @@ pub enum Operation {
         /// The 1-based id of the first message wanted.
         first_message_id: u64,
     },
+    /// `create_account` (code 1) of an account protected by a password: only the holder of a
+    /// token for it may then send as it, fetch its inbox or delete it. Only a node proposes
+    /// it, having hashed the password the client sent; a client sending one is refused.
+    CreateAccountWithPassword {
+        /// The new account's name.
+        username: String,
+        /// The password's hash.
+        credential: Credential,
+    },
 }
 
 impl Operation {
     /// The operation's code in the original protocol, 1 to 6.
     pub fn code(&self) -> u8 {
         match self {
-            Operation::CreateAccount { .. } => 1,
+            Operation::CreateAccount { .. } | Operation::CreateAccountWithPassword { .. } => 1,
             Operation::CheckAccount { .. } => 2,
             Operation::ListAccounts { .. } => 3,
             Operation::DeleteAccount { .. } => 4,
@@ -240,8 +258,24 @@ impl Operation {
             | Operation::ListAccounts { .. }
             | Operation::FetchMessages { .. } => true,
             Operation::CreateAccount { .. }
+            | Operation::CreateAccountWithPassword { .. }
             | Operation::DeleteAccount { .. }
             | Operation::SendMessage { .. } => false,
+        }
+    }
+
+    /// The account the operation acts as or on, which must be its caller's own when it has a
+    /// password: the sender of a message, the owner of a fetched inbox, a deleted account.
+    pub fn acting_account(&self) -> Option<&str> {
+        match self {
+            Operation::SendMessage { from, .. } => Some(from),
+            Operation::FetchMessages { username, .. } | Operation::DeleteAccount { username } => {
+                Some(username)
+            }
+            Operation::CreateAccount { .. }
+            | Operation::CreateAccountWithPassword { .. }
+            | Operation::CheckAccount { .. }
+            | Operation::ListAccounts { .. } => None,
         }
     }
 
@@ -254,6 +288,13 @@ impl Operation {
         match self {
             Operation::CreateAccount { username } => Operation::CreateAccount {
                 username: user(username),
+            },
+            Operation::CreateAccountWithPassword {
+                username,
+                credential,
+            } => Operation::CreateAccountWithPassword {
+                username: user(username),
+                credential,
             },
             Operation::CheckAccount { username } => Operation::CheckAccount {
                 username: user(username),
@@ -352,6 +393,39 @@ pub enum Command {
         /// What to do.
         operation: Operation,
     },
+    /// [`Command::Client`] sent with a token the proposing node verified: the operation acts
+    /// as `principal`, so it may touch that principal's own password-protected account.
+    Authenticated {
+        /// Who the token names.
+        principal: Principal,
+        /// The session, as returned by [`Outcome::Registered`].
+        client_id: ClientId,
+        /// The client's number for this command.
+        sequence: u64,
+        /// What to do.
+        operation: Operation,
+    },
+}
+
+impl Command {
+    /// The session, sequence and operation of a client's command (with a principal or
+    /// without); None for a registration.
+    pub fn session_command(&self) -> Option<(ClientId, u64, &Operation)> {
+        match self {
+            Command::Client {
+                client_id,
+                sequence,
+                operation,
+            }
+            | Command::Authenticated {
+                client_id,
+                sequence,
+                operation,
+                ..
+            } => Some((*client_id, *sequence, operation)),
+            Command::RegisterClient => None,
+        }
+    }
 }
 
 /// What applying a command did.
@@ -388,10 +462,12 @@ fn chars_at_most(text: &str, max: usize) -> bool {
     text.chars().nth(max).is_none()
 }
 
-/// One account: when it was created and the messages it retains.
+/// One account: when it was created, its password's hash if it has one, and the messages it
+/// retains.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Account {
     created: LogIndex,
+    credential: Option<Credential>,
     inbox: Inbox,
 }
 
@@ -484,7 +560,13 @@ impl Chat {
                 client_id,
                 sequence,
                 operation,
-            } => self.apply_client(index, *client_id, *sequence, operation),
+            } => self.apply_client(index, *client_id, *sequence, operation, None),
+            Command::Authenticated {
+                principal,
+                client_id,
+                sequence,
+                operation,
+            } => self.apply_client(index, *client_id, *sequence, operation, Some(principal)),
         }
     }
 
@@ -520,20 +602,49 @@ impl Chat {
     }
 
     /// Evaluates an operation against the current state without a session and without changing
-    /// anything. A read-only operation gets the same reply `apply` would give it now; a write
-    /// gets `OPERATION_NOT_SUPPORTED`.
+    /// anything, for a caller who proved no identity. A read-only operation gets the same reply
+    /// `apply` would give it now; a write gets `OPERATION_NOT_SUPPORTED`.
     pub fn query(&self, operation: &Operation) -> Reply {
+        self.query_as(operation, None)
+    }
+
+    /// [`Chat::query`] for a caller acting as `principal` (a verified token's), who may read
+    /// that principal's own password-protected inbox.
+    pub fn query_as(&self, operation: &Operation, principal: Option<&Principal>) -> Reply {
         match operation {
             Operation::CheckAccount { username } => self.check_account(username),
             Operation::ListAccounts { pattern } => self.list_accounts(pattern),
             Operation::FetchMessages {
                 username,
                 first_message_id,
-            } => self.fetch_messages(username, *first_message_id),
+            } => self.fetch_messages(username, *first_message_id, principal),
             Operation::CreateAccount { .. }
+            | Operation::CreateAccountWithPassword { .. }
             | Operation::DeleteAccount { .. }
             | Operation::SendMessage { .. } => Reply::new(Status::OperationNotSupported),
         }
+    }
+
+    /// The account `username`'s owner and password hash, if it exists and has a password:
+    /// what a node checks a login against.
+    pub fn credential(&self, username: &str) -> Option<(Principal, Credential)> {
+        let account = self.accounts.get(username)?;
+        let principal = Principal {
+            username: username.to_owned(),
+            created: account.created,
+        };
+        Some((principal, account.credential?))
+    }
+
+    /// Whether the caller may act as or on `account` (named `username`): anyone may on an
+    /// open account, only its owner on a password-protected one.
+    fn authorized(username: &str, account: &Account, principal: Option<&Principal>) -> bool {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::is_active(crate::mutants::Mutant::SkipOwnerCheck) {
+            return true;
+        }
+        account.credential.is_none()
+            || principal.is_some_and(|principal| principal.owns(username, account.created))
     }
 
     fn advance_applied_index(&mut self, index: LogIndex) {
@@ -585,6 +696,7 @@ impl Chat {
         client_id: ClientId,
         sequence: u64,
         operation: &Operation,
+        principal: Option<&Principal>,
     ) -> Outcome {
         let Some(session) = self.sessions.get(&client_id) else {
             return Outcome::SessionExpired;
@@ -603,7 +715,7 @@ impl Chat {
                 // state it sees now is still inside the operation's invocation window, so the
                 // answer stays linearizable, and sessions need not hold large fetch replies.
                 let reply = if operation.is_read_only() {
-                    self.query(operation)
+                    self.query_as(operation, principal)
                 } else {
                     last_reply.clone()
                 };
@@ -614,7 +726,7 @@ impl Chat {
                 }
             }
             (Ordering::Greater, _) => {
-                let reply = self.execute(index, operation);
+                let reply = self.execute(index, operation, principal);
                 // Only a write's reply is needed to answer its retry; a read keeps its status.
                 let remembered = if operation.is_read_only() {
                     Reply::new(reply.status)
@@ -665,20 +777,34 @@ impl Chat {
         assert!(self.sessions_by_activity.insert(index, client_id).is_none());
     }
 
-    fn execute(&mut self, index: LogIndex, operation: &Operation) -> Reply {
+    fn execute(
+        &mut self,
+        index: LogIndex,
+        operation: &Operation,
+        principal: Option<&Principal>,
+    ) -> Reply {
         match operation {
-            Operation::CreateAccount { username } => self.create_account(index, username),
-            Operation::DeleteAccount { username } => self.delete_account(username),
+            Operation::CreateAccount { username } => self.create_account(index, username, None),
+            Operation::CreateAccountWithPassword {
+                username,
+                credential,
+            } => self.create_account(index, username, Some(*credential)),
+            Operation::DeleteAccount { username } => self.delete_account(username, principal),
             Operation::SendMessage { from, to, message } => {
-                self.send_message(index, from, to, message)
+                self.send_message(index, from, to, message, principal)
             }
             Operation::CheckAccount { .. }
             | Operation::ListAccounts { .. }
-            | Operation::FetchMessages { .. } => self.query(operation),
+            | Operation::FetchMessages { .. } => self.query_as(operation, principal),
         }
     }
 
-    fn create_account(&mut self, index: LogIndex, username: &str) -> Reply {
+    fn create_account(
+        &mut self,
+        index: LogIndex,
+        username: &str,
+        credential: Option<Credential>,
+    ) -> Reply {
         if !is_valid_username(username) {
             return Reply::new(Status::InvalidUsername);
         }
@@ -691,6 +817,7 @@ impl Chat {
         }
         let account = Account {
             created: index,
+            credential,
             inbox: Inbox::default(),
         };
         self.accounts_digest = self
@@ -705,10 +832,15 @@ impl Chat {
     }
 
     /// Deletes the account and its inbox; messages it sent stay in their receivers' inboxes.
-    fn delete_account(&mut self, username: &str) -> Reply {
-        let Some(account) = self.accounts.remove(username) else {
+    /// Only its owner may delete a password-protected account.
+    fn delete_account(&mut self, username: &str, principal: Option<&Principal>) -> Reply {
+        let Some(account) = self.accounts.get(username) else {
             return Reply::new(Status::AccountNotExist);
         };
+        if !Chat::authorized(username, account, principal) {
+            return Reply::new(Status::AuthFailed);
+        }
+        let account = self.accounts.remove(username).expect("just found");
         self.accounts_digest = self
             .accounts_digest
             .wrapping_sub(digest::account(username, &account));
@@ -723,14 +855,25 @@ impl Chat {
     }
 
     /// Checks the length, then the sender, then the target, in the original service's order
-    /// (a message too long is MESSAGE_TOO_LONG even between accounts that do not exist); then
-    /// delivers the message, and drops the oldest messages beyond the retention bounds.
-    fn send_message(&mut self, index: LogIndex, from: &str, to: &str, message: &str) -> Reply {
+    /// (a message too long is MESSAGE_TOO_LONG even between accounts that do not exist), with
+    /// the caller's right to send as the sender checked right after the sender's existence;
+    /// then delivers the message, and drops the oldest messages beyond the retention bounds.
+    fn send_message(
+        &mut self,
+        index: LogIndex,
+        from: &str,
+        to: &str,
+        message: &str,
+        principal: Option<&Principal>,
+    ) -> Reply {
         if !chars_at_most(message, MESSAGE_CHARS_MAX) {
             return Reply::new(Status::MessageTooLong);
         }
-        if !self.accounts.contains_key(from) {
+        let Some(sender) = self.accounts.get(from) else {
             return Reply::new(Status::AccountNotExist);
+        };
+        if !Chat::authorized(from, sender, principal) {
+            return Reply::new(Status::AuthFailed);
         }
         if !self.accounts.contains_key(to) {
             return Reply::new(Status::AccountNotExist);
@@ -819,15 +962,23 @@ impl Chat {
     /// At most `FETCH_MESSAGES_MAX` messages from the 1-based `first_message_id` on, or from
     /// the oldest retained one if that one was dropped. Checked in the original service's
     /// order: an id below 1 is GENERAL_ERROR (even for an account that does not exist), then
-    /// the account, then NO_ELEMENT when no retained message has an id at least
-    /// `first_message_id`.
-    fn fetch_messages(&self, username: &str, first_message_id: u64) -> Reply {
+    /// the account, then the caller's right to read it, then NO_ELEMENT when no retained
+    /// message has an id at least `first_message_id`.
+    fn fetch_messages(
+        &self,
+        username: &str,
+        first_message_id: u64,
+        principal: Option<&Principal>,
+    ) -> Reply {
         if first_message_id < 1 {
             return Reply::new(Status::GeneralError);
         }
         let Some(account) = self.accounts.get(username) else {
             return Reply::new(Status::AccountNotExist);
         };
+        if !Chat::authorized(username, account, principal) {
+            return Reply::new(Status::AuthFailed);
+        }
         let start = first_message_id.max(account.inbox.first_id());
         if start >= account.inbox.next_id() {
             return Reply::new(Status::NoElement);

@@ -2,7 +2,9 @@
 //!
 //! Format: bincode (standard config, fixed-width integers) of [`SnapshotRecord`], whose first
 //! field is a `u32` format version, so a reader can refuse a format it does not know before
-//! decoding the rest. Accounts are listed in creation order and sessions in client id order, so
+//! decoding the rest; from version 3 on, followed by the password hashes of protected
+//! accounts (a list of [`CredentialRecord`]), so that a version 2 snapshot, which has none,
+//! still reads as the same state. Accounts are listed in creation order and sessions in client id order, so
 //! equal states encode to equal bytes: the encoding is canonical, which is what lets
 //! [`Chat::digest`] compare replicas.
 //!
@@ -18,13 +20,19 @@ use bincode::config::Config;
 use serde::{Deserialize, Serialize};
 
 use super::inbox::{Inbox, StoredMessage};
-use super::{chars_at_most, is_valid_username, Account, Chat, ChatLimits, Reply, Session};
+use super::{
+    chars_at_most, is_valid_username, Account, Chat, ChatLimits, Credential, Reply, Session,
+};
 use crate::limits::{ACCOUNTS_MAX, CHAT_SNAPSHOT_SIZE_BYTES_MAX, MESSAGE_CHARS_MAX, SESSIONS_MAX};
 use crate::types::{ClientId, LogIndex};
 
 /// The version written first in every snapshot; bump it when [`SnapshotRecord`] changes.
-/// Version 2 added the retention limits, message ids and arrival indexes.
-const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// Version 2 added the retention limits, message ids and arrival indexes; version 3 the
+/// password hashes. This build reads 2 and 3.
+const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+
+/// The oldest version this build reads.
+const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 2;
 
 /// Why [`Chat::restore`] refused a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,7 +77,7 @@ impl fmt::Display for ChatSnapshotError {
             ChatSnapshotError::UnsupportedVersion { version } => write!(
                 formatter,
                 "chat snapshot format version {version} is not supported \
-                 (expected {SNAPSHOT_FORMAT_VERSION})"
+                 (this build reads {SNAPSHOT_FORMAT_VERSION_MIN} to {SNAPSHOT_FORMAT_VERSION})"
             ),
             ChatSnapshotError::TrailingBytes { count } => {
                 write!(formatter, "chat snapshot has {count} trailing bytes")
@@ -163,6 +171,13 @@ impl<'de> Deserialize<'de> for InboxRecord<'_> {
     }
 }
 
+/// A protected account's password hash, named by the account's creation index.
+#[derive(Serialize, Deserialize)]
+struct CredentialRecord {
+    created: LogIndex,
+    credential: Credential,
+}
+
 #[derive(Serialize, Deserialize)]
 struct SessionRecord<'a> {
     client_id: ClientId,
@@ -213,10 +228,18 @@ impl Chat {
             accounts: self.account_records(),
             sessions,
         };
-        match bincode::serde::encode_to_vec(&record, bincode_config()) {
+        let mut bytes = match bincode::serde::encode_to_vec(&record, bincode_config()) {
             Ok(bytes) => bytes,
             Err(error) => panic!("chat: snapshot does not encode: {error}"),
+        };
+        if let Err(error) = bincode::serde::encode_into_std_write(
+            self.credential_records(),
+            &mut bytes,
+            bincode_config(),
+        ) {
+            panic!("chat: snapshot does not encode: {error}");
         }
+        bytes
     }
 
     /// A digest of the whole state, in O(1): equal states give equal digests on every replica
@@ -244,16 +267,66 @@ impl Chat {
             });
         }
         let (version, _): (u32, usize) = decode(bytes)?;
-        if version != SNAPSHOT_FORMAT_VERSION {
+        if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(ChatSnapshotError::UnsupportedVersion { version });
         }
-        let (record, consumed): (SnapshotRecord<'static>, usize) = decode(bytes)?;
+        let (record, mut consumed): (SnapshotRecord<'static>, usize) = decode(bytes)?;
+        let mut credentials = Vec::new();
+        if version >= 3 {
+            let (records, used): (Vec<CredentialRecord>, usize) = decode(&bytes[consumed..])?;
+            credentials = records;
+            consumed += used;
+        }
         if consumed != bytes.len() {
             return Err(ChatSnapshotError::TrailingBytes {
                 count: bytes.len().saturating_sub(consumed),
             });
         }
-        Chat::from_record(record)
+        let mut chat = Chat::from_record(record)?;
+        chat.restore_credentials(credentials)?;
+        Ok(chat)
+    }
+
+    /// Protected accounts' hashes, in creation order.
+    fn credential_records(&self) -> Vec<CredentialRecord> {
+        let records = self
+            .creation_order
+            .iter()
+            .filter_map(|(&created, username)| {
+                let credential = self.accounts[username].credential?;
+                Some(CredentialRecord {
+                    created,
+                    credential,
+                })
+            });
+        records.collect()
+    }
+
+    fn restore_credentials(
+        &mut self,
+        records: Vec<CredentialRecord>,
+    ) -> Result<(), ChatSnapshotError> {
+        let mut floor = LogIndex(0);
+        for record in records {
+            require(floor < record.created, "credentials out of creation order")?;
+            floor = record.created;
+            let username = self
+                .creation_order
+                .get(&record.created)
+                .ok_or(invalid("a credential for no account"))?;
+            let account = self
+                .accounts
+                .get_mut(username)
+                .expect("indexed accounts exist");
+            let before = super::digest::account(username, account);
+            account.credential = Some(record.credential);
+            let after = super::digest::account(username, account);
+            self.accounts_digest = self
+                .accounts_digest
+                .wrapping_sub(before)
+                .wrapping_add(after);
+        }
+        Ok(())
     }
 
     fn account_records(&self) -> Vec<AccountRecord<'_>> {
@@ -372,7 +445,11 @@ impl Chat {
         }
         self.retained_bytes = self.retained_bytes.saturating_add(inbox.retained_bytes());
         self.creation_order.insert(created, username.clone());
-        let account = Account { created, inbox };
+        let account = Account {
+            created,
+            credential: None,
+            inbox,
+        };
         self.accounts_digest = self
             .accounts_digest
             .wrapping_add(super::digest::account(&username, &account));
@@ -495,11 +572,71 @@ mod tests {
         }
     }
 
+    /// The record, followed by no credentials.
     fn encode_record(record: &SnapshotRecord<'_>) -> Vec<u8> {
-        match bincode::serde::encode_to_vec(record, bincode_config()) {
+        encode_with_credentials(record, &[])
+    }
+
+    fn encode_with_credentials(
+        record: &SnapshotRecord<'_>,
+        credentials: &[CredentialRecord],
+    ) -> Vec<u8> {
+        let encoded =
+            bincode::serde::encode_to_vec(record, bincode_config()).and_then(|mut bytes| {
+                bincode::serde::encode_into_std_write(credentials, &mut bytes, bincode_config())?;
+                Ok(bytes)
+            });
+        match encoded {
             Ok(bytes) => bytes,
             Err(error) => panic!("test snapshot does not encode: {error}"),
         }
+    }
+
+    fn credential(byte: u8) -> Credential {
+        Credential {
+            salt: [byte; 16],
+            hash: [byte; 32],
+            memory_kib: 8,
+            iterations: 1,
+        }
+    }
+
+    #[test]
+    fn a_version_2_snapshot_reads_as_the_same_state_without_passwords() {
+        let chat = rich_chat();
+        let mut record = decode_record(&chat.snapshot());
+        record.format_version = 2;
+        let v2 = bincode::serde::encode_to_vec(&record, bincode_config()).unwrap();
+        assert_eq!(Chat::restore(&v2), Ok(chat));
+    }
+
+    #[test]
+    fn credentials_must_name_accounts_in_creation_order() {
+        let chat = rich_chat();
+        let record = || decode_record(&chat.snapshot());
+        let created: Vec<LogIndex> = record().accounts.iter().map(|a| a.created).collect();
+        let named = |created: LogIndex, byte| CredentialRecord {
+            created,
+            credential: credential(byte),
+        };
+        let good = [named(created[0], 1), named(created[2], 2)];
+        let restored = Chat::restore(&encode_with_credentials(&record(), &good)).unwrap();
+        assert!(restored
+            .credential(&record().accounts[0].username)
+            .is_some());
+        assert!(restored
+            .credential(&record().accounts[1].username)
+            .is_none());
+        let unordered = [named(created[2], 2), named(created[0], 1)];
+        assert_eq!(
+            Chat::restore(&encode_with_credentials(&record(), &unordered)),
+            Err(invalid("credentials out of creation order"))
+        );
+        let orphan = [named(LogIndex(1), 1)]; // The session's registration.
+        assert_eq!(
+            Chat::restore(&encode_with_credentials(&record(), &orphan)),
+            Err(invalid("a credential for no account"))
+        );
     }
 
     #[test]
@@ -836,6 +973,10 @@ mod tests {
         ];
         prop_oneof![
             name_strategy().prop_map(|username| Operation::CreateAccount { username }),
+            name_strategy().prop_map(|username| Operation::CreateAccountWithPassword {
+                username,
+                credential: credential(3),
+            }),
             name_strategy().prop_map(|username| Operation::CheckAccount { username }),
             prop::sample::select(patterns).prop_map(|pattern| Operation::ListAccounts {
                 pattern: pattern.to_owned()
@@ -954,7 +1095,22 @@ mod tests {
                     })?;
                 }
                 let index = LogIndex(position as u64 + 1);
-                let command = driver.command(index, step);
+                let mut command = driver.command(index, step);
+                // Now and then, act as the owner of the account the operation acts on.
+                if let Some(Command::Client { client_id, sequence, operation }) = &command {
+                    let owner = operation
+                        .acting_account()
+                        .and_then(|account| straight.credential(account))
+                        .filter(|_| !index.0.is_multiple_of(3));
+                    if let Some((principal, _)) = owner {
+                        command = Some(Command::Authenticated {
+                            principal,
+                            client_id: *client_id,
+                            sequence: *sequence,
+                            operation: operation.clone(),
+                        });
+                    }
+                }
                 let expected = apply_step(&mut straight, index, &command);
                 prop_assert_eq!(apply_step(&mut restored, index, &command), expected);
             }

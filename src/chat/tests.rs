@@ -3,6 +3,7 @@
 //! the next log index.
 
 use super::*;
+use crate::limits::MESSAGE_CHARS_MAX;
 
 /// A chat with one registered client, applying commands at consecutive indexes.
 pub(super) struct Harness {
@@ -152,6 +153,7 @@ fn status_codes_and_names_match_the_original_protocol() {
         (Status::AccountNotExist, 102, "ACCOUNT_NOT_EXIST"),
         (Status::MessageTooLong, 103, "MESSAGE_TOO_LONG"),
         (Status::MessageIdTooLarge, 104, "MESSAGE_ID_TOO_LARGE"),
+        (Status::AuthFailed, 105, "AUTH_FAILED"),
         (Status::ServerError, 190, "SERVER_ERROR"),
         (Status::GeneralError, 199, "GENERAL_ERROR"),
     ];
@@ -168,7 +170,7 @@ fn status_from_code_inverts_code_and_rejects_unknown_codes() {
     for status in Status::ALL {
         assert_eq!(Status::from_code(status.code()), Some(status));
     }
-    for code in [2, 99, 105, 189, 191, 198, 200, u16::MAX] {
+    for code in [2, 99, 106, 189, 191, 198, 200, u16::MAX] {
         assert_eq!(Status::from_code(code), None, "{code}");
     }
 }
@@ -1039,4 +1041,190 @@ fn bounded_keeps_operations_within_limits_unchanged() {
         message: "ü".repeat(500),
     };
     assert_eq!(operation.clone().bounded(), operation);
+}
+
+// Accounts with passwords: who may act on them.
+
+const CREDENTIAL: Credential = Credential {
+    salt: [7; 16],
+    hash: [9; 32],
+    memory_kib: 8,
+    iterations: 1,
+};
+
+fn create_with_password(username: &str) -> Operation {
+    Operation::CreateAccountWithPassword {
+        username: username.to_owned(),
+        credential: CREDENTIAL,
+    }
+}
+
+impl Harness {
+    /// Applies `operation` as this client's next command, acting as `principal`.
+    fn run_as(&mut self, principal: &Principal, operation: Operation) -> Reply {
+        self.sequence += 1;
+        let command = Command::Authenticated {
+            principal: principal.clone(),
+            client_id: self.client_id,
+            sequence: self.sequence,
+            operation,
+        };
+        let index = self.next_index();
+        match self.chat.apply(index, &command) {
+            Outcome::Replied {
+                reply,
+                duplicate: false,
+            } => reply,
+            other => panic!("expected a fresh reply, got {other:?}"),
+        }
+    }
+
+    /// Creates `username` with a password; returns its owner.
+    fn create_protected(&mut self, username: &str) -> Principal {
+        assert_eq!(self.status(create_with_password(username)), Status::Success);
+        let (owner, credential) = self.chat.credential(username).expect("just created");
+        assert_eq!(credential, CREDENTIAL);
+        owner
+    }
+}
+
+#[test]
+fn a_protected_account_is_acted_on_only_by_its_owner() {
+    let mut harness = Harness::new();
+    let carol = harness.create_protected("carol");
+    assert_eq!(carol.created, LogIndex(harness.index));
+    harness.run(create("bob"));
+    // Nobody, and another account's owner, are refused; the owner is not.
+    assert_eq!(
+        harness.status(send("carol", "bob", "hi")),
+        Status::AuthFailed
+    );
+    assert_eq!(
+        harness.chat.query(&fetch("carol", 1)).status,
+        Status::AuthFailed
+    );
+    assert_eq!(harness.status(delete("carol")), Status::AuthFailed);
+    let dave = harness.create_protected("dave");
+    assert_eq!(
+        harness.run_as(&dave, send("carol", "bob", "hi")).status,
+        Status::AuthFailed
+    );
+    assert_eq!(
+        harness.run_as(&dave, delete("carol")).status,
+        Status::AuthFailed
+    );
+    assert_eq!(
+        harness
+            .chat
+            .query_as(&fetch("carol", 1), Some(&dave))
+            .status,
+        Status::AuthFailed
+    );
+    assert_eq!(
+        harness.run_as(&carol, send("carol", "bob", "hi")).status,
+        Status::Success
+    );
+    assert_eq!(
+        harness.status(send("bob", "carol", "yo")),
+        Status::Success,
+        "anyone may write to it"
+    );
+    assert_eq!(
+        harness.chat.query_as(&fetch("carol", 1), Some(&carol)),
+        messages(&[("bob", "yo")])
+    );
+    // Check and list stay open.
+    assert_eq!(harness.status(check("carol")), Status::Success);
+    assert_eq!(harness.run(list("c*")), users(&["carol"]));
+    assert_eq!(
+        harness.run_as(&carol, delete("carol")).status,
+        Status::Success
+    );
+}
+
+#[test]
+fn an_open_account_stays_open_to_anyone_as_in_the_original() {
+    let mut harness = Harness::new();
+    harness.run(create("bob"));
+    let carol = harness.create_protected("carol");
+    assert_eq!(harness.chat.credential("bob"), None);
+    assert_eq!(
+        harness.run_as(&carol, send("bob", "bob", "as bob")).status,
+        Status::Success
+    );
+    assert_eq!(harness.status(send("bob", "carol", "hi")), Status::Success);
+    assert_eq!(harness.status(delete("bob")), Status::Success);
+}
+
+#[test]
+fn a_token_dies_with_its_account_even_if_the_name_is_taken_again() {
+    let mut harness = Harness::new();
+    let first = harness.create_protected("carol");
+    assert_eq!(
+        harness.run_as(&first, delete("carol")).status,
+        Status::Success
+    );
+    let second = harness.create_protected("carol");
+    assert_ne!(first, second);
+    assert_eq!(
+        harness.run_as(&first, send("carol", "carol", "hi")).status,
+        Status::AuthFailed
+    );
+    assert_eq!(
+        harness
+            .chat
+            .query_as(&fetch("carol", 1), Some(&first))
+            .status,
+        Status::AuthFailed
+    );
+    assert_eq!(
+        harness.run_as(&second, send("carol", "carol", "hi")).status,
+        Status::Success
+    );
+}
+
+#[test]
+fn authorization_is_checked_in_the_original_order_of_checks() {
+    let mut harness = Harness::new();
+    harness.create_protected("carol");
+    let long = "m".repeat(MESSAGE_CHARS_MAX + 1);
+    assert_eq!(
+        harness.status(send("carol", "ghost", &long)),
+        Status::MessageTooLong
+    );
+    assert_eq!(
+        harness.status(send("ghost", "carol", "hi")),
+        Status::AccountNotExist
+    );
+    assert_eq!(
+        harness.status(send("carol", "ghost", "hi")),
+        Status::AuthFailed
+    );
+    assert_eq!(
+        harness.chat.query(&fetch("carol", 0)).status,
+        Status::GeneralError
+    );
+    assert_eq!(harness.status(delete("ghost")), Status::AccountNotExist);
+    assert_eq!(
+        harness.status(create("carol")),
+        Status::GeneralError,
+        "the name is taken"
+    );
+    assert_eq!(
+        harness.status(create_with_password("")),
+        Status::InvalidUsername
+    );
+}
+
+#[test]
+fn a_password_changes_the_digest_and_survives_a_snapshot() {
+    let mut open = Harness::new();
+    open.run(create("carol"));
+    let mut protected = Harness::new();
+    protected.create_protected("carol");
+    assert_ne!(open.chat.digest(), protected.chat.digest());
+    let restored = Chat::restore(&protected.chat.snapshot()).expect("restores");
+    assert_eq!(restored, protected.chat);
+    assert_eq!(restored.digest(), protected.chat.digest());
+    assert!(restored.credential("carol").is_some());
 }

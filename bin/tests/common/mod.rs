@@ -66,8 +66,9 @@ pub fn write_cluster_file_with(
         .zip(addresses.iter().copied())
         .collect();
     let path = dir.join("cluster.toml");
-    let mut text = cluster_file::render(4242, &members, &BTreeMap::new(), None);
-    for (key, value) in settings {
+    let mut text = cluster_file::render(4242, &members, &BTreeMap::new(), None, Some(TOKEN_KEY));
+    write_token_key(dir);
+    for (key, value) in settings.iter().chain(CHEAP_PASSWORDS) {
         let line = text
             .lines()
             .find(|line| line.starts_with(&format!("{key} = ")))
@@ -77,6 +78,26 @@ pub fn write_cluster_file_with(
     }
     fs::write(&path, text).expect("write the cluster file");
     ClusterFile::load(&path).expect("load the cluster file")
+}
+
+/// The token key's file, beside the cluster file.
+const TOKEN_KEY: &str = "token.key";
+
+/// Test servers are debug builds: hash passwords at Argon2's least cost, not the default's.
+const CHEAP_PASSWORDS: &[(&str, &str)] =
+    &[("password_memory_kib", "8"), ("password_iterations", "1")];
+
+fn default_cost(key: &str) -> u32 {
+    let cost = raftchat_node::auth::PasswordCost::default();
+    match key {
+        "password_memory_kib" => cost.memory_kib,
+        _ => cost.iterations,
+    }
+}
+
+fn write_token_key(dir: &Path) {
+    let key = raftchat_node::auth::TokenKey::generate().expect("a token key");
+    fs::write(dir.join(TOKEN_KEY), key.to_hex()).expect("write the token key");
 }
 
 /// Real server processes of one cluster; dropping it kills every one still running.
@@ -130,7 +151,20 @@ impl Servers {
             .zip(addresses.iter().copied())
             .collect();
         let path = dir.join("cluster.toml");
-        let text = cluster_file::render(4242, &members, &BTreeMap::new(), Some(&render));
+        let mut text = cluster_file::render(
+            4242,
+            &members,
+            &BTreeMap::new(),
+            Some(&render),
+            Some(TOKEN_KEY),
+        );
+        write_token_key(&dir);
+        for (key, value) in CHEAP_PASSWORDS {
+            text = text.replace(
+                &format!("{key} = {}", default_cost(key)),
+                &format!("{key} = {value}"),
+            );
+        }
         fs::write(&path, text).expect("write the cluster file");
         let file = ClusterFile::load(&path).expect("load the cluster file");
         let servers = Servers {

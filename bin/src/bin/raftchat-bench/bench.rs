@@ -617,7 +617,7 @@ async fn run_client(mut client: Client, work: ClientWork) -> ClientResults {
                     .push((done, done - began, completed.node, kind));
             }
             Ok(_) => results.unexpected_status += 1,
-            Err(ClientError::Failed(_)) => results.failed += 1,
+            Err(ClientError::Failed(_) | ClientError::AuthFailed(_)) => results.failed += 1,
             Err(ClientError::Unknown(_)) => results.unknown += 1,
         }
     }

@@ -165,6 +165,12 @@ fn run(args: Args) -> Result<(), Failure> {
         ),
         (Some(_), Some(_)) => {}
     }
+    if config.auth.token_key.is_none() {
+        tracing::warn!(
+            "no token key ([auth] token_key in the cluster file): accounts with passwords can \
+             be created, but nobody can log in to act on them"
+        );
+    }
     prepare_data_dir(&args.data_dir, &config)?;
     let disk = FileDisk::open(&args.data_dir).map_err(|e| Failure::input(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -210,7 +216,12 @@ async fn serve(
                     "cannot listen on {address}: {error} (is another process using this address?)"
                 ))
             })?;
-            tracing::info!(grpc = %address, "serving the gRPC ChatService (plaintext, unauthenticated)");
+            tracing::warn!(
+                grpc = %address,
+                "serving the gRPC ChatService in plaintext and unauthenticated: anyone who can \
+                 reach it can act on every account without a password; keep it on loopback or a \
+                 trusted network"
+            );
             Some(gateway)
         }
         None => None,

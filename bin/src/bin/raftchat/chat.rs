@@ -1,7 +1,7 @@
 //! Running chat commands through the client library and printing their results, for people
 //! (status names, one item a line) or for scripts (`--json`, in the shapes the README gives).
 
-use crate::cli::{seed, ChatCommand, Failure};
+use crate::cli::{read_password, seed, ChatCommand, Failure};
 use raftchat::chat::{Operation, Reply};
 use raftchat::limits::FETCH_MESSAGES_MAX;
 use raftchat_node::client::{Client, ClientError};
@@ -28,11 +28,46 @@ impl Session {
         &self.file
     }
 
+    /// Logs in as `user`: every later command acts as it, until `logout`.
+    pub async fn login(&mut self, user: &str, password: &str) -> Result<(), Failure> {
+        match self.client.login(user, password).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::AuthFailed(why)) => Err(Failure::cluster(format!(
+                "AUTH_FAILED: cannot log in as {user}: {why}"
+            ))),
+            Err(error) => Err(describe_client_error(&error, true)),
+        }
+    }
+
+    /// Forgets the token: later commands act as nobody.
+    pub fn logout(&mut self) {
+        self.client.set_token(None);
+    }
+
+    /// The account this session acts as, if it logged in.
+    pub fn user(&self) -> Option<&str> {
+        let token = self.client.token()?;
+        Some(token.principal.username.as_str())
+    }
+
     /// Runs one command and prints its result.
     pub async fn run(&mut self, command: ChatCommand) -> Result<(), Failure> {
         let operation = match command {
             ChatCommand::Status => return self.status().await,
-            ChatCommand::Create { user } => Operation::CreateAccount { username: user },
+            ChatCommand::Create {
+                user,
+                password: true,
+            } => {
+                let password = read_password(&user)?;
+                return match self.client.create_with_password(&user, &password).await {
+                    Ok(completed) => {
+                        print_reply(&completed.reply, ReplyKind::Plain, self.json);
+                        Ok(())
+                    }
+                    Err(error) => Err(describe_client_error(&error, false)),
+                };
+            }
+            ChatCommand::Create { user, .. } => Operation::CreateAccount { username: user },
             ChatCommand::Check { user } => Operation::CheckAccount { username: user },
             ChatCommand::List { pattern } => Operation::ListAccounts { pattern },
             ChatCommand::Delete { user } => Operation::DeleteAccount { username: user },
@@ -91,6 +126,9 @@ fn describe_client_error(error: &ClientError, read_only: bool) -> Failure {
         ClientError::Unknown(why) => Failure::cluster(format!(
             "outcome unknown: the operation may or may not have been applied ({why})"
         )),
+        ClientError::AuthFailed(why) => {
+            Failure::cluster(format!("AUTH_FAILED: nothing was applied ({why})"))
+        }
     }
 }
 

@@ -20,6 +20,8 @@ Without a COMMAND, raftchat opens an interactive prompt (with help and history).
 Examples:
   raftchat cluster up --nodes 3 --dir /tmp/rc
   raftchat --cluster /tmp/rc/cluster.toml create alice
+  raftchat --cluster /tmp/rc/cluster.toml create carol --password
+  raftchat --cluster /tmp/rc/cluster.toml --user carol fetch carol
   raftchat --cluster /tmp/rc/cluster.toml send alice alice hello there
   raftchat --cluster /tmp/rc/cluster.toml --json fetch alice
   raftchat --cluster /tmp/rc/cluster.toml --reads any fetch alice
@@ -28,7 +30,12 @@ Examples:
   raftchat cluster down --dir /tmp/rc
 
 Exit codes: 0 the command ran (whatever chat status it answered); 1 the cluster was
-unreachable, timed out, or the outcome is unknown; 2 usage or input error.";
+unreachable, timed out, or the outcome is unknown; 2 usage or input error.
+
+Passwords: `create USER --password` makes an account only its owner can send as, read or
+delete; `--user USER` logs in first and acts as USER. The password comes from the environment
+variable RAFTCHAT_PASSWORD if set, else it is asked for on the terminal (without echo), else
+read as one line from standard input. A wrong password or a refused token is AUTH_FAILED.";
 
 /// The raftchat client and local cluster launcher.
 #[derive(Parser, Debug)]
@@ -50,6 +57,11 @@ pub struct Cli {
     /// picked at random, follower or leader) or `log` (through the log, like writes).
     #[arg(long, global = true, value_name = "MODE")]
     pub reads: Option<String>,
+    /// Log in as USER first (its password from RAFTCHAT_PASSWORD, the terminal or standard
+    /// input), and act as USER: needed to send as, fetch or delete an account with a password.
+    // Its own id: the commands' positional USER arguments share the name `user`.
+    #[arg(long = "user", id = "login_as", global = true, value_name = "USER")]
+    pub login_as: Option<String>,
     #[command(subcommand)]
     command: Option<TopCommand>,
 }
@@ -75,10 +87,15 @@ enum TopCommand {
 /// The chat commands, shared by the command line and the prompt.
 #[derive(Subcommand, Debug, Clone)]
 pub enum ChatCommand {
-    /// Create an account (create_account).
+    /// Create an account (create_account); with --password, one only its owner can act on.
     Create {
         /// The new account's name (1 to 20 characters, no control characters).
         user: String,
+        /// Protect the account with a password (from RAFTCHAT_PASSWORD, the terminal or
+        /// standard input): only a client logged in as it may send as it, fetch its messages
+        /// or delete it.
+        #[arg(long)]
+        password: bool,
     },
     /// Check whether an account exists (check_account).
     Check {
@@ -193,7 +210,31 @@ fn with_session(
     }
     let runtime = runtime()?;
     let mut session = Session::new(file, cli.json);
+    if let Some(user) = &cli.login_as {
+        let password = read_password(user)?;
+        runtime.block_on(session.login(user, &password))?;
+    }
     body(&mut session, &runtime)
+}
+
+/// A password for `user`: RAFTCHAT_PASSWORD if set, else asked on the terminal without echo,
+/// else one line of standard input.
+pub fn read_password(user: &str) -> Result<String, Failure> {
+    if let Ok(password) = std::env::var("RAFTCHAT_PASSWORD") {
+        return Ok(password);
+    }
+    let read = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        rpassword::prompt_password(format!("password for {user}: "))
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    };
+    let password = read.map_err(|e| Failure::input(format!("cannot read the password: {e}")))?;
+    let password = password.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err(Failure::input("no password given"));
+    }
+    Ok(password)
 }
 
 /// The read mode `--reads` names.

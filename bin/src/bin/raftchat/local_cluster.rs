@@ -18,6 +18,7 @@ use clap::{Args, Subcommand};
 use raftchat::limits::CLUSTER_SIZE_MAX;
 use raftchat::raft::ConfChange;
 use raftchat::types::NodeId;
+use raftchat_node::auth::TokenKey;
 use raftchat_node::client::Client;
 use raftchat_node::cluster_file::{self, ClusterFile, RenderTls};
 use raftchat_node::cluster_status::ClusterStatus;
@@ -588,11 +589,22 @@ fn cluster_file(args: &UpArgs) -> Result<ClusterFile, Failure> {
             members.keys().copied(),
         )?),
     };
-    let text = cluster_file::render(cluster_id, &members, &grpc, tls.as_ref());
+    let key = TokenKey::generate().map_err(Failure::input)?;
+    write_file(&args.dir.join(TOKEN_KEY_FILE), &key.to_hex(), true)?;
+    let text = cluster_file::render(
+        cluster_id,
+        &members,
+        &grpc,
+        tls.as_ref(),
+        Some(TOKEN_KEY_FILE),
+    );
     fs::write(&path, text)
         .map_err(|e| Failure::input(format!("{}: cannot write: {e}", path.display())))?;
     ClusterFile::load(&path).map_err(|e| Failure::input(e.to_string()))
 }
+
+/// The local cluster's token key, in its directory.
+const TOKEN_KEY_FILE: &str = "token.key";
 
 /// Where a local cluster keeps its CA and its nodes' certificates.
 const TLS_DIR: &str = "tls";

@@ -3,7 +3,7 @@
 //! Words are split like a shell's, so `send alice bob "hi  there"` keeps its spaces.
 
 use crate::chat::Session;
-use crate::cli::{ChatCommand, Failure};
+use crate::cli::{read_password, ChatCommand, Failure};
 use clap::{Parser, Subcommand};
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
@@ -23,6 +23,13 @@ struct PromptLine {
 enum PromptCommand {
     #[command(flatten)]
     Chat(ChatCommand),
+    /// Log in as an account with a password (asked without echo); later commands act as it.
+    Login {
+        /// The account.
+        user: String,
+    },
+    /// Act as nobody again.
+    Logout,
     /// Leave the prompt (also `exit`, or Ctrl-D).
     #[command(alias = "exit")]
     Quit,
@@ -47,7 +54,11 @@ pub fn run(session: &mut Session, runtime: &tokio::runtime::Runtime) -> Result<(
         file.client.reads.name()
     );
     loop {
-        let line = match editor.readline("raftchat> ") {
+        let prompt = match session.user() {
+            Some(user) => format!("raftchat ({user})> "),
+            None => "raftchat> ".to_owned(),
+        };
+        let line = match editor.readline(&prompt) {
             Ok(line) => line,
             // Ctrl-C abandons the line being typed, as in a shell.
             Err(ReadlineError::Interrupted) => continue,
@@ -70,6 +81,22 @@ pub fn run(session: &mut Session, runtime: &tokio::runtime::Runtime) -> Result<(
             Ok(PromptLine {
                 command: PromptCommand::Quit,
             }) => return Ok(()),
+            Ok(PromptLine {
+                command: PromptCommand::Login { user },
+            }) => {
+                let logged_in = read_password(&user)
+                    .and_then(|password| runtime.block_on(session.login(&user, &password)));
+                match logged_in {
+                    Ok(()) => out!("logged in as {user}"),
+                    Err(failure) => eprintln!("error: {}", failure.message),
+                }
+            }
+            Ok(PromptLine {
+                command: PromptCommand::Logout,
+            }) => {
+                session.logout();
+                out!("logged out");
+            }
             Ok(PromptLine {
                 command: PromptCommand::Chat(command),
             }) => {
