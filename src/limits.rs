@@ -15,6 +15,15 @@ pub const MESSAGE_CHARS_MAX: usize = 500;
 /// cannot make a node hash megabytes.
 pub const PASSWORD_BYTES_MAX: usize = 128;
 
+/// Bounds of a stored password hash's Argon2 cost: memory in KiB (Argon2's own least, and
+/// 1 GiB), and passes. A node hashes only within them, and the state machine stores nothing
+/// outside them, so checking a stored hash can never ask for more.
+pub const PASSWORD_MEMORY_KIB_MIN: u32 = 8;
+/// See [`PASSWORD_MEMORY_KIB_MIN`].
+pub const PASSWORD_MEMORY_KIB_MAX: u32 = 1024 * 1024;
+/// See [`PASSWORD_MEMORY_KIB_MIN`].
+pub const PASSWORD_ITERATIONS_MAX: u32 = 64;
+
 /// Longest glob pattern accepted by `list_account`, in characters.
 pub const PATTERN_CHARS_MAX: usize = 256;
 
@@ -60,8 +69,10 @@ const _: () = assert!(CHAT_SNAPSHOT_SIZE_BYTES_MAX >= FRAME_SIZE_BYTES_MAX);
 // The largest snapshot: every retained message (its encoding, two lengths and an index, is
 // smaller than its charge), every account (name, indexes, inbox header) and every session (ids
 // and a small remembered reply), with slack for the header.
-const ACCOUNT_SNAPSHOT_BYTES_MAX: u64 = (USERNAME_CHARS_MAX as u64) * 4 + 64;
-const SESSION_SNAPSHOT_BYTES_MAX: u64 = 128;
+// An account's password hash adds its creation index, salt, hash and cost; a session's
+// principal (the account it last acted as) its name and creation index.
+const ACCOUNT_SNAPSHOT_BYTES_MAX: u64 = (USERNAME_CHARS_MAX as u64) * 4 + 64 + 64;
+const SESSION_SNAPSHOT_BYTES_MAX: u64 = 128 + (USERNAME_CHARS_MAX as u64) * 4 + 24;
 const _: () = assert!(
     RETAINED_BYTES_MAX
         + ACCOUNTS_MAX as u64 * ACCOUNT_SNAPSHOT_BYTES_MAX

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use raftchat::chat::{Credential, Principal};
@@ -62,17 +63,22 @@ impl Default for PasswordCost {
 }
 
 impl PasswordCost {
-    /// Checks the cost against Argon2's bounds and ours (at most 1 GiB, 64 passes).
+    /// Checks the cost against Argon2's bounds and ours (at most 1 GiB, 64 passes), which the
+    /// state machine also holds every stored hash to.
     pub fn validate(&self) -> Result<(), String> {
-        if !(8..=1024 * 1024).contains(&self.memory_kib) {
+        use raftchat::limits::{
+            PASSWORD_ITERATIONS_MAX, PASSWORD_MEMORY_KIB_MAX, PASSWORD_MEMORY_KIB_MIN,
+        };
+        if !(PASSWORD_MEMORY_KIB_MIN..=PASSWORD_MEMORY_KIB_MAX).contains(&self.memory_kib) {
             return Err(format!(
-                "password_memory_kib must be between 8 and 1048576, got {}",
+                "password_memory_kib must be between {PASSWORD_MEMORY_KIB_MIN} and \
+                 {PASSWORD_MEMORY_KIB_MAX}, got {}",
                 self.memory_kib
             ));
         }
-        if !(1..=64).contains(&self.iterations) {
+        if !(1..=PASSWORD_ITERATIONS_MAX).contains(&self.iterations) {
             return Err(format!(
-                "password_iterations must be between 1 and 64, got {}",
+                "password_iterations must be between 1 and {PASSWORD_ITERATIONS_MAX}, got {}",
                 self.iterations
             ));
         }
@@ -162,6 +168,11 @@ impl TokenKey {
         if token.expires_unix_ms <= now_unix_ms {
             return Err("the token has expired; log in again");
         }
+        // No node signs another, but a principal goes into the log: keep it bounded whatever
+        // got past the signature (a leaked key, a mutant).
+        if !raftchat::chat::is_valid_username(&token.principal.username) {
+            return Err("the token names no valid account");
+        }
         Ok(token.principal.clone())
     }
 }
@@ -203,6 +214,9 @@ pub fn hash_password(
 /// Whether `password` is the one `credential` was made from. Slow on purpose; the comparison
 /// of the hashes takes the same time wherever they differ.
 pub fn verify_password(password: &str, credential: &Credential) -> bool {
+    if !credential.cost_in_bounds() {
+        return false; // The state machine stores none such; never allocate for one.
+    }
     let Ok(hash) = argon2_hash(
         password,
         &credential.salt,
@@ -247,7 +261,9 @@ pub fn unix_ms() -> u64 {
 }
 
 /// Usernames remembered at once; beyond it the one whose last failure is oldest is forgotten.
-const THROTTLED_USERNAMES_MAX: usize = 4096;
+/// Only failures against existing protected accounts are remembered, so this bound, one per
+/// account the cluster can hold, is reached only by names deleted since (and long unlocked).
+const THROTTLED_USERNAMES_MAX: usize = raftchat::limits::ACCOUNTS_MAX;
 /// Failed logins allowed before the next ones are slowed down.
 const FREE_FAILURES: u32 = 3;
 /// The delay after the first failure beyond the free ones; it doubles with each further one.
@@ -264,10 +280,76 @@ const FORGET_AFTER_MS: u64 = 15 * 60 * 1000;
 /// request is held open). A success, or a quiet quarter of an hour, clears it.
 /// (Per username rather than per source address: a guesser with many addresses is slowed as
 /// much, and the account's owner only after failures of their own or an attack on them.)
+///
+/// At most one password check per username is under way at once: otherwise a guesser could
+/// send hundreds of logins together, all admitted before the first failure is counted.
 #[derive(Debug, Default)]
 pub struct LoginThrottle {
     /// Failures and the time of the last one, per username.
     failures: BTreeMap<String, (u32, u64)>,
+    /// Usernames with a login under way (between its admission and its answer).
+    checking: std::collections::BTreeSet<String>,
+}
+
+/// A login admitted by the throttle: while it lives, no other login for its username is; it
+/// ends (however the login ends) when it is dropped.
+#[derive(Debug)]
+pub struct LoginSlot {
+    throttle: Arc<Mutex<LoginThrottle>>,
+    username: String,
+}
+
+impl Drop for LoginSlot {
+    fn drop(&mut self) {
+        lock_throttle(&self.throttle)
+            .checking
+            .remove(&self.username);
+    }
+}
+
+impl LoginSlot {
+    /// Admits a login for `username` at `now_unix_ms`, or says why not: the username is locked
+    /// after failures, or another login for it is under way.
+    pub fn admit(
+        throttle: &Arc<Mutex<LoginThrottle>>,
+        username: &str,
+        now_unix_ms: u64,
+    ) -> Result<LoginSlot, String> {
+        let mut guard = lock_throttle(throttle);
+        let locked = guard.locked_for(username, now_unix_ms);
+        if !locked.is_zero() {
+            return Err(format!(
+                "too many failed logins as {username}: try again in {} ms",
+                locked.as_millis().max(1)
+            ));
+        }
+        if !guard.checking.insert(username.to_owned()) {
+            return Err(format!(
+                "another login as {username} is being checked: try again in a moment"
+            ));
+        }
+        Ok(LoginSlot {
+            throttle: Arc::clone(throttle),
+            username: username.to_owned(),
+        })
+    }
+
+    /// The login failed against an existing protected account: it counts towards a lock.
+    pub fn failed(&self, now_unix_ms: u64) {
+        lock_throttle(&self.throttle).failed(&self.username, now_unix_ms);
+    }
+
+    /// The login succeeded: the username's failures are forgotten.
+    pub fn succeeded(&self) {
+        lock_throttle(&self.throttle).succeeded(&self.username);
+    }
+}
+
+/// The throttle, even if a task panicked holding it (its counts are still counts).
+fn lock_throttle(throttle: &Mutex<LoginThrottle>) -> std::sync::MutexGuard<'_, LoginThrottle> {
+    throttle
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl LoginThrottle {
@@ -432,6 +514,23 @@ mod tests {
             throttle.locked_for("alice", FORGET_AFTER_MS),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn one_login_per_username_is_checked_at_a_time() {
+        let throttle = Arc::new(Mutex::new(LoginThrottle::default()));
+        let first = LoginSlot::admit(&throttle, "alice", 0).unwrap();
+        assert!(LoginSlot::admit(&throttle, "alice", 0).is_err());
+        let bob = LoginSlot::admit(&throttle, "bob", 0).unwrap();
+        first.failed(0);
+        drop(first);
+        assert!(LoginSlot::admit(&throttle, "alice", 0).is_ok());
+        drop(bob);
+        for _ in 0..FREE_FAILURES {
+            LoginSlot::admit(&throttle, "carol", 0).unwrap().failed(0);
+        }
+        let refused = LoginSlot::admit(&throttle, "carol", 0).unwrap_err();
+        assert!(refused.contains("too many failed logins"), "{refused}");
     }
 
     #[test]

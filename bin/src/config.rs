@@ -99,6 +99,8 @@ pub struct NodeConfig {
     pub connection_limits: ConnectionLimits,
     /// Passwords and tokens: the token key, the token lifetime, the hash cost.
     pub auth: crate::auth::AuthConfig,
+    /// Log where writes' time goes on this node when it leads (see `timeline`).
+    pub timeline: bool,
     /// Length of one Raft tick.
     pub tick_interval: Duration,
     /// Election timeout range in ticks, `[min, max)`.
@@ -158,6 +160,7 @@ impl NodeConfig {
             tls: None,
             connection_limits: ConnectionLimits::default(),
             auth: crate::auth::AuthConfig::default(),
+            timeline: false,
             tick_interval: Duration::from_millis(10),
             election_ticks: (15, 30),
             heartbeat_ticks: 3,

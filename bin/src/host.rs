@@ -33,14 +33,15 @@
 //! `Unknown`: its entries may still commit under the next leader, and a retry under the same
 //! session is deduplicated.
 
-use crate::auth::{self, LoginThrottle};
+use crate::auth::{self, LoginSlot, LoginThrottle};
 use crate::config::NodeConfig;
 use crate::deadline::Deadline;
 use crate::disk::Disk;
 use crate::durable::{self, Durable, Incoming, RecoveryError};
 use crate::observer::{Event, Observer};
+use crate::timeline::{Stamps, Timeline};
 use crate::transport::{self, Inbound, Outbox, PeerOutbox};
-use raftchat::chat::{Chat, Command, Operation, Principal};
+use raftchat::chat::{is_valid_username, Chat, Command, Operation, Principal};
 use raftchat::raft::{
     ChangeError, ConfChange, Membership, Message, ProposeError, RoleKind, Snapshot, Status,
     TransferError,
@@ -75,8 +76,8 @@ pub const WAITERS_MAX: usize = 16 * 1024;
 /// so a hashing task never waits to report.
 const HASHING_MAX: usize = 4;
 
-/// Most hashes and logins under way at once (waiting, hashing, or throttled); more are
-/// answered `Busy`, so a flood of logins cannot pile up tasks.
+/// Most hashes and password checks under way at once (waiting for a turn, or hashing); more
+/// are answered `Busy`, so a flood of creates or logins cannot pile up tasks.
 const PASSWORD_WORK_MAX: usize = 256;
 
 /// Why a node stopped.
@@ -119,6 +120,8 @@ struct Waiter {
     /// A membership change (answered with the configuration), not a command.
     change: bool,
     reply: oneshot::Sender<ResponseBody>,
+    /// Where its time went, with `--timeline`.
+    stamps: Option<Stamps>,
 }
 
 /// A client waiting for a read: for its answer, or for the state to check a login against.
@@ -128,6 +131,7 @@ enum ReadWaiter {
         username: String,
         password: String,
         reply: oneshot::Sender<ResponseBody>,
+        slot: LoginSlot,
     },
 }
 
@@ -190,6 +194,8 @@ struct Host<D, O> {
     transfer_target: Option<NodeId>,
     /// The configuration the outbox was last told of.
     members: Membership,
+    /// Where writes' time goes, with `--timeline`.
+    timeline: Option<Timeline>,
 }
 
 /// Recovers the node from `disk`, starts its transport, and runs it until the inbox closes or
@@ -254,7 +260,9 @@ where
         transfers: Vec::new(),
         transfer_target: None,
         members: Membership::default(),
+        timeline: None,
     };
+    host.timeline = host.config.timeline.then(Timeline::default);
     host.note_membership();
     host.observer
         .event(host.config.id, &Event::Status(last_status));
@@ -331,7 +339,9 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     self.replica.tick();
                 }
                 Some(done) = finished.recv() => self.finish_background(done).await?,
-                Some(hashed) = hashed_creates.recv() => self.propose(hashed.command, hashed.reply),
+                Some(hashed) = hashed_creates.recv() => {
+                    self.propose(hashed.command, hashed.reply, None);
+                }
                 input = inbox.recv() => match input {
                     Some(input) => self.handle(input),
                     None => return Ok(()),
@@ -343,6 +353,9 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             }
             self.process_ready().await?;
             self.maybe_start_snapshot();
+            if let Some(line) = self.timeline.as_mut().and_then(Timeline::report) {
+                tracing::info!(node = %self.config.id, "timeline of writes led here: {line}");
+            }
         }
     }
 
@@ -471,7 +484,11 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 }
                 self.replica.step(message);
             }
-            Inbound::Request { request, reply } => match request.body {
+            Inbound::Request {
+                request,
+                reply,
+                received,
+            } => match request.body {
                 RequestBody::Status => {
                     let status = NodeStatus {
                         raft: self.replica.status(),
@@ -481,7 +498,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     let _ = reply.send(ResponseBody::Status(status));
                 }
                 RequestBody::Command(command) => match command_from_client(&command) {
-                    Ok(()) => self.propose(command, reply),
+                    Ok(()) => self.propose(command, reply, Some(received)),
                     Err(why) => {
                         let _ = reply.send(ResponseBody::Invalid(why.into()));
                     }
@@ -517,7 +534,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                                 sequence,
                                 operation,
                             };
-                            self.propose(command, reply);
+                            self.propose(command, reply, Some(received));
                         }
                         (Err(why), _) => {
                             let _ = reply.send(ResponseBody::Invalid(why.into()));
@@ -543,7 +560,14 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         }
     }
 
-    fn propose(&mut self, command: raftchat::chat::Command, reply: oneshot::Sender<ResponseBody>) {
+    /// Proposes a client's command (received by its connection at `received`, if it came
+    /// straight from one) and keeps its waiter.
+    fn propose(
+        &mut self,
+        command: raftchat::chat::Command,
+        reply: oneshot::Sender<ResponseBody>,
+        received: Option<Instant>,
+    ) {
         if self.waiters.len() >= WAITERS_MAX {
             let _ = reply.send(ResponseBody::Busy);
             return;
@@ -560,10 +584,14 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 });
             }
             Ok((index, term)) => {
+                let stamps = received
+                    .filter(|_| self.timeline.is_some())
+                    .map(Stamps::proposed);
                 let waiter = Waiter {
                     term,
                     change: false,
                     reply,
+                    stamps,
                 };
                 let previous = self.waiters.insert(index, waiter);
                 // A fresh index is never reused by the same leader.
@@ -593,6 +621,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     term,
                     change: true,
                     reply,
+                    stamps: None,
                 };
                 let previous = self.waiters.insert(index, waiter);
                 assert!(previous.is_none(), "two waiters at {index}");
@@ -723,6 +752,19 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             let _ = reply.send(ResponseBody::Invalid(why));
             return;
         }
+        // A name no account can have costs no hash: the state machine refuses it all the same
+        // (INVALID_USERNAME), with or without a password. (Whether the account exists is the
+        // state machine's to say, at apply time: a check here, on state that may lag the log,
+        // could refuse a create that would succeed.)
+        if !is_valid_username(&username) {
+            let command = Command::Client {
+                client_id,
+                sequence,
+                operation: Operation::CreateAccount { username },
+            };
+            self.propose(command, reply, None);
+            return;
+        }
         let Ok(under_way) = self.passwords.under_way.clone().try_acquire_owned() else {
             let _ = reply.send(ResponseBody::Busy);
             return;
@@ -779,15 +821,20 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             let _ = reply.send(ResponseBody::AuthFailed(why.into()));
             return;
         }
-        let locked = lock(&self.passwords.throttle).locked_for(&username, auth::unix_ms());
-        if !locked.is_zero() {
-            let why = format!(
-                "too many failed logins as {username}: try again in {} ms",
-                locked.as_millis().max(1)
-            );
-            let _ = reply.send(ResponseBody::AuthFailed(why));
+        // No account has such a name or such a password: refused before anything is held, or
+        // hashed, for it.
+        if !is_valid_username(&username) || auth::password_acceptable(&password).is_err() {
+            let why = "wrong username or password";
+            let _ = reply.send(ResponseBody::AuthFailed(why.into()));
             return;
         }
+        let slot = match LoginSlot::admit(&self.passwords.throttle, &username, auth::unix_ms()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                let _ = reply.send(ResponseBody::AuthFailed(why));
+                return;
+            }
+        };
         if self.reads.len() >= WAITERS_MAX {
             let _ = reply.send(ResponseBody::Busy);
             return;
@@ -801,6 +848,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     username,
                     password,
                     reply,
+                    slot,
                 };
                 self.reads.insert(read, waiter);
             }
@@ -815,6 +863,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         username: String,
         password: String,
         reply: oneshot::Sender<ResponseBody>,
+        slot: LoginSlot,
     ) {
         let Some(key) = self.config.auth.token_key.clone() else {
             return; // Checked when the login came.
@@ -823,7 +872,12 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             let _ = reply.send(ResponseBody::Busy);
             return;
         };
-        let found = self.replica.chat().credential(&username);
+        let Some((principal, credential)) = self.replica.chat().credential(&username) else {
+            // No such account, or one without a password: nothing to guess, nothing counted.
+            let why = "wrong username or password";
+            let _ = reply.send(ResponseBody::AuthFailed(why.into()));
+            return;
+        };
         let work = self.passwords.clone();
         let ttl = self.config.auth.token_ttl;
         let cluster_id = self.config.cluster_id;
@@ -832,25 +886,21 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             let Ok(_hashing) = work.hashing.acquire().await else {
                 return;
             };
-            let verified = match found {
-                Some((principal, credential)) => {
-                    let checking = off_loop(move || auth::verify_password(&password, &credential));
-                    checking.await.unwrap_or(false).then_some(principal)
-                }
-                None => None,
-            };
+            let checking = off_loop(move || auth::verify_password(&password, &credential));
+            let verified = checking.await.unwrap_or(false);
             let now = auth::unix_ms();
             let body = match verified {
-                Some(principal) => {
-                    lock(&work.throttle).succeeded(&username);
+                true => {
+                    slot.succeeded();
                     let expires = now.saturating_add(ttl.as_millis() as u64);
                     ResponseBody::LoggedIn(key.sign(principal, expires, cluster_id))
                 }
-                None => {
-                    lock(&work.throttle).failed(&username, now);
+                false => {
+                    slot.failed(now);
                     ResponseBody::AuthFailed("wrong username or password".into())
                 }
             };
+            drop(slot); // Before the answer, so the client's next login is admitted.
             let _ = reply.send(body);
         });
     }
@@ -893,7 +943,9 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             for message in std::mem::take(&mut work.messages_before_persist) {
                 self.send(message);
             }
+            self.stamp_waiters(&work, Stamps::taken);
             let received = self.durable.persist(&work).await.map_err(NodeError::Disk)?;
+            self.stamp_waiters(&work, Stamps::synced);
             if work.must_sync() {
                 let event = Event::Persisted {
                     bytes: work.write.len(),
@@ -935,10 +987,31 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         self.outbox.send(message);
     }
 
+    /// With `--timeline`, marks the waiters whose entries `work` persists as having reached
+    /// `step` now.
+    fn stamp_waiters(&mut self, work: &raftchat::replica::Work, step: fn(&mut Stamps, Instant)) {
+        let (Some(_), Some(first), Some(last)) = (
+            &self.timeline,
+            work.entries().first(),
+            work.entries().last(),
+        ) else {
+            return;
+        };
+        let now = Instant::now();
+        for waiter in self.waiters.range_mut(first.index..=last.index) {
+            if let Some(stamps) = waiter.1.stamps.as_mut() {
+                step(stamps, now);
+            }
+        }
+    }
+
     fn answer(&mut self, applied: Applied) {
         let Some(waiter) = self.waiters.remove(&applied.index) else {
             return;
         };
+        if let (Some(timeline), Some(stamps)) = (self.timeline.as_mut(), waiter.stamps) {
+            timeline.answered(stamps);
+        }
         let body = match applied.outcome {
             _ if waiter.change && waiter.term == applied.term => {
                 ResponseBody::Membership(self.membership_view())
@@ -960,8 +1033,9 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 username,
                 password,
                 reply,
+                slot,
             }) => match answer.result {
-                Ok(_) => return self.finish_login(username, password, reply),
+                Ok(_) => return self.finish_login(username, password, reply, slot),
                 Err(_) => reply,
             },
         };
@@ -1039,13 +1113,6 @@ async fn off_loop<T: Send + 'static>(
     #[allow(deprecated)] // madsim deprecates it; in simulation it runs as a task of the node.
     let handle = tokio::task::spawn_blocking(work);
     handle.await.map_err(|error| error.to_string())
-}
-
-/// The throttle, even if a task panicked holding it (its counts are still counts).
-fn lock(throttle: &Mutex<LoginThrottle>) -> std::sync::MutexGuard<'_, LoginThrottle> {
-    throttle
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Encodes a snapshot job on the blocking pool (the costly part), then writes its file.

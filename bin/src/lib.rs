@@ -18,5 +18,6 @@ pub mod frame_io;
 pub mod gateway;
 pub mod host;
 pub mod observer;
+pub mod timeline;
 pub mod tls;
 pub mod transport;

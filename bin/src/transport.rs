@@ -62,6 +62,8 @@ pub enum Inbound {
         request: Request,
         /// Receives the answer.
         reply: oneshot::Sender<ResponseBody>,
+        /// When the connection's task had the whole frame (for `--timeline`).
+        received: tokio::time::Instant,
     },
 }
 
@@ -602,7 +604,12 @@ where
         };
         let id = request.id;
         let (reply, answer) = oneshot::channel();
-        let body = match inbox.try_send(Inbound::Request { request, reply }) {
+        let received = tokio::time::Instant::now();
+        let body = match inbox.try_send(Inbound::Request {
+            request,
+            reply,
+            received,
+        }) {
             Ok(()) => match answer.await {
                 Ok(body) => body,
                 Err(_) => return Ok(()), // the node is stopping

@@ -23,6 +23,17 @@ pub struct Credential {
     pub iterations: u32,
 }
 
+impl Credential {
+    /// Whether its cost is within the bounds a node hashes at (see `limits`).
+    pub fn cost_in_bounds(&self) -> bool {
+        use crate::limits::{
+            PASSWORD_ITERATIONS_MAX, PASSWORD_MEMORY_KIB_MAX, PASSWORD_MEMORY_KIB_MIN,
+        };
+        (PASSWORD_MEMORY_KIB_MIN..=PASSWORD_MEMORY_KIB_MAX).contains(&self.memory_kib)
+            && (1..=PASSWORD_ITERATIONS_MAX).contains(&self.iterations)
+    }
+}
+
 /// An account's owner, as a verified token names it: the username and the log index of the
 /// command that created the account. The index tells a deleted account from a later one of
 /// the same name, so a token outlives neither.

@@ -77,7 +77,19 @@ pub(super) fn session(client_id: ClientId, session: &Session) -> u64 {
     let client = client_id.0.to_le_bytes();
     let sequence = session.last_sequence.to_le_bytes();
     let active = session.last_active.0.to_le_bytes();
-    mix(&[b"session", &client, &sequence, &active, &reply])
+    match &session.principal {
+        // A session that never acted as anyone hashes as before there were principals.
+        None => mix(&[b"session", &client, &sequence, &active, &reply]),
+        Some(principal) => mix(&[
+            b"session",
+            &client,
+            &sequence,
+            &active,
+            &reply,
+            principal.username.as_bytes(),
+            &principal.created.0.to_le_bytes(),
+        ]),
+    }
 }
 
 /// A stored reply's hash (0 for none), chained over its names and messages.

@@ -480,6 +480,11 @@ struct Session {
     last_reply: Option<Reply>,
     /// The index of the last command that registered, applied or answered under this session.
     last_active: LogIndex,
+    /// Whom that command acted as (None: nobody). A retry is answered from the table only
+    /// when it acts as the same principal: session ids and sequences are easy to guess, and
+    /// otherwise anyone could apply a harmless command under an owner's next sequence and have
+    /// the owner's real command answered with its reply, unapplied.
+    principal: Option<Principal>,
 }
 
 /// The chat state machine: accounts, inboxes, sessions and the applied index. Cloning it is
@@ -664,6 +669,7 @@ impl Chat {
             last_sequence: 0,
             last_reply: None,
             last_active: index,
+            principal: None,
         };
         self.sessions_digest = self
             .sessions_digest
@@ -710,6 +716,12 @@ impl Chat {
             _ => ordering,
         };
         match (ordering, &session.last_reply) {
+            // A retry by another principal than the command it repeats: refused, the session
+            // untouched. (The client treats it as a lost session: it registers again, and its
+            // command's outcome is unknown to it.)
+            (Ordering::Equal, Some(_)) if session.principal.as_ref() != principal => {
+                Outcome::SessionExpired
+            }
             (Ordering::Equal, Some(last_reply)) => {
                 // A retried read is evaluated again rather than answered from the table: the
                 // state it sees now is still inside the operation's invocation window, so the
@@ -719,7 +731,7 @@ impl Chat {
                 } else {
                     last_reply.clone()
                 };
-                self.touch_session(client_id, index, None);
+                self.touch_session(client_id, index, None, None);
                 Outcome::Replied {
                     reply,
                     duplicate: true,
@@ -733,7 +745,7 @@ impl Chat {
                 } else {
                     reply.clone()
                 };
-                self.touch_session(client_id, index, Some((sequence, remembered)));
+                self.touch_session(client_id, index, Some((sequence, remembered)), principal);
                 Outcome::Replied {
                     reply,
                     duplicate: false,
@@ -745,12 +757,13 @@ impl Chat {
     }
 
     /// Marks the session active at `index` and, for a newly applied command, remembers its
-    /// sequence and reply.
+    /// sequence, its reply and whom it acted as.
     fn touch_session(
         &mut self,
         client_id: ClientId,
         index: LogIndex,
         applied: Option<(u64, Reply)>,
+        principal: Option<&Principal>,
     ) {
         let Some(session) = self.sessions.get_mut(&client_id) else {
             panic!("chat: touched session {client_id} does not exist");
@@ -768,6 +781,7 @@ impl Chat {
             assert!(sequence > session.last_sequence || reapplied);
             session.last_sequence = sequence;
             session.last_reply = Some(reply);
+            session.principal = principal.cloned();
         }
         let after = digest::session(client_id, session);
         self.sessions_digest = self
@@ -813,6 +827,10 @@ impl Chat {
         }
         if self.accounts.len() >= ACCOUNTS_MAX {
             // The bound keeps a `list_account` reply within one frame.
+            return Reply::new(Status::GeneralError);
+        }
+        if credential.is_some_and(|c| !c.cost_in_bounds()) {
+            // Only a bug could log one: no node hashes outside the bounds.
             return Reply::new(Status::GeneralError);
         }
         let account = Account {

@@ -2,9 +2,9 @@
 //!
 //! Format: bincode (standard config, fixed-width integers) of [`SnapshotRecord`], whose first
 //! field is a `u32` format version, so a reader can refuse a format it does not know before
-//! decoding the rest; from version 3 on, followed by the password hashes of protected
-//! accounts (a list of [`CredentialRecord`]), so that a version 2 snapshot, which has none,
-//! still reads as the same state. Accounts are listed in creation order and sessions in client id order, so
+//! decoding the rest; from version 3 on, followed by [`AuthRecord`]: the password hashes of
+//! protected accounts, and whom each session's last command acted as, so that a version 2
+//! snapshot, which has neither, still reads as the same state. Accounts are listed in creation order and sessions in client id order, so
 //! equal states encode to equal bytes: the encoding is canonical, which is what lets
 //! [`Chat::digest`] compare replicas.
 //!
@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::inbox::{Inbox, StoredMessage};
 use super::{
-    chars_at_most, is_valid_username, Account, Chat, ChatLimits, Credential, Reply, Session,
+    chars_at_most, is_valid_username, Account, Chat, ChatLimits, Credential, Principal, Reply,
+    Session,
 };
 use crate::limits::{ACCOUNTS_MAX, CHAT_SNAPSHOT_SIZE_BYTES_MAX, MESSAGE_CHARS_MAX, SESSIONS_MAX};
 use crate::types::{ClientId, LogIndex};
@@ -171,11 +172,27 @@ impl<'de> Deserialize<'de> for InboxRecord<'_> {
     }
 }
 
+/// What version 3 added after the version 2 record.
+#[derive(Default, Serialize, Deserialize)]
+struct AuthRecord {
+    /// In creation order.
+    credentials: Vec<CredentialRecord>,
+    /// In client id order; only sessions whose last command acted as someone.
+    principals: Vec<SessionPrincipalRecord>,
+}
+
 /// A protected account's password hash, named by the account's creation index.
 #[derive(Serialize, Deserialize)]
 struct CredentialRecord {
     created: LogIndex,
     credential: Credential,
+}
+
+/// Whom a session's last command acted as.
+#[derive(Serialize, Deserialize)]
+struct SessionPrincipalRecord {
+    client_id: ClientId,
+    principal: Principal,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -232,11 +249,13 @@ impl Chat {
             Ok(bytes) => bytes,
             Err(error) => panic!("chat: snapshot does not encode: {error}"),
         };
-        if let Err(error) = bincode::serde::encode_into_std_write(
-            self.credential_records(),
-            &mut bytes,
-            bincode_config(),
-        ) {
+        let auth = AuthRecord {
+            credentials: self.credential_records(),
+            principals: self.session_principal_records(),
+        };
+        if let Err(error) =
+            bincode::serde::encode_into_std_write(&auth, &mut bytes, bincode_config())
+        {
             panic!("chat: snapshot does not encode: {error}");
         }
         bytes
@@ -271,10 +290,10 @@ impl Chat {
             return Err(ChatSnapshotError::UnsupportedVersion { version });
         }
         let (record, mut consumed): (SnapshotRecord<'static>, usize) = decode(bytes)?;
-        let mut credentials = Vec::new();
+        let mut auth = AuthRecord::default();
         if version >= 3 {
-            let (records, used): (Vec<CredentialRecord>, usize) = decode(&bytes[consumed..])?;
-            credentials = records;
+            let (record, used): (AuthRecord, usize) = decode(&bytes[consumed..])?;
+            auth = record;
             consumed += used;
         }
         if consumed != bytes.len() {
@@ -283,8 +302,52 @@ impl Chat {
             });
         }
         let mut chat = Chat::from_record(record)?;
-        chat.restore_credentials(credentials)?;
+        chat.restore_credentials(auth.credentials)?;
+        chat.restore_session_principals(auth.principals)?;
         Ok(chat)
+    }
+
+    /// Whom sessions last acted as, in client id order.
+    fn session_principal_records(&self) -> Vec<SessionPrincipalRecord> {
+        let records = self.sessions.iter().filter_map(|(&client_id, session)| {
+            Some(SessionPrincipalRecord {
+                client_id,
+                principal: session.principal.clone()?,
+            })
+        });
+        records.collect()
+    }
+
+    fn restore_session_principals(
+        &mut self,
+        records: Vec<SessionPrincipalRecord>,
+    ) -> Result<(), ChatSnapshotError> {
+        let mut floor = ClientId(0);
+        for record in records {
+            require(floor < record.client_id, "session principals out of order")?;
+            floor = record.client_id;
+            require(
+                is_valid_username(&record.principal.username)
+                    && record.principal.created <= self.applied_index,
+                "invalid session principal",
+            )?;
+            let session = self
+                .sessions
+                .get_mut(&record.client_id)
+                .ok_or(invalid("a principal for no session"))?;
+            require(
+                session.last_reply.is_some(),
+                "a principal for a session that applied nothing",
+            )?;
+            let before = super::digest::session(record.client_id, session);
+            session.principal = Some(record.principal);
+            let after = super::digest::session(record.client_id, session);
+            self.sessions_digest = self
+                .sessions_digest
+                .wrapping_sub(before)
+                .wrapping_add(after);
+        }
+        Ok(())
     }
 
     /// Protected accounts' hashes, in creation order.
@@ -310,6 +373,10 @@ impl Chat {
         for record in records {
             require(floor < record.created, "credentials out of creation order")?;
             floor = record.created;
+            require(
+                record.credential.cost_in_bounds(),
+                "a credential's cost out of bounds",
+            )?;
             let username = self
                 .creation_order
                 .get(&record.created)
@@ -489,6 +556,7 @@ impl Chat {
             last_sequence,
             last_reply: last_reply.into_owned(),
             last_active,
+            principal: None, // Version 3's trailer names it, if any.
         };
         self.sessions_digest = self
             .sessions_digest
@@ -572,18 +640,22 @@ mod tests {
         }
     }
 
-    /// The record, followed by no credentials.
+    /// The record, followed by no credentials and no session principals.
     fn encode_record(record: &SnapshotRecord<'_>) -> Vec<u8> {
-        encode_with_credentials(record, &[])
+        encode_with_credentials(record, Vec::new())
     }
 
     fn encode_with_credentials(
         record: &SnapshotRecord<'_>,
-        credentials: &[CredentialRecord],
+        credentials: Vec<CredentialRecord>,
     ) -> Vec<u8> {
+        let auth = AuthRecord {
+            credentials,
+            principals: Vec::new(),
+        };
         let encoded =
             bincode::serde::encode_to_vec(record, bincode_config()).and_then(|mut bytes| {
-                bincode::serde::encode_into_std_write(credentials, &mut bytes, bincode_config())?;
+                bincode::serde::encode_into_std_write(&auth, &mut bytes, bincode_config())?;
                 Ok(bytes)
             });
         match encoded {
@@ -620,7 +692,7 @@ mod tests {
             credential: credential(byte),
         };
         let good = [named(created[0], 1), named(created[2], 2)];
-        let restored = Chat::restore(&encode_with_credentials(&record(), &good)).unwrap();
+        let restored = Chat::restore(&encode_with_credentials(&record(), Vec::from(good))).unwrap();
         assert!(restored
             .credential(&record().accounts[0].username)
             .is_some());
@@ -629,12 +701,12 @@ mod tests {
             .is_none());
         let unordered = [named(created[2], 2), named(created[0], 1)];
         assert_eq!(
-            Chat::restore(&encode_with_credentials(&record(), &unordered)),
+            Chat::restore(&encode_with_credentials(&record(), Vec::from(unordered))),
             Err(invalid("credentials out of creation order"))
         );
         let orphan = [named(LogIndex(1), 1)]; // The session's registration.
         assert_eq!(
-            Chat::restore(&encode_with_credentials(&record(), &orphan)),
+            Chat::restore(&encode_with_credentials(&record(), Vec::from(orphan))),
             Err(invalid("a credential for no account"))
         );
     }

@@ -1228,3 +1228,73 @@ fn a_password_changes_the_digest_and_survives_a_snapshot() {
     assert_eq!(restored.digest(), protected.chat.digest());
     assert!(restored.credential("carol").is_some());
 }
+
+#[test]
+fn a_retry_by_another_principal_is_not_answered_from_the_session_table() {
+    let mut harness = Harness::new();
+    let carol = harness.create_protected("carol");
+    harness.run(create("bob"));
+    // Someone who guessed carol's session and next sequence gets in first with a harmless
+    // command, acting as nobody.
+    let sequence = harness.sequence + 1;
+    let index = harness.next_index();
+    let planted = Command::Client {
+        client_id: harness.client_id,
+        sequence,
+        operation: check("bob"),
+    };
+    assert!(matches!(
+        harness.chat.apply(index, &planted),
+        Outcome::Replied { .. }
+    ));
+    // Carol's real command at that sequence must not be answered with that reply, unapplied.
+    let real = Command::Authenticated {
+        principal: carol.clone(),
+        client_id: harness.client_id,
+        sequence,
+        operation: send("carol", "bob", "for real"),
+    };
+    let index = harness.next_index();
+    assert_eq!(harness.chat.apply(index, &real), Outcome::SessionExpired);
+    // Her own retry of a command she applied is still answered from the table.
+    let next = Command::Authenticated {
+        principal: carol.clone(),
+        client_id: harness.client_id,
+        sequence: sequence + 1,
+        operation: send("carol", "bob", "again"),
+    };
+    let index = harness.next_index();
+    assert!(matches!(
+        harness.chat.apply(index, &next),
+        Outcome::Replied {
+            duplicate: false,
+            ..
+        }
+    ));
+    let index = harness.next_index();
+    assert!(matches!(
+        harness.chat.apply(index, &next),
+        Outcome::Replied {
+            duplicate: true,
+            ..
+        }
+    ));
+    // And a snapshot keeps whom the session last acted as.
+    let restored = Chat::restore(&harness.chat.snapshot()).expect("restores");
+    assert_eq!(restored, harness.chat);
+    assert_eq!(restored.digest(), harness.chat.digest());
+}
+
+#[test]
+fn a_hash_of_a_cost_no_node_uses_is_refused() {
+    let mut harness = Harness::new();
+    let huge = Operation::CreateAccountWithPassword {
+        username: "carol".into(),
+        credential: Credential {
+            memory_kib: u32::MAX,
+            ..CREDENTIAL
+        },
+    };
+    assert_eq!(harness.status(huge), Status::GeneralError);
+    assert_eq!(harness.status(check("carol")), Status::AccountNotExist);
+}

@@ -103,6 +103,9 @@ pub struct UpArgs {
     /// The servers' --log-level.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
+    /// Start the servers with --timeline: the leader logs where its writes' time goes.
+    #[arg(long)]
+    timeline: bool,
 }
 
 /// `raftchat cluster down`
@@ -316,6 +319,7 @@ fn add(args: &AddArgs) -> Result<(), Failure> {
         bin: &server_bin,
         dir: &args.dir,
         log_level: &args.log_level,
+        timeline: false,
     };
     let mut child = server.start(&file, id, Some(address))?;
     changes.added.insert(id.0.to_string(), address);
@@ -417,6 +421,7 @@ fn up(args: &UpArgs) -> Result<(), Failure> {
         bin: &server_bin,
         dir: &args.dir,
         log_level: &args.log_level,
+        timeline: args.timeline,
     };
     let mut children = Vec::new();
     for &(id, address, added) in &missing {
@@ -694,6 +699,7 @@ struct ServerArgs<'a> {
     bin: &'a Path,
     dir: &'a Path,
     log_level: &'a str,
+    timeline: bool,
 }
 
 impl ServerArgs<'_> {
@@ -720,6 +726,9 @@ impl ServerArgs<'_> {
             .arg(self.dir.join(id.0.to_string()))
             .arg("--log-level")
             .arg(self.log_level);
+        if self.timeline {
+            command.arg("--timeline");
+        }
         if let Some(listen) = listen {
             command
                 .arg("--join")
