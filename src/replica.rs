@@ -511,13 +511,25 @@ impl Replica {
                 sequence,
                 operation: Operation::bounded(operation),
             },
+            // Nodes verify the principal's token first; one that names no valid account would
+            // act as nobody at apply, and is kept out of the log (which it could overfill).
             Command::Authenticated {
                 principal,
                 client_id,
                 sequence,
                 operation,
-            } => Command::Authenticated {
+            } if crate::chat::is_valid_username(&principal.username) => Command::Authenticated {
                 principal,
+                client_id,
+                sequence,
+                operation: Operation::bounded(operation),
+            },
+            Command::Authenticated {
+                client_id,
+                sequence,
+                operation,
+                ..
+            } => Command::Client {
                 client_id,
                 sequence,
                 operation: Operation::bounded(operation),

@@ -571,7 +571,13 @@ impl Chat {
                 client_id,
                 sequence,
                 operation,
-            } => self.apply_client(index, *client_id, *sequence, operation, Some(principal)),
+            } => {
+                // A principal no account can have (no node verifies a token for one, but the
+                // log is the judge) acts as nobody.
+                let principal =
+                    Some(principal).filter(|p| is_valid_username(&p.username) && p.created < index);
+                self.apply_client(index, *client_id, *sequence, operation, principal)
+            }
         }
     }
 

@@ -1298,3 +1298,29 @@ fn a_hash_of_a_cost_no_node_uses_is_refused() {
     assert_eq!(harness.status(huge), Status::GeneralError);
     assert_eq!(harness.status(check("carol")), Status::AccountNotExist);
 }
+
+#[test]
+fn a_principal_no_account_can_have_acts_as_nobody_and_the_state_still_snapshots() {
+    // Found by the chat_commands fuzz target: such a principal was kept in the session, and
+    // the snapshot then refused to restore.
+    let mut harness = Harness::new();
+    harness.run(create("bob"));
+    for principal in [
+        Principal {
+            username: "bell\u{7}".into(),
+            created: LogIndex(1),
+        },
+        Principal {
+            username: "bob".into(),
+            created: LogIndex(10_000),
+        },
+    ] {
+        assert_eq!(
+            harness.run_as(&principal, send("bob", "bob", "hi")).status,
+            Status::Success,
+            "an open account, acted on by nobody"
+        );
+        let restored = Chat::restore(&harness.chat.snapshot()).expect("restores");
+        assert_eq!(restored, harness.chat);
+    }
+}
