@@ -498,44 +498,10 @@ impl Replica {
         Ok(read)
     }
 
-    /// Proposes a client command. Over-long strings are cut first (see
-    /// [`Operation::bounded`]), which never changes the reply but bounds every log entry.
+    /// Proposes a client command, bounded first (see [`Command::bounded`]): that never changes
+    /// the reply, and bounds every log entry.
     pub fn propose(&mut self, command: Command) -> Result<(LogIndex, Term), ProposeError> {
-        let command = match command {
-            Command::Client {
-                client_id,
-                sequence,
-                operation,
-            } => Command::Client {
-                client_id,
-                sequence,
-                operation: Operation::bounded(operation),
-            },
-            // Nodes verify the principal's token first; one that names no valid account would
-            // act as nobody at apply, and is kept out of the log (which it could overfill).
-            Command::Authenticated {
-                principal,
-                client_id,
-                sequence,
-                operation,
-            } if crate::chat::is_valid_username(&principal.username) => Command::Authenticated {
-                principal,
-                client_id,
-                sequence,
-                operation: Operation::bounded(operation),
-            },
-            Command::Authenticated {
-                client_id,
-                sequence,
-                operation,
-                ..
-            } => Command::Client {
-                client_id,
-                sequence,
-                operation: Operation::bounded(operation),
-            },
-            Command::RegisterClient => Command::RegisterClient,
-        };
+        let command = command.bounded();
         let bytes = codec::encode_payload(&command).expect("a bounded command always encodes");
         assert!(bytes.len() <= limits::COMMAND_SIZE_BYTES_MAX);
         self.raft.propose(Payload::new(bytes))

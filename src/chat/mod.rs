@@ -408,6 +408,42 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command as it may enter the log: its operation's strings cut (see
+    /// [`Operation::bounded`]), and a principal that names no valid account dropped (it would
+    /// act as nobody at apply; nodes verify principals' tokens first). Neither changes the
+    /// reply, and every entry stays within `COMMAND_SIZE_BYTES_MAX`.
+    pub fn bounded(self) -> Command {
+        match self {
+            Command::Authenticated {
+                principal,
+                client_id,
+                sequence,
+                operation,
+            } if is_valid_username(&principal.username) => Command::Authenticated {
+                principal,
+                client_id,
+                sequence,
+                operation: operation.bounded(),
+            },
+            Command::Client {
+                client_id,
+                sequence,
+                operation,
+            }
+            | Command::Authenticated {
+                client_id,
+                sequence,
+                operation,
+                ..
+            } => Command::Client {
+                client_id,
+                sequence,
+                operation: operation.bounded(),
+            },
+            Command::RegisterClient => Command::RegisterClient,
+        }
+    }
+
     /// The session, sequence and operation of a client's command (with a principal or
     /// without); None for a registration.
     pub fn session_command(&self) -> Option<(ClientId, u64, &Operation)> {
