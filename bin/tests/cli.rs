@@ -573,3 +573,71 @@ sys.stdout.write(out.decode(errors="replace"))
     assert_eq!(text.matches("SUCCESS").count(), 4, "{text}");
     assert!(text.contains("alice") && text.contains("bob"), "{text}");
 }
+
+/// Runs the client with `args`, its password given as `password` (through RAFTCHAT_PASSWORD,
+/// or, with `stdin`, as a line of standard input).
+fn run_with_password(args: &[&str], password: &str, stdin: bool) -> Output {
+    use std::io::Write as _;
+    let mut command = Command::new(CLIENT);
+    command.args(args).env_remove("RAFTCHAT_PASSWORD");
+    if !stdin {
+        command.env("RAFTCHAT_PASSWORD", password);
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the client");
+    let mut input = child.stdin.take().expect("piped");
+    if stdin {
+        writeln!(input, "{password}").expect("write the password");
+    }
+    drop(input);
+    child.wait_with_output().expect("the client ends")
+}
+
+#[test]
+fn passwords_through_the_command_line() {
+    let (guard, _) = local_cluster("cli-passwords", 3);
+    let file = guard.dir.join("cluster.toml");
+    let cluster = file.to_str().unwrap();
+    let with = |args: &[&'static str]| -> Vec<&str> {
+        let mut all = vec!["--cluster", cluster];
+        all.extend_from_slice(args);
+        all
+    };
+    // The password from the environment, and from standard input.
+    let created = run_with_password(&with(&["create", "carol", "--password"]), "s3cret", false);
+    assert_eq!(stdout(&created).trim(), "SUCCESS", "{}", stderr(&created));
+    let created = run_with_password(&with(&["create", "dave", "--password"]), "d4ve", true);
+    assert_eq!(stdout(&created).trim(), "SUCCESS", "{}", stderr(&created));
+    // Only carol reads and sends as carol; the others get the status, not a failure.
+    let sent = run_with_password(
+        &with(&["--user", "dave", "send", "dave", "carol", "hi"]),
+        "d4ve",
+        true,
+    );
+    assert_eq!(stdout(&sent).trim(), "SUCCESS", "{}", stderr(&sent));
+    let output = run(CLIENT, &with(&["fetch", "carol"]));
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(stdout(&output).trim(), "AUTH_FAILED");
+    let output = run_with_password(&with(&["--user", "dave", "fetch", "carol"]), "d4ve", false);
+    assert_eq!(stdout(&output).trim(), "AUTH_FAILED");
+    let output = run_with_password(
+        &with(&["--user", "carol", "--json", "fetch", "carol"]),
+        "s3cret",
+        false,
+    );
+    let fetched: Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_eq!(fetched["status"], 0, "{fetched}");
+    assert_eq!(fetched["messages"][0][0], "dave");
+    // A wrong password is one line, AUTH_FAILED, exit 1; nothing ran.
+    let output = run_with_password(
+        &with(&["--user", "carol", "send", "carol", "dave", "x"]),
+        "wrong",
+        false,
+    );
+    assert_error(&output, 1, "AUTH_FAILED");
+    assert!(stdout(&output).is_empty());
+}
