@@ -512,38 +512,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 } => self.create_with_password(client_id, sequence, username, password, reply),
                 RequestBody::Login { username, password } => self.login(username, password, reply),
                 RequestBody::CommandWithToken { token, command } => {
-                    let principal = match self.verify(&token) {
-                        Ok(principal) => principal,
-                        Err(why) => {
-                            let _ = reply.send(ResponseBody::AuthFailed(why.into()));
-                            return;
-                        }
-                    };
-                    match (command_from_client(&command), command) {
-                        (
-                            Ok(()),
-                            Command::Client {
-                                client_id,
-                                sequence,
-                                operation,
-                            },
-                        ) => {
-                            let command = Command::Authenticated {
-                                principal,
-                                client_id,
-                                sequence,
-                                operation,
-                            };
-                            self.propose(command, reply, Some(received));
-                        }
-                        (Err(why), _) => {
-                            let _ = reply.send(ResponseBody::Invalid(why.into()));
-                        }
-                        (Ok(()), _) => {
-                            let why = "only an operation under a session goes with a token";
-                            let _ = reply.send(ResponseBody::Invalid(why.into()));
-                        }
-                    }
+                    self.propose_with_token(&token, command, reply, received);
                 }
                 RequestBody::ReadWithToken { token, operation } => match self.verify(&token) {
                     Ok(principal) => self.read(operation, Some(principal), reply),
@@ -720,6 +689,45 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 let _ = reply.send(ResponseBody::Invalid(why.into()));
             }
         }
+    }
+
+    /// Proposes a client's operation under its session as the principal its token names, once
+    /// the token is verified.
+    fn propose_with_token(
+        &mut self,
+        token: &Token,
+        command: Command,
+        reply: oneshot::Sender<ResponseBody>,
+        received: Instant,
+    ) {
+        let principal = match self.verify(token) {
+            Ok(principal) => principal,
+            Err(why) => {
+                let _ = reply.send(ResponseBody::AuthFailed(why.into()));
+                return;
+            }
+        };
+        if let Err(why) = command_from_client(&command) {
+            let _ = reply.send(ResponseBody::Invalid(why.into()));
+            return;
+        }
+        let Command::Client {
+            client_id,
+            sequence,
+            operation,
+        } = command
+        else {
+            let why = "only an operation under a session goes with a token";
+            let _ = reply.send(ResponseBody::Invalid(why.into()));
+            return;
+        };
+        let command = Command::Authenticated {
+            principal,
+            client_id,
+            sequence,
+            operation,
+        };
+        self.propose(command, reply, Some(received));
     }
 
     /// The principal a client's token names, if this cluster's key signed it and it is still
