@@ -73,11 +73,17 @@ pub enum Mutant {
     AcceptForgedToken,
     /// Log in without checking the password: anyone gets a token for any protected account.
     AcceptAnyPassword,
+    /// Forget, when a leader replaces entries whose write is still under way, that their
+    /// replacements must be written too: the pipeline leaves the replaced entries on disk.
+    KeepHandedOnTruncation,
+    /// Send a pipelined round's messages (acknowledgements, votes) as soon as its write is
+    /// started, not once it is synced.
+    SendBeforeSync,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 24] = [
+    pub const ALL: [Mutant; 26] = [
         Mutant::VoteWithoutLogCheck,
         Mutant::CommitPriorTerm,
         Mutant::VoteNotPersisted,
@@ -102,6 +108,8 @@ impl Mutant {
         Mutant::SkipOwnerCheck,
         Mutant::AcceptForgedToken,
         Mutant::AcceptAnyPassword,
+        Mutant::KeepHandedOnTruncation,
+        Mutant::SendBeforeSync,
     ];
 
     /// The name used on the command line.
@@ -131,6 +139,8 @@ impl Mutant {
             Mutant::SkipOwnerCheck => "skip-owner-check",
             Mutant::AcceptForgedToken => "accept-forged-token",
             Mutant::AcceptAnyPassword => "accept-any-password",
+            Mutant::KeepHandedOnTruncation => "keep-handed-on-truncation",
+            Mutant::SendBeforeSync => "send-before-sync",
         }
     }
 

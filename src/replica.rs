@@ -559,35 +559,50 @@ impl Replica {
         })
     }
 
-    /// Completes a round whose write is synced and whose messages were taken and sent: applies
-    /// its committed entries, in order, and returns them with their outcomes for the host to
-    /// answer its waiting clients. Completing with messages still in the Work is a host bug.
-    pub fn complete(&mut self, work: Work) -> Completed {
+    /// Applies the round's committed entries, in order, and takes in its read states: at once,
+    /// before its write, because this node persisted those entries in earlier rounds and reads
+    /// need nothing persisted. Returns the entries with their outcomes, and the reads now
+    /// answered, for the host to answer its waiting clients. [`Replica::complete`] does it for
+    /// a host that has not.
+    pub fn apply(&mut self, work: &mut Work) -> Completed {
+        let applied = std::mem::take(&mut work.committed)
+            .into_iter()
+            .map(|entry| self.apply_entry(entry))
+            .collect();
+        for state in std::mem::take(&mut work.read_states) {
+            self.reads.indexed(state);
+        }
+        Completed {
+            applied,
+            reads: self.serve_reads(),
+        }
+    }
+
+    /// Completes a round whose write is synced and whose messages were taken and sent (rounds
+    /// are completed in the order `ready` gave them): applies its committed entries if
+    /// [`Replica::apply`] has not, and returns what was applied and the reads answered.
+    /// Completing with messages still in the Work is a host bug.
+    pub fn complete(&mut self, mut work: Work) -> Completed {
         assert!(
             work.messages.is_empty() && work.messages_before_persist.is_empty(),
             "complete() before the messages were taken and sent"
         );
-        let applied = work
-            .committed
-            .into_iter()
-            .map(|entry| self.apply(entry))
-            .collect();
+        let mut completed = self.apply(&mut work);
         if work.from_raft {
             self.raft.advance();
         }
-        for state in work.read_states {
-            self.reads.indexed(state);
-        }
+        completed.reads.extend(self.serve_reads());
+        completed
+    }
+
+    fn serve_reads(&mut self) -> Vec<ReadAnswer> {
         self.reads.term_is(self.raft.status().term);
         let leads = self.raft.status().role == crate::raft::RoleKind::Leader;
         self.reads.serve(&self.chat, leads);
-        Completed {
-            applied,
-            reads: std::mem::take(&mut self.reads.answers),
-        }
+        std::mem::take(&mut self.reads.answers)
     }
 
-    fn apply(&mut self, entry: crate::raft::Entry) -> Applied {
+    fn apply_entry(&mut self, entry: crate::raft::Entry) -> Applied {
         let (index, term) = (entry.index, entry.term);
         self.bytes_since_snapshot += entry.payload_size_bytes() as u64;
         let command = match &entry.data {

@@ -47,4 +47,19 @@ pub trait Disk: Clone + Send + Sync + 'static {
     fn remove(&self, name: &str) -> impl Future<Output = io::Result<()>> + Send;
     /// Makes every creation, rename and removal so far durable.
     fn sync_dir(&self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Appends `bytes` to a file and syncs it, as a task of its own that owns what it needs,
+    /// so the node's loop goes on while the disk works (the log's pipelined writes). A real
+    /// disk does it on another thread; the default is `append` then `sync`.
+    fn append_synced(
+        &self,
+        name: String,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = io::Result<()>> + Send + use<Self> {
+        let disk = self.clone();
+        async move {
+            disk.append(&name, &bytes).await?;
+            disk.sync(&name).await
+        }
+    }
 }

@@ -46,6 +46,7 @@ use raftchat::raft::{HardState, Persisted, Snapshot, SnapshotChunk, SnapshotMeta
 use raftchat::replica::{Replica, Work};
 use raftchat::storage::{self, Install, StorageError};
 use raftchat::types::{LogIndex, Term};
+use std::future::Future;
 use std::io;
 
 /// The longest tail recovery will cut as torn. One batch holds at most what a leader can have
@@ -320,6 +321,33 @@ impl<D: Disk> Durable<D> {
             self.begin_segment().await?;
         }
         Ok(whole)
+    }
+
+    /// The pipelined path, for rounds that write only log records (no snapshot chunks, no
+    /// install): appends `bytes` to the active segment and syncs it, as a future that owns
+    /// what it needs, so the node's loop goes on meanwhile. One at a time, each reported with
+    /// [`Durable::appended`] before the next begins or anything else touches the log.
+    pub fn append(&self, bytes: Vec<u8>) -> impl Future<Output = io::Result<()>> + Send + use<D> {
+        let active = self.segments.last().expect("there is always a segment");
+        self.disk.append_synced(active.name(), bytes)
+    }
+
+    /// Records that a write [`Durable::append`] began is synced: `rounds`, in order, are on
+    /// disk. Begins a new segment if the active one is full.
+    pub async fn appended(&mut self, rounds: &[Work], bytes: usize) -> io::Result<()> {
+        let active = self.segments.last_mut().expect("there is always a segment");
+        active.size_bytes += bytes as u64;
+        for work in rounds.iter().filter(|work| work.must_sync()) {
+            debug_assert!(work.snapshot_chunks.is_empty() && work.installed().is_none());
+            if let Some(hard_state) = work.hard_state() {
+                self.hard_state = hard_state;
+            }
+            self.last_index = work.last_index();
+        }
+        if active.size_bytes >= self.segment_bytes_max {
+            self.begin_segment().await?;
+        }
+        Ok(())
     }
 
     /// The writes recovery owes before the node appends anything: the initial snapshot's file

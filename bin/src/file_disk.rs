@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -211,6 +212,27 @@ impl Disk for FileDisk {
 
     async fn sync_dir(&self) -> io::Result<()> {
         sync_dir(&self.dir)
+    }
+
+    /// On the blocking pool, write and fdatasync together: one hand-off per batch, and the
+    /// loop never blocks on the disk.
+    fn append_synced(
+        &self,
+        name: String,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = io::Result<()>> + Send + use<> {
+        let file = self.appendable(&name);
+        let path = self.path(&name);
+        async move {
+            let file = file?;
+            on_blocking_pool(move || {
+                (&*file)
+                    .write_all(&bytes)
+                    .map_err(context(&path, "append"))?;
+                file.sync_data().map_err(context(&path, "fsync"))
+            })
+            .await
+        }
     }
 }
 

@@ -46,14 +46,16 @@ use raftchat::raft::{
     ChangeError, ConfChange, Membership, Message, ProposeError, RoleKind, Snapshot, Status,
     TransferError,
 };
-use raftchat::replica::{Applied, ReadAnswer, ReadError, Replica, SnapshotJob};
+use raftchat::replica::{Applied, Completed, ReadAnswer, ReadError, Replica, SnapshotJob, Work};
 use raftchat::types::{LogIndex, NodeId, ReadId, Term};
 use raftchat::wire::{MembershipView, NodeStatus, RequestBody, ResponseBody, Token};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -64,6 +66,9 @@ use tokio::time::Instant;
 pub const INBOX_MAX: usize = 8192;
 /// Most inputs handled between two rounds of work.
 const INPUT_BATCH_MAX: usize = 1024;
+/// A group write joins rounds up to this many bytes (a single round may be larger), so a
+/// write torn by a power failure stays well inside the tail recovery may cut.
+const GROUP_WRITE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Background tasks finished but not yet seen by the loop: at most one snapshot being taken
 /// and one received snapshot being checked run at once, so a task never waits to report.
 const BACKGROUND_MAX: usize = 2;
@@ -196,6 +201,17 @@ struct Host<D, O> {
     members: Membership,
     /// Where writes' time goes, with `--timeline`.
     timeline: Option<Timeline>,
+    /// Rounds taken from the replica and not yet done, oldest first: the first ones are in
+    /// the group write under way, the rest wait for the next.
+    rounds: VecDeque<Work>,
+    writing: Option<GroupWrite>,
+}
+
+/// The log's write under way: the oldest `rounds` rounds' records, appended and synced as one.
+struct GroupWrite {
+    rounds: usize,
+    bytes: usize,
+    synced: Pin<Box<dyn Future<Output = io::Result<()>> + Send>>,
 }
 
 /// Recovers the node from `disk`, starts its transport, and runs it until the inbox closes or
@@ -261,6 +277,8 @@ where
         transfer_target: None,
         members: Membership::default(),
         timeline: None,
+        rounds: VecDeque::new(),
+        writing: None,
     };
     host.timeline = host.config.timeline.then(Timeline::default);
     host.note_membership();
@@ -338,6 +356,9 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     tick.reset(tick.instant().max(now) + interval);
                     self.replica.tick();
                 }
+                result = group_write(&mut self.writing), if self.writing.is_some() => {
+                    self.write_done(result).await?;
+                }
                 Some(done) = finished.recv() => self.finish_background(done).await?,
                 Some(hashed) = hashed_creates.recv() => {
                     self.propose(hashed.command, hashed.reply, None);
@@ -403,6 +424,9 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     }
 
     async fn finish_background(&mut self, done: Background) -> Result<(), NodeError> {
+        // The replica hears of a snapshot, and the log's files change, only with every round
+        // done.
+        self.drain_writes().await?;
         match done {
             Background::Taken {
                 result,
@@ -945,47 +969,158 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         })
     }
 
-    /// Executes the replica's work in its prescribed order until it has none.
+    /// Executes the replica's work in its prescribed order until it has none, as a pipeline:
+    /// each round's early messages go and its committed entries (persisted here in earlier
+    /// rounds) are applied and answered at once; its write joins the log's next group write,
+    /// which begins as soon as the one under way is synced; and its late messages leave, and
+    /// the replica hears it is done, once its write is synced (`write_done`). A round that
+    /// writes a snapshot's chunks or records an install waits for every write before it and is
+    /// carried out alone.
     async fn process_ready(&mut self) -> Result<(), NodeError> {
         while let Some(mut work) = self.replica.ready() {
-            for message in std::mem::take(&mut work.messages_before_persist) {
-                self.send(message);
-            }
-            self.stamp_waiters(&work, Stamps::taken);
-            let received = self.durable.persist(&work).await.map_err(NodeError::Disk)?;
-            self.stamp_waiters(&work, Stamps::synced);
-            if work.must_sync() {
-                let event = Event::Persisted {
-                    bytes: work.write.len(),
+            if !work.entries().is_empty() || work.installed().is_some() {
+                let event = Event::Handed {
                     entries: work.entries(),
                     installed: work.installed(),
                 };
                 self.observer.event(self.config.id, &event);
             }
-            for message in std::mem::take(&mut work.messages) {
+            if !work.snapshot_chunks.is_empty() || work.installed().is_some() {
+                self.drain_writes().await?;
+                self.carry_out_alone(work).await?;
+                continue;
+            }
+            for message in std::mem::take(&mut work.messages_before_persist) {
                 self.send(message);
             }
-            let completed = self.replica.complete(work);
-            for applied in completed.applied {
-                self.observer
-                    .event(self.config.id, &Event::Applied(&applied));
-                self.answer(applied);
-            }
-            for read in completed.reads {
-                self.answer_read(read);
-            }
-            if let Some(snapshot) = received {
-                self.start_finishing(snapshot).await?;
-            }
-            // The configuration first: a status report then speaks of the configuration the
-            // round left in force.
-            self.note_membership();
-            self.note_status();
+            let completed = self.replica.apply(&mut work);
+            self.answer_completed(completed);
+            self.stamp_waiters(&work, Stamps::taken);
+            self.rounds.push_back(work);
+            self.start_write();
         }
+        self.note_membership();
         self.note_status();
         self.note_transfer();
         self.check_transfers();
         Ok(())
+    }
+
+    /// Begins the next group write if none is under way: every round waiting, in order, up to
+    /// `GROUP_WRITE_BYTES_MAX`. Rounds at the front with nothing to write are done at once,
+    /// since nothing before them is still being written.
+    fn start_write(&mut self) {
+        if self.writing.is_some() {
+            return;
+        }
+        while self.rounds.front().is_some_and(|work| !work.must_sync()) {
+            let work = self.rounds.pop_front().expect("a round");
+            self.finish_round(work);
+        }
+        let mut bytes = Vec::new();
+        let mut rounds = 0;
+        for work in &self.rounds {
+            if rounds > 0 && bytes.len() + work.write.len() > GROUP_WRITE_BYTES_MAX {
+                break;
+            }
+            bytes.extend_from_slice(&work.write);
+            rounds += 1;
+        }
+        if rounds == 0 {
+            return;
+        }
+        #[cfg(feature = "mutants")]
+        if raftchat::mutants::is_active(raftchat::mutants::Mutant::SendBeforeSync) {
+            let early: Vec<Message> = (self.rounds.iter_mut().take(rounds))
+                .flat_map(|work| std::mem::take(&mut work.messages))
+                .collect();
+            for message in early {
+                self.send(message);
+            }
+        }
+        let len = bytes.len();
+        self.writing = Some(GroupWrite {
+            rounds,
+            bytes: len,
+            synced: Box::pin(self.durable.append(bytes)),
+        });
+    }
+
+    /// The group write under way is synced (or failed, which stops the node): its rounds are
+    /// done, in order, and the next group write begins.
+    async fn write_done(&mut self, result: io::Result<()>) -> Result<(), NodeError> {
+        result.map_err(NodeError::Disk)?;
+        let write = self.writing.take().expect("a group write under way");
+        let rounds: Vec<Work> = self.rounds.drain(..write.rounds).collect();
+        self.durable
+            .appended(&rounds, write.bytes)
+            .await
+            .map_err(NodeError::Disk)?;
+        for work in rounds {
+            self.finish_round(work);
+        }
+        self.start_write();
+        Ok(())
+    }
+
+    /// Waits until every round taken is done: before a snapshot's files are touched or the
+    /// replica hears of a snapshot, which need the log's writes behind them.
+    async fn drain_writes(&mut self) -> Result<(), NodeError> {
+        while let Some(write) = self.writing.as_mut() {
+            let result = write.synced.as_mut().await;
+            self.write_done(result).await?;
+        }
+        debug_assert!(self.rounds.is_empty());
+        Ok(())
+    }
+
+    /// A round whose write (and every earlier one) is synced: its late messages leave, and
+    /// the replica records it.
+    fn finish_round(&mut self, mut work: Work) {
+        self.stamp_waiters(&work, Stamps::synced);
+        if work.must_sync() {
+            let event = Event::Persisted {
+                bytes: work.write.len(),
+                entries: work.entries(),
+                installed: work.installed(),
+            };
+            self.observer.event(self.config.id, &event);
+        }
+        for message in std::mem::take(&mut work.messages) {
+            self.send(message);
+        }
+        let completed = self.replica.complete(work);
+        self.answer_completed(completed);
+        // The configuration first: a status report then speaks of the configuration the
+        // round left in force.
+        self.note_membership();
+        self.note_status();
+    }
+
+    /// A round with a snapshot's chunks or install, with no write under way: written and
+    /// synced, then its messages, then the replica; a snapshot received whole is checked.
+    async fn carry_out_alone(&mut self, mut work: Work) -> Result<(), NodeError> {
+        for message in std::mem::take(&mut work.messages_before_persist) {
+            self.send(message);
+        }
+        self.stamp_waiters(&work, Stamps::taken);
+        let received = self.durable.persist(&work).await.map_err(NodeError::Disk)?;
+        self.finish_round(work);
+        if let Some(snapshot) = received {
+            self.start_finishing(snapshot).await?;
+        }
+        Ok(())
+    }
+
+    fn answer_completed(&mut self, completed: Completed) {
+        for applied in completed.applied {
+            self.observer
+                .event(self.config.id, &Event::Applied(&applied));
+            self.answer(applied);
+        }
+        for read in completed.reads {
+            self.answer_read(read);
+        }
     }
 
     fn send(&mut self, message: Message) {
@@ -1111,6 +1246,14 @@ fn command_from_client(command: &Command) -> Result<(), &'static str> {
             ..
         } => Err("send a password with CreateAccountWithPassword; the node hashes it"),
         Command::Client { .. } | Command::RegisterClient => Ok(()),
+    }
+}
+
+/// The group write under way, once synced.
+async fn group_write(writing: &mut Option<GroupWrite>) -> io::Result<()> {
+    match writing {
+        Some(write) => write.synced.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

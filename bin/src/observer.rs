@@ -29,6 +29,14 @@ pub enum Event<'a> {
     },
     /// Role, term, leader, commit or applied index changed.
     Status(Status),
+    /// A round's log writes were handed to the disk: the node's log holds them from now on,
+    /// and they are durable once `Persisted` reports them (rounds are persisted in order).
+    Handed {
+        /// The log entries; each replaces any entry at its index or later.
+        entries: &'a [Entry],
+        /// A snapshot recorded as installed, before the entries.
+        installed: Option<Install>,
+    },
     /// A batch was written and synced.
     Persisted {
         /// Bytes written.

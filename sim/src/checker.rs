@@ -240,6 +240,11 @@ pub struct Checker {
     /// The voters of each configuration entry in each node's persisted log, by index (after
     /// its snapshot; what the snapshot held is not known here).
     log_configs: BTreeMap<NodeId, BTreeMap<LogIndex, Members>>,
+    /// Each node's log as it holds it: the persisted log and the writes under way (a node
+    /// writes its log as a pipeline, and acts on what it appended before it is synced).
+    handed_logs: BTreeMap<NodeId, LogMirror>,
+    /// The configuration entries of each node's log as it holds it, as `log_configs`.
+    handed_configs: BTreeMap<NodeId, BTreeMap<LogIndex, Members>>,
     /// The voters of each configuration entry applied (so committed) anywhere, by index.
     committed_configs: BTreeMap<LogIndex, Vec<NodeId>>,
     /// The candidate each node voted for in each term, across its restarts.
@@ -322,10 +327,13 @@ impl Checker {
         };
         self.lives.insert(node, life);
         self.check_digest(node, snapshot.index, digest, "snapshot_digest")?;
-        self.log_configs.remove(&node);
-        self.note_log_configs(node, entries);
+        let configs = self.log_configs.entry(node).or_default();
+        configs.clear();
+        note_log_configs(configs, None, entries);
+        self.handed_configs.insert(node, configs.clone());
         let mut mirror = LogMirror::after(snapshot, self.chain_at(snapshot));
         let written = mirror.write(entries);
+        self.handed_logs.insert(node, mirror.clone());
         self.logs.insert(node, mirror);
         if let Err(detail) = written {
             return fail("log_gap", node, format!("recovered log: {detail}"));
@@ -373,13 +381,11 @@ impl Checker {
         installed: Option<Install>,
         entries: &[Entry],
     ) -> Result<(), Failure> {
-        if let Some(install) = installed {
-            let (base, kept) = (install.snapshot.index, install.kept_through);
-            if let Some(configs) = self.log_configs.get_mut(&node) {
-                configs.retain(|&index, _| base < index && index <= kept);
-            }
-        }
-        self.note_log_configs(node, entries);
+        note_log_configs(
+            self.log_configs.entry(node).or_default(),
+            installed,
+            entries,
+        );
         let chain = installed.map(|install| self.chain_at(install.snapshot));
         let mirror = self.logs.entry(node).or_default();
         if let (Some(install), Some(chain)) = (installed, chain) {
@@ -402,19 +408,28 @@ impl Checker {
         }
     }
 
-    /// Records the configuration entries of a persisted batch: each entry replaces any at its
-    /// index or later.
-    fn note_log_configs(&mut self, node: NodeId, entries: &[Entry]) {
-        let Some(first) = entries.first() else {
-            return;
-        };
-        let configs = self.log_configs.entry(node).or_default();
-        configs.retain(|&index, _| index < first.index);
-        for entry in entries {
-            if let raftchat::raft::EntryData::Membership(membership) = &entry.data {
-                let learners = membership.learners().collect();
-                configs.insert(entry.index, (membership.voter_ids(), learners));
+    /// A node handed a round's log writes to its disk: its log holds them from now on.
+    pub fn handed(
+        &mut self,
+        node: NodeId,
+        installed: Option<Install>,
+        entries: &[Entry],
+    ) -> Result<(), Failure> {
+        note_log_configs(
+            self.handed_configs.entry(node).or_default(),
+            installed,
+            entries,
+        );
+        let chain = installed.map(|install| self.chain_at(install.snapshot));
+        let mirror = self.handed_logs.entry(node).or_default();
+        if let (Some(install), Some(chain)) = (installed, chain) {
+            if let Err((check, detail)) = mirror.install(install, chain) {
+                return fail(check, node, detail);
             }
+        }
+        match mirror.write(entries) {
+            Ok(()) => Ok(()),
+            Err(detail) => fail("log_gap", node, format!("handed to the disk: {detail}")),
         }
     }
 
@@ -476,10 +491,11 @@ impl Checker {
 
     /// Thesis §4.1: the configuration in force is the newest in the log. Checked when the node
     /// reports its status (after the round's configuration): its reported voters must be those
-    /// of the newest configuration entry in its persisted log, when that log holds one.
+    /// of the newest configuration entry in its log (with the writes under way), when that log
+    /// holds one.
     fn check_config_in_force(&self, node: NodeId) -> Result<(), Failure> {
         let Some((index, newest)) = self
-            .log_configs
+            .handed_configs
             .get(&node)
             .and_then(|configs| configs.last_key_value())
         else {
@@ -678,8 +694,9 @@ impl Checker {
 
     /// A node reported a status change.
     pub fn status(&mut self, node: NodeId, status: Status) -> Result<(), Failure> {
+        // A leader may count followers' acknowledgements of an entry its own write still holds.
         let mirror_term = self
-            .logs
+            .handed_logs
             .get(&node)
             .and_then(|log| log.term(status.commit_index));
         // Without a vote from another node (a one-node cluster), the moment it is seen.
@@ -1065,6 +1082,29 @@ impl Checker {
             settled_after,
             terms_started,
         }))
+    }
+}
+
+/// Records the configuration entries of a batch in a log's `configs`: an installed snapshot
+/// keeps only those its record keeps, and each entry replaces any at its index or later.
+fn note_log_configs(
+    configs: &mut BTreeMap<LogIndex, Members>,
+    installed: Option<Install>,
+    entries: &[Entry],
+) {
+    if let Some(install) = installed {
+        let (base, kept) = (install.snapshot.index, install.kept_through);
+        configs.retain(|&index, _| base < index && index <= kept);
+    }
+    let Some(first) = entries.first() else {
+        return;
+    };
+    configs.retain(|&index, _| index < first.index);
+    for entry in entries {
+        if let raftchat::raft::EntryData::Membership(membership) = &entry.data {
+            let learners = membership.learners().collect();
+            configs.insert(entry.index, (membership.voter_ids(), learners));
+        }
     }
 }
 

@@ -132,6 +132,8 @@ mutant_tests! {
     mutant_skip_owner_check_is_caught => SkipOwnerCheck,
     mutant_accept_forged_token_is_caught => AcceptForgedToken,
     mutant_accept_any_password_is_caught => AcceptAnyPassword,
+    mutant_keep_handed_on_truncation_is_caught => KeepHandedOnTruncation,
+    mutant_send_before_sync_is_caught => SendBeforeSync,
 }
 
 #[test]

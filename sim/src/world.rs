@@ -287,6 +287,10 @@ impl Observer for World {
                 });
                 self.check(result);
             }
+            Event::Handed { entries, installed } => {
+                let result = self.with(|s| s.checker.handed(node, *installed, entries));
+                self.check(result);
+            }
             Event::Persisted {
                 bytes,
                 entries,

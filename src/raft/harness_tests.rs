@@ -12,7 +12,7 @@
 use super::*;
 use crate::storage::Install;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 /// What a node's disk holds: only this survives a crash. The log is kept as the storage
 /// layer replays it (`storage::Recovered`), so restarts go through `storage::combine`.
@@ -106,6 +106,9 @@ struct Node {
     state_index: LogIndex,
     /// The file of a snapshot being received (lost, like its transfer, at a crash).
     incoming: Vec<u8>,
+    /// Readys taken and not yet carried out, oldest first (their writes under way); lost at
+    /// a crash.
+    pending: VecDeque<(Ready, Option<Install>)>,
 }
 
 struct Options {
@@ -126,6 +129,9 @@ struct Options {
     snapshot_every: u64,
     catch_up_entries: u64,
     chunk_bytes: usize,
+    /// How many Readys a node may have under way at once (1: one at a time, carried out
+    /// whole as soon as it is taken); beyond 1 it also sends a leader's messages early.
+    pipeline_depth: usize,
 }
 
 struct Harness {
@@ -170,6 +176,7 @@ impl Harness {
             snapshot_every: [0, 3, 10, 40][rng.gen_range(0..4)],
             catch_up_entries: rng.gen_range(0..8),
             chunk_bytes: rng.gen_range(4..64),
+            pipeline_depth: [1, 1, 2, 4][rng.gen_range(0..4)],
         };
         let mut harness = Harness {
             rng,
@@ -196,6 +203,7 @@ impl Harness {
                 state: 0,
                 state_index: LogIndex(0),
                 incoming: Vec::new(),
+                pending: VecDeque::new(),
             };
             harness.nodes.insert(NodeId(id), node);
             harness.restart(NodeId(id));
@@ -241,6 +249,7 @@ impl Harness {
         node.state = decode_state(&snapshot);
         node.state_index = snapshot.meta.index;
         node.incoming.clear();
+        node.pending.clear();
     }
 
     fn highest_term(&self) -> Term {
@@ -354,37 +363,42 @@ impl Harness {
         self.with_raft(to, |raft, _| raft.step(message));
     }
 
+    /// Takes the node's next Ready, or (with Readys under way) carries out the oldest, as a
+    /// pipelining host would: a taken Ready's committed entries are applied at once (this node
+    /// persisted them already) and, pipelined, a leader's messages sent before the write.
     fn process_ready(&mut self, id: NodeId) {
+        let depth = self.options.pipeline_depth;
         let node = self.nodes.get_mut(&id).unwrap();
         let Some(raft) = node.raft.as_mut() else {
             return;
         };
-        let Some(ready) = raft.ready() else { return };
+        let pending = node.pending.len();
+        if pending > 0 && (pending >= depth || self.rng.gen_bool(0.5)) {
+            self.carry_out_oldest(id);
+            return;
+        }
+        let Some(mut ready) = raft.ready() else {
+            if pending > 0 {
+                self.carry_out_oldest(id);
+            }
+            return;
+        };
         let last_index = raft.status().last_index;
         let install = ready
             .snapshot
             .map(|snapshot| Install::after_ready(snapshot, &ready.entries, last_index));
-        if self.rng.gen_range(0..10_000) < self.options.crash_percent * 2 {
-            // Power fails mid-batch: a prefix of the batch's records (the install's record,
-            // then the entries) reached the disk, the hard state written after them did not,
-            // and nothing was sent.
-            let kept = self.rng.gen_range(0..=ready.entries.len() + 1);
-            let entries = &ready.entries[..kept.saturating_sub(1)];
-            node.disk
-                .persist(install.filter(|_| kept > 0), entries, None);
-            node.raft = None;
-            return;
+        if depth > 1 {
+            self.in_flight.extend(ready.take_messages_before_persist());
         }
-        let received = write_chunks(&mut node.incoming, &ready.snapshot_chunks);
-        node.disk.persist(install, &ready.entries, ready.hard_state);
-        // A crash after persisting but before sending loses the messages, nothing else.
-        if self.rng.gen_range(0..10_000) < self.options.crash_percent {
-            node.raft = None;
-            return;
-        }
-        self.in_flight.extend(ready.messages);
         let seed = self.seed;
-        for entry in ready.committed_entries {
+        for entry in std::mem::take(&mut ready.committed_entries) {
+            let persisted = node.disk.log.entries.contains(&entry)
+                || node.disk.log.base.is_some_and(|b| b.index >= entry.index);
+            assert!(
+                persisted,
+                "seed {seed}: {id} applies {} before persisting it",
+                entry.index
+            );
             check_same(&mut self.applied, &entry, seed, "state machine safety");
             assert_eq!(
                 entry.index,
@@ -400,7 +414,51 @@ impl Harness {
                 entry.index
             );
         }
+        // A snapshot's files and reports wait for every write under way.
+        let alone = depth == 1 || install.is_some() || !ready.snapshot_chunks.is_empty();
+        node.pending.push_back((ready, install));
+        if alone {
+            while self.nodes[&id].raft.is_some() && !self.nodes[&id].pending.is_empty() {
+                self.carry_out_oldest(id);
+            }
+        }
+    }
+
+    /// Carries out the node's oldest Ready under way: persists it (a power failure may keep a
+    /// prefix), sends its messages, advances; then, with none under way, a snapshot's report.
+    fn carry_out_oldest(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let Some(raft) = node.raft.as_mut() else {
+            return;
+        };
+        let (ready, install) = node.pending.pop_front().expect("a Ready under way");
+        if self.rng.gen_range(0..10_000) < self.options.crash_percent * 2 {
+            // Power fails mid-batch: a prefix of the batch's records (the install's record,
+            // then the entries) reached the disk, the hard state written after them did not,
+            // and nothing was sent; the later writes under way never started.
+            let kept = self.rng.gen_range(0..=ready.entries.len() + 1);
+            let entries = &ready.entries[..kept.saturating_sub(1)];
+            node.disk
+                .persist(install.filter(|_| kept > 0), entries, None);
+            node.raft = None;
+            return;
+        }
+        let received = write_chunks(&mut node.incoming, &ready.snapshot_chunks);
+        node.disk.persist(install, &ready.entries, ready.hard_state);
+        // A crash after persisting but before sending loses the messages, nothing else.
+        if self.rng.gen_range(0..10_000) < self.options.crash_percent {
+            node.raft = None;
+            return;
+        }
+        self.in_flight.extend(ready.messages);
         raft.advance();
+        if !node.pending.is_empty() {
+            assert!(
+                received.is_none(),
+                "a snapshot's Ready is carried out alone"
+            );
+            return;
+        }
         if let Some(snapshot) = received {
             self.snapshot_received(id, snapshot);
         }
@@ -732,6 +790,9 @@ impl Harness {
             let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
             for id in ids {
                 self.process_ready(id);
+                while self.nodes[&id].raft.is_some() && !self.nodes[&id].pending.is_empty() {
+                    self.carry_out_oldest(id);
+                }
                 self.check_commit_quorums();
             }
             if self.in_flight.is_empty() {

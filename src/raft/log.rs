@@ -4,8 +4,11 @@
 //! Invariant: `entries[k].index == first_index + k`, and terms never decrease along the log.
 //! Invariant: `first_index - 1 <= applied_index <= commit_index <= last_index()`: only applied
 //! entries are ever compacted.
-//! Invariant: `first_index - 1 <= stable_index <= last_index()`; entries after `stable_index`
-//! have not been handed to the host for persistence yet and go out in the next `Ready`.
+//! Invariant: `first_index - 1 <= stable_index <= handed_index <= last_index()`: entries
+//! through `stable_index` are persisted, those after it through `handed_index` are handed to
+//! the host in a `Ready` whose write is under way, and the rest go out in the next `Ready`.
+//! Invariant: `applied_index <= applying_index <= min(commit_index, stable_index)` once
+//! handed out: only entries this node has persisted are handed to the state machine.
 //! Invariant: a compacted prefix (`first_index > 1`) is covered by the snapshot:
 //! `snapshot.index >= first_index - 1`, and `term(snapshot.index) == snapshot.term` whenever
 //! the log still holds that index. Entries between `first_index` and the snapshot's index are
@@ -29,7 +32,12 @@ pub struct RaftLog {
     /// The newest snapshot this node holds (taken or installed), with its bytes, to send.
     snapshot: Option<Snapshot>,
     stable_index: LogIndex,
+    /// The last entry handed to the host for persistence (`stable_index` when no write is
+    /// under way).
+    handed_index: LogIndex,
     commit_index: LogIndex,
+    /// The last entry handed to the state machine (`applied_index` when none is on its way).
+    applying_index: LogIndex,
     applied_index: LogIndex,
     /// The configurations of the snapshot and of the entries held (see `confchange`).
     memberships: Memberships,
@@ -44,7 +52,9 @@ impl RaftLog {
             prefix_term: Term(0),
             snapshot: None,
             stable_index: LogIndex(0),
+            handed_index: LogIndex(0),
             commit_index: LogIndex(0),
+            applying_index: LogIndex(0),
             applied_index: LogIndex(0),
             memberships: Memberships::new(LogIndex(0), Membership::default()),
         }
@@ -75,6 +85,8 @@ impl RaftLog {
         }
         log.entries = entries;
         log.stable_index = log.last_index();
+        log.handed_index = log.stable_index;
+        log.applying_index = log.applied_index;
         log.commit_index = commit_index.max(log.applied_index);
         assert!(log.commit_index <= log.last_index());
         log
@@ -258,6 +270,14 @@ impl RaftLog {
         let keep = self.offset(index.next());
         self.entries.truncate(keep);
         self.stable_index = self.stable_index.min(index);
+        // Entries replaced while their write is under way go out again (their replacements'
+        // write follows the one under way).
+        #[cfg(feature = "mutants")]
+        if crate::mutants::is_active(crate::mutants::Mutant::KeepHandedOnTruncation) {
+            self.memberships.truncated_after(index);
+            return;
+        }
+        self.handed_index = self.handed_index.min(index);
         self.memberships.truncated_after(index);
     }
 
@@ -280,15 +300,35 @@ impl RaftLog {
         out
     }
 
-    /// Entries not yet handed to the host for persistence.
-    pub fn unstable_entries(&self) -> &[Entry] {
-        &self.entries[self.offset(self.stable_index.next())..]
+    /// Entries not yet handed to the host for persistence; handing them out is recorded with
+    /// [`RaftLog::handed_to`].
+    pub fn unhanded_entries(&self) -> &[Entry] {
+        let from = self.handed_index.next();
+        #[cfg(feature = "mutants")]
+        let from = from.min(self.last_index().next());
+        &self.entries[self.offset(from)..]
     }
 
-    /// Records that entries up to `index` are persisted.
-    pub fn stable_to(&mut self, index: LogIndex) {
+    /// Records that entries through `index` are handed to the host for persistence.
+    pub fn handed_to(&mut self, index: LogIndex) {
         assert!(index <= self.last_index());
-        self.stable_index = self.stable_index.max(index);
+        self.handed_index = self.handed_index.max(index);
+    }
+
+    /// Records that a write ending with the entry `(index, term)` is persisted. Writes are
+    /// persisted in the order they were handed out, so every entry through `index` is then on
+    /// disk, unless the entry at `index` was replaced while the write was under way: its
+    /// replacement is in a later write, which will say so.
+    pub fn stable_to(&mut self, index: LogIndex, term: Term) {
+        if index > self.stable_index && self.term(index) == Some(term) {
+            self.stable_index = index;
+            self.handed_index = self.handed_index.max(index);
+        }
+    }
+
+    /// The last entry the state machine may be handed: committed, and persisted here.
+    fn appliable_index(&self) -> LogIndex {
+        self.commit_index.min(self.stable_index)
     }
 
     /// Advances the commit index; it never moves backwards.
@@ -302,17 +342,29 @@ impl RaftLog {
         }
     }
 
-    /// Committed entries not yet applied, at most `count_max`.
+    /// Committed entries this node has persisted and not yet handed to the state machine, at
+    /// most `count_max`; handing them out is recorded with [`RaftLog::applying_to`].
     pub fn committed_unapplied(&self, count_max: usize) -> &[Entry] {
-        let start = self.offset(self.applied_index.next());
-        let end = self.offset(self.commit_index.next());
+        let from = self.applying_index.next();
+        let through = self.appliable_index();
+        if through < from {
+            return &[];
+        }
+        let start = self.offset(from);
+        let end = self.offset(through.next());
         &self.entries[start..end.min(start + count_max)]
+    }
+
+    /// Records that committed entries through `index` are handed to the state machine.
+    pub fn applying_to(&mut self, index: LogIndex) {
+        assert!(index <= self.commit_index, "applying an uncommitted entry");
+        self.applying_index = self.applying_index.max(index);
     }
 
     /// Mutant `apply-before-commit`: every unapplied entry, committed or not.
     #[cfg(feature = "mutants")]
     pub fn unapplied_through_last(&self, count_max: usize) -> &[Entry] {
-        let start = self.applied_index.next();
+        let start = self.applying_index.next();
         if start > self.last_index() {
             return &[];
         }
@@ -324,12 +376,13 @@ impl RaftLog {
     #[cfg(feature = "mutants")]
     pub fn force_applied_to(&mut self, index: LogIndex) {
         self.applied_index = self.applied_index.max(index);
+        self.applying_index = self.applying_index.max(index);
     }
 
     /// Records that entries up to `index` were handed to the state machine.
     pub fn applied_to(&mut self, index: LogIndex) {
         assert!(index <= self.commit_index, "applying an uncommitted entry");
-        assert!(index >= self.applied_index);
+        assert!(index >= self.applied_index && index <= self.applying_index);
         self.applied_index = index;
     }
 
@@ -378,6 +431,7 @@ impl RaftLog {
         self.entries.drain(..self.offset(index.next()));
         self.first_index = index.next();
         self.stable_index = self.stable_index.max(index);
+        self.handed_index = self.handed_index.max(index);
     }
 
     /// Installs a leader's snapshot that is newer than the commit index (Raft §7): if the log
@@ -409,7 +463,9 @@ impl RaftLog {
         // A kept suffix stays as persisted as it was: the host's record of the install names
         // the persisted part as kept, and the rest goes out after it.
         self.stable_index = self.stable_index.max(meta.index).min(self.last_index());
+        self.handed_index = self.stable_index;
         self.commit_index = meta.index;
+        self.applying_index = meta.index;
         self.applied_index = meta.index;
         if keep_suffix {
             self.memberships
@@ -577,7 +633,41 @@ mod tests {
         let mut log = log_with_terms(&[1, 1, 1, 1]);
         log.commit_to(LogIndex(3));
         assert_eq!(log.committed_unapplied(2).len(), 2);
+        log.applying_to(LogIndex(2));
+        assert_eq!(log.committed_unapplied(9).len(), 1, "handed out once");
         log.applied_to(LogIndex(2));
         assert_eq!(log.committed_unapplied(9).len(), 1);
+    }
+
+    #[test]
+    fn only_persisted_committed_entries_are_handed_to_the_state_machine() {
+        let mut log = log_with_terms(&[1, 1]);
+        log.append(entry(3, 1));
+        log.append(entry(4, 1));
+        log.commit_to(LogIndex(4));
+        assert_eq!(
+            log.committed_unapplied(9).len(),
+            2,
+            "entries 3 and 4 are not on disk"
+        );
+        log.handed_to(LogIndex(4));
+        log.stable_to(LogIndex(4), Term(1));
+        assert_eq!(log.committed_unapplied(9).len(), 4);
+    }
+
+    #[test]
+    fn a_synced_write_whose_last_entry_was_replaced_persists_nothing() {
+        let mut log = log_with_terms(&[1]);
+        log.append(entry(2, 1));
+        log.append(entry(3, 1));
+        log.handed_to(LogIndex(3));
+        assert!(log.unhanded_entries().is_empty());
+        log.merge(vec![entry(3, 2)]);
+        assert_eq!(log.unhanded_entries(), [entry(3, 2)]);
+        log.stable_to(LogIndex(3), Term(1));
+        assert_eq!(log.stable_index(), LogIndex(1));
+        log.handed_to(LogIndex(3));
+        log.stable_to(LogIndex(3), Term(2));
+        assert_eq!(log.stable_index(), LogIndex(3));
     }
 }

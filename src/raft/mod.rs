@@ -48,7 +48,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use read_only::ReadOnly;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 /// Static configuration of one Raft node.
@@ -365,14 +365,23 @@ pub struct Status {
 ///    any persisted entry at the same or a later index), then `hard_state`;
 /// 2. THEN send `messages`, which may promise what was just persisted (a vote, an
 ///    acknowledgement of entries or of snapshot bytes);
-/// 3. then apply `committed_entries` in order;
-/// 4. then call [`Raft::advance`].
+/// 3. then call [`Raft::advance`].
 ///
-/// Calling `ready()` again, or giving the node any input, before `advance()` is a bug and
-/// panics. When the last chunk of a snapshot is written (`SnapshotChunk::last`), the host
-/// syncs the file, checks the whole snapshot against its checksum, makes it durable under its
-/// final name, and then reports it with [`Raft::snapshot_received`] (or, if it fails the check,
-/// [`Raft::snapshot_refused`]).
+/// `committed_entries` are persisted on this node already (by earlier Readys), so the host
+/// may apply them, in order, as soon as it has the Ready, before its write.
+///
+/// **Pipelining.** The host need not wait: while a Ready is being carried out it may give the
+/// node input (`step`, `tick`, `propose`, reads, transfers) and take further Readys, so the
+/// next batch is appended while the last one syncs (etcd's asynchronous storage writes). What
+/// it must keep: the writes reach the disk in the order the Readys were handed out, a Ready's
+/// messages leave only once its write and every earlier one are synced, and `advance()` is
+/// called once per Ready, in that order. A Ready may rewrite entries an earlier one is still
+/// writing (a leader replaced them meanwhile); the order of the writes makes the later win.
+/// `snapshot_taken`, `snapshot_received` and `snapshot_refused` need every Ready advanced
+/// (they panic otherwise). When the last chunk of a snapshot is written (`SnapshotChunk::last`),
+/// the host syncs the file, checks the whole snapshot against its checksum, makes it durable
+/// under its final name, and then reports it with [`Raft::snapshot_received`] (or, if it fails
+/// the check, [`Raft::snapshot_refused`]).
 #[derive(Debug, Default)]
 #[must_use = "a Ready must be carried out and then acknowledged with advance()"]
 pub struct Ready {
@@ -384,7 +393,7 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     /// Messages to send after persisting.
     pub messages: Vec<Message>,
-    /// Committed entries to apply, in index order, after persisting.
+    /// Committed entries to apply, in index order; this node has persisted them.
     pub committed_entries: Vec<Entry>,
     /// A leader's snapshot this node installed: its log now starts after it (with the suffix
     /// it kept, if any). The state machine already holds the snapshot's state.
@@ -445,11 +454,13 @@ impl Ready {
     }
 }
 
-/// What was handed out in the last `Ready`, so `advance` can record it.
+/// What a `Ready` handed out, so `advance` can record it once it is carried out.
 #[derive(Clone, Copy, Debug)]
 struct ReadyMark {
-    hard_state: HardState,
-    last_entry: Option<LogIndex>,
+    /// The hard state it persists, if any.
+    hard_state: Option<HardState>,
+    /// Index and term of the last entry it persists.
+    last_entry: Option<(LogIndex, Term)>,
     last_committed: Option<LogIndex>,
 }
 
@@ -526,7 +537,10 @@ pub struct Raft {
     /// A snapshot installed since the last Ready, to record.
     installed: Option<SnapshotMeta>,
     persisted_hard_state: HardState,
-    pending: Option<ReadyMark>,
+    /// The hard state the newest Ready persists (or `persisted_hard_state` when none does).
+    handed_hard_state: HardState,
+    /// Readys handed out and not yet advanced, oldest first.
+    pending: VecDeque<ReadyMark>,
     /// Reads answered or refused since the last Ready.
     read_states: Vec<ReadState>,
     /// Ticks since this node started: the leader's clock for read leases.
@@ -641,6 +655,7 @@ impl Raft {
         let mut raft =
             Raft::build(config, rng, effective, log).map_err(|e| RestoreError(e.to_string()))?;
         raft.persisted_hard_state = hard_state;
+        raft.handed_hard_state = hard_state;
         Ok(raft)
     }
 
@@ -664,7 +679,8 @@ impl Raft {
             snapshot_chunks: Vec::new(),
             installed: None,
             persisted_hard_state: hard_state,
-            pending: None,
+            handed_hard_state: hard_state,
+            pending: VecDeque::new(),
             read_states: Vec::new(),
             ticks: 0,
         };
@@ -679,7 +695,6 @@ impl Raft {
     /// Advances time by one tick: followers and candidates may start an election, a leader
     /// sends heartbeats and checks it still hears from a quorum.
     pub fn tick(&mut self) {
-        self.assert_not_pending();
         self.ticks += 1;
         match self.role {
             Role::Leader(_) => self.tick_leader(),
@@ -693,7 +708,6 @@ impl Raft {
     /// rounds until a round sent after the stall renews it. Elections are not affected (a tick
     /// missed only makes a follower wait longer, which is safe).
     pub fn clock_stalled(&mut self) {
-        self.assert_not_pending();
         if let Role::Leader(leader) = &mut self.role {
             leader.reads.forget_lease();
         }
@@ -702,7 +716,6 @@ impl Raft {
     /// Proposes a command; on success it will appear at the returned index and term if this
     /// leader keeps its leadership long enough to commit it.
     pub fn propose(&mut self, data: Payload) -> Result<(LogIndex, Term), ProposeError> {
-        self.assert_not_pending();
         if !matches!(self.role, Role::Leader(_)) {
             return Err(ProposeError::NotLeader {
                 leader: self.leader(),
@@ -731,7 +744,6 @@ impl Raft {
     /// uncommitted. The new configuration is in force as soon as it is appended, here now and
     /// on each follower as it receives it.
     pub fn propose_change(&mut self, change: ConfChange) -> Result<(LogIndex, Term), ChangeError> {
-        self.assert_not_pending();
         let Role::Leader(leader) = &self.role else {
             return Err(ChangeError::NotLeader {
                 leader: self.leader(),
@@ -826,7 +838,6 @@ impl Raft {
     /// to campaign at once. The transfer is abandoned after an election timeout. The target
     /// must be a voter of the configuration in force, and that configuration committed.
     pub fn transfer_leadership(&mut self, target: Option<NodeId>) -> Result<NodeId, TransferError> {
-        self.assert_not_pending();
         let Role::Leader(leader) = &self.role else {
             return Err(TransferError::NotLeader {
                 leader: self.leader(),
@@ -902,7 +913,6 @@ impl Raft {
     /// once. A follower asks its leader, and hands on the answer; with no leader known, the
     /// read is refused. A follower's request or answer may be lost: the replica times reads out.
     pub fn read_index(&mut self, read: ReadId) {
-        self.assert_not_pending();
         match &self.role {
             Role::Leader(_) => self.lead_read(self.config.id, read),
             Role::Follower(Follower {
@@ -922,7 +932,6 @@ impl Raft {
     /// Handles a message from a peer. Messages from non-members, or addressed elsewhere, are
     /// ignored: they are an operating error of the network, not a protocol event.
     pub fn step(&mut self, message: Message) {
-        self.assert_not_pending();
         // Any node may write: a new member hears from a leader it has no configuration for
         // yet, and a removed one is held off by the term rules, pre-vote and check-quorum.
         // (Who may connect at all is the transport's business.)
@@ -1100,10 +1109,6 @@ impl Raft {
 
     /// Collects everything the host must do now, or `None` if there is nothing. See [`Ready`].
     pub fn ready(&mut self) -> Option<Ready> {
-        assert!(
-            self.pending.is_none(),
-            "ready() called twice without advance()"
-        );
         self.maybe_promote();
         self.send_appends();
         self.serve_reads();
@@ -1125,18 +1130,18 @@ impl Raft {
         };
         #[cfg(not(feature = "mutants"))]
         let committed_entries = self.log.committed_unapplied(self.config.apply_entries_max);
-        let entries = self.log.unstable_entries().to_vec();
+        let entries = self.log.unhanded_entries().to_vec();
         // The term and the vote are promises and must be synced before any message that
         // relies on them. The commit index is not: a node that restarts with an older one
         // learns the rest from the leader. So a change of the commit index alone waits for the
         // next write that must happen anyway, and a committed entry is applied (and its client
         // answered) without a sync of its own.
-        let persisted = self.persisted_hard_state;
+        let handed = self.handed_hard_state;
         let installed = self.installed.take();
         let writes_log = !entries.is_empty() || installed.is_some();
-        let must_persist_hard_state = hard_state.term != persisted.term
-            || hard_state.vote != persisted.vote
-            || (writes_log && hard_state != persisted);
+        let must_persist_hard_state = hard_state.term != handed.term
+            || hard_state.vote != handed.vote
+            || (writes_log && hard_state != handed);
         let ready = Ready {
             hard_state: must_persist_hard_state.then_some(hard_state),
             entries,
@@ -1150,28 +1155,36 @@ impl Raft {
         if empty && ready.committed_entries.is_empty() && ready.read_states.is_empty() {
             return None;
         }
-        self.pending = Some(ReadyMark {
-            hard_state: if must_persist_hard_state {
-                hard_state
-            } else {
-                persisted
-            },
-            last_entry: ready.entries.last().map(|e| e.index),
+        let mark = ReadyMark {
+            hard_state: ready.hard_state,
+            last_entry: ready.entries.last().map(|e| (e.index, e.term)),
             last_committed: ready.committed_entries.last().map(|e| e.index),
-        });
+        };
+        if let Some(hard_state) = mark.hard_state {
+            self.handed_hard_state = hard_state;
+        }
+        if let Some((index, _)) = mark.last_entry {
+            self.log.handed_to(index);
+        }
+        if let Some(index) = mark.last_committed {
+            self.log.applying_to(index);
+        }
+        self.pending.push_back(mark);
         Some(ready)
     }
 
-    /// Records that the last `Ready` was carried out: its state persisted, its messages sent,
-    /// its committed entries applied.
+    /// Records that the oldest outstanding `Ready` was carried out: its state persisted, its
+    /// messages sent, its committed entries applied.
     pub fn advance(&mut self) {
         let mark = self
             .pending
-            .take()
+            .pop_front()
             .expect("advance() without a pending ready()");
-        self.persisted_hard_state = mark.hard_state;
-        if let Some(index) = mark.last_entry {
-            self.log.stable_to(index);
+        if let Some(hard_state) = mark.hard_state {
+            self.persisted_hard_state = hard_state;
+        }
+        if let Some((index, term)) = mark.last_entry {
+            self.log.stable_to(index, term);
         }
         if let Some(index) = mark.last_committed {
             #[cfg(feature = "mutants")]
@@ -1274,8 +1287,8 @@ impl Raft {
 
     fn assert_not_pending(&self) {
         assert!(
-            self.pending.is_none(),
-            "input while a Ready is outstanding; call advance() first"
+            self.pending.is_empty(),
+            "a snapshot's report while a Ready is outstanding; advance() every Ready first"
         );
     }
 

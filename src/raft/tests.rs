@@ -725,14 +725,106 @@ fn restart_refuses_inconsistent_persisted_state() {
 
 // ----- host contract -------------------------------------------------------------------------
 
-/// The Ready contract: a second ready() before advance() is a host bug.
+/// Pipelining: a second Ready may be taken while the first is carried out; it hands out only
+/// what the first did not, and the leader counts itself towards a quorum only for what it
+/// persisted, in order.
 #[test]
-#[should_panic(expected = "ready() called twice")]
-fn ready_twice_without_advance_panics() {
+fn pipelined_readys_hand_out_each_entry_once_and_count_it_once_persisted() {
     let mut r = raft(1, 1);
     tick_until_campaign(&mut r);
-    let _first = r.ready().unwrap();
-    let _second = r.ready();
+    while r.ready().is_some() {
+        r.advance();
+    }
+    assert_eq!(r.status().role, RoleKind::Leader);
+    let (first, _) = r.propose(payload("a")).unwrap();
+    let one = r.ready().unwrap();
+    assert_eq!(
+        one.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+        [first]
+    );
+    let (second, _) = r.propose(payload("b")).unwrap();
+    let two = r.ready().unwrap();
+    assert_eq!(
+        two.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+        [second]
+    );
+    assert!(two.committed_entries.is_empty(), "nothing is persisted yet");
+    assert!(r.status().commit_index < first);
+    r.advance();
+    assert_eq!(
+        r.status().commit_index,
+        first,
+        "the first write alone is persisted"
+    );
+    r.advance();
+    assert_eq!(r.status().commit_index, second);
+    let three = r.ready().unwrap();
+    let applied: Vec<_> = three.committed_entries.iter().map(|e| e.index).collect();
+    assert_eq!(
+        applied,
+        [first, second],
+        "committed entries are handed out once"
+    );
+    r.advance();
+}
+
+/// Pipelining: entries a new leader replaces while their write is under way are written again
+/// after it, and the old write, once synced, does not count the replacements as persisted.
+#[test]
+fn entries_replaced_while_their_write_is_under_way_are_written_again() {
+    let mut r = raft(2, 3);
+    r.step(append(
+        1,
+        2,
+        1,
+        (0, 0),
+        vec![entry(1, 1), entry(2, 1), entry(3, 1)],
+        0,
+    ));
+    let old = r.ready().unwrap();
+    assert_eq!(old.entries.len(), 3);
+    // A leader of term 2 keeps entry 1 and replaces 2 and 3 before the write is synced.
+    r.step(append(3, 2, 2, (1, 1), vec![entry(2, 2), entry(3, 2)], 0));
+    let new = r.ready().unwrap();
+    let written: Vec<_> = new.entries.iter().map(|e| (e.index.0, e.term.0)).collect();
+    assert_eq!(written, [(2, 2), (3, 2)]);
+    assert!(
+        new.messages.iter().any(|m| matches!(
+            m.body,
+            MessageBody::AppendEntriesResponse(AppendOutcome::Accepted { .. })
+        )),
+        "the acknowledgement leaves with the write that holds its entries"
+    );
+    r.advance();
+    assert_eq!(
+        r.log.stable_index(),
+        LogIndex(0),
+        "entry 3 of term 1 was synced, not entry 3 of term 2"
+    );
+    r.advance();
+    assert_eq!(r.log.stable_index(), LogIndex(3));
+    assert!(r.ready().is_none_or(|ready| ready.entries.is_empty()));
+}
+
+/// The vote a node grants while an earlier write is under way is persisted by the next Ready,
+/// whose messages carry the grant.
+#[test]
+fn a_vote_granted_during_a_write_travels_with_the_write_that_persists_it() {
+    let mut r = raft(2, 3);
+    r.step(append(1, 2, 1, (0, 0), vec![entry(1, 1)], 0));
+    let _under_way = r.ready().unwrap();
+    r.step(vote_request(3, 2, 2, 1, 1));
+    let next = r.ready().unwrap();
+    assert_eq!(
+        next.hard_state.map(|h| (h.term, h.vote)),
+        Some((Term(2), Some(NodeId(3))))
+    );
+    assert!(next.messages.iter().any(|m| matches!(
+        m.body,
+        MessageBody::RequestVoteResponse { granted: true, .. }
+    )));
+    r.advance();
+    r.advance();
 }
 
 /// A proposal to a follower names the leader it knows, so the client can go straight there.
