@@ -2,10 +2,15 @@
 //! client waiters.
 //!
 //! The loop waits for any input (a tick, a peer's message, a client's request, a finished
-//! background task), takes every other input already queued (so one disk sync and one
-//! AppendEntries carry them all), then executes the replica's work exactly in the order the
-//! replica prescribes: replicate, write and sync, send, apply, answer. It makes no protocol
-//! decision of its own.
+//! background task, the log's write under way being synced), takes every other input already
+//! queued (so one AppendEntries carries them all), then executes the replica's work in the
+//! order the replica prescribes, as a pipeline: a round's early messages (a leader's appends)
+//! leave and its committed entries are applied and answered at once; its log records join the
+//! next group write, which begins as soon as the one under way is synced (so the disk is kept
+//! busy and one sync carries every round that came while the last one ran); its late
+//! messages (acknowledgements, votes) leave only once its write is synced. The loop never
+//! waits on the disk for the log, so acknowledgements and requests are handled while it syncs.
+//! It makes no protocol decision of its own.
 //!
 //! Snapshots run beside the loop, so a large state never holds it: when the replica hands out
 //! a snapshot job, a task encodes it on the blocking pool and writes its file durably, and the

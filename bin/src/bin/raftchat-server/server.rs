@@ -96,6 +96,13 @@ struct Args {
     /// inbox, waiting for a round, its own sync, waiting for a quorum), p50/p99 in µs.
     #[arg(long)]
     timeline: bool,
+    /// Threads that run the node: 1 (the default) runs its event loop and every connection on
+    /// one thread, so handing a request or a message between them wakes no other thread (the
+    /// fastest here, and what the benchmarks measure); more spreads connections (and their TLS)
+    /// over that many threads. Disk syncs, password hashing and snapshots run on threads of
+    /// their own either way.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
 }
 
 /// Why the server stopped: the exit code and one line for the operator.
@@ -179,7 +186,15 @@ fn run(args: Args) -> Result<(), Failure> {
     }
     prepare_data_dir(&args.data_dir, &config)?;
     let disk = FileDisk::open(&args.data_dir).map_err(|e| Failure::input(e.to_string()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match args.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(threads));
+            builder
+        }
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
