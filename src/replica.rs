@@ -101,14 +101,15 @@ impl SnapshotJob {
     }
 }
 
-/// One round of effects, to be carried out in the order of its fields, then handed back to
-/// [`Replica::complete`].
+/// One round of effects: its committed entries applied at once ([`Replica::apply`]); its
+/// early messages sent; its snapshot chunks and `write` persisted (after every earlier
+/// round's); then its messages sent; then handed back to [`Replica::complete`].
 #[derive(Debug)]
 #[must_use = "Work must be persisted, sent, and completed"]
 pub struct Work {
     /// Chunks of a leader's snapshot to write into its file before the log is synced.
     pub snapshot_chunks: Vec<SnapshotChunk>,
-    /// Bytes to append to the log and sync BEFORE sending anything. Empty when there is
+    /// Bytes to append to the log and sync before sending `messages`. Empty when there is
     /// nothing to persist.
     pub write: Vec<u8>,
     /// Messages to send BEFORE the write (see `Ready::take_messages_before_persist`).
@@ -150,11 +151,6 @@ impl Work {
     /// then (after an install, the snapshot's index, or the end of the suffix it kept).
     pub fn last_index(&self) -> LogIndex {
         self.last_index
-    }
-
-    /// How many committed entries `complete` will apply.
-    pub fn committed_count(&self) -> usize {
-        self.committed.len()
     }
 }
 

@@ -49,8 +49,9 @@ use raftchat::types::{LogIndex, Term};
 use std::future::Future;
 use std::io;
 
-/// The longest tail recovery will cut as torn. One batch holds at most what a leader can have
-/// in flight to a follower (its whole window of appends) plus one round of proposals; this is
+/// The longest tail recovery will cut as torn. A group write holds at most 8 MiB of rounds
+/// (the host's bound), or one larger round, which holds at most what a leader can have in
+/// flight to a follower (its whole window of appends) plus one round of proposals; this is
 /// several times that, so a longer unreadable tail is not a crash's doing.
 const TORN_TAIL_BYTES_MAX: u64 =
     4 * (raftchat::limits::INFLIGHT_APPENDS_MAX * raftchat::limits::APPEND_BYTES_MAX) as u64;

@@ -204,6 +204,8 @@ struct Host<D, O> {
     transfer_target: Option<NodeId>,
     /// The configuration the outbox was last told of.
     members: Membership,
+    /// The index and term of the log entry (or snapshot) `members` was last compared against.
+    members_source: Option<(LogIndex, Option<Term>)>,
     /// Where writes' time goes, with `--timeline`.
     timeline: Option<Timeline>,
     /// Rounds taken from the replica and not yet done, oldest first: the first ones are in
@@ -281,6 +283,7 @@ where
         transfers: Vec::new(),
         transfer_target: None,
         members: Membership::default(),
+        members_source: None,
         timeline: None,
         rounds: VecDeque::new(),
         writing: None,
@@ -684,6 +687,21 @@ impl<D: Disk, O: Outbox> Host<D, O> {
 
     /// Tells the outbox the members' addresses when the configuration in force changed.
     fn note_membership(&mut self) {
+        // Reported once the log that holds it is handed to the disk: a follower steps messages
+        // while its write is under way without taking a round, and its report waits for the
+        // round (observers check the configuration against the log handed out).
+        let raft = self.replica.raft();
+        if raft.has_unhanded_entries() {
+            return;
+        }
+        // The entry (or snapshot) the configuration comes from names it: (index, term) is
+        // checked on every round, the configuration itself only when that moves.
+        let index = raft.log().membership_index();
+        let source = (index, raft.log().term(index));
+        if self.members_source == Some(source) {
+            return;
+        }
+        self.members_source = Some(source);
         let membership = self.replica.membership();
         if *membership == self.members {
             return;
@@ -691,7 +709,6 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         self.members = membership.clone();
         let addresses = member_addresses(&self.members, &self.config.members);
         self.outbox.members_changed(&addresses);
-        let index = self.replica.raft().log().membership_index();
         let event = Event::Membership {
             membership: &self.members,
             index,
@@ -982,7 +999,13 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     /// writes a snapshot's chunks or records an install waits for every write before it and is
     /// carried out alone.
     async fn process_ready(&mut self) -> Result<(), NodeError> {
-        while let Some(mut work) = self.replica.ready() {
+        loop {
+            if !self.may_take_round() {
+                break;
+            }
+            let Some(mut work) = self.replica.ready() else {
+                break;
+            };
             if !work.entries().is_empty() || work.installed().is_some() {
                 let event = Event::Handed {
                     entries: work.entries(),
@@ -1004,11 +1027,25 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             self.rounds.push_back(work);
             self.start_write();
         }
+        // The configuration first: a status report then speaks of the configuration in force.
         self.note_membership();
         self.note_status();
         self.note_transfer();
         self.check_transfers();
         Ok(())
+    }
+
+    /// Whether to take the replica's next round now. With no write under way, always. While
+    /// one is under way, only a leader gains from a round (its appends go out, what committed
+    /// is answered), and only from the first: later ones would join the same next write, so
+    /// they wait for it and go as one round, with one append per follower. A follower's round
+    /// would hold little but acknowledgements that must wait for the write anyway; it waits,
+    /// and one round then acknowledges everything that came meanwhile.
+    fn may_take_round(&self) -> bool {
+        let Some(write) = &self.writing else {
+            return true;
+        };
+        self.rounds.len() == write.rounds && self.replica.status().role == RoleKind::Leader
     }
 
     /// Begins the next group write if none is under way: every round waiting, in order, up to
@@ -1096,10 +1133,6 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         }
         let completed = self.replica.complete(work);
         self.answer_completed(completed);
-        // The configuration first: a status report then speaks of the configuration the
-        // round left in force.
-        self.note_membership();
-        self.note_status();
     }
 
     /// A round with a snapshot's chunks or install, with no write under way: written and

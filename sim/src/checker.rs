@@ -81,6 +81,8 @@ struct LogMirror {
     base: (LogIndex, Term, u64),
     /// The entries after `base`.
     entries: Vec<(Term, u64)>,
+    /// Keeps terms only (every chain 0): for a log checked by its terms, not compared.
+    terms_only: bool,
 }
 
 impl LogMirror {
@@ -89,6 +91,15 @@ impl LogMirror {
         LogMirror {
             base: (snapshot.index, snapshot.term, chain),
             entries: Vec::new(),
+            terms_only: false,
+        }
+    }
+
+    /// A copy that keeps terms only from now on.
+    fn terms_only(&self) -> LogMirror {
+        LogMirror {
+            terms_only: true,
+            ..self.clone()
         }
     }
 
@@ -112,8 +123,14 @@ impl LogMirror {
                 ));
             }
             self.entries.truncate(position);
-            let previous = self.entries.last().map_or(self.base.2, |&(_, chain)| chain);
-            self.entries.push((entry.term, chain_hash(previous, entry)));
+            let chain = match self.terms_only {
+                true => 0,
+                false => {
+                    let previous = self.entries.last().map_or(self.base.2, |&(_, chain)| chain);
+                    chain_hash(previous, entry)
+                }
+            };
+            self.entries.push((entry.term, chain));
         }
         Ok(())
     }
@@ -333,7 +350,7 @@ impl Checker {
         self.handed_configs.insert(node, configs.clone());
         let mut mirror = LogMirror::after(snapshot, self.chain_at(snapshot));
         let written = mirror.write(entries);
-        self.handed_logs.insert(node, mirror.clone());
+        self.handed_logs.insert(node, mirror.terms_only());
         self.logs.insert(node, mirror);
         if let Err(detail) = written {
             return fail("log_gap", node, format!("recovered log: {detail}"));
@@ -397,7 +414,6 @@ impl Checker {
             return fail("log_gap", node, detail);
         }
         self.check_log_matching(node, entries)?;
-        self.check_change_rule(node, entries)?;
         let due = self
             .lives
             .get_mut(&node)
@@ -421,20 +437,23 @@ impl Checker {
             entries,
         );
         let chain = installed.map(|install| self.chain_at(install.snapshot));
-        let mirror = self.handed_logs.entry(node).or_default();
+        let mirror = self
+            .handed_logs
+            .entry(node)
+            .or_insert_with(|| LogMirror::default().terms_only());
         if let (Some(install), Some(chain)) = (installed, chain) {
             if let Err((check, detail)) = mirror.install(install, chain) {
                 return fail(check, node, detail);
             }
         }
-        match mirror.write(entries) {
-            Ok(()) => Ok(()),
-            Err(detail) => fail("log_gap", node, format!("handed to the disk: {detail}")),
+        if let Err(detail) = mirror.write(entries) {
+            return fail("log_gap", node, format!("handed to the disk: {detail}"));
         }
+        self.check_change_rule(node, entries)
     }
 
-    /// Thesis §4.1 with Ongaro's correction (raft-dev, 2015), checked when a leader persists a
-    /// configuration entry of its own term: it may append one only once an entry of its term
+    /// Thesis §4.1 with Ongaro's correction (raft-dev, 2015), checked when a leader appends a
+    /// configuration entry of its own term (hands it to its disk): it may append one only once an entry of its term
     /// has committed, and only while no earlier configuration is uncommitted. Otherwise its
     /// change can be decided against a configuration another leader has already replaced, and
     /// two disjoint majorities each commit a different entry at one index. Committed means here
@@ -447,9 +466,9 @@ impl Checker {
             {
                 continue;
             }
-            let mirror = &self.logs[&node];
+            let mirror = &self.handed_logs[&node];
             let previous = self
-                .log_configs
+                .handed_configs
                 .get(&node)
                 .and_then(|configs| configs.range(..entry.index).next_back());
             // Without an earlier entry in the log, the configuration came with the snapshot
@@ -806,6 +825,17 @@ impl Checker {
 
     /// A node applied a committed entry.
     pub fn applied(&mut self, node: NodeId, applied: &Applied) -> Result<(), Failure> {
+        let persisted = self
+            .logs
+            .get(&node)
+            .is_some_and(|log| log.holds(applied.index, applied.term));
+        if !persisted {
+            let detail = format!(
+                "applied {} of {} before its disk held it",
+                applied.index, applied.term
+            );
+            return fail("apply_persisted", node, detail);
+        }
         let life = self.lives.entry(node).or_default();
         if applied.index != life.applied_index.next() {
             let detail = format!("applied {} after {}", applied.index, life.applied_index);

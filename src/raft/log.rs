@@ -5,8 +5,9 @@
 //! Invariant: `first_index - 1 <= applied_index <= commit_index <= last_index()`: only applied
 //! entries are ever compacted.
 //! Invariant: `first_index - 1 <= stable_index <= handed_index <= last_index()`: entries
-//! through `stable_index` are persisted, those after it through `handed_index` are handed to
-//! the host in a `Ready` whose write is under way, and the rest go out in the next `Ready`.
+//! through `stable_index` are known persisted, those after it through `handed_index` were
+//! handed to the host (their write may be under way, or done but not yet counted, see
+//! `stable_to`), and the rest go out in the next `Ready`.
 //! Invariant: `applied_index <= applying_index <= min(commit_index, stable_index)` once
 //! handed out: only entries this node has persisted are handed to the state machine.
 //! Invariant: a compacted prefix (`first_index > 1`) is covered by the snapshot:
@@ -32,9 +33,11 @@ pub struct RaftLog {
     /// The newest snapshot this node holds (taken or installed), with its bytes, to send.
     snapshot: Option<Snapshot>,
     stable_index: LogIndex,
-    /// The last entry handed to the host for persistence (`stable_index` when no write is
-    /// under way).
+    /// The last entry handed to the host for persistence.
     handed_index: LogIndex,
+    /// Bumped whenever entries handed out are replaced, so that writes handed out before no
+    /// longer count (see `stable_to`).
+    handed_epoch: u64,
     commit_index: LogIndex,
     /// The last entry handed to the state machine (`applied_index` when none is on its way).
     applying_index: LogIndex,
@@ -53,6 +56,7 @@ impl RaftLog {
             snapshot: None,
             stable_index: LogIndex(0),
             handed_index: LogIndex(0),
+            handed_epoch: 0,
             commit_index: LogIndex(0),
             applying_index: LogIndex(0),
             applied_index: LogIndex(0),
@@ -270,15 +274,18 @@ impl RaftLog {
         let keep = self.offset(index.next());
         self.entries.truncate(keep);
         self.stable_index = self.stable_index.min(index);
+        self.memberships.truncated_after(index);
         // Entries replaced while their write is under way go out again (their replacements'
-        // write follows the one under way).
+        // write follows the one under way), and the writes handed out before say nothing
+        // more (see `stable_to`).
         #[cfg(feature = "mutants")]
         if crate::mutants::is_active(crate::mutants::Mutant::KeepHandedOnTruncation) {
-            self.memberships.truncated_after(index);
             return;
         }
-        self.handed_index = self.handed_index.min(index);
-        self.memberships.truncated_after(index);
+        if index < self.handed_index {
+            self.handed_index = index;
+            self.handed_epoch += 1;
+        }
     }
 
     /// Clones up to `count_max` entries from `from`, stopping once `bytes_max` payload bytes are
@@ -309,20 +316,27 @@ impl RaftLog {
         &self.entries[self.offset(from)..]
     }
 
-    /// Records that entries through `index` are handed to the host for persistence.
-    pub fn handed_to(&mut self, index: LogIndex) {
+    /// Records that entries through `index` are handed to the host for persistence; returns
+    /// the epoch to give back to [`RaftLog::stable_to`] once they are persisted.
+    pub fn handed_to(&mut self, index: LogIndex) -> u64 {
         assert!(index <= self.last_index());
         self.handed_index = self.handed_index.max(index);
+        self.handed_epoch
     }
 
-    /// Records that a write ending with the entry `(index, term)` is persisted. Writes are
+    /// Records that a write ending at `index`, handed out in `epoch`, is persisted. Writes are
     /// persisted in the order they were handed out, so every entry through `index` is then on
-    /// disk, unless the entry at `index` was replaced while the write was under way: its
-    /// replacement is in a later write, which will say so.
-    pub fn stable_to(&mut self, index: LogIndex, term: Term) {
-        if index > self.stable_index && self.term(index) == Some(term) {
+    /// disk, unless entries handed out were replaced since (a new epoch): the log through
+    /// `index` may then differ from what the write held, even where the terms agree again
+    /// (replaced, then replaced back by a third leader). Such a write says nothing; the
+    /// writes handed out after the replacement follow it, and say it for them all.
+    pub fn stable_to(&mut self, index: LogIndex, epoch: u64) {
+        if epoch == self.handed_epoch && index > self.stable_index {
+            assert!(
+                index <= self.handed_index,
+                "a write beyond what was handed out"
+            );
             self.stable_index = index;
-            self.handed_index = self.handed_index.max(index);
         }
     }
 
@@ -650,24 +664,48 @@ mod tests {
             2,
             "entries 3 and 4 are not on disk"
         );
-        log.handed_to(LogIndex(4));
-        log.stable_to(LogIndex(4), Term(1));
+        let epoch = log.handed_to(LogIndex(4));
+        log.stable_to(LogIndex(4), epoch);
         assert_eq!(log.committed_unapplied(9).len(), 4);
     }
 
     #[test]
-    fn a_synced_write_whose_last_entry_was_replaced_persists_nothing() {
+    fn a_synced_write_whose_entries_were_replaced_meanwhile_persists_nothing() {
         let mut log = log_with_terms(&[1]);
         log.append(entry(2, 1));
         log.append(entry(3, 1));
-        log.handed_to(LogIndex(3));
+        let old = log.handed_to(LogIndex(3));
         assert!(log.unhanded_entries().is_empty());
         log.merge(vec![entry(3, 2)]);
         assert_eq!(log.unhanded_entries(), [entry(3, 2)]);
-        log.stable_to(LogIndex(3), Term(1));
+        log.stable_to(LogIndex(3), old);
         assert_eq!(log.stable_index(), LogIndex(1));
-        log.handed_to(LogIndex(3));
-        log.stable_to(LogIndex(3), Term(2));
+        let new = log.handed_to(LogIndex(3));
+        log.stable_to(LogIndex(3), new);
+        assert_eq!(log.stable_index(), LogIndex(3));
+    }
+
+    /// Replaced, then replaced back by a third leader: the terms agree again, but the first
+    /// write must not count, since the second (holding other entries) lands after it.
+    #[test]
+    fn a_write_does_not_count_after_its_entries_were_replaced_and_replaced_back() {
+        let mut log = log_with_terms(&[1]);
+        log.append(entry(2, 1));
+        log.append(entry(3, 1));
+        let first = log.handed_to(LogIndex(3));
+        log.merge(vec![entry(2, 2)]);
+        let second = log.handed_to(LogIndex(2));
+        log.merge(vec![entry(2, 1), entry(3, 1)]);
+        log.stable_to(LogIndex(3), first);
+        assert_eq!(
+            log.stable_index(),
+            LogIndex(1),
+            "the second write lands after it"
+        );
+        log.stable_to(LogIndex(2), second);
+        assert_eq!(log.stable_index(), LogIndex(1));
+        let third = log.handed_to(LogIndex(3));
+        log.stable_to(LogIndex(3), third);
         assert_eq!(log.stable_index(), LogIndex(3));
     }
 }

@@ -375,8 +375,9 @@ pub struct Status {
 /// next batch is appended while the last one syncs (etcd's asynchronous storage writes). What
 /// it must keep: the writes reach the disk in the order the Readys were handed out, a Ready's
 /// messages leave only once its write and every earlier one are synced, and `advance()` is
-/// called once per Ready, in that order. A Ready may rewrite entries an earlier one is still
-/// writing (a leader replaced them meanwhile); the order of the writes makes the later win.
+/// called once per Ready, in that order, at any point between inputs and `ready()` calls. A
+/// Ready may rewrite entries an earlier one is still writing (a leader replaced them
+/// meanwhile); the order of the writes makes the later win.
 /// `snapshot_taken`, `snapshot_received` and `snapshot_refused` need every Ready advanced
 /// (they panic otherwise). When the last chunk of a snapshot is written (`SnapshotChunk::last`),
 /// the host syncs the file, checks the whole snapshot against its checksum, makes it durable
@@ -403,6 +404,9 @@ pub struct Ready {
     /// Reads the host may serve (once applied through their index) or must refuse. They
     /// need nothing persisted.
     pub read_states: Vec<ReadState>,
+    /// Whether the node's current term was persisted (synced) before this Ready: only then
+    /// may a leader's messages go before the write.
+    term_persisted: bool,
 }
 
 /// A chunk of a snapshot this node is receiving, to write at `offset` of the snapshot's file.
@@ -432,13 +436,18 @@ impl Ready {
 
     /// Takes out of `messages` those a host may send BEFORE persisting this Ready: a leader's
     /// AppendEntries, heartbeats and snapshot chunks (thesis §10.2.1). They promise nothing
-    /// this Ready holds: their term was persisted when the leader campaigned (its vote
-    /// requests left only after that sync), and a leader counts itself towards committing an
-    /// entry only once the entry is persisted (`advance`), so followers may store and
-    /// acknowledge it while the leader's own write is under way. Sending them first overlaps
-    /// the leader's sync with the round trip to its followers. A host that never calls this
-    /// keeps the strict order, which is also correct.
+    /// this Ready holds: their term is persisted (a leader that won votes synced it before
+    /// its vote requests left; a lone voter, elected without any, sends nothing early until
+    /// the write of its term is synced, or a crash before it could leave it leading the same
+    /// term again with other entries at the same indexes), and a leader counts itself towards
+    /// committing an entry only once the entry is persisted (`advance`), so followers may
+    /// store and acknowledge it while the leader's own write is under way. Sending them first
+    /// overlaps the leader's sync with the round trip to its followers. A host that never
+    /// calls this keeps the strict order, which is also correct.
     pub fn take_messages_before_persist(&mut self) -> Vec<Message> {
+        if !self.term_persisted {
+            return Vec::new();
+        }
         let (early, late) = std::mem::take(&mut self.messages)
             .into_iter()
             .partition(|message| {
@@ -459,8 +468,8 @@ impl Ready {
 struct ReadyMark {
     /// The hard state it persists, if any.
     hard_state: Option<HardState>,
-    /// Index and term of the last entry it persists.
-    last_entry: Option<(LogIndex, Term)>,
+    /// The last entry it persists, and the log's epoch when it was handed out.
+    last_entry: Option<(LogIndex, u64)>,
     last_committed: Option<LogIndex>,
 }
 
@@ -1150,21 +1159,23 @@ impl Raft {
             snapshot: installed,
             snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
             read_states: std::mem::take(&mut self.read_states),
+            term_persisted: self.persisted_hard_state.term == self.term,
         };
         let empty = !ready.must_persist() && ready.messages.is_empty();
         if empty && ready.committed_entries.is_empty() && ready.read_states.is_empty() {
             return None;
         }
+        let last_entry = ready
+            .entries
+            .last()
+            .map(|e| (e.index, self.log.handed_to(e.index)));
         let mark = ReadyMark {
             hard_state: ready.hard_state,
-            last_entry: ready.entries.last().map(|e| (e.index, e.term)),
+            last_entry,
             last_committed: ready.committed_entries.last().map(|e| e.index),
         };
         if let Some(hard_state) = mark.hard_state {
             self.handed_hard_state = hard_state;
-        }
-        if let Some((index, _)) = mark.last_entry {
-            self.log.handed_to(index);
         }
         if let Some(index) = mark.last_committed {
             self.log.applying_to(index);
@@ -1183,8 +1194,8 @@ impl Raft {
         if let Some(hard_state) = mark.hard_state {
             self.persisted_hard_state = hard_state;
         }
-        if let Some((index, term)) = mark.last_entry {
-            self.log.stable_to(index, term);
+        if let Some((index, epoch)) = mark.last_entry {
+            self.log.stable_to(index, epoch);
         }
         if let Some(index) = mark.last_committed {
             #[cfg(feature = "mutants")]
@@ -1200,6 +1211,12 @@ impl Raft {
     }
 
     // ----- queries ----------------------------------------------------------------------------
+
+    /// Whether the log holds entries not yet handed out in a Ready (inputs stepped since the
+    /// last `ready()` appended them).
+    pub fn has_unhanded_entries(&self) -> bool {
+        !self.log.unhanded_entries().is_empty()
+    }
 
     /// This node's id.
     pub fn id(&self) -> NodeId {

@@ -806,6 +806,53 @@ fn entries_replaced_while_their_write_is_under_way_are_written_again() {
     assert!(r.ready().is_none_or(|ready| ready.entries.is_empty()));
 }
 
+/// A lone voter is elected without sending anything, so nothing has synced its new term yet:
+/// its appends to a learner wait for the write of its term. Sent early, a crash before that
+/// sync could let it lead the same term again with other entries at the same indexes.
+#[test]
+fn a_lone_voter_sends_nothing_early_until_its_term_is_persisted() {
+    let membership = Membership::of_voters(&[NodeId(1)])
+        .apply(&add_learner(2, false))
+        .unwrap();
+    let log = vec![Entry {
+        term: Term(1),
+        index: LogIndex(1),
+        data: EntryData::Membership(membership),
+    }];
+    let hard_state = HardState {
+        term: Term(1),
+        vote: None,
+        commit_index: LogIndex(1),
+    };
+    let mut r = restart(config(1, 1), ChaCha8Rng::seed_from_u64(1), hard_state, log).unwrap();
+    tick_until_campaign(&mut r);
+    assert_eq!(r.status().role, RoleKind::Leader);
+    let mut first = r.ready().unwrap();
+    assert_eq!(first.hard_state.map(|h| h.term), Some(r.status().term));
+    assert!(first.take_messages_before_persist().is_empty());
+    assert!(
+        first.messages.iter().any(|m| m.to == NodeId(2)),
+        "the learner's append waits for the write"
+    );
+    r.advance();
+    let term = r.status().term.0;
+    let last = r.status().last_index;
+    let accepted = AppendOutcome::Accepted { match_index: last };
+    r.step(message(
+        2,
+        1,
+        term,
+        MessageBody::AppendEntriesResponse(accepted),
+    ));
+    r.propose(payload("x")).unwrap();
+    let mut next = r.ready().unwrap();
+    assert!(
+        !next.take_messages_before_persist().is_empty(),
+        "once the term is synced, appends go early"
+    );
+    r.advance();
+}
+
 /// The vote a node grants while an earlier write is under way is persisted by the next Ready,
 /// whose messages carry the grant.
 #[test]

@@ -276,8 +276,10 @@ async fn serve(
                 result = &mut node => return result.map_err(GatewayOrNode::Node),
                 () = hand_over(handover) => {}
             }
-            // Dropping the node stops it between two rounds of work: everything it
-            // acknowledged was synced to disk before the acknowledgement was sent.
+            // Dropping the node stops it wherever it is: everything it acknowledged was
+            // synced to disk before the acknowledgement was sent, and a group write still under
+            // way (on the blocking pool, which the runtime's shutdown waits for) promised
+            // nothing yet; if cut short, recovery drops its torn tail.
             Ok(())
         }
     }
