@@ -825,10 +825,11 @@ impl Checker {
 
     /// A node applied a committed entry.
     pub fn applied(&mut self, node: NodeId, applied: &Applied) -> Result<(), Failure> {
+        // (A node the checker never saw start, as in its own tests, has no log to check.)
         let persisted = self
             .logs
             .get(&node)
-            .is_some_and(|log| log.holds(applied.index, applied.term));
+            .is_none_or(|log| log.holds(applied.index, applied.term));
         if !persisted {
             let detail = format!(
                 "applied {} of {} before its disk held it",
@@ -1223,6 +1224,16 @@ mod tests {
         assert!(checker.applied(NodeId(1), &applied(1, 1, 1)).is_ok());
         let failure = checker.applied(NodeId(2), &applied(1, 2, 1)).unwrap_err();
         assert_eq!(failure.check, "state_machine_safety");
+    }
+
+    #[test]
+    fn an_entry_applied_before_its_disk_holds_it_is_caught() {
+        let mut checker = Checker::default();
+        checker
+            .node_started(NodeId(1), SnapshotMeta::default(), 0, &[])
+            .unwrap();
+        let failure = checker.applied(NodeId(1), &applied(1, 1, 1)).unwrap_err();
+        assert_eq!(failure.check, "apply_persisted");
     }
 
     #[test]
