@@ -1036,16 +1036,12 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     }
 
     /// Whether to take the replica's next round now. With no write under way, always. While
-    /// one is under way, only a leader gains from a round (its appends go out, what committed
-    /// is answered), and only from the first: later ones would join the same next write, so
-    /// they wait for it and go as one round, with one append per follower. A follower's round
-    /// would hold little but acknowledgements that must wait for the write anyway; it waits,
-    /// and one round then acknowledges everything that came meanwhile.
+    /// one is under way, only a leader gains from a round: its appends go out at once, and what
+    /// committed is answered. A follower's round would hold little but acknowledgements that
+    /// must wait for the write anyway; it waits, and one round then acknowledges everything
+    /// that came meanwhile.
     fn may_take_round(&self) -> bool {
-        let Some(write) = &self.writing else {
-            return true;
-        };
-        self.rounds.len() == write.rounds && self.replica.status().role == RoleKind::Leader
+        self.writing.is_none() || self.replica.status().role == RoleKind::Leader
     }
 
     /// Begins the next group write if none is under way: every round waiting, in order, up to
