@@ -135,6 +135,19 @@ impl LogMirror {
         Ok(())
     }
 
+    /// A batch: an install's record (with the chain of the log up to its snapshot), then
+    /// entries. Refused with the check it breaks and why.
+    fn record(
+        &mut self,
+        install: Option<(Install, u64)>,
+        entries: &[Entry],
+    ) -> Result<(), (&'static str, String)> {
+        if let Some((install, chain)) = install {
+            self.install(install, chain)?;
+        }
+        self.write(entries).map_err(|detail| ("log_gap", detail))
+    }
+
     /// An install's record: the log starts again after the snapshot, keeping the entries up
     /// to `kept_through`, which Raft §7 allows only after an entry matching the snapshot's.
     /// Refused with the check it breaks and why.
@@ -403,15 +416,10 @@ impl Checker {
             installed,
             entries,
         );
-        let chain = installed.map(|install| self.chain_at(install.snapshot));
+        let install = installed.map(|install| (install, self.chain_at(install.snapshot)));
         let mirror = self.logs.entry(node).or_default();
-        if let (Some(install), Some(chain)) = (installed, chain) {
-            if let Err((check, detail)) = mirror.install(install, chain) {
-                return fail(check, node, detail);
-            }
-        }
-        if let Err(detail) = mirror.write(entries) {
-            return fail("log_gap", node, detail);
+        if let Err((check, detail)) = mirror.record(install, entries) {
+            return fail(check, node, detail);
         }
         self.check_log_matching(node, entries)?;
         let due = self
@@ -436,18 +444,13 @@ impl Checker {
             installed,
             entries,
         );
-        let chain = installed.map(|install| self.chain_at(install.snapshot));
+        let install = installed.map(|install| (install, self.chain_at(install.snapshot)));
         let mirror = self
             .handed_logs
             .entry(node)
             .or_insert_with(|| LogMirror::default().terms_only());
-        if let (Some(install), Some(chain)) = (installed, chain) {
-            if let Err((check, detail)) = mirror.install(install, chain) {
-                return fail(check, node, detail);
-            }
-        }
-        if let Err(detail) = mirror.write(entries) {
-            return fail("log_gap", node, format!("handed to the disk: {detail}"));
+        if let Err((check, detail)) = mirror.record(install, entries) {
+            return fail(check, node, format!("handed to the disk: {detail}"));
         }
         self.check_change_rule(node, entries)
     }
