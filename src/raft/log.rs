@@ -386,6 +386,12 @@ impl RaftLog {
         &self.entries[start..self.entries.len().min(start + count_max)]
     }
 
+    /// Mutant `apply-before-commit`: hands entries out without the commit check.
+    #[cfg(feature = "mutants")]
+    pub fn force_applying_to(&mut self, index: LogIndex) {
+        self.applying_index = self.applying_index.max(index);
+    }
+
     /// Mutant `apply-before-commit`: records application without the commit check.
     #[cfg(feature = "mutants")]
     pub fn force_applied_to(&mut self, index: LogIndex) {
