@@ -561,15 +561,8 @@ impl Replica {
     /// answered, for the host to answer its waiting clients. [`Replica::complete`] does it for
     /// a host that has not.
     pub fn apply(&mut self, work: &mut Work) -> Completed {
-        let applied = std::mem::take(&mut work.committed)
-            .into_iter()
-            .map(|entry| self.apply_entry(entry))
-            .collect();
-        for state in std::mem::take(&mut work.read_states) {
-            self.reads.indexed(state);
-        }
         Completed {
-            applied,
+            applied: self.apply_committed(work),
             reads: self.serve_reads(),
         }
     }
@@ -583,12 +576,25 @@ impl Replica {
             work.messages.is_empty() && work.messages_before_persist.is_empty(),
             "complete() before the messages were taken and sent"
         );
-        let mut completed = self.apply(&mut work);
+        let applied = self.apply_committed(&mut work);
         if work.from_raft {
             self.raft.advance();
         }
-        completed.reads.extend(self.serve_reads());
-        completed
+        Completed {
+            applied,
+            reads: self.serve_reads(),
+        }
+    }
+
+    /// Applies the round's committed entries still in it and takes in its read states.
+    fn apply_committed(&mut self, work: &mut Work) -> Vec<Applied> {
+        for state in std::mem::take(&mut work.read_states) {
+            self.reads.indexed(state);
+        }
+        std::mem::take(&mut work.committed)
+            .into_iter()
+            .map(|entry| self.apply_entry(entry))
+            .collect()
     }
 
     fn serve_reads(&mut self) -> Vec<ReadAnswer> {

@@ -301,12 +301,7 @@ impl<D: Disk> Durable<D> {
             self.disk.append(&name, &work.write).await?;
             self.disk.sync(&name).await?;
             active.size_bytes += work.write.len() as u64;
-            if let Some(hard_state) = work.hard_state() {
-                self.hard_state = hard_state;
-            }
-            // Not the install's index: an install may keep the log's suffix (written again
-            // after its record), and the next segment must begin after that suffix.
-            self.last_index = work.last_index();
+            self.synced(work);
         }
         if let Some(installed) = work.installed() {
             // The log now continues after the snapshot: begin it afresh, and let everything
@@ -338,17 +333,25 @@ impl<D: Disk> Durable<D> {
     pub async fn appended(&mut self, rounds: &[Work], bytes: usize) -> io::Result<()> {
         let active = self.segments.last_mut().expect("there is always a segment");
         active.size_bytes += bytes as u64;
+        let full = active.size_bytes >= self.segment_bytes_max;
         for work in rounds.iter().filter(|work| work.must_sync()) {
             debug_assert!(work.snapshot_chunks.is_empty() && work.installed().is_none());
-            if let Some(hard_state) = work.hard_state() {
-                self.hard_state = hard_state;
-            }
-            self.last_index = work.last_index();
+            self.synced(work);
         }
-        if active.size_bytes >= self.segment_bytes_max {
+        if full {
             self.begin_segment().await?;
         }
         Ok(())
+    }
+
+    /// Records what a round's synced write changed: the hard state a new segment begins with,
+    /// and where the log ends (not an install's index: an install may keep the log's suffix,
+    /// written again after its record, and the next segment must begin after that suffix).
+    fn synced(&mut self, work: &Work) {
+        if let Some(hard_state) = work.hard_state() {
+            self.hard_state = hard_state;
+        }
+        self.last_index = work.last_index();
     }
 
     /// The writes recovery owes before the node appends anything: the initial snapshot's file

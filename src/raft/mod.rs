@@ -1178,12 +1178,6 @@ impl Raft {
             self.handed_hard_state = hard_state;
         }
         if let Some(index) = mark.last_committed {
-            #[cfg(feature = "mutants")]
-            if crate::mutants::is_active(Mutant::ApplyBeforeCommit) {
-                self.log.force_applying_to(index);
-                self.pending.push_back(mark);
-                return Some(ready);
-            }
             self.log.applying_to(index);
         }
         self.pending.push_back(mark);
