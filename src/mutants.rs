@@ -79,11 +79,14 @@ pub enum Mutant {
     /// Send a pipelined round's messages (acknowledgements, votes) as soon as its write is
     /// started, not once it is synced.
     SendBeforeSync,
+    /// Hand each answer on a connection that clients share to the caller that has waited
+    /// longest, not to the one whose request id it carries (answers come back out of order).
+    AnswerByOrder,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 26] = [
+    pub const ALL: [Mutant; 27] = [
         Mutant::VoteWithoutLogCheck,
         Mutant::CommitPriorTerm,
         Mutant::VoteNotPersisted,
@@ -110,6 +113,7 @@ impl Mutant {
         Mutant::AcceptAnyPassword,
         Mutant::KeepHandedOnTruncation,
         Mutant::SendBeforeSync,
+        Mutant::AnswerByOrder,
     ];
 
     /// The name used on the command line.
@@ -141,6 +145,7 @@ impl Mutant {
             Mutant::AcceptAnyPassword => "accept-any-password",
             Mutant::KeepHandedOnTruncation => "keep-handed-on-truncation",
             Mutant::SendBeforeSync => "send-before-sync",
+            Mutant::AnswerByOrder => "answer-by-order",
         }
     }
 

@@ -17,6 +17,10 @@
 //! attempt may have reached a leader that then lost contact, so it may yet take effect, until
 //! this client's next operation applies).
 
+mod links;
+
+pub use links::SharedLinks;
+
 use crate::frame_io::{write_frames, FrameError, FrameReader};
 use crate::tls::{ClientTls, Stream};
 use raftchat::chat::{Command, Operation, Outcome, Reply};
@@ -165,6 +169,8 @@ pub struct Client {
     scratch: Vec<u8>,
     /// From the last successful login: sent with every operation until replaced.
     token: Option<Token>,
+    /// Connections shared with other clients, used instead of `connections` when set.
+    shared: Option<SharedLinks>,
 }
 
 impl Client {
@@ -183,6 +189,17 @@ impl Client {
             rng,
             scratch: Vec::new(),
             token: None,
+            shared: None,
+        }
+    }
+
+    /// A client that sends through `links`, connections it shares with the other clients
+    /// made with them (one per node, carrying every sharer's requests at once), rather than
+    /// through connections of its own. It keeps its own session: see [`SharedLinks`].
+    pub fn sharing(config: ClientConfig, links: SharedLinks) -> Client {
+        Client {
+            shared: Some(links),
+            ..Client::new(config)
         }
     }
 
@@ -643,6 +660,12 @@ impl Client {
         let Some(&address) = self.config.members.get(&node) else {
             return Attempt::NotSent(format!("{node} is not a member"));
         };
+        if let Some(links) = &self.shared {
+            let (tls, attempt_timeout) = (self.config.tls.as_ref(), self.config.attempt_timeout);
+            return links
+                .attempt(node, address, tls, body, attempt_timeout)
+                .await;
+        }
         if !self.connections.contains_key(&node) {
             let connecting = connect(node, address, self.config.tls.as_ref());
             match timeout(self.config.attempt_timeout, connecting).await {

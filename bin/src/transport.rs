@@ -32,8 +32,11 @@ use raftchat::raft::Message;
 use raftchat::types::NodeId;
 use raftchat::wire::{Frame, Request, Response, ResponseBody, PROTOCOL_VERSION};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,6 +53,9 @@ const PEER_BATCH_FRAMES_MAX: usize = 256;
 const ACK_EVERY_FRAMES: u64 = 64;
 /// How long a new inbound connection may take to say what it is.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests one client connection may have waiting for answers before the node stops reading
+/// from it.
+pub const CLIENT_IN_FLIGHT_MAX: usize = 128;
 
 /// What the transport hands to the node's loop.
 #[derive(Debug)]
@@ -578,6 +584,10 @@ where
     }
 }
 
+/// Serves a client connection: many requests may be in flight on it at once (a client that
+/// multiplexes its callers, such as `SharedLinks`), each answered by id as soon as the node has
+/// its answer; the answers ready together leave in one write. A client with one request at a
+/// time sees the old exchange. Reading stops while `CLIENT_IN_FLIGHT_MAX` wait for answers.
 async fn serve_client<R, W>(
     first: Request,
     mut reader: FrameReader<R>,
@@ -590,33 +600,101 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut scratch = Vec::new();
-    let mut next = Some(first);
+    let mut waiting = Waiting::default();
+    let mut answers: Vec<Frame> = Vec::new();
+    waiting.submit(first, inbox, &mut answers);
+    let mut idle = Deadline::at(Instant::now() + idle_timeout);
     loop {
-        let request = match next.take() {
-            Some(request) => request,
-            None => match timeout(idle_timeout, reader.next()).await {
-                Ok(frame) => match frame? {
-                    Some(Frame::Request(request)) => request,
-                    Some(_) | None => return Ok(()),
-                },
-                Err(_) => return Ok(()), // idle: the client comes back on a new connection
+        tokio::select! {
+            biased;
+            answered = std::future::poll_fn(|cx| waiting.poll_answers(cx, &mut answers)),
+                if !waiting.is_empty() => {
+                if answered.is_err() {
+                    return Ok(()); // the node is stopping
+                }
+            }
+            frame = reader.next(), if waiting.len() < CLIENT_IN_FLIGHT_MAX => match frame? {
+                Some(Frame::Request(request)) => waiting.submit(request, inbox, &mut answers),
+                Some(_) | None => return Ok(()),
             },
-        };
+            // Idle: the client comes back on a new connection.
+            () = &mut idle, if waiting.is_empty() => return Ok(()),
+        }
+        if !answers.is_empty() {
+            write_frames(&mut writer, &answers, &mut scratch).await?;
+            answers.clear();
+        }
+        if waiting.is_empty() {
+            idle.reset(Instant::now() + idle_timeout);
+        }
+    }
+}
+
+/// Requests a client connection has handed to the node, waiting for their answers.
+#[derive(Default)]
+struct Waiting(Vec<(u64, oneshot::Receiver<ResponseBody>)>);
+
+/// The node stopped before it answered.
+struct Stopping;
+
+impl Waiting {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Hands `request` to the node, or answers `Busy` at once when its inbox is full.
+    fn submit(
+        &mut self,
+        request: Request,
+        inbox: &mpsc::Sender<Inbound>,
+        answers: &mut Vec<Frame>,
+    ) {
         let id = request.id;
         let (reply, answer) = oneshot::channel();
-        let received = tokio::time::Instant::now();
-        let body = match inbox.try_send(Inbound::Request {
+        let received = Instant::now();
+        match inbox.try_send(Inbound::Request {
             request,
             reply,
             received,
         }) {
-            Ok(()) => match answer.await {
-                Ok(body) => body,
-                Err(_) => return Ok(()), // the node is stopping
-            },
-            Err(_) => ResponseBody::Busy,
-        };
-        let response = Frame::Response(Response { id, body });
-        write_frames(&mut writer, [&response], &mut scratch).await?;
+            Ok(()) => self.0.push((id, answer)),
+            Err(_) => answers.push(Frame::Response(Response {
+                id,
+                body: ResponseBody::Busy,
+            })),
+        }
+    }
+
+    /// Moves every answer that has come into `answers`; ready once one has.
+    fn poll_answers(
+        &mut self,
+        cx: &mut Context<'_>,
+        answers: &mut Vec<Frame>,
+    ) -> Poll<Result<(), Stopping>> {
+        let before = answers.len();
+        let mut stopping = false;
+        self.0
+            .retain_mut(|(id, answer)| match Pin::new(answer).poll(cx) {
+                Poll::Ready(Ok(body)) => {
+                    answers.push(Frame::Response(Response { id: *id, body }));
+                    false
+                }
+                Poll::Ready(Err(_)) => {
+                    stopping = true;
+                    false
+                }
+                Poll::Pending => true,
+            });
+        if stopping {
+            Poll::Ready(Err(Stopping))
+        } else if answers.len() > before {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Real-process chaos: a 3-node cluster of `raftchat-server` processes on loopback, each with
-//! its own data directory, written to by several clients through the client library while the
+//! its own data directory, written to by several clients through the client library (half of
+//! them with connections of their own, half sharing one connection per node) while the
 //! leader is SIGKILLed and restarted (and SIGKILLed again while it catches up by installing a
 //! snapshot), and then all three are SIGKILLed and restarted. The cluster snapshots and
 //! compacts every few dozen entries, so kills land while nodes write snapshots, compact their
@@ -18,7 +19,7 @@ mod common;
 use common::Servers;
 use raftchat::chat::{Operation, Status};
 use raftchat::limits::FETCH_MESSAGES_MAX;
-use raftchat_node::client::{Client, ClientError};
+use raftchat_node::client::{Client, ClientError, SharedLinks};
 use raftchat_node::cluster_status::ClusterStatus;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-const WRITERS: usize = 4;
+/// Writers; the second half share connections (`SharedLinks`), many requests in flight on each.
+const WRITERS: usize = 8;
 const USERS: [&str; 3] = ["ann", "bob", "cat"];
 /// Acknowledged writes to wait for in each phase. Most go to one inbox, so that it outgrows
 /// one fetch (FETCH_MESSAGES_MAX) and the check has to page through it.
@@ -65,9 +67,14 @@ impl Writers {
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let acks = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let links = SharedLinks::new();
         let tasks = (0..WRITERS)
             .map(|writer| {
-                let client = Client::new(servers.client_config(100 + writer as u64));
+                let config = servers.client_config(100 + writer as u64);
+                let client = match writer < WRITERS / 2 {
+                    true => Client::new(config),
+                    false => Client::sharing(config, links.clone()),
+                };
                 let (ledger, acks, stop) = (ledger.clone(), acks.clone(), stop.clone());
                 tokio::spawn(write_loop(writer, client, ledger, acks, stop))
             })
@@ -230,6 +237,16 @@ fn check_exactly_once(ledger: &Ledger, found: &BTreeMap<String, Vec<String>>) {
         assert_eq!(recipients.len(), 1, "{text:?} delivered {recipients:?}");
     }
     assert!(found.len() <= sent, "more messages found than sent");
+    for writer in 0..WRITERS {
+        let prefix = format!("writer {writer} ");
+        assert!(
+            ledger
+                .acknowledged
+                .iter()
+                .any(|(_, text)| text.starts_with(&prefix)),
+            "writer {writer} had no write acknowledged"
+        );
+    }
 }
 
 /// Every node snapshotted and keeps at most two snapshot files; the old leader, down while the

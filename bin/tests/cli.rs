@@ -86,6 +86,8 @@ fn bad_input_exits_2_with_one_line() {
     assert_error(&bench(&["--reads", "most"]), 2, "--reads \"most\"");
     assert_error(&bench(&["--read-mode", "all"]), 2, "--read-mode \"all\"");
     assert_error(&bench(&["--compare-read-modes"]), 2, "--reads 1 to 100");
+    let shared = "--shared-connections 2: must be between 1 and --clients (1)";
+    assert_error(&bench(&["--shared-connections", "2"]), 2, shared);
     let both = ["--reads", "9", "--compare-read-modes", "--read-mode", "any"];
     assert_error(&bench(&both), 2, "leave out --read-mode");
     let lease = fs::read_to_string(good)

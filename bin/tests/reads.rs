@@ -142,6 +142,14 @@ fn bench_reports_reads_apart(servers: &Servers) {
         assert_eq!(report["errors"], 0, "{report}");
         assert_eq!(report["log"]["growth_bytes"], 0, "{report}");
     }
+    // The same clients over two sets of shared connections: reads overtake writes on them.
+    let mut all = args.to_vec();
+    all.extend(["--reads", "50", "--shared-connections", "2"]);
+    let report = bench(&all);
+    assert_eq!(report["shared_connections"], 2, "{report}");
+    assert!(report["reads"]["ops"].as_u64() > Some(0), "{report}");
+    assert!(report["writes"]["ops"].as_u64() > Some(0), "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
     let mut all = args.to_vec();
     all.extend(["--reads", "50", "--compare-read-modes"]);
     let reports = bench(&all);

@@ -27,7 +27,7 @@ use crate::world::{Stats, Violation, World};
 use raftchat::chat::Operation;
 use raftchat::types::NodeId;
 use raftchat_node::auth::{PasswordCost, TokenKey};
-use raftchat_node::client::{Client, ClientConfig};
+use raftchat_node::client::{Client, ClientConfig, SharedLinks};
 use raftchat_node::config::{ClockRate, NodeConfig};
 use raftchat_node::host::run_node;
 use raftchat_node::observer::Observer;
@@ -339,18 +339,27 @@ async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
         helpers.push(hostile.id());
         nemesis.set_hostile(hostile);
     }
+    // Clients run `clients_per_host` to a machine; those that share one share its
+    // connections to the nodes (one client alone on its machine has its own, as before).
+    let per_host = drawn.clients_per_host.max(1);
+    let mut host = None;
     for k in 0..drawn.clients {
         let client_seed = seed ^ SALT_CLIENT ^ u64::from(k);
         let config = client_config(&drawn, &world, &slots, client_seed);
-        let node = handle
-            .create_node()
-            .name(format!("c{k}"))
-            .ip(client_ip(k))
-            .build();
+        if k % per_host == 0 {
+            let node = handle
+                .create_node()
+                .name(format!("c{k}"))
+                .ip(client_ip(k / per_host))
+                .build();
+            host = Some((node, (per_host > 1).then(SharedLinks::new)));
+        }
+        let (node, links) = host.as_ref().expect("made for the first client");
         let rng = ChaCha8Rng::seed_from_u64(client_seed.rotate_left(29));
         node.spawn(workload::run_client(
             k,
             config,
+            links.clone(),
             drawn.clone(),
             world.clone(),
             rng,

@@ -134,6 +134,7 @@ mutant_tests! {
     mutant_accept_any_password_is_caught => AcceptAnyPassword,
     mutant_keep_handed_on_truncation_is_caught => KeepHandedOnTruncation,
     mutant_send_before_sync_is_caught => SendBeforeSync,
+    mutant_answer_by_order_is_caught => AnswerByOrder,
 }
 
 #[test]

@@ -107,6 +107,10 @@
 //!                            #   with a wrong password, which must be refused), act as an
 //!                            #   account's owner, as another account, as nobody, or with a
 //!                            #   forged token, and the model checks who may act on what.
+//! clients_per_host = 1       # param, 1..=256: clients that run on one machine and share its
+//!                            #   connections, one per node, each carrying all of its clients'
+//!                            #   requests at once (the client library's SharedLinks); 1: every
+//!                            #   client has connections of its own
 //! read_mode = ["leader", "any", "log"]
 //!                            # where clients send reads, one mode drawn per seed: "leader"
 //!                            #   (ReadIndex on the leader), "any" (each client reads from a
@@ -589,6 +593,8 @@ pub struct WorkloadSpec {
     pub read_share: Option<Param<f64>>,
     /// Share of creates that set a password; unset, none do.
     pub passwords: Option<Param<f64>>,
+    /// Clients per machine, sharing its connections (1: each its own).
+    pub clients_per_host: Param<u32>,
     /// Where clients send reads, or modes to pick from.
     pub read_mode: Choice<ReadMode>,
 }
@@ -636,6 +642,7 @@ impl Default for WorkloadSpec {
             message_chars: [1, 40],
             read_share: None,
             passwords: None,
+            clients_per_host: Param::Fixed(1),
             read_mode: Choice::AnyOf(vec![ReadMode::Leader, ReadMode::Any, ReadMode::Log]),
         }
     }
@@ -1470,6 +1477,8 @@ impl Scenario {
                 .passwords
                 .as_ref()
                 .map_or(0.0, |share| share.draw(rng)),
+            // And this after it.
+            clients_per_host: workload.clients_per_host.draw(rng),
         }
         .lease_needs_check_quorum()
     }
@@ -1504,6 +1513,8 @@ pub struct Drawn {
     pub read_mode: ReadMode,
     /// Share of creates that set a password (0: none, and clients never log in).
     pub passwords: f64,
+    /// Clients per machine, sharing its connections (1: each its own).
+    pub clients_per_host: u32,
     /// Share of operations that are reads; None: the mix alone decides.
     pub read_share: Option<f64>,
     /// Nodes past `nodes`, started outside the cluster.
@@ -1717,6 +1728,9 @@ impl Drawn {
             if !param.is_fixed() {
                 parts.push(format!("passwords={:.3}", self.passwords));
             }
+        }
+        if !workload.clients_per_host.is_fixed() {
+            parts.push(format!("clients_per_host={}", self.clients_per_host));
         }
         let floats = [
             (network.loss, "loss", self.loss),
@@ -1971,6 +1985,10 @@ impl Drawn {
                 .into_iter()
                 .chain(self.read_share.map(|share| ("read_share", float(share))))
                 .chain((self.passwords > 0.0).then(|| ("passwords", float(self.passwords))))
+                .chain(
+                    (self.clients_per_host > 1)
+                        .then(|| ("clients_per_host", self.clients_per_host.to_string())),
+                )
                 .collect(),
             ),
             (
@@ -2326,6 +2344,8 @@ fn validate_workload(workload: &WorkloadSpec) -> Result<(), Invalid> {
     let ok = |n| (1..=CLIENTS_MAX).contains(&n);
     let want = format!("between 1 and {CLIENTS_MAX}");
     workload.clients.validate("workload.clients", ok, &want)?;
+    let per_host = "workload.clients_per_host";
+    workload.clients_per_host.validate(per_host, ok, &want)?;
     let ok = |n| (1..=USERS_MAX).contains(&n);
     check_value(
         "workload.users",

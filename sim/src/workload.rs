@@ -17,7 +17,7 @@ use crate::world::World;
 use raftchat::chat::{Credential, Operation};
 use raftchat::types::{LogIndex, NodeId};
 use raftchat::wire::Token;
-use raftchat_node::client::{Client, ClientConfig, ClientError};
+use raftchat_node::client::{Client, ClientConfig, ClientError, SharedLinks};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
@@ -177,12 +177,16 @@ async fn choose_acting(
 pub async fn run_client(
     process: u32,
     config: ClientConfig,
+    links: Option<SharedLinks>,
     drawn: Drawn,
     world: Arc<World>,
     mut rng: ChaCha8Rng,
     stop_at: Duration,
 ) {
-    let mut client = Client::new(config);
+    let mut client = match links {
+        Some(links) => Client::sharing(config, links),
+        None => Client::new(config),
+    };
     while world.now() < stop_at && !world.violated() {
         let mean_ms = 1000.0 / drawn.rate_per_client;
         let think = -mean_ms * (1.0 - rng.gen::<f64>()).ln();

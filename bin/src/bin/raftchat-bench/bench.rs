@@ -40,7 +40,7 @@ use raftchat::chat::{Operation, Status};
 use raftchat::limits::MESSAGE_CHARS_MAX;
 use raftchat::raft::RoleKind;
 use raftchat::types::NodeId;
-use raftchat_node::client::{Client, ClientConfig, ClientError, Completed, ReadMode};
+use raftchat_node::client::{Client, ClientConfig, ClientError, Completed, ReadMode, SharedLinks};
 use raftchat_node::cluster_file::{self, ClusterFile};
 use raftchat_node::cluster_status::ClusterStatus;
 use serde_json::json;
@@ -90,6 +90,12 @@ struct Args {
     /// Concurrent clients, each with one operation in flight.
     #[arg(long, value_name = "C")]
     clients: usize,
+    /// Let the clients share connections: N sets of one connection per node, the clients
+    /// spread evenly over them, each connection carrying all its clients' operations at once
+    /// (as etcd's benchmark spreads its clients over --conns) [default: every client has
+    /// connections of its own].
+    #[arg(long, value_name = "N")]
+    shared_connections: Option<usize>,
     /// Measured seconds (after the warmup).
     #[arg(long, value_name = "SECS")]
     duration: f64,
@@ -169,6 +175,8 @@ pub fn main() -> ExitCode {
 struct Plan {
     file: ClusterFile,
     clients: usize,
+    /// Sets of shared connections the clients are spread over; none: their own.
+    shared_connections: Option<usize>,
     accounts: usize,
     warmup: Duration,
     duration: Duration,
@@ -198,6 +206,15 @@ fn plan(args: &Args) -> Result<Plan, Failure> {
     if args.clients == 0 || args.clients > CLIENTS_MAX {
         return Err(input(format!(
             "--clients {}: must be between 1 and {CLIENTS_MAX}",
+            args.clients
+        )));
+    }
+    if let Some(n) = args
+        .shared_connections
+        .filter(|&n| n == 0 || n > args.clients)
+    {
+        return Err(input(format!(
+            "--shared-connections {n}: must be between 1 and --clients ({})",
             args.clients
         )));
     }
@@ -242,6 +259,7 @@ fn plan(args: &Args) -> Result<Plan, Failure> {
     Ok(Plan {
         file,
         clients: args.clients,
+        shared_connections: args.shared_connections,
         accounts,
         warmup,
         duration,
@@ -382,6 +400,9 @@ async fn load(plan: &Plan, read_mode: ReadMode) -> Result<RunResults, Failure> {
     let end = measure_start + plan.duration;
     let answered = Arc::new(Answered::default());
     let mut tasks = Vec::new();
+    let links: Vec<SharedLinks> = (0..plan.shared_connections.unwrap_or(0))
+        .map(|_| SharedLinks::new())
+        .collect();
     for index in 0..plan.clients {
         let mut config = plan
             .file
@@ -396,7 +417,11 @@ async fn load(plan: &Plan, read_mode: ReadMode) -> Result<RunResults, Failure> {
             end,
             answered: answered.clone(),
         };
-        tasks.push(tokio::spawn(run_client(Client::new(config), work)));
+        let client = match links.get(index % links.len().max(1)) {
+            Some(links) => Client::sharing(config, links.clone()),
+            None => Client::new(config),
+        };
+        tasks.push(tokio::spawn(run_client(client, work)));
     }
     let ids: Vec<u64> = plan.file.members.keys().map(|id| id.0).collect();
     let cpu_window = tokio::spawn(measure_cpu(plan.pid_dir.clone(), ids, measure_start, end));
@@ -784,6 +809,7 @@ impl LogGrowth {
 /// The figures of a finished run.
 struct Report {
     clients: usize,
+    shared_connections: Option<usize>,
     duration: Duration,
     warmup: Duration,
     read_percent: u32,
@@ -846,6 +872,7 @@ impl Report {
         });
         Report {
             clients: plan.clients,
+            shared_connections: plan.shared_connections,
             duration: plan.duration,
             warmup: plan.warmup,
             read_percent: plan.read_percent,
@@ -886,8 +913,12 @@ impl Report {
     }
 
     fn print(&self) {
+        let sharing = match self.shared_connections {
+            Some(n) => format!(" over {n} shared connection(s) per node"),
+            None => String::new(),
+        };
         out!(
-            "{}: {} clients, {:.1} s measured after {:.1} s warmup",
+            "{}: {} clients{sharing}, {:.1} s measured after {:.1} s warmup",
             self.workload(),
             self.clients,
             self.duration.as_secs_f64(),
@@ -951,6 +982,7 @@ impl Report {
         });
         json!({
             "clients": self.clients,
+            "shared_connections": self.shared_connections,
             "duration_s": self.duration.as_secs_f64(),
             "warmup_s": self.warmup.as_secs_f64(),
             "read_percent": self.read_percent,
