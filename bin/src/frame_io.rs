@@ -37,7 +37,9 @@ impl std::error::Error for FrameError {}
 /// Reads frames from a stream.
 pub struct FrameReader<R> {
     reader: R,
+    /// Bytes read and not yet decoded are `buffer[start..]`.
     buffer: Vec<u8>,
+    start: usize,
     frames_read: u64,
 }
 
@@ -47,6 +49,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             reader,
             buffer: Vec::with_capacity(64 * 1024),
+            start: 0,
             frames_read: 0,
         }
     }
@@ -54,12 +57,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame; `Ok(None)` when the peer closed the connection between frames.
     pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
         loop {
-            if let Some((frame, used)) = wire::decode(&self.buffer).map_err(FrameError::Codec)? {
-                self.buffer.drain(..used);
+            let pending = &self.buffer[self.start..];
+            if let Some((frame, used)) = wire::decode(pending).map_err(FrameError::Codec)? {
+                self.start += used;
+                if self.start == self.buffer.len() {
+                    self.start = 0;
+                    self.buffer.clear();
+                }
                 self.frames_read += 1;
                 return Ok(Some(frame));
             }
-            debug_assert!(self.buffer.len() <= FRAME_SIZE_BYTES_MAX + 8);
+            debug_assert!(pending.len() <= FRAME_SIZE_BYTES_MAX + 8);
+            // Decoded frames leave the buffer once per read, not once per frame.
+            self.buffer.drain(..self.start);
+            self.start = 0;
             self.buffer.reserve(16 * 1024);
             let read = match self.reader.read_buf(&mut self.buffer).await {
                 Ok(read) => read,

@@ -281,11 +281,13 @@ async fn run_peer_connection(
                     .await
                     .map_err(PeerLinkError::Frame)?;
             },
-            () = &mut check => check.reset(Instant::now() + check_every),
-        }
-        let stalled = waiting_since.elapsed() > config.peer_silence_timeout;
-        if acked_count < sent_count && stalled {
-            return Err(PeerLinkError::Silent);
+            () = &mut check => {
+                check.reset(Instant::now() + check_every);
+                let stalled = waiting_since.elapsed() > config.peer_silence_timeout;
+                if acked_count < sent_count && stalled {
+                    return Err(PeerLinkError::Silent);
+                }
+            }
         }
     }
 }
@@ -551,12 +553,14 @@ where
 {
     let ack_interval = config.peer_silence_timeout / 4;
     let mut acked_count = 0u64;
-    let mut last_ack = Instant::now();
     let mut scratch = Vec::new();
     // Acknowledges what was read at least every `ack_interval` while frames wait for it.
-    let mut ack_timer = Deadline::at(last_ack + ack_interval);
+    let mut ack_timer = Deadline::at(Instant::now() + ack_interval);
     loop {
         let ack_due = reader.frames_read() > acked_count;
+        // The timer is polled once no frame is ready, so a steady stream is acknowledged every
+        // ACK_EVERY_FRAMES frames, and its last frames once the stream pauses past the interval.
+        let mut interval_passed = false;
         tokio::select! {
             biased;
             frame = reader.next() => match frame? {
@@ -569,17 +573,16 @@ where
                 ))),
                 None => return Ok(()),
             },
-            () = &mut ack_timer, if ack_due => {}
+            () = &mut ack_timer, if ack_due => interval_passed = true,
         }
         let unacked = reader.frames_read() - acked_count;
-        if unacked > 0 && (unacked >= ACK_EVERY_FRAMES || last_ack.elapsed() >= ack_interval) {
+        if unacked > 0 && (unacked >= ACK_EVERY_FRAMES || interval_passed) {
             let ack = Frame::PeerAck {
                 received_count: reader.frames_read(),
             };
             write_frames(&mut writer, [&ack], &mut scratch).await?;
             acked_count = reader.frames_read();
-            last_ack = Instant::now();
-            ack_timer.reset(last_ack + ack_interval);
+            ack_timer.reset(Instant::now() + ack_interval);
         }
     }
 }
