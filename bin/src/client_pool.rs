@@ -2,12 +2,14 @@
 //! operation borrows a client, and with it a session, for its whole run, so that a retry inside
 //! the client library is applied once, and returns it after. Clients are made on demand, up to
 //! a bound, and kept for the next operations, so a busy front end opens a bounded number of
-//! sessions rather than one per call.
+//! sessions rather than one per call. The clients share one connection per node
+//! ([`SharedLinks`]), each carrying every busy client's request at once, so a busy front end
+//! holds three connections to a three-node cluster, not three per client.
 //!
 //! An operation that is abandoned midway (its caller went away) drops its client; the session
 //! is left for the state machine to evict in time.
 
-use crate::client::{Client, ClientConfig, ClientError, Completed};
+use crate::client::{Client, ClientConfig, ClientError, Completed, SharedLinks};
 use raftchat::chat::Operation;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -25,6 +27,8 @@ pub struct ClientPool {
     wait_max: Duration,
     /// Seeds the next client's retry jitter (each client has its own).
     next_seed: AtomicU64,
+    /// The connections every client of the pool sends through.
+    links: SharedLinks,
 }
 
 impl ClientPool {
@@ -39,6 +43,7 @@ impl ClientPool {
             permits: Semaphore::new(clients_max),
             wait_max,
             next_seed,
+            links: SharedLinks::new(),
         }
     }
 
@@ -64,7 +69,7 @@ impl ClientPool {
     fn new_client(&self) -> Client {
         let mut config = self.config.clone();
         config.seed = self.next_seed.fetch_add(1, Ordering::Relaxed);
-        Client::new(config)
+        Client::sharing(config, self.links.clone())
     }
 }
 
