@@ -34,9 +34,11 @@ fn assert_shrinks(mutant: Mutant, scenario: &Scenario, seed: u64) {
     let original = run_drawn(drawn.clone(), String::new(), seed, RunOptions::default());
     let violation = original.violation.expect("the seed fails");
     let check = violation.failure.check;
+    // The other tests share the cores at first, but the longest shrinks (hundreds of faults
+    // in figure-8-churn) are the last tests still running, with the cores to themselves.
     let options = ShrinkOptions {
         seeds_per_candidate: 3,
-        jobs: 1,
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let before = shrink::fault_count(&original.schedule);
     let recorded = drawn.with_schedule(original.schedule);
