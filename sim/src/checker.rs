@@ -411,14 +411,10 @@ impl Checker {
         installed: Option<Install>,
         entries: &[Entry],
     ) -> Result<(), Failure> {
-        note_log_configs(
-            self.log_configs.entry(node).or_default(),
-            installed,
-            entries,
-        );
         let install = installed.map(|install| (install, self.chain_at(install.snapshot)));
         let mirror = self.logs.entry(node).or_default();
-        if let Err((check, detail)) = mirror.record(install, entries) {
+        let configs = self.log_configs.entry(node).or_default();
+        if let Err((check, detail)) = record_batch(mirror, configs, install, entries) {
             return fail(check, node, detail);
         }
         self.check_log_matching(node, entries)?;
@@ -439,17 +435,13 @@ impl Checker {
         installed: Option<Install>,
         entries: &[Entry],
     ) -> Result<(), Failure> {
-        note_log_configs(
-            self.handed_configs.entry(node).or_default(),
-            installed,
-            entries,
-        );
         let install = installed.map(|install| (install, self.chain_at(install.snapshot)));
         let mirror = self
             .handed_logs
             .entry(node)
             .or_insert_with(|| LogMirror::default().terms_only());
-        if let Err((check, detail)) = mirror.record(install, entries) {
+        let configs = self.handed_configs.entry(node).or_default();
+        if let Err((check, detail)) = record_batch(mirror, configs, install, entries) {
             return fail(check, node, format!("handed to the disk: {detail}"));
         }
         self.check_change_rule(node, entries)
@@ -1119,8 +1111,20 @@ impl Checker {
     }
 }
 
-/// Records the configuration entries of a batch in a log's `configs`: an installed snapshot
-/// keeps only those its record keeps, and each entry replaces any at its index or later.
+/// Records a batch (an installed snapshot's record, then entries) in a mirror of a node's log
+/// and in the configurations that log holds (`configs`): an installed snapshot keeps only those
+/// its record keeps, and each entry replaces any at its index or later.
+fn record_batch(
+    mirror: &mut LogMirror,
+    configs: &mut BTreeMap<LogIndex, Members>,
+    install: Option<(Install, u64)>,
+    entries: &[Entry],
+) -> Result<(), (&'static str, String)> {
+    note_log_configs(configs, install.map(|(install, _)| install), entries);
+    mirror.record(install, entries)
+}
+
+/// The configurations' part of [`record_batch`].
 fn note_log_configs(
     configs: &mut BTreeMap<LogIndex, Members>,
     installed: Option<Install>,

@@ -6,7 +6,8 @@ use crate::scenario::Scenario;
 use crate::trace::fnv1a;
 use std::path::PathBuf;
 
-/// Seeds per scenario in the test suite; sweeps run many more.
+/// Seeds per scenario in the test suite (.ci/run's smoke sweep takes the next ones); sweeps
+/// run many more.
 const SEEDS_PER_SCENARIO: u64 = 4;
 
 /// The scenario library, sorted by file name.
