@@ -607,6 +607,9 @@ where
     let mut answers: Vec<Frame> = Vec::new();
     waiting.submit(first, inbox, &mut answers);
     let mut idle = Deadline::at(Instant::now() + idle_timeout);
+    // Whether the client may send more: once it has closed its side, it still gets the
+    // answers it is owed.
+    let mut reading = true;
     loop {
         tokio::select! {
             biased;
@@ -616,10 +619,13 @@ where
                     return Ok(()); // the node is stopping
                 }
             }
-            frame = reader.next(), if waiting.len() < CLIENT_IN_FLIGHT_MAX => match frame? {
-                Some(Frame::Request(request)) => waiting.submit(request, inbox, &mut answers),
-                Some(_) | None => return Ok(()),
-            },
+            frame = reader.next(), if reading && waiting.len() < CLIENT_IN_FLIGHT_MAX => {
+                match frame? {
+                    Some(Frame::Request(request)) => waiting.submit(request, inbox, &mut answers),
+                    Some(_) => return Ok(()),
+                    None => reading = false,
+                }
+            }
             // Idle: the client comes back on a new connection.
             () = &mut idle, if waiting.is_empty() => return Ok(()),
         }
@@ -628,6 +634,9 @@ where
             answers.clear();
         }
         if waiting.is_empty() {
+            if !reading {
+                return Ok(());
+            }
             idle.reset(Instant::now() + idle_timeout);
         }
     }
@@ -699,5 +708,101 @@ impl Waiting {
         } else {
             Poll::Pending
         }
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A client connection served by `serve_client`, with the test as the node: what the node
+    /// receives arrives on the returned inbox.
+    async fn served() -> (tokio::net::TcpStream, mpsc::Receiver<Inbound>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, client) = tokio::join!(listener.accept(), client);
+        let (server, _) = accepted.unwrap();
+        let (inbox, node) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let (read_half, write_half) = tokio::io::split(server);
+            let mut reader = FrameReader::new(read_half);
+            let Some(Frame::Request(first)) = reader.next().await.unwrap() else {
+                panic!("the test sends a request first")
+            };
+            let idle = Duration::from_secs(5);
+            let _ = serve_client(first, reader, write_half, &inbox, idle).await;
+        });
+        (client.unwrap(), node)
+    }
+
+    fn status(id: u64) -> Frame {
+        Frame::Request(Request {
+            id,
+            body: raftchat::wire::RequestBody::Status,
+        })
+    }
+
+    async fn answer_ids(
+        reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
+        n: usize,
+    ) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            match reader.next().await.unwrap() {
+                Some(Frame::Response(response)) => ids.push(response.id),
+                other => panic!("expected a response, got {other:?}"),
+            }
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_are_answered_by_id_in_the_order_the_node_answers() {
+        // A node that served one request at a time would never see the second: fail, not hang.
+        let test = in_flight_and_half_closed();
+        timeout(Duration::from_secs(10), test)
+            .await
+            .expect("the exchange finishes");
+    }
+
+    async fn in_flight_and_half_closed() {
+        let (client, mut node) = served().await;
+        let (read_half, mut write_half) = client.into_split();
+        let mut reader = FrameReader::new(read_half);
+        let frames = [status(1), status(2), status(3)];
+        write_frames(&mut write_half, &frames, &mut Vec::new())
+            .await
+            .unwrap();
+        let mut replies = Vec::new();
+        for _ in 0..3 {
+            match node.recv().await.unwrap() {
+                Inbound::Request { request, reply, .. } => replies.push((request.id, reply)),
+                Inbound::Peer(_) => panic!("a client sent a peer message"),
+            }
+        }
+        // The node answers the last first, then the other two together.
+        let (id, reply) = replies.pop().unwrap();
+        reply.send(ResponseBody::Busy).unwrap();
+        assert_eq!(answer_ids(&mut reader, 1).await, [id]);
+        for (_, reply) in replies {
+            reply.send(ResponseBody::Busy).unwrap();
+        }
+        assert_eq!(answer_ids(&mut reader, 2).await, [1, 2]);
+
+        // A client that closes its side still gets what it is owed, then the node closes.
+        write_frames(&mut write_half, [&status(4)], &mut Vec::new())
+            .await
+            .unwrap();
+        write_half.shutdown().await.unwrap();
+        let Some(Inbound::Request { reply, .. }) = node.recv().await else {
+            panic!("the fourth request reaches the node")
+        };
+        reply.send(ResponseBody::Busy).unwrap();
+        assert_eq!(answer_ids(&mut reader, 1).await, [4]);
+        assert!(
+            reader.next().await.unwrap().is_none(),
+            "then the node closes"
+        );
     }
 }

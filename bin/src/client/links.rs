@@ -139,6 +139,10 @@ async fn run_link(stream: Stream, mut calls: mpsc::Receiver<Call>, silence: Dura
                 if waiting.is_empty() {
                     silent.reset(Instant::now() + silence);
                 }
+                if waiting.len() >= LINK_QUEUE_MAX {
+                    // Requests whose callers gave up and that the node never answered.
+                    waiting.retain(|_, answer| !answer.is_closed());
+                }
                 let mut next = Some(call);
                 while let Some(call) = next.take() {
                     // A caller that gave up before its request was written is not sent.
@@ -162,7 +166,12 @@ async fn run_link(stream: Stream, mut calls: mpsc::Receiver<Call>, silence: Dura
                 }
             },
             () = &mut silent, if !waiting.is_empty() => {
-                break format!("no answer for {} ms", silence.as_millis());
+                // Callers that gave up wait for nothing: only a live caller's silence counts.
+                waiting.retain(|_, answer| !answer.is_closed());
+                if !waiting.is_empty() {
+                    break format!("no answer for {} ms", silence.as_millis());
+                }
+                silent.reset(Instant::now() + silence);
             }
         }
     };
