@@ -606,11 +606,22 @@ where
     let mut waiting = Waiting::default();
     let mut answers: Vec<Frame> = Vec::new();
     waiting.submit(first, inbox, &mut answers);
-    let mut idle = Deadline::at(Instant::now() + idle_timeout);
-    // Whether the client may send more: once it has closed its side, it still gets the
-    // answers it is owed.
+    let mut idle = Deadline::at(Instant::now() + idle_timeout); // set at each turn
+                                                                // Whether the client may send more: once it has closed its side, it still gets the
+                                                                // answers it is owed.
     let mut reading = true;
     loop {
+        // Answers go out before the next wait: a `Busy` answered at submission included.
+        if !answers.is_empty() {
+            write_frames(&mut writer, &answers, &mut scratch).await?;
+            answers.clear();
+        }
+        if waiting.is_empty() {
+            if !reading {
+                return Ok(());
+            }
+            idle.reset(Instant::now() + idle_timeout);
+        }
         tokio::select! {
             biased;
             answered = std::future::poll_fn(|cx| waiting.poll_answers(cx, &mut answers)),
@@ -628,16 +639,6 @@ where
             }
             // Idle: the client comes back on a new connection.
             () = &mut idle, if waiting.is_empty() => return Ok(()),
-        }
-        if !answers.is_empty() {
-            write_frames(&mut writer, &answers, &mut scratch).await?;
-            answers.clear();
-        }
-        if waiting.is_empty() {
-            if !reading {
-                return Ok(());
-            }
-            idle.reset(Instant::now() + idle_timeout);
         }
     }
 }
@@ -764,6 +765,26 @@ mod tests {
         timeout(Duration::from_secs(10), test)
             .await
             .expect("the exchange finishes");
+    }
+
+    #[tokio::test]
+    async fn a_request_the_node_cannot_take_is_answered_busy_at_once() {
+        let (client, node) = served().await;
+        drop(node); // the node's inbox refuses everything from now on
+        let (read_half, mut write_half) = client.into_split();
+        let mut reader = FrameReader::new(read_half);
+        for id in [9, 10] {
+            write_frames(&mut write_half, [&status(id)], &mut Vec::new())
+                .await
+                .unwrap();
+            let answer = timeout(Duration::from_secs(5), reader.next()).await;
+            match answer.expect("answered without waiting for another frame") {
+                Ok(Some(Frame::Response(response))) => {
+                    assert_eq!((response.id, response.body), (id, ResponseBody::Busy))
+                }
+                other => panic!("expected Busy for {id}, got {other:?}"),
+            }
+        }
     }
 
     async fn in_flight_and_half_closed() {
