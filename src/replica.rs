@@ -636,16 +636,21 @@ impl Replica {
         self.reads.pending.len()
     }
 
+    /// Whether the policy calls for a snapshot now and none is being taken.
+    pub fn snapshot_due(&self) -> bool {
+        let entries = self.chat.applied_index().0 - self.snapshot_index.0;
+        let due = entries >= self.policy.log_entries
+            || self.bytes_since_snapshot >= self.policy.log_bytes;
+        !self.snapshot_in_progress && due && entries > 0
+    }
+
     /// A snapshot to take now, if the log since the last one has outgrown the policy and none
     /// is being taken. The job holds a copy of the state at the applied index.
     pub fn maybe_snapshot(&mut self) -> Option<SnapshotJob> {
-        let applied_index = self.chat.applied_index();
-        let entries = applied_index.0 - self.snapshot_index.0;
-        let due = entries >= self.policy.log_entries
-            || self.bytes_since_snapshot >= self.policy.log_bytes;
-        if self.snapshot_in_progress || !due || entries == 0 {
+        if !self.snapshot_due() {
             return None;
         }
+        let applied_index = self.chat.applied_index();
         let term = self.raft.log().term(applied_index);
         self.snapshot_in_progress = true;
         Some(SnapshotJob {

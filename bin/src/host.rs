@@ -74,9 +74,10 @@ const INPUT_BATCH_MAX: usize = 1024;
 /// A group write joins rounds up to this many bytes (a single round may be larger), so a
 /// write torn by a power failure stays well inside the tail recovery may cut.
 const GROUP_WRITE_BYTES_MAX: usize = 8 * 1024 * 1024;
-/// Background tasks finished but not yet seen by the loop: at most one snapshot being taken
-/// and one received snapshot being checked run at once, so a task never waits to report.
-const BACKGROUND_MAX: usize = 2;
+/// Background tasks finished but not yet seen by the loop: at most one snapshot being taken,
+/// one received snapshot being checked and `HASHING_MAX` hashed creates, so a task never waits
+/// to report.
+const BACKGROUND_MAX: usize = 2 + HASHING_MAX;
 
 /// Most clients waiting on a leader at once; more are answered `Busy`.
 pub const WAITERS_MAX: usize = 16 * 1024;
@@ -159,7 +160,8 @@ struct PasswordWork {
     /// Bounds the hashes and logins under way at once.
     under_way: Arc<tokio::sync::Semaphore>,
     throttle: Arc<Mutex<LoginThrottle>>,
-    hashed: mpsc::Sender<Hashed>,
+    /// Where a hashed create goes (the loop's background channel).
+    hashed: mpsc::Sender<Background>,
 }
 
 /// What a background task reports to the loop when it is done.
@@ -178,6 +180,8 @@ enum Background {
         incoming: Incoming,
         result: io::Result<Result<(Snapshot, Chat), String>>,
     },
+    /// A create's password is hashed.
+    Hashed(Hashed),
 }
 
 /// One node's running state.
@@ -259,13 +263,14 @@ where
     ));
     let outbox = wrap_outbox(PeerOutbox::start(&config, directory));
     let last_status = replica.status();
+    // One channel for every kind of background work: each channel more is one more waker
+    // the loop registers on every turn.
     let (background, finished) = mpsc::channel(BACKGROUND_MAX);
-    let (hashed, hashed_creates) = mpsc::channel(HASHING_MAX);
     let passwords = PasswordWork {
         hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_MAX)),
         under_way: Arc::new(tokio::sync::Semaphore::new(PASSWORD_WORK_MAX)),
         throttle: Arc::default(),
-        hashed,
+        hashed: background.clone(),
     };
     let mut host = Host {
         config,
@@ -292,7 +297,7 @@ where
     host.note_membership();
     host.observer
         .event(host.config.id, &Event::Status(last_status));
-    let result = host.run(inbox, finished, hashed_creates).await;
+    let result = host.run(inbox, finished).await;
     if let Err(error) = &result {
         let reason = error.to_string();
         host.observer
@@ -344,7 +349,6 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         &mut self,
         mut inbox: mpsc::Receiver<Inbound>,
         mut finished: mpsc::Receiver<Background>,
-        mut hashed_creates: mpsc::Receiver<Hashed>,
     ) -> Result<(), NodeError> {
         let mut tick = Deadline::at(Instant::now() + self.tick_interval());
         loop {
@@ -368,9 +372,6 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     self.write_done(result).await?;
                 }
                 Some(done) = finished.recv() => self.finish_background(done).await?,
-                Some(hashed) = hashed_creates.recv() => {
-                    self.propose(hashed.command, hashed.reply, None);
-                }
                 input = inbox.recv() => match input {
                     Some(input) => self.handle(input),
                     None => return Ok(()),
@@ -382,6 +383,8 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             }
             self.process_ready().await?;
             self.maybe_start_snapshot();
+            // What this turn sent leaves now, before the loop waits again.
+            self.outbox.flush();
             if let Some(line) = self.timeline.as_mut().and_then(Timeline::report) {
                 tracing::info!(node = %self.config.id, "timeline of writes led here: {line}");
             }
@@ -391,6 +394,9 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     /// Starts taking a snapshot if the replica calls for one: the copy of the state is taken
     /// here, everything costly in a task.
     fn maybe_start_snapshot(&mut self) {
+        if !self.replica.snapshot_due() {
+            return;
+        }
         let started = Instant::now();
         let Some(job) = self.replica.maybe_snapshot() else {
             return;
@@ -434,14 +440,15 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     async fn finish_background(&mut self, done: Background) -> Result<(), NodeError> {
         // The replica hears of a snapshot, and the log's files change, only with every round
         // done.
-        self.drain_writes().await?;
         match done {
+            Background::Hashed(hashed) => self.propose(hashed.command, hashed.reply, None),
             Background::Taken {
                 result,
                 digest,
                 loop_held,
                 started,
             } => {
+                self.drain_writes().await?;
                 let snapshot = result.map_err(NodeError::Disk)?;
                 let meta = snapshot.meta;
                 let compacted_through = self.replica.snapshot_taken(snapshot);
@@ -460,6 +467,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 self.observer.event(self.config.id, &event);
             }
             Background::Received { incoming, result } => {
+                self.drain_writes().await?;
                 self.checking = false;
                 match result.map_err(NodeError::Disk)? {
                     Ok((received, chat)) => self.install(received, chat).await?,
@@ -855,7 +863,10 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     credential,
                 },
             };
-            let _ = work.hashed.send(Hashed { command, reply }).await;
+            let _ = work
+                .hashed
+                .send(Background::Hashed(Hashed { command, reply }))
+                .await;
         });
     }
 
@@ -1105,9 +1116,11 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     /// replica hears of a snapshot, which need the log's writes behind them.
     async fn drain_writes(&mut self) -> Result<(), NodeError> {
         while let Some(write) = self.writing.as_mut() {
+            self.outbox.flush();
             let result = write.synced.as_mut().await;
             self.write_done(result).await?;
         }
+        self.outbox.flush();
         debug_assert!(self.rounds.is_empty());
         Ok(())
     }
@@ -1138,6 +1151,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             self.send(message);
         }
         self.stamp_waiters(&work, Stamps::taken);
+        self.outbox.flush();
         let received = self.durable.persist(&work).await.map_err(NodeError::Disk)?;
         self.finish_round(work);
         if let Some(snapshot) = received {

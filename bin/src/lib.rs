@@ -18,6 +18,7 @@ pub mod frame_io;
 pub mod gateway;
 pub mod host;
 pub mod observer;
+pub mod outbox;
 pub mod timeline;
 pub mod tls;
 pub mod transport;

@@ -1,19 +1,9 @@
 //! The TCP transport: peer connections for Raft messages, client connections for requests.
 //!
-//! Each peer gets one outbound connection, fed by a bounded queue and driven by its own task:
-//! it connects (with backoff), introduces itself with `PeerHello`, then streams batches of
-//! frames, flushing after each. Raft tolerates loss, so a full queue drops, and while a
-//! connection is down only the newest messages are kept for the next one.
-//!
-//! The receiver acknowledges frames on the same connection (`PeerAck`). A sender whose frames
-//! go unacknowledged for `peer_silence_timeout` drops the connection and dials again: a stalled
-//! TCP stream (a partition that healed, a peer that froze) must not stall Raft for as long as the
-//! operating system, or madsim's simulated TCP with its retransmission backoff, takes to notice.
-//!
-//! The peers are the members of the configuration in force, at the addresses it names (the
-//! cluster file's for the bootstrap members): the node's loop tells the outbox whenever that
-//! changes, and a sender task starts for each new member. A departed member's task stays, for
-//! the answers Raft still sends it.
+//! Outbound peer links, written by the node's loop itself, are `crate::outbox`'s. This module
+//! accepts connections: a peer's inbound one carries its Raft messages to the node's inbox and
+//! acknowledges them on the same connection (`PeerAck`), at least every `ACK_EVERY_FRAMES`
+//! frames and a while after the last, so the sender can tell a silent peer.
 //!
 //! With TLS (`crate::tls`), every connection is a TLS session: a peer shows a certificate of
 //! the cluster's CA that names the node it claims to be in its `PeerHello`, or it is refused; a
@@ -43,12 +33,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, timeout, Instant};
 
-/// Messages queued for one peer before new ones are dropped.
-pub const PEER_QUEUE_MAX: usize = 4096;
-/// Messages kept queued for a peer across a reconnection; older ones are dropped.
-const PEER_BACKLOG_KEPT: usize = 256;
-/// Frames written in one batch (one write, one flush).
-const PEER_BATCH_FRAMES_MAX: usize = 256;
+pub use crate::outbox::{Outbox, PeerOutbox, PEER_QUEUE_MAX};
+
 /// An inbound connection acknowledges at least every this many frames.
 const ACK_EVERY_FRAMES: u64 = 64;
 /// How long a new inbound connection may take to say what it is.
@@ -73,17 +59,6 @@ pub enum Inbound {
     },
 }
 
-/// Where the node's loop sends Raft messages. The production implementation is
-/// [`PeerOutbox`]; the simulator wraps it in a fault layer.
-pub trait Outbox: Send + 'static {
-    /// Sends, or drops, one message. Never blocks.
-    fn send(&mut self, message: Message);
-
-    /// The members and their addresses changed (a configuration entry was appended, or
-    /// truncated, or came with a snapshot): send to these from now on.
-    fn members_changed(&mut self, members: &BTreeMap<NodeId, SocketAddr>);
-}
-
 /// The addresses peers gave in their `PeerHello`: how to answer a peer no configuration this
 /// node holds names (a leader added while this node was away). Shared by the acceptor, which
 /// learns them, and the outbox, which uses them.
@@ -95,200 +70,8 @@ impl PeerDirectory {
         self.0.lock().expect("never poisoned").insert(peer, address);
     }
 
-    fn get(&self, peer: NodeId) -> Option<SocketAddr> {
+    pub(crate) fn get(&self, peer: NodeId) -> Option<SocketAddr> {
         self.0.lock().expect("never poisoned").get(&peer).copied()
-    }
-}
-
-/// Sends Raft messages to peers over TCP, one queue and one task per peer.
-#[derive(Clone, Debug)]
-pub struct PeerOutbox {
-    config: Arc<NodeConfig>,
-    queues: BTreeMap<NodeId, (SocketAddr, mpsc::Sender<Message>)>,
-    directory: PeerDirectory,
-}
-
-impl PeerOutbox {
-    /// Starts one sender task per member of the cluster file; peers that introduce
-    /// themselves through `directory` can be answered too.
-    pub fn start(config: &NodeConfig, directory: PeerDirectory) -> PeerOutbox {
-        let mut outbox = PeerOutbox {
-            config: Arc::new(config.clone()),
-            queues: BTreeMap::new(),
-            directory,
-        };
-        outbox.members_changed(&config.members);
-        outbox
-    }
-
-    fn start_sender(&mut self, peer: NodeId, address: SocketAddr) {
-        let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
-        self.queues.insert(peer, (address, sender));
-        tokio::spawn(run_peer_sender(
-            self.config.clone(),
-            peer,
-            address,
-            receiver,
-        ));
-    }
-}
-
-impl Outbox for PeerOutbox {
-    fn send(&mut self, message: Message) {
-        if !self.queues.contains_key(&message.to) {
-            match self.directory.get(message.to) {
-                Some(address) if message.to != self.config.id => {
-                    self.start_sender(message.to, address)
-                }
-                _ => return,
-            }
-        }
-        if let Some((_, queue)) = self.queues.get(&message.to) {
-            // A full queue means the peer is far behind or unreachable; Raft resends.
-            let _ = queue.try_send(message);
-        }
-    }
-
-    fn members_changed(&mut self, members: &BTreeMap<NodeId, SocketAddr>) {
-        // A departed member keeps its queue: Raft only answers it from now on, and it needs
-        // those answers (a removed leader that never learned its removal committed steps down
-        // on the newer term they carry). A member whose address changed gets a new queue;
-        // dropping the old one ends its task once the messages in it are sent or given up.
-        self.queues
-            .retain(|peer, (address, _)| members.get(peer).is_none_or(|wanted| wanted == address));
-        for (&peer, &address) in members {
-            if peer == self.config.id || self.queues.contains_key(&peer) {
-                continue;
-            }
-            self.start_sender(peer, address);
-        }
-    }
-}
-
-async fn run_peer_sender(
-    config: Arc<NodeConfig>,
-    peer: NodeId,
-    address: SocketAddr,
-    mut queue: mpsc::Receiver<Message>,
-) {
-    let (backoff_min, backoff_max) = config.reconnect_backoff;
-    let mut backoff = backoff_min;
-    loop {
-        let connected = timeout(config.peer_silence_timeout, dial(&config, peer, address)).await;
-        if let Ok(Ok(stream)) = connected {
-            backoff = backoff_min;
-            match run_peer_connection(&config, stream, &mut queue).await {
-                Ok(()) => return, // the node is shutting down
-                Err(error) => tracing::debug!(%peer, %error, "peer connection dropped"),
-            }
-        }
-        sleep(backoff).await;
-        backoff = (backoff * 2).min(backoff_max);
-        // Keep only the newest messages for the next connection: the oldest are the stalest.
-        while queue.len() > PEER_BACKLOG_KEPT && queue.try_recv().is_ok() {}
-        if queue.is_closed() {
-            return;
-        }
-    }
-}
-
-/// Connects to `peer`, in TLS when the node has it.
-async fn dial(config: &NodeConfig, peer: NodeId, address: SocketAddr) -> std::io::Result<Stream> {
-    let stream = TcpStream::connect(address).await?;
-    let _ = stream.set_nodelay(true);
-    match &config.tls {
-        Some(tls) => tls.connect(peer, stream).await.inspect_err(|error| {
-            tracing::warn!(%peer, %address, %error, "TLS handshake with a peer failed");
-        }),
-        None => Ok(Stream::Plain(stream)),
-    }
-}
-
-/// Why an outbound peer connection was given up.
-#[derive(Debug)]
-enum PeerLinkError {
-    Frame(FrameError),
-    Closed,
-    Silent,
-    Unexpected,
-}
-
-impl std::fmt::Display for PeerLinkError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PeerLinkError::Frame(e) => write!(f, "{e}"),
-            PeerLinkError::Closed => write!(f, "closed by the peer"),
-            PeerLinkError::Silent => write!(f, "no acknowledgement within the silence timeout"),
-            PeerLinkError::Unexpected => write!(f, "unexpected frame from the peer"),
-        }
-    }
-}
-
-async fn run_peer_connection(
-    config: &NodeConfig,
-    stream: Stream,
-    queue: &mut mpsc::Receiver<Message>,
-) -> Result<(), PeerLinkError> {
-    let (read_half, mut write_half) = tokio::io::split(stream);
-    let mut reader = FrameReader::new(read_half);
-    let mut scratch = Vec::new();
-    let hello = Frame::PeerHello {
-        version: PROTOCOL_VERSION,
-        from: config.id,
-        cluster_id: config.cluster_id,
-        address: config
-            .members
-            .get(&config.id)
-            .copied()
-            .unwrap_or(config.listen),
-    };
-    write_frames(&mut write_half, [&hello], &mut scratch)
-        .await
-        .map_err(PeerLinkError::Frame)?;
-    let (mut sent_count, mut acked_count) = (1u64, 0u64);
-    let mut waiting_since = Instant::now();
-    let mut batch: Vec<Frame> = Vec::with_capacity(PEER_BATCH_FRAMES_MAX);
-    // Wakes the loop now and then, so a link whose peer went silent is noticed even when
-    // nothing more is sent on it.
-    let check_every = config.peer_silence_timeout / 4;
-    let mut check = Deadline::at(Instant::now() + check_every);
-    loop {
-        tokio::select! {
-            biased;
-            frame = reader.next() => match frame.map_err(PeerLinkError::Frame)? {
-                Some(Frame::PeerAck { received_count }) => {
-                    if received_count > acked_count {
-                        acked_count = received_count.min(sent_count);
-                        waiting_since = Instant::now();
-                    }
-                }
-                Some(_) => return Err(PeerLinkError::Unexpected),
-                None => return Err(PeerLinkError::Closed),
-            },
-            message = queue.recv() => {
-                let Some(message) = message else { return Ok(()) };
-                batch.clear();
-                batch.push(Frame::Raft(message));
-                while batch.len() < PEER_BATCH_FRAMES_MAX {
-                    let Ok(message) = queue.try_recv() else { break };
-                    batch.push(Frame::Raft(message));
-                }
-                if acked_count == sent_count {
-                    waiting_since = Instant::now();
-                }
-                sent_count += batch.len() as u64;
-                write_frames(&mut write_half, &batch, &mut scratch)
-                    .await
-                    .map_err(PeerLinkError::Frame)?;
-            },
-            () = &mut check => {
-                check.reset(Instant::now() + check_every);
-                let stalled = waiting_since.elapsed() > config.peer_silence_timeout;
-                if acked_count < sent_count && stalled {
-                    return Err(PeerLinkError::Silent);
-                }
-            }
-        }
     }
 }
 

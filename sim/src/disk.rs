@@ -30,6 +30,7 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use raftchat_node::deadline::Deadline;
 use raftchat_node::disk::Disk;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -408,7 +409,9 @@ impl SimDisk {
         let transfer = Duration::from_micros(bytes as u64 / BYTES_PER_MICRO);
         let delay = delay + transfer;
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            // A `Deadline`, not a bare sleep: a group write is polled on every turn of its
+            // node's loop, and each pending poll of madsim's sleep adds a timer entry.
+            Deadline::at(tokio::time::Instant::now() + delay).await;
         }
         power_cycle_count
     }

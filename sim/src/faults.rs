@@ -116,6 +116,7 @@ impl FaultyOutbox {
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 inner.send(message);
+                inner.flush();
             });
         } else {
             self.inner.send(message);
@@ -126,6 +127,10 @@ impl FaultyOutbox {
 impl Outbox for FaultyOutbox {
     fn members_changed(&mut self, members: &BTreeMap<NodeId, std::net::SocketAddr>) {
         self.inner.members_changed(members);
+    }
+
+    fn flush(&mut self) {
+        self.inner.flush();
     }
 
     fn send(&mut self, message: Message) {
