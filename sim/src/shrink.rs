@@ -12,7 +12,9 @@
 //!    accident; then ddmin again over single events, which may drop a repair (the fault then
 //!    lasts until the fault phase ends).
 //! 3. Simplify the drawn parameters one at a time: no message faults, fewer clients, a
-//!    slower workload, fewer nodes, no clock drift, a shorter run.
+//!    slower workload, fewer nodes (without the events of the nodes left out), no clock
+//!    drift, a shorter run; then ddmin again, over faults and then single events, since
+//!    simpler parameters can make more of the schedule unnecessary.
 //!
 //! Removing a fault changes everything after it (madsim has one random stream), so a
 //! candidate is run with a few seeds and counts as failing if any of them fails; message
@@ -181,7 +183,12 @@ pub fn shrink(
     search.ddmin_groups();
     search.ddmin_events();
     search.simplify();
-    // Simpler parameters can make more of the schedule unnecessary.
+    // Simpler parameters can make more of the schedule unnecessary: whole faults first (a
+    // crash and its restart go together, which single events cannot), then single events.
+    // The run is short by now and few faults are left, each of which may matter only on some
+    // seeds: these passes try three times the seeds per candidate.
+    search.options.seeds_per_candidate *= 3;
+    search.ddmin_groups();
     search.ddmin_events();
     Shrunk {
         drawn: search.best,
@@ -423,20 +430,26 @@ impl Search<'_> {
                 break;
             }
         }
-        // Fewer nodes, two at a time (a majority stays a majority of an odd cluster), while
-        // every event still names nodes that exist.
+        // Fewer nodes, two at a time (a majority stays a majority of an odd cluster); the
+        // events that name a node the smaller cluster lacks go with it.
         while self.best.nodes >= 3 {
             let nodes = self.best.nodes - 2;
             let processes = nodes + self.best.spare_nodes;
-            if !self.best.events.iter().all(|e| e.action.fits(processes)) {
-                break;
-            }
+            let events: Vec<Event> = (self.best.events.iter())
+                .filter(|e| e.action.fits(processes))
+                .cloned()
+                .collect();
+            let what = match self.best.events.len() - events.len() {
+                0 => format!("{nodes} nodes"),
+                dropped => format!("{nodes} nodes, without the {dropped} events of the others"),
+            };
             let smaller = Drawn {
                 nodes,
                 clock_drift: self.best.clock_drift[..nodes as usize].to_vec(),
+                events,
                 ..self.best.clone()
             };
-            if !self.try_one(smaller, &format!("{nodes} nodes")) {
+            if !self.try_one(smaller, &what) {
                 break;
             }
         }
