@@ -71,6 +71,9 @@ use tokio::time::Instant;
 pub const INBOX_MAX: usize = 8192;
 /// Most inputs handled between two rounds of work.
 const INPUT_BATCH_MAX: usize = 1024;
+/// Most turns of the loop whose messages to peers wait for a later turn's, while input keeps
+/// arriving, before they are written anyway.
+const FLUSH_TURNS_MAX: u32 = 8;
 /// A group write joins rounds up to this many bytes (a single round may be larger), so a
 /// write torn by a power failure stays well inside the tail recovery may cut.
 const GROUP_WRITE_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -351,6 +354,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         mut finished: mpsc::Receiver<Background>,
     ) -> Result<(), NodeError> {
         let mut tick = Deadline::at(Instant::now() + self.tick_interval());
+        let mut unflushed_turns = 0;
         loop {
             tokio::select! {
                 biased;
@@ -383,8 +387,14 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             }
             self.process_ready().await?;
             self.maybe_start_snapshot();
-            // What this turn sent leaves now, before the loop waits again.
-            self.outbox.flush();
+            // What this turn sent leaves before the loop waits: at once if no input is
+            // waiting, or else with what the next turns send (one write per peer for several
+            // turns), after at most FLUSH_TURNS_MAX of them.
+            unflushed_turns += 1;
+            if inbox.is_empty() || unflushed_turns >= FLUSH_TURNS_MAX {
+                self.outbox.flush();
+                unflushed_turns = 0;
+            }
             if let Some(line) = self.timeline.as_mut().and_then(Timeline::report) {
                 tracing::info!(node = %self.config.id, "timeline of writes led here: {line}");
             }
