@@ -1108,6 +1108,8 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     /// The group write under way is synced (or failed, which stops the node): its rounds are
     /// done, in order, and the next group write begins.
     async fn write_done(&mut self, result: io::Result<()>) -> Result<(), NodeError> {
+        // A segment may begin below: messages the last turns deferred leave first.
+        self.outbox.flush();
         result.map_err(NodeError::Disk)?;
         let write = self.writing.take().expect("a group write under way");
         let rounds: Vec<Work> = self.rounds.drain(..write.rounds).collect();
