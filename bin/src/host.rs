@@ -5,7 +5,8 @@
 //! background task, the log's write under way being synced), takes every other input already
 //! queued (so one AppendEntries carries them all), then executes the replica's work in the
 //! order the replica prescribes, as a pipeline: a round's early messages (a leader's appends)
-//! leave and its committed entries are applied and answered at once; its log records join the
+//! leave before the loop next waits (the loop writes them to its peers' sockets itself; see
+//! `outbox`) and its committed entries are applied and answered at once; its log records join the
 //! next group write, which begins as soon as the one under way is synced (so the disk is kept
 //! busy and one sync carries every round that came while the last one ran); its late
 //! messages (acknowledgements, votes) leave only once its write is synced. The loop never
@@ -72,14 +73,16 @@ pub const INBOX_MAX: usize = 8192;
 /// Most inputs handled between two rounds of work.
 const INPUT_BATCH_MAX: usize = 1024;
 /// Most turns of the loop whose messages to peers wait for a later turn's, while input keeps
-/// arriving, before they are written anyway.
+/// arriving, before they are written anyway; and the longest they wait so.
 const FLUSH_TURNS_MAX: u32 = 8;
+const FLUSH_DEFERRED_MAX: Duration = Duration::from_micros(200);
 /// A group write joins rounds up to this many bytes (a single round may be larger), so a
 /// write torn by a power failure stays well inside the tail recovery may cut.
 const GROUP_WRITE_BYTES_MAX: usize = 8 * 1024 * 1024;
-/// Background tasks finished but not yet seen by the loop: at most one snapshot being taken,
-/// one received snapshot being checked and `HASHING_MAX` hashed creates, so a task never waits
-/// to report.
+/// Background results not yet seen by the loop, before their tasks wait to report: room for
+/// one snapshot taken, one received snapshot checked, and a few hashed creates (a hashing task
+/// frees its turn once its result is queued, so more may come; they wait, they never block the
+/// loop).
 const BACKGROUND_MAX: usize = 2 + HASHING_MAX;
 
 /// Most clients waiting on a leader at once; more are answered `Busy`.
@@ -355,6 +358,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     ) -> Result<(), NodeError> {
         let mut tick = Deadline::at(Instant::now() + self.tick_interval());
         let mut unflushed_turns = 0;
+        let mut deferred_since: Option<Instant> = None;
         loop {
             tokio::select! {
                 biased;
@@ -389,11 +393,17 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             self.maybe_start_snapshot();
             // What this turn sent leaves before the loop waits: at once if no input is
             // waiting, or else with what the next turns send (one write per peer for several
-            // turns), after at most FLUSH_TURNS_MAX of them.
+            // turns), within FLUSH_TURNS_MAX turns and FLUSH_DEFERRED_MAX. (Under madsim no
+            // input arrives during a turn, so every turn writes.)
             unflushed_turns += 1;
-            if inbox.is_empty() || unflushed_turns >= FLUSH_TURNS_MAX {
+            let flush = inbox.is_empty() || unflushed_turns >= FLUSH_TURNS_MAX || {
+                let now = Instant::now();
+                now.duration_since(*deferred_since.get_or_insert(now)) >= FLUSH_DEFERRED_MAX
+            };
+            if flush {
                 self.outbox.flush();
                 unflushed_turns = 0;
+                deferred_since = None;
             }
             if let Some(line) = self.timeline.as_mut().and_then(Timeline::report) {
                 tracing::info!(node = %self.config.id, "timeline of writes led here: {line}");
@@ -1166,6 +1176,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         self.outbox.flush();
         let received = self.durable.persist(&work).await.map_err(NodeError::Disk)?;
         self.finish_round(work);
+        self.outbox.flush();
         if let Some(snapshot) = received {
             self.start_finishing(snapshot).await?;
         }

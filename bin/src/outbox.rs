@@ -2,16 +2,22 @@
 //!
 //! The loop queues each message on its peer's link (`send`) and, before it waits for anything,
 //! encodes what is queued and writes it to the socket without waiting (`flush`): one write per
-//! peer per turn of the loop, and no task woken to do it. Only when the socket cannot take
-//! everything at once (its buffer is full: a slow or stalled peer) does the rest go to the
-//! link's task, which finishes the write; meanwhile the loop only queues.
+//! peer for one turn of the loop or a few (see the host), and no task woken to do it. When the
+//! socket cannot take everything at once (its buffer is full: a slow or stalled peer, or, on
+//! tokio, a loop that has spent its cooperative budget) the rest goes to the link's task,
+//! which finishes the write; meanwhile the loop only queues, and the task writes what was
+//! queued too. The task also writes the backlog a new connection starts with.
 //!
 //! The link's task dials (with backoff), introduces the node with `PeerHello`, reads the peer's
-//! acknowledgements (`PeerAck`), and drops a connection whose frames go unacknowledged for
-//! `peer_silence_timeout`: a stalled TCP stream (a partition that healed, a peer that froze)
+//! acknowledgements (`PeerAck`), and drops a connection that goes silent for
+//! `peer_silence_timeout`: frames unacknowledged that long, or a write the socket takes no
+//! byte of for that long. A stalled TCP stream (a partition that healed, a peer that froze)
 //! must not stall Raft for as long as the operating system, or madsim's simulated TCP with its
 //! retransmission backoff, takes to notice. Raft tolerates loss, so a full queue drops, and
 //! while a connection is down only the newest messages are kept for the next one.
+//!
+//! madsim's TCP takes every write whole at once, so the simulator never drives the task's
+//! side of a write; the tests below do, over a small in-memory pipe and over real TCP.
 //!
 //! The peers are the members of the configuration in force, at the addresses it names (the
 //! cluster file's for the bootstrap members): the node's loop tells the outbox whenever that
@@ -42,6 +48,12 @@ use tokio::time::{sleep, timeout, Instant};
 pub const PEER_QUEUE_MAX: usize = 4096;
 /// Messages kept queued for a peer across a reconnection; older ones are dropped.
 const PEER_BACKLOG_KEPT: usize = 256;
+/// Most messages the link's task encodes into one write; between two, it reads what
+/// acknowledgements came.
+const TASK_BATCH_FRAMES_MAX: usize = 256;
+/// The loop's encoding buffer is let go after a write larger than this (a snapshot chunk),
+/// rather than kept at that size.
+const SCRATCH_KEPT_BYTES: usize = 1 << 20;
 
 /// Where the node's loop sends Raft messages. The production implementation is
 /// [`PeerOutbox`]; the simulator wraps it in a fault layer.
@@ -59,7 +71,7 @@ pub trait Outbox: Send + 'static {
 }
 
 /// Sends Raft messages to peers over TCP, one link per peer.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct PeerOutbox {
     config: Arc<NodeConfig>,
     links: BTreeMap<NodeId, (SocketAddr, Arc<LinkHandle>)>,
@@ -109,6 +121,9 @@ impl Outbox for PeerOutbox {
         for (_, link) in self.links.values() {
             link.0.flush(&mut self.scratch);
         }
+        if self.scratch.capacity() > SCRATCH_KEPT_BYTES {
+            self.scratch = Vec::new();
+        }
     }
 
     fn members_changed(&mut self, members: &BTreeMap<NodeId, SocketAddr>) {
@@ -127,8 +142,21 @@ impl Outbox for PeerOutbox {
     }
 }
 
+/// A clone shares the links (the simulator's fault layer sends a delayed message through
+/// one), not the encoding buffer.
+impl Clone for PeerOutbox {
+    fn clone(&self) -> PeerOutbox {
+        PeerOutbox {
+            config: self.config.clone(),
+            links: self.links.clone(),
+            directory: self.directory.clone(),
+            scratch: Vec::new(),
+        }
+    }
+}
+
 /// The outbox's hold on a link: when the last clone of the outbox lets go, the link's task
-/// writes what is queued and ends.
+/// writes what is queued, if it is connected, and ends.
 #[derive(Debug)]
 struct LinkHandle(Arc<Link>);
 
@@ -186,11 +214,13 @@ struct LinkState {
 }
 
 impl LinkState {
-    /// Encodes every queued message into `bytes`, counting them as sent. A message that
-    /// cannot be encoded (larger than a frame may be) is dropped: Raft sends again.
-    fn encode_queue(&mut self, bytes: &mut Vec<u8>) {
+    /// Encodes up to `most` queued messages into `bytes`, oldest first, counting them as
+    /// sent. A message that cannot be encoded (larger than a frame may be) is dropped: Raft
+    /// sends again.
+    fn encode_queue(&mut self, bytes: &mut Vec<u8>, most: usize) {
         let mut frames = 0;
-        for message in self.queue.drain(..) {
+        let count = self.queue.len().min(most);
+        for message in self.queue.drain(..count) {
             let frame = Frame::Raft(message);
             let mark = bytes.len();
             match wire::encode(&frame, bytes) {
@@ -247,7 +277,7 @@ impl Link {
             return;
         };
         scratch.clear();
-        state.encode_queue(scratch);
+        state.encode_queue(scratch, usize::MAX);
         match write_now(&mut writer, scratch) {
             Ok(Written::All) => state.writer = Some(writer),
             Ok(Written::Part(taken)) => {
@@ -388,9 +418,12 @@ async fn run_connection(config: &NodeConfig, link: &Link, stream: Stream) -> Res
     let mut check = Deadline::at(Instant::now() + check_every);
     loop {
         // Messages queued while the connection was down, or while the task was writing,
-        // leave here; the loop writes the rest itself.
-        if write_owed(link, config.peer_silence_timeout).await? {
-            return Ok(());
+        // leave here, a batch at a time with the acknowledgements read in between; the loop
+        // writes the rest itself.
+        match write_owed(link, config.peer_silence_timeout).await? {
+            Owed::Nothing { closed: true } => return Ok(()),
+            Owed::Nothing { closed: false } => {}
+            Owed::Wrote => link.wake.notify_one(),
         }
         tokio::select! {
             biased;
@@ -420,49 +453,74 @@ async fn run_connection(config: &NodeConfig, link: &Link, stream: Stream) -> Res
     }
 }
 
-/// Writes what the link owes the connection: bytes the loop's write left, then messages
-/// queued with nobody to write them, until none are left. `true` when the outbox has let the
-/// link go and everything is written. A write not done within `patience` (the bound on
-/// acknowledgements) is a silent peer's.
-async fn write_owed(link: &Link, patience: Duration) -> Result<bool, LinkError> {
-    loop {
-        let (mut writer, bytes) = {
-            let mut state = link.lock();
-            if state.broken {
-                return Err(LinkError::Broken);
+/// What `write_owed` found.
+enum Owed {
+    /// It wrote a batch; more may be owed.
+    Wrote,
+    /// Nothing is owed; `closed` when the outbox has let the link go.
+    Nothing { closed: bool },
+}
+
+/// Writes one batch the link owes the connection: the bytes the loop's write left, or else
+/// up to `TASK_BATCH_FRAMES_MAX` messages queued with nobody to write them.
+async fn write_owed(link: &Link, patience: Duration) -> Result<Owed, LinkError> {
+    let (mut writer, bytes) = {
+        let mut state = link.lock();
+        if state.broken {
+            return Err(LinkError::Broken);
+        }
+        let bytes = match state.owed.take() {
+            Some(bytes) => bytes,
+            None if !state.queue.is_empty() => {
+                let mut bytes = Vec::new();
+                state.encode_queue(&mut bytes, TASK_BATCH_FRAMES_MAX);
+                bytes
             }
-            let bytes = match state.owed.take() {
-                Some(bytes) => bytes,
-                None if !state.queue.is_empty() => {
-                    let mut bytes = Vec::new();
-                    state.encode_queue(&mut bytes);
-                    bytes
-                }
-                None => return Ok(state.closed),
-            };
-            let writer = state
-                .writer
-                .take()
-                .expect("a connection's write side is the link's whenever no write is under way");
-            (writer, bytes)
+            None => {
+                return Ok(Owed::Nothing {
+                    closed: state.closed,
+                })
+            }
         };
-        let written = async {
-            writer.write_all(&bytes).await?;
-            writer.flush().await
-        };
-        timeout(patience, written)
-            .await
-            .map_err(|_| LinkError::Silent)?
-            .map_err(|e| LinkError::Frame(FrameError::Io(e)))?;
-        link.lock().writer = Some(writer);
+        let writer = state
+            .writer
+            .take()
+            .expect("a connection's write side is the link's whenever no write is under way");
+        (writer, bytes)
+    };
+    write_patiently(&mut writer, &bytes, patience).await?;
+    link.lock().writer = Some(writer);
+    Ok(Owed::Wrote)
+}
+
+/// Writes all of `bytes` and flushes. A peer whose socket takes no byte for `patience` is
+/// silent; a slow one that keeps taking some is not, however long the whole takes.
+async fn write_patiently(
+    writer: &mut Writer,
+    bytes: &[u8],
+    patience: Duration,
+) -> Result<(), LinkError> {
+    let failed = |error| LinkError::Frame(FrameError::Io(error));
+    let mut taken = 0;
+    while taken < bytes.len() {
+        match timeout(patience, writer.write(&bytes[taken..])).await {
+            Err(_) => return Err(LinkError::Silent),
+            Ok(Err(error)) => return Err(failed(error)),
+            Ok(Ok(0)) => return Err(failed(io::ErrorKind::WriteZero.into())),
+            Ok(Ok(n)) => taken += n,
+        }
+    }
+    match timeout(patience, writer.flush()).await {
+        Err(_) => Err(LinkError::Silent),
+        Ok(result) => result.map_err(failed),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raftchat::raft::MessageBody;
-    use raftchat::types::Term;
+    use raftchat::raft::{Membership, MessageBody, Payload, SnapshotMeta};
+    use raftchat::types::{LogIndex, Term};
     use tokio::io::AsyncReadExt;
 
     fn heartbeat(n: u64) -> Message {
@@ -501,20 +559,76 @@ mod tests {
             far.read_to_end(&mut bytes).await.unwrap();
             bytes
         });
-        assert!(!write_owed(&link, Duration::from_secs(5)).await.unwrap());
+        while let Owed::Wrote = write_owed(&link, Duration::from_secs(5)).await.unwrap() {}
         assert_eq!(link.lock().sent_count, 60);
         drop(link); // closes the near end
         let bytes = reading.await.unwrap();
-        let mut rest = &bytes[..];
-        for n in 0..60 {
+        assert_frames(&bytes, 60, |n, message| assert_eq!(message.term, Term(n)));
+    }
+
+    /// Decodes `count` Raft frames from `bytes` and checks they are `check(n)` in order.
+    fn assert_frames(bytes: &[u8], count: u64, check: impl Fn(u64, &Message)) {
+        let mut rest = bytes;
+        for n in 0..count {
             let (frame, used) = wire::decode(rest).unwrap().expect("a whole frame");
             let Frame::Raft(message) = frame else {
                 panic!("not a Raft frame")
             };
-            assert_eq!(message.term, Term(n));
+            check(n, &message);
             rest = &rest[used..];
         }
-        assert!(rest.is_empty());
+        assert!(rest.is_empty(), "{} bytes after the last frame", rest.len());
+    }
+
+    /// Over real TCP, with the reader not reading yet, the loop's write fills the socket's
+    /// buffers and leaves the rest to the task (the no-op waker polled by the loop must not
+    /// keep the task's write from being woken); every frame arrives once, in order.
+    #[tokio::test]
+    async fn over_tcp_a_write_larger_than_the_socket_buffers_is_finished_by_the_task() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (near, accepted) = tokio::join!(TcpStream::connect(address), listener.accept());
+        let (mut far, _) = accepted.unwrap();
+        let link = Link::default();
+        link.lock().writer = Some(Box::new(near.unwrap()));
+        let chunk = Payload::new(vec![7; 16 * 1024]);
+        let message = |n: u64| Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::InstallSnapshot {
+                snapshot: SnapshotMeta {
+                    index: LogIndex(1),
+                    term: Term(1),
+                    size_bytes: 1 << 30,
+                    checksum: 0,
+                },
+                membership: Membership::default(),
+                offset: n,
+                data: chunk.clone(),
+            },
+        };
+        let count = 2048; // 32 MiB, more than loopback's buffers hold
+        for n in 0..count {
+            link.queue(message(n));
+        }
+        let mut scratch = Vec::new();
+        link.flush(&mut scratch);
+        assert!(link.lock().owed.is_some(), "the socket took 32 MiB at once");
+        let reading = tokio::spawn(async move {
+            let mut bytes = Vec::new();
+            far.read_to_end(&mut bytes).await.unwrap();
+            bytes
+        });
+        while let Owed::Wrote = write_owed(&link, Duration::from_secs(5)).await.unwrap() {}
+        drop(link);
+        let bytes = reading.await.unwrap();
+        assert_frames(&bytes, count, |n, message| {
+            let MessageBody::InstallSnapshot { offset, .. } = message.body else {
+                panic!("not a chunk")
+            };
+            assert_eq!(offset, n);
+        });
     }
 
     #[test]
