@@ -57,9 +57,16 @@
 //!    checksum, length in bounds, payload inside the file, payload checksum; cheap checks
 //!    first). One found: corrupt at `o`. None: a torn tail at `o`.
 //!
-//! A zero-filled (preallocated) tail is a torn tail: an all-zero header declares length 0 and
-//! payload checksum 0 (which is the checksum of no bytes), but its header checksum is 0 while
-//! that of two zero fields is `0x0CEB_347C`, so no offset in a zero run holds a valid header.
+//! 0. From `o` to the end of the file every byte is zero: reserved space, not damage. A log
+//!    segment is extended with zeros ahead of its records, so a sync of a record changes no
+//!    file size; the scan ends cleanly at `o`, and the zeros are reported as `reserved_len`.
+//!    No offset in a zero run holds a valid header (an all-zero header declares length 0 and
+//!    payload checksum 0, the checksum of no bytes, but its header checksum is 0 while that of
+//!    two zero fields is `0x0CEB_347C`), so zeros are never mistaken for records.
+//!
+//! A torn write into reserved space leaves the interrupted record's first bytes followed by
+//! zeros: a torn tail by rules 1 to 3, whose `written_len` counts only up to its last non-zero
+//! byte, so the zeros after it are not taken for a longer tear than one write could leave.
 //!
 //! Rules 1 and 2 never read inside a payload: with a trusted header they step over it. Only
 //! rule 3 reads payload bytes as candidate headers, so a record forged inside chat text can
@@ -263,6 +270,9 @@ pub struct RecordScan<T> {
     pub valid_len: u64,
     /// The torn tail after the valid prefix, if the file ends in one.
     pub torn_tail: Option<TornTail>,
+    /// Zero bytes after the valid prefix, if every byte there is zero (rule 0): space reserved
+    /// ahead of the records, never written. 0 when the file ends in a torn tail.
+    pub reserved_len: u64,
 }
 
 /// Unsynced bytes at the end of a log file, left by a crash mid-append; safe to truncate.
@@ -272,6 +282,9 @@ pub struct TornTail {
     pub offset: u64,
     /// Number of bytes from `offset` to the end of the file.
     pub len: u64,
+    /// Number of bytes from `offset` to the last non-zero byte of the file: what the crash
+    /// left of the interrupted write, without the reserved zeros after it.
+    pub written_len: u64,
     /// Why the record at `offset` is not valid, for the operator's log.
     pub reason: &'static str,
 }
@@ -310,11 +323,22 @@ pub fn scan_records<T: DeserializeOwned>(bytes: &[u8]) -> Result<RecordScan<T>, 
         let payload = match record_at(bytes, offset) {
             RecordAt::Valid(payload) => payload,
             bad => {
+                let rest = &bytes[offset..];
+                if rest.iter().all(|&byte| byte == 0) {
+                    // Rule 0: reserved space.
+                    return Ok(RecordScan {
+                        records,
+                        valid_len: offset as u64,
+                        torn_tail: None,
+                        reserved_len: rest.len() as u64,
+                    });
+                }
                 let torn_tail = classify_bad_record(bytes, offset, bad)?;
                 return Ok(RecordScan {
                     records,
                     valid_len: offset as u64,
                     torn_tail: Some(torn_tail),
+                    reserved_len: 0,
                 });
             }
         };
@@ -331,6 +355,7 @@ pub fn scan_records<T: DeserializeOwned>(bytes: &[u8]) -> Result<RecordScan<T>, 
         records,
         valid_len: bytes.len() as u64,
         torn_tail: None,
+        reserved_len: 0,
     })
 }
 
@@ -489,9 +514,14 @@ fn search_after(
 /// The torn tail from `offset` to the end of `bytes`.
 fn torn_tail(bytes: &[u8], offset: usize, reason: &'static str) -> TornTail {
     assert!(offset < bytes.len());
+    let written_end = bytes
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(0, |last| last + 1);
     TornTail {
         offset: offset as u64,
         len: (bytes.len() - offset) as u64,
+        written_len: written_end.saturating_sub(offset) as u64,
         reason,
     }
 }
@@ -642,6 +672,11 @@ mod tests {
         header[4..8].copy_from_slice(&payload_len.to_le_bytes());
         header[8..].copy_from_slice(&payload_crc.to_le_bytes());
         header
+    }
+
+    /// What a torn tail is compared on where its written part is beside the point.
+    fn tail_fields(tail: TornTail) -> (u64, u64, &'static str) {
+        (tail.offset, tail.len, tail.reason)
     }
 
     /// A complete, valid record image around arbitrary `payload` bytes.
@@ -1032,7 +1067,8 @@ mod tests {
             RecordScan {
                 records: Vec::new(),
                 valid_len: 0,
-                torn_tail: None
+                torn_tail: None,
+                reserved_len: 0,
             }
         );
     }
@@ -1102,28 +1138,48 @@ mod tests {
         assert_eq!(record_header_checksum(0, 0), 0x0CEB_347C);
     }
 
+    /// Rule 0.
     #[test]
-    fn a_zero_filled_tail_after_valid_records_is_a_torn_tail() {
+    fn a_zero_filled_tail_after_valid_records_is_reserved_space() {
         let (mut image, offsets) = log_image();
         let valid_len = image.len() as u64;
         image.resize(image.len() + 4096, 0);
-        let scan = scan_records::<Message>(&image).expect("zeros are a torn tail");
+        let scan = scan_records::<Message>(&image).expect("zeros are reserved space");
         assert_eq!(scan.records.len(), offsets.len());
         assert_eq!(scan.valid_len, valid_len);
-        let tail = TornTail {
-            offset: valid_len,
-            len: 4096,
-            reason: HEADER_CHECKSUM_MISMATCH,
-        };
-        assert_eq!(scan.torn_tail, Some(tail));
+        assert_eq!((scan.torn_tail, scan.reserved_len), (None, 4096));
     }
 
     #[test]
-    fn a_zero_filled_file_is_a_torn_tail_at_offset_zero() {
+    fn a_zero_filled_file_is_reserved_space_from_offset_zero() {
         for len in [1, 7, 8, 11, 12, 13, 4096] {
-            let scan = scan_records::<Message>(&vec![0; len]).expect("zeros are a torn tail");
+            let scan = scan_records::<Message>(&vec![0; len]).expect("zeros are reserved space");
             assert_eq!((scan.records.len(), scan.valid_len), (0, 0));
-            assert_eq!(scan.torn_tail.map(|tail| tail.len), Some(len as u64));
+            assert_eq!((scan.torn_tail, scan.reserved_len), (None, len as u64));
+        }
+    }
+
+    /// A write into reserved space torn at any byte: the torn tail's written part ends at its
+    /// last non-zero byte, whatever the zeros after it.
+    #[test]
+    fn a_record_torn_inside_reserved_space_is_a_torn_tail_without_the_zeros() {
+        let (image, _) = log_image();
+        let next = raw_record(b"the next record, cut short by a crash");
+        for cut in 1..next.len() {
+            let mut torn = image.clone();
+            torn.extend_from_slice(&next[..cut]);
+            torn.resize(torn.len() + 1000, 0);
+            let scan = scan_records::<Message>(&torn).expect("torn, not corrupt");
+            assert_eq!(scan.valid_len, image.len() as u64, "cut at {cut}");
+            assert_eq!(scan.reserved_len, 0);
+            let Some(tail) = scan.torn_tail else {
+                // The kept bytes were all zero: nothing of the write is left.
+                assert!(next[..cut].iter().all(|&b| b == 0), "cut at {cut}");
+                continue;
+            };
+            let written = next[..cut].iter().rposition(|&b| b != 0).expect("non-zero") + 1;
+            assert_eq!(tail.len, cut as u64 + 1000, "cut at {cut}");
+            assert_eq!(tail.written_len, written as u64, "cut at {cut}");
         }
     }
 
@@ -1147,12 +1203,12 @@ mod tests {
             let mut cut = image.clone();
             cut.extend_from_slice(&next[..len]);
             let scan = scan_records::<Message>(&cut).expect("torn");
-            let tail = TornTail {
-                offset: image.len() as u64,
-                len: len as u64,
-                reason: INCOMPLETE_HEADER,
-            };
-            assert_eq!(scan.torn_tail, Some(tail), "{len} header bytes");
+            let tail = (image.len() as u64, len as u64, INCOMPLETE_HEADER);
+            assert_eq!(
+                scan.torn_tail.map(tail_fields),
+                Some(tail),
+                "{len} header bytes"
+            );
         }
     }
 
@@ -1200,12 +1256,8 @@ mod tests {
         for cut in last + RECORD_HEADER_BYTES..image.len() {
             let scan = scan_records::<Message>(&image[..cut]).expect("torn, not corrupt");
             assert_eq!(scan.records.len(), messages().len(), "cut at {cut}");
-            let tail = TornTail {
-                offset: last as u64,
-                len: (cut - last) as u64,
-                reason: LENGTH_BEYOND_END,
-            };
-            assert_eq!(scan.torn_tail, Some(tail), "cut at {cut}");
+            let tail = (last as u64, (cut - last) as u64, LENGTH_BEYOND_END);
+            assert_eq!(scan.torn_tail.map(tail_fields), Some(tail), "cut at {cut}");
         }
         assert!(forged_end < image.len());
         let scan = scan_records::<Message>(&image).expect("whole");
@@ -1220,12 +1272,16 @@ mod tests {
             let mut damaged = image.clone();
             damaged[position] ^= 0x41;
             let scan = scan_records::<Message>(&damaged).expect("torn, not corrupt");
-            let tail = TornTail {
-                offset: last as u64,
-                len: (image.len() - last) as u64,
-                reason: PAYLOAD_CHECKSUM_MISMATCH,
-            };
-            assert_eq!(scan.torn_tail, Some(tail), "byte {position}");
+            let tail = (
+                last as u64,
+                (image.len() - last) as u64,
+                PAYLOAD_CHECKSUM_MISMATCH,
+            );
+            assert_eq!(
+                scan.torn_tail.map(tail_fields),
+                Some(tail),
+                "byte {position}"
+            );
         }
     }
 

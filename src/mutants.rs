@@ -82,11 +82,15 @@ pub enum Mutant {
     /// Hand each answer on a connection that clients share to the caller that has waited
     /// longest, not to the one whose request id it carries (answers come back out of order).
     AnswerByOrder,
+    /// Leave the zeros reserved after the last segment's records in place at recovery: the
+    /// node's next appends land after them, and its next recovery finds records past a run of
+    /// zeros (damage, by the codec's rules).
+    KeepReservedZeros,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 27] = [
+    pub const ALL: [Mutant; 28] = [
         Mutant::VoteWithoutLogCheck,
         Mutant::CommitPriorTerm,
         Mutant::VoteNotPersisted,
@@ -114,6 +118,7 @@ impl Mutant {
         Mutant::KeepHandedOnTruncation,
         Mutant::SendBeforeSync,
         Mutant::AnswerByOrder,
+        Mutant::KeepReservedZeros,
     ];
 
     /// The name used on the command line.
@@ -146,6 +151,7 @@ impl Mutant {
             Mutant::KeepHandedOnTruncation => "keep-handed-on-truncation",
             Mutant::SendBeforeSync => "send-before-sync",
             Mutant::AnswerByOrder => "answer-by-order",
+            Mutant::KeepReservedZeros => "keep-reserved-zeros",
         }
     }
 

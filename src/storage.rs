@@ -93,6 +93,9 @@ pub struct Recovered {
     pub valid_len: u64,
     /// The torn tail found at the end of the last segment, if any.
     pub torn_tail: Option<TornTail>,
+    /// Zero bytes reserved after the last segment's records, if that is how it ends (never
+    /// written; `codec`'s rule 0). Earlier segments may end in reserved space too.
+    pub reserved_len: u64,
     /// Records read.
     pub record_count: usize,
 }
@@ -180,7 +183,7 @@ pub fn recover(bytes: &[u8]) -> Result<Recovered, StorageError> {
 }
 
 /// Rebuilds the log from its segments, in order. Only the last may end in a torn tail: every
-/// earlier one was synced whole before the next was begun.
+/// earlier one was synced whole before the next was begun. Any may end in reserved space.
 pub fn recover_segments(segments: &[&[u8]]) -> Result<Recovered, StorageError> {
     let mut recovered = Recovered::default();
     let mut first_index = LogIndex(1);
@@ -201,6 +204,7 @@ pub fn recover_segments(segments: &[&[u8]]) -> Result<Recovered, StorageError> {
         }
         recovered.valid_len = scan.valid_len;
         recovered.torn_tail = scan.torn_tail;
+        recovered.reserved_len = scan.reserved_len;
         recovered.record_count += scan.records.len();
         for (offset, record) in scan.records {
             match record {
@@ -714,6 +718,32 @@ mod tests {
         assert!(matches!(
             recover_segments(&[torn, &first]),
             Err(StorageError::Inconsistent { .. })
+        ));
+    }
+
+    #[test]
+    fn any_segment_may_end_in_reserved_zeros() {
+        let mut first = Vec::new();
+        encode_batch(None, None, &[entry(1, 1), entry(2, 1)], &mut first).unwrap();
+        let records = first.len() as u64;
+        first.resize(first.len() + 4096, 0);
+        let mut second = Vec::new();
+        encode_batch(None, None, &[entry(3, 1)], &mut second).unwrap();
+        let second_records = second.len() as u64;
+        second.resize(second.len() + 100, 0);
+        let recovered = recover_segments(&[&first, &second]).unwrap();
+        assert_eq!(indexes(&recovered.entries), vec![(1, 1), (2, 1), (3, 1)]);
+        assert_eq!(recovered.valid_len, second_records);
+        assert_eq!((recovered.torn_tail, recovered.reserved_len), (None, 100));
+        let recovered = recover_segments(&[&second, &first]).unwrap();
+        assert_eq!(recovered.valid_len, records);
+        assert_eq!(recovered.reserved_len, 4096);
+        // A record written after reserved zeros is not a torn tail: the zeros are damage.
+        let mut past = first.clone();
+        encode_batch(None, None, &[entry(3, 1)], &mut past).unwrap();
+        assert!(matches!(
+            recover_segments(&[&past]),
+            Err(StorageError::Corrupt(_))
         ));
     }
 

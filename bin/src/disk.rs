@@ -26,9 +26,15 @@ pub trait Disk: Clone + Send + Sync + 'static {
     fn list(&self) -> impl Future<Output = io::Result<Vec<String>>> + Send;
     /// Reads a whole file.
     fn read(&self, name: &str) -> impl Future<Output = io::Result<Vec<u8>>> + Send;
-    /// Appends bytes at the end of a file, creating it if missing; not durable until `sync`
-    /// (and, for a new file, `sync_dir`).
+    /// Appends bytes at the end of a file's data, creating it if missing; not durable until
+    /// `sync` (and, for a new file, `sync_dir`). The end of the data is the file's length when
+    /// this `Disk` first writes it, moved on by appends and cuts, not by `reserve`: appends
+    /// overwrite reserved zeros.
     fn append(&self, name: &str, bytes: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Extends a file with zeros to `len` bytes, if it is shorter, without moving the end of
+    /// its data: space reserved for later appends, so that their syncs find the file's size
+    /// and blocks already durable and flush data alone. Durable after `sync`.
+    fn reserve(&self, name: &str, len: u64) -> impl Future<Output = io::Result<()>> + Send;
     /// Cuts a file to `offset` bytes (which must not exceed its length), then appends `bytes`:
     /// how a chunk lands at its place in a snapshot being received, a resent one included.
     fn write_at(
@@ -48,16 +54,19 @@ pub trait Disk: Clone + Send + Sync + 'static {
     /// Makes every creation, rename and removal so far durable.
     fn sync_dir(&self) -> impl Future<Output = io::Result<()>> + Send;
 
-    /// Appends `bytes` to a file and syncs it, as a task of its own that owns what it needs,
-    /// so the node's loop goes on while the disk works (the log's pipelined writes). A real
-    /// disk does it on another thread; the default is `append` then `sync`.
+    /// Reserves `reserve_to` bytes of a file (`reserve`), appends `bytes` and syncs both, as a
+    /// task of its own that owns what it needs, so the node's loop goes on while the disk works
+    /// (the log's pipelined writes). A real disk does it on another thread, with one sync; the
+    /// default is `reserve`, `append`, then `sync`.
     fn append_synced(
         &self,
         name: String,
         bytes: Vec<u8>,
+        reserve_to: u64,
     ) -> impl Future<Output = io::Result<()>> + Send + use<Self> {
         let disk = self.clone();
         async move {
+            disk.reserve(&name, reserve_to).await?;
             disk.append(&name, &bytes).await?;
             disk.sync(&name).await
         }

@@ -3,6 +3,13 @@
 //! Invariant: once `sync`, `truncate` or `sync_dir` returns `Ok`, what it covers survives a
 //! power failure.
 //!
+//! Appends write at the end of a file's data, tracked here, not at the end of the file: a log
+//! segment is reserved ahead of its records with zeros (`Disk::reserve`), written and synced,
+//! so a sync of the records that overwrite them changes neither the file's size nor its block
+//! map and flushes data alone. On this machine's ext4 that made a small fdatasync a third
+//! cheaper (`posix_fallocate` alone, which leaves the blocks "unwritten", gains half as much
+//! for 8 KiB syncs, and nothing with `FALLOC_FL_KEEP_SIZE`, which leaves the size to grow).
+//!
 //! Small operations run on the calling thread. That is deliberate: the node's loop is serial
 //! and waits on the log's write and sync before it sends anything that depends on them
 //! (Raft's persist-before-send rule), so handing a small append to a thread pool would only add
@@ -14,7 +21,8 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -30,10 +38,16 @@ pub struct FileDisk {
     open: Arc<Mutex<BTreeMap<String, OpenFile>>>,
 }
 
-/// A file kept open for appending, and how much was written to it since its last sync.
+/// Zeros written at once by `reserve`, at most.
+const ZERO_PIECE_BYTES: u64 = 1024 * 1024;
+
+/// A file kept open for writing: where its data ends, how long it is (its data and the zeros
+/// reserved after them), and how much was written to it since its last sync.
 #[derive(Debug)]
 struct OpenFile {
     file: Arc<File>,
+    end: u64,
+    len: u64,
     unsynced_bytes: u64,
 }
 
@@ -71,36 +85,67 @@ impl FileDisk {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The file open for appending under `name`, opened (and created) if need be.
+    /// The file open for writing under `name`, opened (and created) if need be; its data ends
+    /// where the file does when first opened. Not `O_APPEND`: Linux would append a positioned
+    /// write whatever its offset.
     fn appendable(&self, name: &str) -> io::Result<Arc<File>> {
+        self.with_open(name, |entry| entry.file.clone())
+    }
+
+    /// Runs `f` on the open file `name` (opened and created if need be).
+    fn with_open<T>(&self, name: &str, f: impl FnOnce(&mut OpenFile) -> T) -> io::Result<T> {
         let mut open = self.open_files();
-        if let Some(entry) = open.get(name) {
-            return Ok(entry.file.clone());
+        if let Some(entry) = open.get_mut(name) {
+            return Ok(f(entry));
         }
         let path = self.path(name);
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(&path)
             .map_err(context(&path, "open"))?;
-        let file = Arc::new(file);
-        let entry = OpenFile {
-            file: file.clone(),
+        let len = file.metadata().map_err(context(&path, "stat"))?.len();
+        let entry = open.entry(name.to_string()).or_insert(OpenFile {
+            file: Arc::new(file),
+            end: len,
+            len,
             unsynced_bytes: 0,
-        };
-        open.insert(name.to_string(), entry);
-        Ok(file)
+        });
+        Ok(f(entry))
     }
 
-    fn note_written(&self, name: &str, bytes: u64) {
-        if let Some(entry) = self.open_files().get_mut(name) {
-            entry.unsynced_bytes += bytes;
-        }
+    /// Claims the next `bytes` of `name`'s data, and the zeros to reserve up to `reserve_to`:
+    /// returns the file, where the bytes go, and the stretch of zeros to write first (empty if
+    /// the file is long enough already). Bookkeeping is done at once: a failed write stops the
+    /// node, which forgets it all.
+    fn claim(
+        &self,
+        name: &str,
+        bytes: u64,
+        reserve_to: u64,
+    ) -> io::Result<(Arc<File>, u64, std::ops::Range<u64>)> {
+        self.with_open(name, |entry| {
+            let offset = entry.end;
+            let zeros = entry.len..reserve_to.max(entry.len);
+            entry.end += bytes;
+            entry.len = entry.len.max(entry.end).max(reserve_to);
+            entry.unsynced_bytes += bytes + (zeros.end - zeros.start);
+            (entry.file.clone(), offset, zeros)
+        })
     }
 
     fn forget(&self, name: &str) {
         self.open_files().remove(name);
+    }
+
+    /// `name` was cut to `len` bytes: its data ends there, and nothing is reserved past it.
+    fn cut(&self, name: &str, len: u64) {
+        if let Some(entry) = self.open_files().get_mut(name) {
+            entry.end = len;
+            entry.len = len;
+        }
     }
 }
 
@@ -141,19 +186,28 @@ impl Disk for FileDisk {
     }
 
     async fn append(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        let file = self.appendable(name)?;
+        let (file, offset, _) = self.claim(name, bytes.len() as u64, 0)?;
         let path = self.path(name);
         if bytes.len() as u64 <= INLINE_BYTES_MAX {
-            (&*file)
-                .write_all(bytes)
-                .map_err(context(&path, "append"))?;
+            file.write_all_at(bytes, offset)
+                .map_err(context(&path, "append"))
         } else {
             let owned = bytes.to_vec();
-            on_blocking_pool(move || (&*file).write_all(&owned).map_err(context(&path, "append")))
-                .await?;
+            on_blocking_pool(move || {
+                file.write_all_at(&owned, offset)
+                    .map_err(context(&path, "append"))
+            })
+            .await
         }
-        self.note_written(name, bytes.len() as u64);
-        Ok(())
+    }
+
+    async fn reserve(&self, name: &str, len: u64) -> io::Result<()> {
+        let (file, _, zeros) = self.claim(name, 0, len)?;
+        let path = self.path(name);
+        if zeros.is_empty() {
+            return Ok(());
+        }
+        on_blocking_pool(move || write_zeros(&file, zeros).map_err(context(&path, "reserve"))).await
     }
 
     async fn write_at(&self, name: &str, offset: u64, bytes: &[u8]) -> io::Result<()> {
@@ -165,6 +219,7 @@ impl Disk for FileDisk {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
         }
         file.set_len(offset).map_err(context(&path, "truncate"))?;
+        self.cut(name, offset);
         self.append(name, bytes).await
     }
 
@@ -188,6 +243,7 @@ impl Disk for FileDisk {
         let file = self.appendable(name)?;
         let path = self.path(name);
         file.set_len(len).map_err(context(&path, "truncate"))?;
+        self.cut(name, len);
         // sync_all, not sync_data: the new length is metadata and must survive too.
         file.sync_all().map_err(context(&path, "fsync"))
     }
@@ -214,26 +270,46 @@ impl Disk for FileDisk {
         sync_dir(&self.dir)
     }
 
-    /// On the blocking pool, write and fdatasync together: one hand-off per batch, and the
-    /// loop never blocks on the disk.
+    /// On the blocking pool, the reserved zeros, the bytes and one fdatasync together: one
+    /// hand-off per batch, and the loop never blocks on the disk.
     fn append_synced(
         &self,
         name: String,
         bytes: Vec<u8>,
+        reserve_to: u64,
     ) -> impl Future<Output = io::Result<()>> + Send + use<> {
-        let file = self.appendable(&name);
+        let claimed = self.claim(&name, bytes.len() as u64, reserve_to);
         let path = self.path(&name);
+        let open = self.open.clone();
         async move {
-            let file = file?;
+            let (file, offset, zeros) = claimed?;
+            let synced_bytes = bytes.len() as u64 + (zeros.end - zeros.start);
             on_blocking_pool(move || {
-                (&*file)
-                    .write_all(&bytes)
+                write_zeros(&file, zeros).map_err(context(&path, "reserve"))?;
+                file.write_all_at(&bytes, offset)
                     .map_err(context(&path, "append"))?;
                 file.sync_data().map_err(context(&path, "fsync"))
             })
-            .await
+            .await?;
+            let mut open = open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(entry) = open.get_mut(&name) {
+                entry.unsynced_bytes = entry.unsynced_bytes.saturating_sub(synced_bytes);
+            }
+            Ok(())
         }
     }
+}
+
+/// Writes zeros over `range` of `file`, a piece at a time.
+fn write_zeros(file: &File, range: std::ops::Range<u64>) -> io::Result<()> {
+    let zeros = vec![0; range.end.saturating_sub(range.start).min(ZERO_PIECE_BYTES) as usize];
+    let mut offset = range.start;
+    while offset < range.end {
+        let piece = (range.end - offset).min(ZERO_PIECE_BYTES) as usize;
+        file.write_all_at(&zeros[..piece], offset)?;
+        offset += piece as u64;
+    }
+    Ok(())
 }
 
 /// Makes the entries of `dir` durable, so a file created, renamed or removed in it stays so
@@ -319,6 +395,45 @@ mod tests {
         disk.remove("a").await.unwrap();
         disk.sync_dir().await.unwrap();
         assert!(disk.list().await.unwrap().is_empty());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn appends_overwrite_reserved_zeros_and_a_new_disk_appends_at_the_files_end() {
+        let dir = scratch_dir();
+        let disk = FileDisk::open(&dir).unwrap();
+        disk.append("seg", b"head").await.unwrap();
+        disk.reserve("seg", 16).await.unwrap();
+        disk.sync("seg").await.unwrap();
+        assert_eq!(
+            disk.read("seg").await.unwrap(),
+            b"head\0\0\0\0\0\0\0\0\0\0\0\0"
+        );
+        disk.append_synced("seg".into(), b"-one".to_vec(), 12)
+            .await
+            .unwrap();
+        assert_eq!(disk.read("seg").await.unwrap(), b"head-one\0\0\0\0\0\0\0\0");
+        // Reserving past the end with the same write: zeros first, then the bytes over them.
+        disk.append_synced("seg".into(), b"-two".to_vec(), 24)
+            .await
+            .unwrap();
+        let mut expected = b"head-one-two".to_vec();
+        expected.resize(24, 0);
+        assert_eq!(disk.read("seg").await.unwrap(), expected);
+        // A write past what is reserved grows the file.
+        disk.append("seg", b"-three-four-five").await.unwrap();
+        assert_eq!(
+            disk.read("seg").await.unwrap(),
+            b"head-one-two-three-four-five"
+        );
+        // A new life appends where the file ends, unless recovery cuts it first.
+        disk.reserve("seg", 32).await.unwrap();
+        let reopened = FileDisk::open(&dir).unwrap();
+        reopened.append("seg", b"!").await.unwrap();
+        assert_eq!(reopened.read("seg").await.unwrap().len(), 33);
+        reopened.truncate("seg", 12).await.unwrap();
+        reopened.append("seg", b"-six").await.unwrap();
+        assert_eq!(reopened.read("seg").await.unwrap(), b"head-one-two-six");
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -3,8 +3,9 @@
 //!
 //! The input builds a valid log (batches of snapshot-install records, entries and hard states,
 //! through the production encoder, so the fuzzer is not stopped by checksums), split into
-//! segments, then damages the last segment once: a cut (a torn write) or a run of overwritten
-//! bytes (a bad sector). Whatever recovery answers, the records
+//! segments (any of which may end in zeros reserved ahead of its records), then damages the
+//! last segment once: a cut (a torn write), maybe followed by reserved zeros (a write torn
+//! inside reserved space), or a run of overwritten bytes (a bad sector). Whatever recovery answers, the records
 //! it keeps must be exactly the records written before the damage, and a cut is always a torn
 //! tail, never corruption. The raw input is also recovered as a file, for the pure-garbage case.
 #![no_main]
@@ -28,7 +29,7 @@ struct Input {
 
 #[derive(Debug, Arbitrary)]
 enum Damage {
-    Cut { at: u32 },
+    Cut { at: u32, reserved: u16 },
     Overwrite { at: u32, bytes: Vec<u8> },
 }
 
@@ -42,7 +43,10 @@ impl<'a> Arbitrary<'a> for Input {
         let mut term = 1u64;
         for _ in 0..u.int_in_range(0..=12)? {
             if u.ratio(1, 6)? {
-                // Begin a new segment; the records so far are whole and synced.
+                // Begin a new segment; the records so far are whole and synced, maybe followed
+                // by zeros reserved for more.
+                let reserved = u.int_in_range(0..=64)?;
+                file.resize(file.len() + reserved, 0);
                 earlier.push(std::mem::take(&mut file));
                 record_count = 0;
             }
@@ -159,10 +163,14 @@ fuzz_target!(|input: Input| {
 
     let mut damaged = input.file.clone();
     let first_damaged_byte = match &input.damage {
-        Damage::Cut { at } => {
+        Damage::Cut { at, reserved } => {
             let at = (*at as usize).min(damaged.len());
             damaged.truncate(at);
-            at
+            damaged.resize(at + usize::from(*reserved % 4096), 0);
+            // Zeros may rewrite what was there: the damage begins where the bytes differ.
+            (0..input.file.len())
+                .find(|&k| damaged.get(k) != input.file.get(k))
+                .unwrap_or(input.file.len())
         }
         Damage::Overwrite { at, bytes } => {
             if damaged.is_empty() {
@@ -215,7 +223,7 @@ fuzz_target!(|input: Input| {
         Err(error) => {
             assert!(
                 matches!(input.damage, Damage::Overwrite { .. }),
-                "a cut is a torn tail, never corruption: {error}"
+                "a cut, with or without zeros after it, is a torn tail, never corruption: {error}"
             );
             let text = error.to_string();
             assert!(!text.contains('\n'), "one line: {text}");

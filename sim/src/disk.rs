@@ -5,12 +5,19 @@
 //!
 //! - a file's bytes are durable up to its `durable_len`; what was written after its last sync
 //!   is lost by a power failure, or survives torn at an arbitrary byte, or corrupted;
+//! - zeros reserved past a file's data (`Disk::reserve`) are durable at once: whether a power
+//!   failure kept them or not, a reader sees zeros or nothing past the data, which recovery
+//!   takes alike. An append overwrites them; a power failure that loses the append leaves
+//!   the zeros it overwrote;
+//! - each life of a node appends where the file ends (its data and any reserved zeros), as a
+//!   real file opened afresh does;
 //! - the directory's names are durable as of its last `sync_dir`: a power failure undoes every
 //!   creation, rename and removal since (a file created and synced but never named durably
 //!   vanishes; a removed file comes back with its durable bytes);
 //! - a process kill loses nothing (unsynced bytes sit in the OS page cache).
 //!
-//! Invariant: `durable_len <= data.len()` for every file.
+//! Invariant: `durable_len <= end <= data.len()` and `reserved_to <= data.len()` for every
+//! file.
 //! Invariant: every file is named in `names` or `durable_names` (others are freed).
 //! Invariant: an operation sleeps first and changes the state afterwards in one step, so a node
 //! killed mid-operation (madsim drops its futures) leaves no trace of it, and an operation that
@@ -63,14 +70,36 @@ const TAIL_CORRUPTION_WINDOW_BYTES: usize = 8;
 /// One file's bytes.
 #[derive(Clone, Debug, Default)]
 struct SimFile {
-    // Invariant: data[..durable_len] is durable; data[durable_len..] is the volatile tail.
+    // Invariant: data[..durable_len] is durable; data[durable_len..end] is the volatile tail;
+    // data[end..] is zeros reserved up to `reserved_to` (durable), or what an earlier life
+    // wrote there.
     data: Vec<u8>,
     durable_len: usize,
+    /// Where this life's appends go.
+    end: usize,
+    /// The file is at least this long after a power failure: reserved zeros.
+    reserved_to: usize,
 }
 
 impl SimFile {
     fn volatile_len(&self) -> usize {
-        self.data.len() - self.durable_len
+        self.end - self.durable_len
+    }
+
+    /// Writes `bytes` at the end of the data, over reserved zeros or past the file's end.
+    fn append(&mut self, bytes: &[u8]) {
+        let overwritten = (self.data.len() - self.end).min(bytes.len());
+        self.data[self.end..self.end + overwritten].copy_from_slice(&bytes[..overwritten]);
+        self.data.extend_from_slice(&bytes[overwritten..]);
+        self.end += bytes.len();
+    }
+
+    /// Cuts the file to `len` bytes (its data ends there, nothing reserved past it), durable.
+    fn cut(&mut self, len: usize) {
+        self.data.truncate(len);
+        self.durable_len = self.durable_len.min(len);
+        self.end = len;
+        self.reserved_to = self.reserved_to.min(len);
     }
 }
 
@@ -156,8 +185,12 @@ impl DiskState {
     fn assert_invariants(&self) {
         for file in self.files.values() {
             assert!(
-                file.durable_len <= file.data.len(),
-                "durable prefix beyond the file"
+                file.durable_len <= file.end && file.end <= file.data.len(),
+                "durable prefix beyond the data, or the data beyond the file"
+            );
+            assert!(
+                file.reserved_to <= file.data.len(),
+                "reserved beyond the file"
             );
         }
     }
@@ -202,8 +235,12 @@ impl SimDiskHandle {
         state.sync_latency = sync.0..=sync.1;
     }
 
-    /// The `Disk` a node's runtime uses; each life of the node gets a new one on the same state.
+    /// The `Disk` a node's runtime uses; each life of the node gets a new one on the same
+    /// state, which appends where each file ends (its data and any reserved zeros).
     pub fn disk(&self) -> SimDisk {
+        for file in self.state().files.values_mut() {
+            file.end = file.data.len();
+        }
         SimDisk {
             handle: self.clone(),
         }
@@ -257,8 +294,7 @@ impl SimDiskHandle {
             .max()
             .cloned();
         if let Some(name) = newest {
-            let file = state.file_or_create(&name);
-            file.data.extend_from_slice(bytes);
+            state.file_or_create(&name).append(bytes);
         }
     }
 
@@ -368,8 +404,11 @@ fn lose_volatile_tail(
         flip_byte(rng, &mut file.data, offset);
         description += &format!(", flipped byte at offset {offset}");
     }
+    // The reserved zeros the lost bytes overwrote are there again.
     file.data.truncate(durable_len + kept_len);
-    file.durable_len = file.data.len();
+    file.data.resize(file.data.len().max(file.reserved_to), 0);
+    file.durable_len = durable_len + kept_len;
+    file.end = file.durable_len;
     Some(description)
 }
 
@@ -473,9 +512,27 @@ impl Disk for SimDisk {
 
     async fn append(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         self.operate("append", write_latency, bytes.len(), |state| {
-            state.file_or_create(name).data.extend_from_slice(bytes);
+            state.file_or_create(name).append(bytes);
             state.stats.appends += 1;
             state.stats.bytes_written += bytes.len() as u64;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reserve(&self, name: &str, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let zeros = {
+            let state = self.handle.state();
+            len.saturating_sub(state.file(name).map_or(0, |f| f.data.len()))
+        };
+        self.operate("reserve", write_latency, zeros, |state| {
+            let file = state.file_or_create(name);
+            if file.data.len() < len {
+                file.data.resize(len, 0);
+            }
+            file.reserved_to = file.reserved_to.max(len);
+            state.stats.bytes_written += zeros as u64;
             Ok(())
         })
         .await
@@ -491,9 +548,8 @@ impl Disk for SimDisk {
             }
             // The cut is taken as durable at once: only a snapshot being received is written
             // this way, and recovery discards it whole.
-            file.data.truncate(offset);
-            file.durable_len = file.durable_len.min(offset);
-            file.data.extend_from_slice(bytes);
+            file.cut(offset);
+            file.append(bytes);
             state.stats.appends += 1;
             state.stats.bytes_written += bytes.len() as u64;
             Ok(())
@@ -506,12 +562,12 @@ impl Disk for SimDisk {
         let (target_len, dirty) = {
             let state = self.handle.state();
             let file = state.file(name)?;
-            (file.data.len(), file.volatile_len())
+            (file.end, file.volatile_len())
         };
         self.operate("sync", sync_latency, dirty, |state| {
             let file = state.file_mut(name)?;
             // A cut during the sleep may have shortened the file below the target.
-            let covered_len = target_len.min(file.data.len());
+            let covered_len = target_len.min(file.end);
             file.durable_len = file.durable_len.max(covered_len);
             state.stats.syncs += 1;
             Ok(())
@@ -527,7 +583,7 @@ impl Disk for SimDisk {
                 len <= file.data.len(),
                 "truncate to {len} beyond the file's end"
             );
-            file.data.truncate(len);
+            file.cut(len);
             file.durable_len = len;
             Ok(())
         })

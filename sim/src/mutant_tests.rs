@@ -137,6 +137,7 @@ mutant_tests! {
     mutant_keep_handed_on_truncation_is_caught => KeepHandedOnTruncation,
     mutant_send_before_sync_is_caught => SendBeforeSync,
     mutant_answer_by_order_is_caught => AnswerByOrder,
+    mutant_keep_reserved_zeros_is_caught => KeepReservedZeros,
 }
 
 #[test]
