@@ -10,6 +10,17 @@
 use std::future::Future;
 use std::io;
 
+/// Where a disk may do the work of `Disk::append_synced`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncOn {
+    /// Beside the caller, which goes on with other work meanwhile.
+    Beside,
+    /// On the thread that first polls the future, if the write is small: the caller has
+    /// nothing else to do until it is synced, and handing it to another thread and back costs
+    /// two wake-ups, on a small sync about as long as the sync itself.
+    Caller,
+}
+
 /// One node's data directory.
 ///
 /// Durability contract, the one POSIX file systems give and the simulator models:
@@ -55,14 +66,16 @@ pub trait Disk: Clone + Send + Sync + 'static {
     fn sync_dir(&self) -> impl Future<Output = io::Result<()>> + Send;
 
     /// Reserves `reserve_to` bytes of a file (`reserve`), appends `bytes` and syncs both, as a
-    /// task of its own that owns what it needs, so the node's loop goes on while the disk works
-    /// (the log's pipelined writes). A real disk does it on another thread, with one sync; the
-    /// default is `reserve`, `append`, then `sync`.
+    /// future that owns what it needs, so the node's loop goes on while the disk works (the
+    /// log's pipelined writes). A real disk does it on another thread, with one sync, or, as
+    /// `on` allows, on the thread that first polls the future; the default, whatever `on`
+    /// says, is `reserve`, `append`, then `sync`.
     fn append_synced(
         &self,
         name: String,
         bytes: Vec<u8>,
         reserve_to: u64,
+        _on: SyncOn,
     ) -> impl Future<Output = io::Result<()>> + Send + use<Self> {
         let disk = self.clone();
         async move {

@@ -44,7 +44,7 @@
 //! oldest first, the directory synced after each, so a power failure that undoes some
 //! deletions leaves a contiguous run.
 
-use crate::disk::Disk;
+use crate::disk::{Disk, SyncOn};
 use raftchat::chat::Chat;
 use raftchat::raft::{HardState, Persisted, Snapshot, SnapshotChunk, SnapshotMeta};
 use raftchat::replica::{Replica, Work};
@@ -357,6 +357,7 @@ impl<D: Disk> Durable<D> {
     pub fn append(
         &mut self,
         bytes: Vec<u8>,
+        on: SyncOn,
     ) -> impl Future<Output = io::Result<()>> + Send + use<D> {
         let active = self.segments.last().expect("there is always a segment");
         let end = active.size_bytes + bytes.len() as u64;
@@ -368,7 +369,8 @@ impl<D: Disk> Durable<D> {
             0
         };
         self.reserved_to = self.reserved_to.max(reserve_to);
-        self.disk.append_synced(active.name(), bytes, reserve_to)
+        self.disk
+            .append_synced(active.name(), bytes, reserve_to, on)
     }
 
     /// How much space one reservation adds to a segment.

@@ -26,7 +26,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::disk::Disk;
+use crate::disk::{Disk, SyncOn};
 
 /// Appends of more bytes than this, and syncs of more unsynced bytes, leave the calling thread.
 const INLINE_BYTES_MAX: u64 = 1024 * 1024;
@@ -271,12 +271,15 @@ impl Disk for FileDisk {
     }
 
     /// On the blocking pool, the reserved zeros, the bytes and one fdatasync together: one
-    /// hand-off per batch, and the loop never blocks on the disk.
+    /// hand-off per batch, and the loop never blocks on the disk. With `SyncOn::Caller`, a
+    /// write that reserves nothing and is at most `INLINE_BYTES_MAX` is done when first polled,
+    /// on the polling thread: the caller waits for it anyway.
     fn append_synced(
         &self,
         name: String,
         bytes: Vec<u8>,
         reserve_to: u64,
+        on: SyncOn,
     ) -> impl Future<Output = io::Result<()>> + Send + use<> {
         let claimed = self.claim(&name, bytes.len() as u64, reserve_to);
         let path = self.path(&name);
@@ -284,13 +287,18 @@ impl Disk for FileDisk {
         async move {
             let (file, offset, zeros) = claimed?;
             let synced_bytes = bytes.len() as u64 + (zeros.end - zeros.start);
-            on_blocking_pool(move || {
+            let here = on == SyncOn::Caller && synced_bytes <= INLINE_BYTES_MAX && zeros.is_empty();
+            let write = move || {
                 write_zeros(&file, zeros).map_err(context(&path, "reserve"))?;
                 file.write_all_at(&bytes, offset)
                     .map_err(context(&path, "append"))?;
                 file.sync_data().map_err(context(&path, "fsync"))
-            })
-            .await?;
+            };
+            if here {
+                write()?;
+            } else {
+                on_blocking_pool(write).await?;
+            }
             let mut open = open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(entry) = open.get_mut(&name) {
                 entry.unsynced_bytes = entry.unsynced_bytes.saturating_sub(synced_bytes);
@@ -409,12 +417,12 @@ mod tests {
             disk.read("seg").await.unwrap(),
             b"head\0\0\0\0\0\0\0\0\0\0\0\0"
         );
-        disk.append_synced("seg".into(), b"-one".to_vec(), 12)
+        disk.append_synced("seg".into(), b"-one".to_vec(), 12, SyncOn::Caller)
             .await
             .unwrap();
         assert_eq!(disk.read("seg").await.unwrap(), b"head-one\0\0\0\0\0\0\0\0");
         // Reserving past the end with the same write: zeros first, then the bytes over them.
-        disk.append_synced("seg".into(), b"-two".to_vec(), 24)
+        disk.append_synced("seg".into(), b"-two".to_vec(), 24, SyncOn::Beside)
             .await
             .unwrap();
         let mut expected = b"head-one-two".to_vec();

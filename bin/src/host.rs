@@ -42,7 +42,7 @@
 use crate::auth::{self, LoginSlot, LoginThrottle};
 use crate::config::NodeConfig;
 use crate::deadline::Deadline;
-use crate::disk::Disk;
+use crate::disk::{Disk, SyncOn};
 use crate::durable::{self, Durable, Incoming, RecoveryError};
 use crate::observer::{Event, Observer};
 use crate::timeline::{Stamps, Timeline};
@@ -79,6 +79,14 @@ const FLUSH_DEFERRED_MAX: Duration = Duration::from_micros(200);
 /// A group write joins rounds up to this many bytes (a single round may be larger), so a
 /// write torn by a power failure stays well inside the tail recovery may cut.
 const GROUP_WRITE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// A group write this small, begun with the inbox empty, may be synced on the loop's own
+/// thread (`SyncOn::Caller`). Its size says how much arrived while the write before it
+/// synced: a few hundred bytes is one or two commands, a load light enough that the loop
+/// would have nothing to do meanwhile; under a heavier one, writes of many commands keep
+/// going beside the loop, which steps and replicates the next batch while they sync. (The
+/// inbox alone says little: with the loop and connections on one thread, it is empty at the
+/// end of nearly every turn.)
+const SYNC_ON_LOOP_BYTES_MAX: usize = 1024;
 /// Background results not yet seen by the loop, before their tasks wait to report: room for
 /// one snapshot taken, one received snapshot checked, and a few hashed creates (a hashing task
 /// frees its turn once its result is queued, so more may come; they wait, they never block the
@@ -222,12 +230,17 @@ struct Host<D, O> {
     /// the group write under way, the rest wait for the next.
     rounds: VecDeque<Work>,
     writing: Option<GroupWrite>,
+    /// Whether the inbox was empty when the loop last looked: a small group write begun then
+    /// may be done on the loop's own thread (`SyncOn::Caller`, `SYNC_ON_LOOP_BYTES_MAX`).
+    idle: bool,
 }
 
 /// The log's write under way: the oldest `rounds` rounds' records, appended and synced as one.
 struct GroupWrite {
     rounds: usize,
     bytes: usize,
+    /// Where the disk may do it; on the loop's thread, what the loop sent must leave first.
+    on: SyncOn,
     synced: Pin<Box<dyn Future<Output = io::Result<()>> + Send>>,
 }
 
@@ -298,6 +311,7 @@ where
         timeline: None,
         rounds: VecDeque::new(),
         writing: None,
+        idle: false,
     };
     host.timeline = host.config.timeline.then(Timeline::default);
     host.note_membership();
@@ -377,6 +391,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     self.replica.tick();
                 }
                 result = group_write(&mut self.writing), if self.writing.is_some() => {
+                    self.idle = inbox.is_empty();
                     self.write_done(result).await?;
                 }
                 Some(done) = finished.recv() => self.finish_background(done).await?,
@@ -389,6 +404,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 let Ok(input) = inbox.try_recv() else { break };
                 self.handle(input);
             }
+            self.idle = inbox.is_empty();
             self.process_ready().await?;
             self.maybe_start_snapshot();
             // What this turn sent leaves before the loop waits: at once if no input is
@@ -396,7 +412,11 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             // turns), within FLUSH_TURNS_MAX turns and FLUSH_DEFERRED_MAX. (Under madsim no
             // input arrives during a turn, so every turn writes.)
             unflushed_turns += 1;
-            let flush = inbox.is_empty() || unflushed_turns >= FLUSH_TURNS_MAX || {
+            let on_loop = self
+                .writing
+                .as_ref()
+                .is_some_and(|w| w.on == SyncOn::Caller);
+            let flush = inbox.is_empty() || on_loop || unflushed_turns >= FLUSH_TURNS_MAX || {
                 let now = Instant::now();
                 now.duration_since(*deferred_since.get_or_insert(now)) >= FLUSH_DEFERRED_MAX
             };
@@ -1108,10 +1128,16 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             }
         }
         let len = bytes.len();
+        let on = if self.idle && len <= SYNC_ON_LOOP_BYTES_MAX {
+            SyncOn::Caller
+        } else {
+            SyncOn::Beside
+        };
         self.writing = Some(GroupWrite {
             rounds,
             bytes: len,
-            synced: Box::pin(self.durable.append(bytes)),
+            on,
+            synced: Box::pin(self.durable.append(bytes, on)),
         });
     }
 

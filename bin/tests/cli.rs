@@ -247,7 +247,7 @@ fn a_format_1_data_dir_is_upgraded_in_place_even_after_a_crash_mid_upgrade() {
         let output = run(CLIENT, &["--cluster", &cluster, "check", "ann"]);
         assert_eq!(stdout(&output), "SUCCESS\n", "{}", stderr(&output));
         let identity = fs::read_to_string(dir.join("identity.toml")).unwrap();
-        assert!(identity.contains("format = 3"), "{identity}");
+        assert!(identity.contains("format = 4"), "{identity}");
         assert!(!dir.join("raft.log").exists());
         assert!(files_in(&dir).keys().any(|name| name.starts_with("snap-")));
     }
@@ -275,7 +275,7 @@ fn a_data_dir_of_another_format_is_refused_and_left_alone() {
     let dir1 = servers.data_dir(1);
     fs::create_dir_all(&dir1).unwrap();
     let identity = format!(
-        "format = 4\ncluster_id = {}\nnode_id = 1\nshard = 7\n",
+        "format = 5\ncluster_id = {}\nnode_id = 1\nshard = 7\n",
         servers.file.cluster_id
     );
     fs::write(dir1.join("identity.toml"), &identity).unwrap();
@@ -285,7 +285,7 @@ fn a_data_dir_of_another_format_is_refused_and_left_alone() {
     let text = fs::read_to_string(servers.dir.join("1.log")).unwrap();
     let line = text.lines().last().unwrap();
     assert!(
-        line.contains("format 4") && line.contains("newer"),
+        line.contains("format 5") && line.contains("newer"),
         "{line}"
     );
     assert_eq!(

@@ -13,7 +13,7 @@ use raftchat::chat::{Chat, ChatLimits, Command, Operation};
 use raftchat::raft::{Config, Entry, EntryData, HardState, Payload, Snapshot};
 use raftchat::replica::{Replica, SnapshotPolicy};
 use raftchat::types::{ClientId, LogIndex, NodeId, Term};
-use raftchat_node::disk::Disk;
+use raftchat_node::disk::{Disk, SyncOn};
 use raftchat_node::durable::{self, Durable};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -66,7 +66,7 @@ async fn settle(
         if work.must_sync() && work.snapshot_chunks.is_empty() && work.installed().is_none() {
             let bytes = work.write.clone();
             let len = bytes.len();
-            durable.append(bytes).await?;
+            durable.append(bytes, SyncOn::Beside).await?;
             durable.appended(std::slice::from_ref(&work), len).await?;
         } else {
             let whole = durable.persist(&work).await?;

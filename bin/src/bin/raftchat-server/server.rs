@@ -11,11 +11,12 @@
 //! log). The data is never modified on an error: a corrupt log is reported with its file and
 //! offset and left as it is.
 //!
-//! The data directory names its format in `identity.toml`. Format 3 (this binary) holds log
+//! The data directory names its format in `identity.toml`. Format 4 (this binary) holds log
 //! segments and snapshot files (see `raftchat_node::durable`) whose records may carry cluster
-//! configurations; format 2 is the same without configurations, so it is upgraded by
-//! rewriting the identity (its snapshot files are read as holding the bootstrap
-//! configuration). A format-1 directory (one `raft.log`) is upgraded in place on first start,
+//! configurations, and whose segments may end in zeros reserved ahead of their records;
+//! format 3 is the same without reserved zeros, and format 2 without configurations either,
+//! so both are upgraded by rewriting the identity (format 2's snapshot files are read as
+//! holding the bootstrap configuration). A format-1 directory (one `raft.log`) is upgraded in place on first start,
 //! crash-safely: the log file is renamed to be the first segment and the directory synced,
 //! then the identity is rewritten atomically. Each step is idempotent, so a crash anywhere is
 //! finished by the next start; a directory of a newer format is refused.
@@ -48,7 +49,7 @@ const IDENTITY_FILE_NAME: &str = "identity.toml";
 /// The layout of the data directory and its records that this binary reads and writes. A
 /// change to either that an older binary would misread bumps it; an older format is upgraded
 /// in place, a newer one refused, never reinterpreted.
-const DATA_FORMAT: u32 = 3;
+const DATA_FORMAT: u32 = 4;
 /// How long a shutdown waits for the runtime's tasks to stop.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -437,16 +438,21 @@ fn check_identity(dir: &Path, path: &Path, text: &str, config: &NodeConfig) -> R
     }
     if identity.format == 1 {
         upgrade_from_format_1(dir, path, config)?;
-    } else if identity.format == 2 {
-        // Format 3 only adds records format 2 never wrote: an older binary must refuse the
-        // directory once they may be there, so the identity says so before the node starts.
+    } else if identity.format < DATA_FORMAT {
+        // Formats 3 and 4 only add what formats 2 and 3 never wrote (configurations, reserved
+        // zeros): an older binary must refuse the directory once they may be there, so the
+        // identity says so before the node starts.
         write_identity(dir, path, config)?;
-        tracing::info!(data_dir = %dir.display(), "upgraded the data directory from format 2 to 3");
+        tracing::info!(
+            data_dir = %dir.display(),
+            "upgraded the data directory from format {} to {DATA_FORMAT}",
+            identity.format
+        );
     }
     Ok(())
 }
 
-/// Upgrades a format-1 directory to format 3 in place (see the module doc). Every step can be
+/// Upgrades a format-1 directory to format 4 in place (see the module doc). Every step can be
 /// repeated, so a crash at any point is finished by the next start.
 fn upgrade_from_format_1(dir: &Path, path: &Path, config: &NodeConfig) -> Result<(), Failure> {
     let old_log = dir.join(FORMAT_1_LOG_FILE_NAME);
@@ -473,7 +479,7 @@ fn upgrade_from_format_1(dir: &Path, path: &Path, config: &NodeConfig) -> Result
         (false, _) => {}
     }
     write_identity(dir, path, config)?;
-    tracing::info!(data_dir = %dir.display(), "upgraded the data directory from format 1 to 3");
+    tracing::info!(data_dir = %dir.display(), "upgraded the data directory from format 1 to 4");
     Ok(())
 }
 
