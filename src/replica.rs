@@ -636,6 +636,11 @@ impl Replica {
         self.reads.pending.len()
     }
 
+    /// Whether a snapshot is being taken (its job handed out, its result not yet back).
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.snapshot_in_progress
+    }
+
     /// Whether the policy calls for a snapshot now and none is being taken.
     pub fn snapshot_due(&self) -> bool {
         let entries = self.chat.applied_index().0 - self.snapshot_index.0;

@@ -93,9 +93,9 @@ pub struct Recovered {
     pub valid_len: u64,
     /// The torn tail found at the end of the last segment, if any.
     pub torn_tail: Option<TornTail>,
-    /// Zero bytes reserved after the last segment's records, if that is how it ends (never
-    /// written; `codec`'s rule 0). Earlier segments may end in reserved space too.
-    pub reserved_len: u64,
+    /// Zero bytes reserved after each segment's records, in order (never written; `codec`'s
+    /// rule 0): 0 for a segment that ends in its last record or in a torn tail.
+    pub reserved_lens: Vec<u64>,
     /// Records read.
     pub record_count: usize,
 }
@@ -204,7 +204,7 @@ pub fn recover_segments(segments: &[&[u8]]) -> Result<Recovered, StorageError> {
         }
         recovered.valid_len = scan.valid_len;
         recovered.torn_tail = scan.torn_tail;
-        recovered.reserved_len = scan.reserved_len;
+        recovered.reserved_lens.push(scan.reserved_len);
         recovered.record_count += scan.records.len();
         for (offset, record) in scan.records {
             match record {
@@ -734,10 +734,13 @@ mod tests {
         let recovered = recover_segments(&[&first, &second]).unwrap();
         assert_eq!(indexes(&recovered.entries), vec![(1, 1), (2, 1), (3, 1)]);
         assert_eq!(recovered.valid_len, second_records);
-        assert_eq!((recovered.torn_tail, recovered.reserved_len), (None, 100));
+        assert_eq!(
+            (recovered.torn_tail, recovered.reserved_lens),
+            (None, vec![4096, 100])
+        );
         let recovered = recover_segments(&[&second, &first]).unwrap();
         assert_eq!(recovered.valid_len, records);
-        assert_eq!(recovered.reserved_len, 4096);
+        assert_eq!(recovered.reserved_lens, vec![100, 4096]);
         // A record written after reserved zeros is not a torn tail: the zeros are damage.
         let mut past = first.clone();
         encode_batch(None, None, &[entry(3, 1)], &mut past).unwrap();

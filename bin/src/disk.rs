@@ -69,7 +69,9 @@ pub trait Disk: Clone + Send + Sync + 'static {
     /// future that owns what it needs, so the node's loop goes on while the disk works (the
     /// log's pipelined writes). A real disk does it on another thread, with one sync, or, as
     /// `on` allows, on the thread that first polls the future; the default, whatever `on`
-    /// says, is `reserve`, `append`, then `sync`.
+    /// says, is `reserve` (unless `reserve_to` is 0), `append`, then `sync`. Bookkeeping (where
+    /// the next append goes) moves on when the future is made: a failed or dropped write
+    /// stops the node, whose next life starts from what is on disk.
     fn append_synced(
         &self,
         name: String,
@@ -79,7 +81,9 @@ pub trait Disk: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<()>> + Send + use<Self> {
         let disk = self.clone();
         async move {
-            disk.reserve(&name, reserve_to).await?;
+            if reserve_to > 0 {
+                disk.reserve(&name, reserve_to).await?;
+            }
             disk.append(&name, &bytes).await?;
             disk.sync(&name).await
         }

@@ -352,7 +352,9 @@ impl<D: Disk> Durable<D> {
 
     /// The pipelined path, for rounds that write only log records (no snapshot chunks, no
     /// install): appends `bytes` to the active segment and syncs it, as a future that owns
-    /// what it needs, so the node's loop goes on meanwhile. One at a time, each reported with
+    /// what it needs, so the node's loop goes on meanwhile (unless `on` lets the disk do it
+    /// on the loop's thread). Where the next write goes is settled now: a failed write stops
+    /// the node. One at a time, each reported with
     /// [`Durable::appended`] before the next begins or anything else touches the log.
     pub fn append(
         &mut self,
@@ -567,12 +569,33 @@ impl<D: Disk> Durable<D> {
     }
 }
 
-/// The torn tail to cut from the last segment; refuses one longer than a crash could leave.
+/// The torn tail to cut from the last segment; refuses one longer than a crash could leave,
+/// and zeros after any segment's records longer than its reservations could leave.
 fn torn_tail_bytes(segments: &[Segment], log: &storage::Recovered) -> Result<u64, RecoveryError> {
     let torn_tail_bytes = match (segments.last(), log.torn_tail) {
         (Some(_), Some(torn)) => torn.written_len,
         _ => 0,
     };
+    // Zeros after the records: at most a step of reserved space, and in the last segment also
+    // what a lost write left of its place (its kept part may be all zeros). More is not this
+    // program's doing: synced records zeroed, say.
+    let last = log.reserved_lens.len().saturating_sub(1);
+    for (k, &reserved) in log.reserved_lens.iter().enumerate() {
+        let max = RESERVE_BYTES_MAX + if k == last { TORN_TAIL_BYTES_MAX } else { 0 };
+        if reserved > max {
+            let segment = &segments[k];
+            let reason = format!(
+                "{reserved} zero bytes after the records, more than space reserved ahead of \
+                 them could leave; refusing to take them for reserved space"
+            );
+            let offset = segment.size_bytes - reserved;
+            let error = StorageError::Inconsistent { offset, reason };
+            return Err(RecoveryError::Log {
+                file: segment.name(),
+                error,
+            });
+        }
+    }
     if torn_tail_bytes > TORN_TAIL_BYTES_MAX {
         // A crash tears at most the one batch being written. Anything longer is not a torn
         // append: a file from another program or format, never to be cut away.

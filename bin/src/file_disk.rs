@@ -128,7 +128,9 @@ impl FileDisk {
     ) -> io::Result<(Arc<File>, u64, std::ops::Range<u64>)> {
         self.with_open(name, |entry| {
             let offset = entry.end;
-            let zeros = entry.len..reserve_to.max(entry.len);
+            // Zeros only where the bytes will not land.
+            let from = entry.len.max(offset + bytes);
+            let zeros = from..reserve_to.max(from);
             entry.end += bytes;
             entry.len = entry.len.max(entry.end).max(reserve_to);
             entry.unsynced_bytes += bytes + (zeros.end - zeros.start);
@@ -270,10 +272,10 @@ impl Disk for FileDisk {
         sync_dir(&self.dir)
     }
 
-    /// On the blocking pool, the reserved zeros, the bytes and one fdatasync together: one
-    /// hand-off per batch, and the loop never blocks on the disk. With `SyncOn::Caller`, a
-    /// write that reserves nothing and is at most `INLINE_BYTES_MAX` is done when first polled,
-    /// on the polling thread: the caller waits for it anyway.
+    /// The reserved zeros, the bytes and one fdatasync together: on the blocking pool (one
+    /// hand-off per batch, the loop going on meanwhile), or, with `SyncOn::Caller`, for a
+    /// write that reserves nothing and is at most `INLINE_BYTES_MAX`, on the thread that first
+    /// polls the future (the caller has nothing to do until it is synced).
     fn append_synced(
         &self,
         name: String,

@@ -425,6 +425,11 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 unflushed_turns = 0;
                 deferred_since = None;
             }
+            if on_loop {
+                // Before the loop's thread blocks in the sync: the tasks this turn woke (the
+                // connections it answered, links finishing writes) run first.
+                tokio::task::yield_now().await;
+            }
             if let Some(line) = self.timeline.as_mut().and_then(Timeline::report) {
                 tracing::info!(node = %self.config.id, "timeline of writes led here: {line}");
             }
@@ -1128,7 +1133,10 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             }
         }
         let len = bytes.len();
-        let on = if self.idle && len <= SYNC_ON_LOOP_BYTES_MAX {
+        // Not while a snapshot's file is written or checked beside the loop: a sync of the log
+        // may queue behind its writes, and the loop must not stall that long.
+        let quiet = !self.checking && !self.replica.snapshot_in_progress();
+        let on = if self.idle && quiet && len <= SYNC_ON_LOOP_BYTES_MAX {
             SyncOn::Caller
         } else {
             SyncOn::Beside

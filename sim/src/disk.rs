@@ -653,6 +653,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn appends_overwrite_reserved_zeros_which_a_power_failure_restores() {
+        let (handle, disk) = disk_with_log(3).await;
+        disk.append(LOG, b"head").await.unwrap();
+        disk.reserve(LOG, 12).await.unwrap();
+        disk.sync(LOG).await.unwrap();
+        disk.append(LOG, b"-new").await.unwrap();
+        assert_eq!(handle.contents(LOG), b"head-new\0\0\0\0");
+        handle.power_fail(&mut rng(1), false, false);
+        assert_eq!(handle.contents(LOG), b"head\0\0\0\0\0\0\0\0");
+        // A new life appends where the file ends, zeros and all.
+        let disk = handle.disk();
+        disk.append(LOG, b"!").await.unwrap();
+        assert_eq!(handle.contents(LOG), b"head\0\0\0\0\0\0\0\0!");
+        disk.truncate(LOG, 4).await.unwrap();
+        disk.append(LOG, b"-cut").await.unwrap();
+        assert_eq!(handle.contents(LOG), b"head-cut");
+    }
+
+    #[tokio::test]
+    async fn a_torn_append_into_reserved_zeros_keeps_a_prefix_then_zeros() {
+        for seed in 0..50 {
+            let (handle, disk) = disk_with_log(seed).await;
+            disk.reserve(LOG, 64).await.unwrap();
+            disk.sync(LOG).await.unwrap();
+            disk.append(LOG, &[7; 40]).await.unwrap();
+            handle.power_fail(&mut rng(seed), true, false);
+            let after = handle.contents(LOG);
+            assert_eq!(after.len(), 64, "seed {seed}");
+            let kept = after.iter().take_while(|&&b| b == 7).count();
+            assert!(kept < 40, "seed {seed}: a strict prefix survives");
+            assert!(after[kept..].iter().all(|&b| b == 0), "seed {seed}");
+        }
+    }
+
+    #[tokio::test]
     async fn unsynced_bytes_are_lost_by_a_power_failure() {
         let (handle, disk) = disk_with_log(1).await;
         disk.append(LOG, b"synced").await.unwrap();
