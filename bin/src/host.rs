@@ -49,8 +49,8 @@ use crate::timeline::{Stamps, Timeline};
 use crate::transport::{self, Inbound, Outbox, PeerOutbox};
 use raftchat::chat::{is_valid_username, Chat, Command, Operation, Principal};
 use raftchat::raft::{
-    ChangeError, ConfChange, Membership, Message, ProposeError, RoleKind, Snapshot, Status,
-    TransferError,
+    ChangeError, ConfChange, Membership, Message, MessageBody, ProposeError, RoleKind, Snapshot,
+    Status, TransferError,
 };
 use raftchat::replica::{Applied, Completed, ReadAnswer, ReadError, Replica, SnapshotJob, Work};
 use raftchat::types::{LogIndex, NodeId, ReadId, Term};
@@ -233,6 +233,9 @@ struct Host<D, O> {
     /// Whether the inbox was empty when the loop last looked: a small group write begun then
     /// may be done on the loop's own thread (`SyncOn::Caller`, `SYNC_ON_LOOP_BYTES_MAX`).
     idle: bool,
+    /// Whether new work (a client's request, a leader's entries) arrived while the group write
+    /// under way, or the last one, was syncing: then the next is not synced on the loop.
+    arrived_while_writing: bool,
 }
 
 /// The log's write under way: the oldest `rounds` rounds' records, appended and synced as one.
@@ -312,6 +315,7 @@ where
         rounds: VecDeque::new(),
         writing: None,
         idle: false,
+        arrived_while_writing: false,
     };
     host.timeline = host.config.timeline.then(Timeline::default);
     host.note_membership();
@@ -561,6 +565,14 @@ impl<D: Disk, O: Outbox> Host<D, O> {
     }
 
     fn handle(&mut self, input: Inbound) {
+        let new_work = match &input {
+            Inbound::Request { .. } => true,
+            Inbound::Peer(message) => matches!(
+                &message.body,
+                MessageBody::AppendEntries { entries, .. } if !entries.is_empty()
+            ),
+        };
+        self.arrived_while_writing |= new_work && self.writing.is_some();
         match input {
             Inbound::Peer(message) => {
                 if self.observer.wants_messages() {
@@ -1136,7 +1148,8 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         // Not while a snapshot's file is written or checked beside the loop: a sync of the log
         // may queue behind its writes, and the loop must not stall that long.
         let quiet = !self.checking && !self.replica.snapshot_in_progress();
-        let on = if self.idle && quiet && len <= SYNC_ON_LOOP_BYTES_MAX {
+        let light = !std::mem::take(&mut self.arrived_while_writing);
+        let on = if self.idle && quiet && light && len <= SYNC_ON_LOOP_BYTES_MAX {
             SyncOn::Caller
         } else {
             SyncOn::Beside
