@@ -200,8 +200,14 @@ impl<D: Disk> Durable<D> {
         let names = disk.list().await?;
         let found = read_newest_snapshot(&disk, &names).await?;
         let (snapshot, snapshots, skipped) = (found.newest, found.held, found.skipped);
-        let (segments, log) = read_log(&disk, &names).await?;
+        let (mut segments, log) = read_log(&disk, &names).await?;
         let torn_tail_bytes = torn_tail_bytes(&segments, &log)?;
+        // Earlier segments are counted by their records, as the active one is; the last keeps
+        // its whole length until `repair` cuts what follows its records.
+        let earlier = segments.len().saturating_sub(1);
+        for (segment, reserved) in segments[..earlier].iter_mut().zip(&log.reserved_lens) {
+            segment.size_bytes -= reserved;
+        }
         let valid_len = log.valid_len;
         #[cfg(feature = "mutants")]
         let valid_len = match segments.last() {
@@ -303,7 +309,8 @@ impl<D: Disk> Durable<D> {
         &self.disk
     }
 
-    /// Bytes of log on disk, over every segment.
+    /// Bytes of log records on disk, over every segment (the zeros reserved after them not
+    /// counted).
     pub fn log_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.size_bytes).sum()
     }
