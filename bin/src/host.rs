@@ -79,13 +79,12 @@ const FLUSH_DEFERRED_MAX: Duration = Duration::from_micros(200);
 /// A group write joins rounds up to this many bytes (a single round may be larger), so a
 /// write torn by a power failure stays well inside the tail recovery may cut.
 const GROUP_WRITE_BYTES_MAX: usize = 8 * 1024 * 1024;
-/// A group write this small, begun with the inbox empty, may be synced on the loop's own
-/// thread (`SyncOn::Caller`). Its size says how much arrived while the write before it
-/// synced: a few hundred bytes is one or two commands, a load light enough that the loop
-/// would have nothing to do meanwhile; under a heavier one, writes of many commands keep
-/// going beside the loop, which steps and replicates the next batch while they sync. (The
-/// inbox alone says little: with the loop and connections on one thread, it is empty at the
-/// end of nearly every turn.)
+/// A group write this small may be synced on the loop's own thread (`SyncOn::Caller`) if the
+/// inbox is empty, no new work arrived while the write before it synced, and no snapshot is
+/// being written or checked: a load light enough that the loop would have nothing to do
+/// meanwhile. Under a heavier one, writes of many commands keep going beside the loop, which
+/// steps and replicates the next batch while they sync. (The inbox alone says little: with
+/// the loop and connections on one thread, it is empty at the end of nearly every turn.)
 const SYNC_ON_LOOP_BYTES_MAX: usize = 1024;
 /// Background results not yet seen by the loop, before their tasks wait to report: room for
 /// one snapshot taken, one received snapshot checked, and a few hashed creates (a hashing task
