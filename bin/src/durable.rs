@@ -201,6 +201,7 @@ impl<D: Disk> Durable<D> {
         let found = read_newest_snapshot(&disk, &names).await?;
         let (snapshot, snapshots, skipped) = (found.newest, found.held, found.skipped);
         let (mut segments, log) = read_log(&disk, &names).await?;
+        check_reserved_zeros(&segments, &log)?;
         let torn_tail_bytes = torn_tail_bytes(&segments, &log)?;
         // Earlier segments are counted by their records, as the active one is; the last keeps
         // its whole length until `repair` cuts what follows its records.
@@ -576,16 +577,14 @@ impl<D: Disk> Durable<D> {
     }
 }
 
-/// The torn tail to cut from the last segment; refuses one longer than a crash could leave,
-/// and zeros after any segment's records longer than its reservations could leave.
-fn torn_tail_bytes(segments: &[Segment], log: &storage::Recovered) -> Result<u64, RecoveryError> {
-    let torn_tail_bytes = match (segments.last(), log.torn_tail) {
-        (Some(_), Some(torn)) => torn.written_len,
-        _ => 0,
-    };
-    // Zeros after the records: at most a step of reserved space, and in the last segment also
-    // what a lost write left of its place (its kept part may be all zeros). More is not this
-    // program's doing: synced records zeroed, say.
+/// Refuses zeros after a segment's records longer than its reservations could leave: at most
+/// a step of reserved space, and in the last segment also what a lost write left of its place
+/// (its kept part may be all zeros). More is not this program's doing: synced records zeroed,
+/// say.
+fn check_reserved_zeros(
+    segments: &[Segment],
+    log: &storage::Recovered,
+) -> Result<(), RecoveryError> {
     let last = log.reserved_lens.len().saturating_sub(1);
     for (k, &reserved) in log.reserved_lens.iter().enumerate() {
         let max = RESERVE_BYTES_MAX + if k == last { TORN_TAIL_BYTES_MAX } else { 0 };
@@ -603,6 +602,15 @@ fn torn_tail_bytes(segments: &[Segment], log: &storage::Recovered) -> Result<u64
             });
         }
     }
+    Ok(())
+}
+
+/// The torn tail to cut from the last segment; refuses one longer than a crash could leave.
+fn torn_tail_bytes(segments: &[Segment], log: &storage::Recovered) -> Result<u64, RecoveryError> {
+    let torn_tail_bytes = match (segments.last(), log.torn_tail) {
+        (Some(_), Some(torn)) => torn.written_len,
+        _ => 0,
+    };
     if torn_tail_bytes > TORN_TAIL_BYTES_MAX {
         // A crash tears at most the one batch being written. Anything longer is not a torn
         // append: a file from another program or format, never to be cut away.
