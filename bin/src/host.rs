@@ -86,6 +86,13 @@ const GROUP_WRITE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// steps and replicates the next batch while they sync. (The inbox alone says little: with
 /// the loop and connections on one thread, it is empty at the end of nearly every turn.)
 const SYNC_ON_LOOP_BYTES_MAX: usize = 1024;
+/// A node that does not lead syncs its group writes up to this size on the loop's own thread
+/// whatever the load, as long as no snapshot is being written or checked: it has nothing to
+/// step meanwhile, since its next batch comes from the leader and is better taken whole
+/// after the sync (the connection gathers it), so the thread hop to the blocking pool and
+/// back would only add to every acknowledgement the leader waits for. Larger writes (a
+/// catch-up) keep going beside the loop, so heartbeats are not held up for long.
+const FOLLOWER_SYNC_ON_LOOP_BYTES_MAX: usize = 256 * 1024;
 /// Background results not yet seen by the loop, before their tasks wait to report: room for
 /// one snapshot taken, one received snapshot checked, and a few hashed creates (a hashing task
 /// frees its turn once its result is queued, so more may come; they wait, they never block the
@@ -1148,7 +1155,11 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         // may queue behind its writes, and the loop must not stall that long.
         let quiet = !self.checking && !self.replica.snapshot_in_progress();
         let light = !std::mem::take(&mut self.arrived_while_writing);
-        let on = if self.idle && quiet && light && len <= SYNC_ON_LOOP_BYTES_MAX {
+        let follower = self.replica.status().role != RoleKind::Leader;
+        let on = if quiet
+            && ((follower && len <= FOLLOWER_SYNC_ON_LOOP_BYTES_MAX)
+                || (self.idle && light && len <= SYNC_ON_LOOP_BYTES_MAX))
+        {
             SyncOn::Caller
         } else {
             SyncOn::Beside
