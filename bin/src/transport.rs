@@ -389,9 +389,10 @@ where
     let mut waiting = Waiting::default();
     let mut answers: Vec<Frame> = Vec::new();
     waiting.submit(first, inbox, &mut answers);
-    let mut idle = Deadline::at(Instant::now() + idle_timeout); // set at each turn
-                                                                // Whether the client may send more: once it has closed its side, it still gets the
-                                                                // answers it is owed.
+    // Set again at each turn.
+    let mut idle = Deadline::at(Instant::now() + idle_timeout);
+    // Whether the client may send more: once it has closed its side, it still gets the
+    // answers it is owed.
     let mut reading = true;
     loop {
         // Answers go out before the next wait: a `Busy` answered at submission included.
