@@ -87,12 +87,18 @@ const GROUP_WRITE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// the loop and connections on one thread, it is empty at the end of nearly every turn.)
 const SYNC_ON_LOOP_BYTES_MAX: usize = 1024;
 /// A node that does not lead syncs its group writes up to this size on the loop's own thread
-/// whatever the load, as long as no snapshot is being written or checked: it has nothing to
-/// step meanwhile, since its next batch comes from the leader and is better taken whole
-/// after the sync (the connection gathers it), so the thread hop to the blocking pool and
-/// back would only add to every acknowledgement the leader waits for. Larger writes (a
-/// catch-up) keep going beside the loop, so heartbeats are not held up for long.
+/// whatever the load, as long as no snapshot is being written or checked and its last group
+/// write took no longer than `SYNC_ON_LOOP_SLOW`: it has nothing to step meanwhile, since its
+/// next batch comes from the leader and is better taken whole after the sync (the connection
+/// gathers it), so the thread hop to the blocking pool and back would only add to every
+/// acknowledgement the leader waits for. Larger writes (a catch-up) keep going beside the
+/// loop, whose thread meanwhile keeps reading the connections and acknowledging their frames.
 const FOLLOWER_SYNC_ON_LOOP_BYTES_MAX: usize = 256 * 1024;
+/// A group write that took longer than this (a disk that stalls) sends the next ones beside
+/// the loop until one is quick again: while the loop's thread is in a sync, its connections
+/// acknowledge no frames, and a leader that hears nothing for `peer_silence_timeout` drops
+/// the link.
+const SYNC_ON_LOOP_SLOW: Duration = Duration::from_millis(20);
 /// Background results not yet seen by the loop, before their tasks wait to report: room for
 /// one snapshot taken, one received snapshot checked, and a few hashed creates (a hashing task
 /// frees its turn once its result is queued, so more may come; they wait, they never block the
@@ -242,6 +248,8 @@ struct Host<D, O> {
     /// Whether new work (a client's request, a leader's entries) arrived while the group write
     /// under way, or the last one, was syncing: then the next is not synced on the loop.
     arrived_while_writing: bool,
+    /// Whether the last group write took longer than `SYNC_ON_LOOP_SLOW`.
+    last_write_slow: bool,
 }
 
 /// The log's write under way: the oldest `rounds` rounds' records, appended and synced as one.
@@ -250,6 +258,8 @@ struct GroupWrite {
     bytes: usize,
     /// Where the disk may do it; on the loop's thread, what the loop sent must leave first.
     on: SyncOn,
+    /// When it began: one that takes longer than `SYNC_ON_LOOP_SLOW` keeps the next off the loop.
+    started: Instant,
     synced: Pin<Box<dyn Future<Output = io::Result<()>> + Send>>,
 }
 
@@ -322,6 +332,7 @@ where
         writing: None,
         idle: false,
         arrived_while_writing: false,
+        last_write_slow: false,
     };
     host.timeline = host.config.timeline.then(Timeline::default);
     host.note_membership();
@@ -1157,6 +1168,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         let light = !std::mem::take(&mut self.arrived_while_writing);
         let follower = self.replica.status().role != RoleKind::Leader;
         let on = if quiet
+            && !self.last_write_slow
             && ((follower && len <= FOLLOWER_SYNC_ON_LOOP_BYTES_MAX)
                 || (self.idle && light && len <= SYNC_ON_LOOP_BYTES_MAX))
         {
@@ -1168,6 +1180,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             rounds,
             bytes: len,
             on,
+            started: Instant::now(),
             synced: Box::pin(self.durable.append(bytes, on)),
         });
     }
@@ -1179,6 +1192,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         self.outbox.flush();
         result.map_err(NodeError::Disk)?;
         let write = self.writing.take().expect("a group write under way");
+        self.last_write_slow = write.started.elapsed() > SYNC_ON_LOOP_SLOW;
         let rounds: Vec<Work> = self.rounds.drain(..write.rounds).collect();
         self.durable
             .appended(&rounds, write.bytes)

@@ -1,11 +1,13 @@
 //! madsim's own cost for the standard benchmark's peer traffic, with nothing of raftchat in
 //! it: 5 nodes, each sending a 100-byte frame to each of its 4 peers every 10 ms over madsim's
 //! TCP and each receiver answering with 40 bytes, latency 1–5 ms, 61 simulated seconds (about
-//! 243,000 messages, what a standard seed's nodes exchange). What a `cargo sim bench` seed
-//! costs above this is raftchat's: its tasks, encoding, faults, observer and checks.
+//! 243,000 messages, what a standard seed's nodes exchange). Most of what a `cargo sim bench`
+//! seed costs above this is raftchat's (its tasks, encoding, faults, observer and checks); the
+//! rest is its simulated clients' traffic and its simulated disk's timers.
 //!
 //! Run: `cargo run --release --config "build.rustflags=['--cfg','madsim']" --target-dir
-//! target/sim -p raftchat-sim --example madsim-floor [SECONDS] [SEEDS]`
+//! target/sim -p raftchat-sim --features mutants --example madsim-floor [SECONDS] [SEEDS]`
+//! (SECONDS at most a day).
 
 #[cfg(madsim)]
 fn main() {
@@ -13,9 +15,10 @@ fn main() {
     use std::time::{Duration, Instant};
 
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>());
-    let (Ok(secs), Ok(seeds)) = (args.next().unwrap_or(Ok(61)), args.next().unwrap_or(Ok(3)))
+    let (Ok(secs @ 1..=86_400), Ok(seeds @ 1..)) =
+        (args.next().unwrap_or(Ok(61)), args.next().unwrap_or(Ok(3)))
     else {
-        eprintln!("usage: madsim-floor [SECONDS] [SEEDS]");
+        eprintln!("usage: madsim-floor [SECONDS, 1 to 86400] [SEEDS, at least 1]");
         std::process::exit(2);
     };
     let started = Instant::now();
