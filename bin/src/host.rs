@@ -1166,15 +1166,15 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         // may queue behind its writes, and the loop must not stall that long.
         let quiet = !self.checking && !self.replica.snapshot_in_progress();
         let light = !std::mem::take(&mut self.arrived_while_writing);
-        let follower = self.replica.status().role != RoleKind::Leader;
-        let on = if quiet
-            && !self.last_write_slow
-            && ((follower && len <= FOLLOWER_SYNC_ON_LOOP_BYTES_MAX)
-                || (self.idle && light && len <= SYNC_ON_LOOP_BYTES_MAX))
-        {
-            SyncOn::Caller
+        // The most a write may be to be synced on the loop, if it may be at all.
+        let on_loop_max = if self.replica.status().role != RoleKind::Leader {
+            Some(FOLLOWER_SYNC_ON_LOOP_BYTES_MAX)
         } else {
-            SyncOn::Beside
+            (self.idle && light).then_some(SYNC_ON_LOOP_BYTES_MAX)
+        };
+        let on = match on_loop_max {
+            Some(most) if quiet && !self.last_write_slow && len <= most => SyncOn::Caller,
+            _ => SyncOn::Beside,
         };
         self.writing = Some(GroupWrite {
             rounds,
