@@ -82,6 +82,10 @@ pub enum Mutant {
     /// Hand each answer on a connection that clients share to the caller that has waited
     /// longest, not to the one whose request id it carries (answers come back out of order).
     AnswerByOrder,
+    /// Tell a follower in a heartbeat the leader's commit index, not capped by what the
+    /// follower is known to hold: one with a diverging tail commits entries that are not the
+    /// leader's.
+    CommitPastMatch,
     /// Leave the zeros reserved after the last segment's records in place at recovery: the
     /// node's next appends land after them, and its next recovery finds records past a run of
     /// zeros (damage, by the codec's rules).
@@ -90,7 +94,7 @@ pub enum Mutant {
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 28] = [
+    pub const ALL: [Mutant; 29] = [
         Mutant::VoteWithoutLogCheck,
         Mutant::CommitPriorTerm,
         Mutant::VoteNotPersisted,
@@ -119,6 +123,7 @@ impl Mutant {
         Mutant::SendBeforeSync,
         Mutant::AnswerByOrder,
         Mutant::KeepReservedZeros,
+        Mutant::CommitPastMatch,
     ];
 
     /// The name used on the command line.
@@ -152,6 +157,7 @@ impl Mutant {
             Mutant::SendBeforeSync => "send-before-sync",
             Mutant::AnswerByOrder => "answer-by-order",
             Mutant::KeepReservedZeros => "keep-reserved-zeros",
+            Mutant::CommitPastMatch => "commit-past-match",
         }
     }
 

@@ -1253,6 +1253,8 @@ mod tests {
             } => assert_eq!(reply.status, ChatStatus::Success),
             other => panic!("{other:?}"),
         }
+        // Followers learn the last commit from the next heartbeat.
+        cluster.run(1);
         let digests = cluster.digests();
         assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
     }

@@ -133,6 +133,8 @@ pub struct Timing {
     pub read_lease: bool,
     /// The clock-drift margin a read lease leaves, in percent.
     pub read_lease_drift_percent: u32,
+    /// A leader tells followers of every new commit at once, not at the next heartbeat.
+    pub eager_commit: bool,
 }
 
 impl Default for Timing {
@@ -147,6 +149,7 @@ impl Default for Timing {
             check_quorum: defaults.check_quorum,
             read_lease: defaults.read_lease,
             read_lease_drift_percent: defaults.read_lease_drift_percent,
+            eager_commit: defaults.eager_commit,
         }
     }
 }
@@ -246,6 +249,7 @@ struct RawTiming {
     check_quorum: Option<bool>,
     read_lease: Option<bool>,
     read_lease_drift_percent: Option<u32>,
+    eager_commit: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -401,6 +405,7 @@ impl ClusterFile {
         config.check_quorum = self.timing.check_quorum;
         config.read_lease = self.timing.read_lease;
         config.read_lease_drift_percent = self.timing.read_lease_drift_percent;
+        config.eager_commit = self.timing.eager_commit;
         config.snapshot_policy = self.snapshot.policy;
         config.snapshot_catch_up_entries = self.snapshot.catch_up_entries;
         config.segment_bytes_max = self.snapshot.segment_bytes;
@@ -598,6 +603,9 @@ fn parse_timing(raw: Option<&RawTiming>) -> Result<Timing, String> {
     if let Some(read_lease) = raw.read_lease {
         timing.read_lease = read_lease;
     }
+    if let Some(eager_commit) = raw.eager_commit {
+        timing.eager_commit = eager_commit;
+    }
     if let Some(percent) = raw.read_lease_drift_percent {
         if !(1..=READ_LEASE_DRIFT_PERCENT_MAX).contains(&percent) {
             return Err(format!(
@@ -784,7 +792,9 @@ pub fn render(
          pre_vote = {}\ncheck_quorum = {}\n\
          # Lease reads (needs check_quorum): the leader answers reads without a round of\n\
          # heartbeats, assuming no clock runs read_lease_drift_percent faster than another.\n\
-         read_lease = {}\nread_lease_drift_percent = {}\n",
+         read_lease = {}\nread_lease_drift_percent = {}\n\
+         # Tell followers of every commit at once, not with the next append or heartbeat.\n\
+         eager_commit = {}\n",
         timing.tick.as_millis(),
         timing.election_ticks.0,
         timing.election_ticks.1,
@@ -793,6 +803,7 @@ pub fn render(
         timing.check_quorum,
         timing.read_lease,
         timing.read_lease_drift_percent,
+        timing.eager_commit,
     );
     let _ = writeln!(
         out,
@@ -923,9 +934,17 @@ mod tests {
         let members = parse(TWO).unwrap().members;
         let text = render(42, &members, &BTreeMap::new(), None, None)
             .replace("read_lease = false", "read_lease = true")
+            .replace("eager_commit = false", "eager_commit = true")
             .replace("reads = \"leader\"", "reads = \"any\"");
         let file = parse(&text).unwrap();
         assert!(file.timing.read_lease);
+        assert!(file.timing.eager_commit);
+        assert!(
+            file.node_config(NodeId(1), 0)
+                .unwrap()
+                .raft_config()
+                .eager_commit
+        );
         assert_eq!(file.client.reads, ReadMode::Any);
     }
 

@@ -116,6 +116,8 @@ pub struct NodeConfig {
     pub read_lease: bool,
     /// The clock-drift margin the read lease leaves, in percent.
     pub read_lease_drift_percent: u32,
+    /// A leader tells followers of every new commit at once (see `raft::Config::eager_commit`).
+    pub eager_commit: bool,
     /// Most entries in one AppendEntries.
     pub append_entries_max: usize,
     /// Most unacknowledged AppendEntries per follower.
@@ -168,6 +170,7 @@ impl NodeConfig {
             check_quorum: true,
             read_lease: false,
             read_lease_drift_percent: raft::READ_LEASE_DRIFT_PERCENT_DEFAULT,
+            eager_commit: false,
             append_entries_max: limits::APPEND_ENTRIES_MAX,
             inflight_appends_max: limits::INFLIGHT_APPENDS_MAX,
             apply_entries_max: limits::APPLY_ENTRIES_MAX,
@@ -193,6 +196,7 @@ impl NodeConfig {
         config.check_quorum = self.check_quorum;
         config.read_lease = self.read_lease;
         config.read_lease_drift_percent = self.read_lease_drift_percent;
+        config.eager_commit = self.eager_commit;
         config.append_entries_max = self.append_entries_max;
         config.inflight_appends_max = self.inflight_appends_max;
         config.apply_entries_max = self.apply_entries_max;

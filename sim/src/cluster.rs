@@ -181,6 +181,7 @@ fn node_config(drawn: &Drawn, id: NodeId, members: &BTreeMap<NodeId, SocketAddr>
     config.pre_vote = drawn.pre_vote;
     config.check_quorum = drawn.check_quorum;
     config.read_lease = drawn.read_lease;
+    config.eager_commit = drawn.eager_commit;
     config.append_entries_max = drawn.append_entries_max as usize;
     config.inflight_appends_max = drawn.inflight_appends_max as usize;
     config.apply_entries_max = drawn.apply_entries_max as usize;

@@ -138,6 +138,7 @@ mutant_tests! {
     mutant_send_before_sync_is_caught => SendBeforeSync,
     mutant_answer_by_order_is_caught => AnswerByOrder,
     mutant_keep_reserved_zeros_is_caught => KeepReservedZeros,
+    mutant_commit_past_match_is_caught => CommitPastMatch,
 }
 
 #[test]

@@ -47,6 +47,8 @@
 //!                            #   a node's loop (1 applies entry by entry)
 //! read_lease = false         # lease reads (thesis §6.4.1); or [true, false]. Needs
 //!                            #   check-quorum: a seed that draws check_quorum = false has none
+//! eager_commit = false       # a leader tells followers of every commit at once (a heartbeat
+//!                            #   when no append carries it); or [true, false]
 //! tls = false                # TLS on every link (a CA and a certificate per node, Ed25519);
 //!                            #   or [true, false]
 //! spare_nodes = 0            # 0..=4: nodes past `nodes` that start outside the cluster, to be
@@ -429,6 +431,8 @@ pub struct ClusterSpec {
     pub apply_entries_max: Param<u32>,
     /// Whether leaders serve lease reads, or values to pick from.
     pub read_lease: Choice<bool>,
+    /// Whether a leader tells followers of every commit at once, or values to pick from.
+    pub eager_commit: Choice<bool>,
     /// Nodes beyond `nodes`, started outside the cluster, to be added by membership changes.
     pub spare_nodes: u32,
     /// Whether every link is TLS (a cluster CA and a certificate per node), or values to pick
@@ -449,6 +453,7 @@ impl Default for ClusterSpec {
             inflight_appends_max: Param::Fixed(INFLIGHT_APPENDS_MAX),
             apply_entries_max: Param::Fixed(APPLY_ENTRIES_MAX),
             read_lease: Choice::One(false),
+            eager_commit: Choice::One(false),
             spare_nodes: 0,
             tls: Choice::One(false),
         }
@@ -1479,6 +1484,8 @@ impl Scenario {
                 .map_or(0.0, |share| share.draw(rng)),
             // And this after it.
             clients_per_host: workload.clients_per_host.draw(rng),
+            // And this after it.
+            eager_commit: self.cluster.eager_commit.draw(rng),
         }
         .lease_needs_check_quorum()
     }
@@ -1507,6 +1514,8 @@ pub struct Drawn {
     pub apply_entries_max: u32,
     /// Whether leaders serve lease reads.
     pub read_lease: bool,
+    /// Whether a leader tells followers of every commit at once.
+    pub eager_commit: bool,
     /// Whether every link is TLS.
     pub tls: bool,
     /// Where clients send reads.
@@ -1713,6 +1722,9 @@ impl Drawn {
         if !cluster.read_lease.is_fixed() {
             parts.push(format!("read_lease={}", self.read_lease));
         }
+        if !cluster.eager_commit.is_fixed() {
+            parts.push(format!("eager_commit={}", self.eager_commit));
+        }
         if !cluster.tls.is_fixed() {
             parts.push(format!("tls={}", self.tls));
         }
@@ -1918,6 +1930,7 @@ impl Drawn {
                     ),
                     ("apply_entries_max", self.apply_entries_max.to_string()),
                     ("read_lease", self.read_lease.to_string()),
+                    ("eager_commit", self.eager_commit.to_string()),
                     ("spare_nodes", self.spare_nodes.to_string()),
                     ("tls", self.tls.to_string()),
                 ],
@@ -2222,6 +2235,7 @@ fn validate_cluster(cluster: &ClusterSpec) -> Result<(), Invalid> {
         ("cluster.pre_vote", &cluster.pre_vote),
         ("cluster.check_quorum", &cluster.check_quorum),
         ("cluster.read_lease", &cluster.read_lease),
+        ("cluster.eager_commit", &cluster.eager_commit),
         ("cluster.tls", &cluster.tls),
     ] {
         if choice.values().is_empty() {

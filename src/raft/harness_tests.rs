@@ -132,6 +132,8 @@ struct Options {
     /// How many Readys a node may have under way at once (1: one at a time, carried out
     /// whole as soon as it is taken); beyond 1 it also sends a leader's messages early.
     pipeline_depth: usize,
+    /// Whether leaders tell followers of every commit at once (`Config::eager_commit`).
+    eager_commit: bool,
 }
 
 struct Harness {
@@ -177,6 +179,7 @@ impl Harness {
             catch_up_entries: rng.gen_range(0..8),
             chunk_bytes: rng.gen_range(4..64),
             pipeline_depth: [1, 1, 2, 4][rng.gen_range(0..4)],
+            eager_commit: rng.gen_bool(0.5),
         };
         let mut harness = Harness {
             rng,
@@ -215,6 +218,7 @@ impl Harness {
         let mut config = Config::new(id, (1..=self.options.nodes).map(NodeId).collect());
         config.pre_vote = self.options.pre_vote;
         config.check_quorum = self.options.check_quorum;
+        config.eager_commit = self.options.eager_commit;
         config.heartbeat_interval_ticks = 3;
         config.inflight_appends_max = 4;
         config.append_entries_max = 8;

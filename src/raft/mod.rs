@@ -78,6 +78,13 @@ pub struct Config {
     pub append_bytes_max: usize,
     /// Most unacknowledged AppendEntries per follower.
     pub inflight_appends_max: usize,
+    /// A leader tells its followers of every new commit at once: one that has no entries to
+    /// send a follower sends it a heartbeat carrying the commit (and gets its answer), as
+    /// etcd's raft does. Off (the default), followers learn the commit from the next append
+    /// or the periodic heartbeat, as raft-rs's `skip_bcast_commit`, except a follower whose
+    /// read waits for it, which is told at once; that saves four messages in nine of a
+    /// replicated write's, and delays what followers apply by at most a heartbeat interval.
+    pub eager_commit: bool,
     /// Lease reads (thesis §6.4.1): a leader whose heartbeats a quorum answered recently
     /// answers reads with no round of its own; needs `check_quorum`. Off by default: it adds a
     /// bound on clock drift to the safety argument (see `read_lease_drift_percent`).
@@ -113,6 +120,7 @@ impl Config {
             append_entries_max: limits::APPEND_ENTRIES_MAX,
             append_bytes_max: limits::APPEND_BYTES_MAX,
             inflight_appends_max: limits::INFLIGHT_APPENDS_MAX,
+            eager_commit: false,
             read_lease: false,
             read_lease_drift_percent: READ_LEASE_DRIFT_PERCENT_DEFAULT,
             apply_entries_max: limits::APPLY_ENTRIES_MAX,
@@ -1989,7 +1997,7 @@ impl Raft {
             unreachable!()
         };
         for (&peer, progress) in leader.progress.iter_mut() {
-            let leader_commit = progress.match_index.min(commit_index);
+            let leader_commit = heartbeat_commit(progress.match_index, commit_index);
             progress.commit_sent = progress.commit_sent.max(leader_commit);
             self.messages.push(Message {
                 from: self.config.id,
@@ -2072,6 +2080,22 @@ impl Raft {
                 index: index.ok(),
             };
             self.send(from, self.term, body);
+            // The follower serves the read once it has applied through `index`: it is told the
+            // commit now, not at the next heartbeat.
+            let (term, commit_index) = (self.term, self.log.commit_index());
+            if let (Ok(index), Role::Leader(leader)) = (index, &mut self.role) {
+                if let Some(progress) = leader.progress.get_mut(&from) {
+                    progress.commit_wanted = progress.commit_wanted.max(index);
+                    let message = CommitNotice {
+                        term,
+                        commit_index,
+                        read_round: leader.reads.round(),
+                        eager: self.config.eager_commit,
+                    }
+                    .due(self.config.id, from, progress);
+                    self.messages.extend(message);
+                }
+            }
         }
     }
 
@@ -2083,6 +2107,12 @@ impl Raft {
             return;
         };
         let (term, commit_index) = (self.term, self.log.commit_index());
+        let notice = CommitNotice {
+            term,
+            commit_index,
+            read_round: leader.reads.round(),
+            eager: self.config.eager_commit,
+        };
         for (&peer, progress) in leader.progress.iter_mut() {
             let compacted = self.log.term(progress.next_index.prev()).is_none();
             if compacted && progress.pending_snapshot().is_none() {
@@ -2131,21 +2161,56 @@ impl Raft {
                 });
                 sent_append = true;
             }
-            let leader_commit = progress.match_index.min(commit_index);
-            if !sent_append && progress.commit_sent < leader_commit {
-                progress.commit_sent = leader_commit;
-                let body = MessageBody::Heartbeat {
-                    leader_commit,
-                    read_round: leader.reads.round(),
-                };
-                self.messages.push(Message {
-                    from: self.config.id,
-                    to: peer,
-                    term,
-                    body,
-                });
+            if !sent_append {
+                self.messages
+                    .extend(notice.due(self.config.id, peer, progress));
             }
         }
+    }
+}
+
+/// The commit a heartbeat tells a follower: never past what the follower is known to hold, or
+/// one with a diverging tail would commit entries that are not the leader's (etcd's
+/// `sendHeartbeat` caps it the same way).
+fn heartbeat_commit(match_index: LogIndex, commit_index: LogIndex) -> LogIndex {
+    #[cfg(feature = "mutants")]
+    if crate::mutants::is_active(Mutant::CommitPastMatch) {
+        return commit_index;
+    }
+    match_index.min(commit_index)
+}
+
+/// A leader's rule for telling a follower the commit index when no append carries it.
+struct CommitNotice {
+    term: Term,
+    commit_index: LogIndex,
+    read_round: u64,
+    /// Every new commit (`Config::eager_commit`), not only what a read waits for.
+    eager: bool,
+}
+
+impl CommitNotice {
+    /// The heartbeat that tells `peer` the commit, if it is due: eagerly, whenever the follower
+    /// has not been told the commit it may learn; lazily, only what one of its reads waits for.
+    fn due(&self, from: NodeId, peer: NodeId, progress: &mut Progress) -> Option<Message> {
+        let leader_commit = heartbeat_commit(progress.match_index, self.commit_index);
+        let wanted = match self.eager {
+            true => leader_commit,
+            false => leader_commit.min(progress.commit_wanted),
+        };
+        if progress.commit_sent >= wanted {
+            return None;
+        }
+        progress.commit_sent = leader_commit;
+        Some(Message {
+            from,
+            to: peer,
+            term: self.term,
+            body: MessageBody::Heartbeat {
+                leader_commit,
+                read_round: self.read_round,
+            },
+        })
     }
 }
 

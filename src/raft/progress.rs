@@ -83,6 +83,8 @@ pub struct Progress {
     pub recent_active: bool,
     /// Highest commit index this follower has been told.
     pub commit_sent: LogIndex,
+    /// Highest read index this follower was answered with: it waits to learn that commit.
+    pub commit_wanted: LogIndex,
     inflight: VecDeque<LogIndex>,
     /// In replicate mode, send an append even with no new entries: the follower is behind and
     /// something sent may have been lost, so probe the tail and let a rejection tell.
@@ -98,6 +100,7 @@ impl Progress {
             mode: ProgressMode::Probe { paused: false },
             recent_active: false,
             commit_sent: LogIndex(0),
+            commit_wanted: LogIndex(0),
             inflight: VecDeque::new(),
             tail_probe_pending: false,
         }

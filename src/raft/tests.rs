@@ -1631,7 +1631,8 @@ fn section_7_a_follower_behind_the_compacted_log_is_sent_the_snapshot() {
         vec![(NodeId(3), snapshot_at(applied.0, term, 100).meta)]
     );
     net.net.propose(1, "after");
-    net.settle();
+    // The follower learns the commit from the next heartbeat.
+    net.tick_all(1);
     let leader_last = net.net.node(1).log.last_index();
     let follower = net.net.node(3);
     assert_eq!(follower.log.last_index(), leader_last);
@@ -1954,6 +1955,75 @@ fn section_6_4_a_follower_read_gets_the_leaders_index() {
     );
 }
 
+/// Lazily (the default), a leader's new commit reaches followers with the next heartbeat, and
+/// a replicated write costs an append and its answer per follower; eagerly, a heartbeat
+/// carrying the commit and its answer follow at once.
+#[test]
+fn a_followers_commit_comes_with_the_next_heartbeat_or_at_once_when_eager() {
+    for eager in [false, true] {
+        let nodes = (1..=3)
+            .map(|id| {
+                raft_with(Config {
+                    eager_commit: eager,
+                    ..config(id, 3)
+                })
+            })
+            .collect();
+        let mut net = Network::new(nodes);
+        net.elect(1);
+        net.tick_all(1);
+        let (index, _) = net.node(1).propose(payload("x")).unwrap();
+        let delivered = net.settle();
+        assert_eq!(net.node(1).log.commit_index(), index);
+        let followers_commit = net.node(2).log.commit_index();
+        match eager {
+            false => {
+                assert_eq!(delivered, 4, "two appends and their answers");
+                assert!(followers_commit < index);
+                net.tick_all(1);
+                assert_eq!(net.node(2).log.commit_index(), index);
+            }
+            true => {
+                assert_eq!(delivered, 8, "and two heartbeats with the commit");
+                assert_eq!(followers_commit, index);
+            }
+        }
+    }
+}
+
+/// A follower whose read waits for a commit it has not been told is told at once, with the
+/// answer, not at the next heartbeat. A read round's heartbeats carry the commit anyway; a
+/// lease read has no round.
+#[test]
+fn section_6_4_1_a_follower_lease_read_is_told_the_commit_it_waits_for() {
+    let lease_config = |id| Config {
+        check_quorum: true,
+        read_lease: true,
+        ..config(id, 3)
+    };
+    let mut net = Network::new((1..=3).map(|id| raft_with(lease_config(id))).collect());
+    let max = net.node(1).config.election_timeout_ticks_max;
+    net.tick_all(max);
+    let leader = (1..=3)
+        .find(|&id| net.node(id).role_kind() == RoleKind::Leader)
+        .expect("a leader after one election timeout");
+    let (a, b) = match leader {
+        1 => (2, 3),
+        2 => (1, 3),
+        _ => (1, 2),
+    };
+    let index = net.propose(leader, "x");
+    assert!(net.node(a).log.commit_index() < index, "lazy commit");
+    net.node(a).read_index(ReadId(3));
+    net.settle();
+    assert_eq!(net.take_reads(a), [read_ok(3, index.0)]);
+    assert_eq!(net.node(a).log.commit_index(), index);
+    assert!(
+        net.node(b).log.commit_index() < index,
+        "only the follower that waits is told"
+    );
+}
+
 /// A leader deposed before its round is confirmed refuses its reads; a node that knows no
 /// leader refuses at once.
 #[test]
@@ -2151,6 +2221,8 @@ fn thesis_4_2_1_a_learner_catches_up_and_is_promoted() {
     }
     net.node(1).propose_change(add_learner(4, true)).unwrap();
     net.settle();
+    // Followers learn the last commit from the next heartbeat.
+    net.tick_all(1);
     let everyone = [NodeId(1), NodeId(2), NodeId(3), NodeId(4)];
     for id in 1..=4 {
         let membership = net.node(id).membership().clone();
@@ -2224,6 +2296,7 @@ fn thesis_4_2_1_learners_never_count_and_never_campaign() {
     net.node(1).propose_change(add_learner(4, false)).unwrap();
     net.settle();
     let index = net.propose(1, "to everyone");
+    net.tick_all(1);
     assert_eq!(net.node(4).status().commit_index, index);
     net.isolate(2);
     net.isolate(3);
