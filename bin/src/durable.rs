@@ -110,11 +110,22 @@ struct Segment {
     seq: u64,
     first_index: LogIndex,
     size_bytes: u64,
+    /// Its file's name, formatted once: the active segment's is wanted at every write.
+    name: String,
 }
 
 impl Segment {
-    fn name(&self) -> String {
-        format!("log-{:016x}-{:016x}.log", self.seq, self.first_index.0)
+    fn new(seq: u64, first_index: LogIndex) -> Segment {
+        Segment {
+            seq,
+            first_index,
+            size_bytes: 0,
+            name: format!("log-{seq:016x}-{:016x}.log", first_index.0),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -139,11 +150,7 @@ fn parse_hex_pair(name: &str, prefix: &str, suffix: &str) -> Option<(u64, u64)> 
 
 fn parse_segment(name: &str) -> Option<Segment> {
     let (seq, first) = parse_hex_pair(name, "log-", ".log")?;
-    Some(Segment {
-        seq,
-        first_index: LogIndex(first),
-        size_bytes: 0,
-    })
+    Some(Segment::new(seq, LogIndex(first)))
 }
 
 fn parse_snapshot(name: &str) -> Option<(LogIndex, Term)> {
@@ -300,7 +307,7 @@ impl<D: Disk> Durable<D> {
             // zeros, so no promise rests on them: cut them before appending after the records.
             last.size_bytes = valid_len;
             self.reserved_to = valid_len;
-            self.disk.truncate(&last.name(), valid_len).await?;
+            self.disk.truncate(last.name(), valid_len).await?;
         }
         Ok(())
     }
@@ -337,8 +344,8 @@ impl<D: Disk> Durable<D> {
         if work.must_sync() {
             let active = self.segments.last_mut().expect("there is always a segment");
             let name = active.name();
-            self.disk.append(&name, &work.write).await?;
-            self.disk.sync(&name).await?;
+            self.disk.append(name, &work.write).await?;
+            self.disk.sync(name).await?;
             active.size_bytes += work.write.len() as u64;
             self.synced(work);
         }
@@ -380,7 +387,7 @@ impl<D: Disk> Durable<D> {
         };
         self.reserved_to = self.reserved_to.max(reserve_to);
         self.disk
-            .append_synced(active.name(), bytes, reserve_to, on)
+            .append_synced(active.name().to_owned(), bytes, reserve_to, on)
     }
 
     /// How much space one reservation adds to a segment.
@@ -451,23 +458,20 @@ impl<D: Disk> Durable<D> {
             .expect("a snapshot record always encodes");
         let active = self.segments.last_mut().expect("there is always a segment");
         let name = active.name();
-        self.disk.append(&name, &record).await?;
-        self.disk.sync(&name).await?;
+        self.disk.append(name, &record).await?;
+        self.disk.sync(name).await?;
         active.size_bytes += record.len() as u64;
         Ok(())
     }
 
     /// Begins a new segment, durable (file and directory) before it is used.
     async fn begin_segment(&mut self) -> io::Result<()> {
-        let segment = Segment {
-            seq: self.segments.last().map_or(1, |s| s.seq + 1),
-            first_index: self.last_index.next(),
-            size_bytes: 0,
-        };
+        let seq = self.segments.last().map_or(1, |s| s.seq + 1);
+        let segment = Segment::new(seq, self.last_index.next());
         let mut header = Vec::new();
         storage::encode_batch(None, Some(&self.hard_state), &[], &mut header)
             .expect("a hard state always encodes");
-        let name = segment.name();
+        let name = segment.name().to_owned();
         let reserve_to = self.reserve_step().max(header.len() as u64);
         self.disk.append(&name, &header).await?;
         self.disk.reserve(&name, reserve_to).await?;
@@ -570,7 +574,7 @@ impl<D: Disk> Durable<D> {
             // One at a time, each made durable before the next: a power failure undoes only
             // the newest deletions, so the segments left are always a contiguous run.
             let segment = self.segments.remove(0);
-            self.disk.remove(&segment.name()).await?;
+            self.disk.remove(segment.name()).await?;
             self.disk.sync_dir().await?;
         }
         Ok(())
@@ -597,7 +601,7 @@ fn check_reserved_zeros(
             let offset = segment.size_bytes - reserved;
             let error = StorageError::Inconsistent { offset, reason };
             return Err(RecoveryError::Log {
-                file: segment.name(),
+                file: segment.name().to_owned(),
                 error,
             });
         }
@@ -614,7 +618,7 @@ fn torn_tail_bytes(segments: &[Segment], log: &storage::Recovered) -> Result<u64
     if torn_tail_bytes > TORN_TAIL_BYTES_MAX {
         // A crash tears at most the one batch being written. Anything longer is not a torn
         // append: a file from another program or format, never to be cut away.
-        let file = segments.last().map(Segment::name).unwrap_or_default();
+        let file = segments.last().map_or_else(String::new, |s| s.name.clone());
         let reason = format!(
             "{torn_tail_bytes} bytes at the end do not form records, more than one write could \
              leave; refusing to truncate them"
@@ -688,7 +692,7 @@ async fn read_log<D: Disk>(
     segments.sort_by_key(|s| s.seq);
     let mut contents = Vec::with_capacity(segments.len());
     for segment in &mut segments {
-        let bytes = disk.read(&segment.name()).await?;
+        let bytes = disk.read(segment.name()).await?;
         segment.size_bytes = bytes.len() as u64;
         contents.push(bytes);
     }
@@ -696,7 +700,7 @@ async fn read_log<D: Disk>(
     let log = storage::recover_segments(&slices).map_err(|error| {
         // Name the segment: only the last one's tail is judged, so a whole-log error is
         // usually there, and the offset says where.
-        let file = segments.last().map(Segment::name).unwrap_or_default();
+        let file = segments.last().map_or_else(String::new, |s| s.name.clone());
         RecoveryError::Log { file, error }
     })?;
     Ok((segments, log))

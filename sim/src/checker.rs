@@ -233,7 +233,7 @@ fn chain_hash(previous: u64, entry: &Entry) -> u64 {
 }
 
 /// One applied entry, as first seen.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct AppliedEntry {
     term: Term,
     command: Option<Command>,
@@ -713,12 +713,6 @@ impl Checker {
             .handed_logs
             .get(&node)
             .and_then(|log| log.term(status.commit_index));
-        // Without a vote from another node (a one-node cluster), the moment it is seen.
-        let applied_before_winning = self
-            .applied_at_first_vote
-            .get(&(node, status.term))
-            .copied()
-            .unwrap_or_else(|| self.applied_through());
         if status.term.0 >= HOSTILE_TERM {
             let detail = format!("reached {}: a hostile peer's message got in", status.term);
             return fail("hostile_refused", node, detail);
@@ -737,11 +731,6 @@ impl Checker {
             self.check_commit_quorum(node, status.commit_index, status.term)?;
         }
         self.check_config_in_force(node)?;
-        let (latest, previous) = self
-            .voters
-            .get(&node)
-            .cloned()
-            .unwrap_or_else(|| (self.bootstrap_voters(), self.bootstrap_voters()));
         let life = self.lives.entry(node).or_default();
         if status.commit_index < life.commit_index {
             let detail = format!(
@@ -756,9 +745,21 @@ impl Checker {
             .is_some_and(|s| s.role == RoleKind::Leader && s.term == status.term);
         life.status = Some(status);
         if status.role == RoleKind::Leader && !was_leading {
+            // Without a vote from another node (a one-node cluster), the moment it is seen.
+            let applied_before_winning = self
+                .applied_at_first_vote
+                .get(&(node, status.term))
+                .copied()
+                .unwrap_or_else(|| self.applied_through());
+            let life = self.lives.entry(node).or_default();
             life.completeness_due = Some((status.term, applied_before_winning));
             // Only a voter is elected: of its configuration in force, or of the one before
             // when an uncommitted change removed it (a removed leader finishing its change).
+            let (latest, previous) = self
+                .voters
+                .get(&node)
+                .cloned()
+                .unwrap_or_else(|| (self.bootstrap_voters(), self.bootstrap_voters()));
             let known = !latest.is_empty() || !previous.is_empty();
             if known && !latest.contains(&node) && !previous.contains(&node) {
                 let detail = format!(
@@ -838,18 +839,19 @@ impl Checker {
             return fail("state_machine_safety", node, detail);
         }
         life.applied_index = applied.index;
-        let entry = AppliedEntry {
-            term: applied.term,
-            command: applied.command.clone(),
-        };
+        // The first node to apply an index records its entry; the others are compared with it
+        // (a clone only for the first: this runs for every entry on every node).
         let first = self
             .applied
             .entry(applied.index)
-            .or_insert_with(|| entry.clone());
-        if *first != entry {
+            .or_insert_with(|| AppliedEntry {
+                term: applied.term,
+                command: applied.command.clone(),
+            });
+        if first.term != applied.term || first.command != applied.command {
             let detail = format!(
                 "at {} applied {:?} of {}, but another node applied {:?} of {}",
-                applied.index, entry.command, entry.term, first.command, first.term
+                applied.index, applied.command, applied.term, first.command, first.term
             );
             return fail("state_machine_safety", node, detail);
         }
