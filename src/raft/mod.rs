@@ -81,9 +81,10 @@ pub struct Config {
     /// A leader tells its followers of every new commit at once: one that has no entries to
     /// send a follower sends it a heartbeat carrying the commit (and gets its answer), as
     /// etcd's raft does. Off (the default), followers learn the commit from the next append
-    /// or the periodic heartbeat, as raft-rs's `skip_bcast_commit`, except a follower whose
-    /// read waits for it, which is told at once; that saves four messages in nine of a
-    /// replicated write's, and delays what followers apply by at most a heartbeat interval.
+    /// or the periodic heartbeat, as with raft-rs's `skip_bcast_commit`, except a follower
+    /// whose read waits for it, which is told at once. A write no later append follows then
+    /// costs each follower an append and its answer, not also a heartbeat and its answer;
+    /// followers apply it up to a heartbeat interval later.
     pub eager_commit: bool,
     /// Lease reads (thesis §6.4.1): a leader whose heartbeats a quorum answered recently
     /// answers reads with no round of its own; needs `check_quorum`. Off by default: it adds a
