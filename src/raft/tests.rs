@@ -1991,11 +1991,10 @@ fn a_followers_commit_comes_with_the_next_heartbeat_or_at_once_when_eager() {
     }
 }
 
-/// A follower whose read waits for a commit it has not been told is told at once, with the
-/// answer, not at the next heartbeat. A read round's heartbeats carry the commit anyway; a
-/// lease read has no round.
-#[test]
-fn section_6_4_1_a_follower_lease_read_is_told_the_commit_it_waits_for() {
+/// Three nodes with lease reads, past the election timeout in which nodes that just started
+/// vote for no one (see the test of a restarted node's vote below): the leader and its two
+/// followers.
+fn lease_cluster() -> (Network, u64, [u64; 2]) {
     let lease_config = |id| Config {
         check_quorum: true,
         read_lease: true,
@@ -2012,6 +2011,15 @@ fn section_6_4_1_a_follower_lease_read_is_told_the_commit_it_waits_for() {
         2 => (1, 3),
         _ => (1, 2),
     };
+    (net, leader, [a, b])
+}
+
+/// A follower whose read waits for a commit it has not been told is told at once, with the
+/// answer, not at the next heartbeat. A read round's heartbeats carry the commit anyway; a
+/// lease read has no round.
+#[test]
+fn section_6_4_1_a_follower_lease_read_is_told_the_commit_it_waits_for() {
+    let (mut net, leader, [a, b]) = lease_cluster();
     let index = net.propose(leader, "x");
     assert!(net.node(a).log.commit_index() < index, "lazy commit");
     net.node(a).read_index(ReadId(3));
@@ -2066,24 +2074,8 @@ fn section_6_4_a_read_forwarded_to_a_non_leader_is_refused() {
 /// with no answers, it does not; lease reads need check-quorum.
 #[test]
 fn section_6_4_1_a_lease_read_needs_no_round_while_the_lease_holds() {
-    let lease_config = |id| Config {
-        check_quorum: true,
-        read_lease: true,
-        ..config(id, 3)
-    };
-    let mut net = Network::new((1..=3).map(|id| raft_with(lease_config(id))).collect());
-    // Nodes that just started vote for no one for an election timeout (see the next test).
+    let (mut net, leader, [a, b]) = lease_cluster();
     let min = net.node(1).config.election_timeout_ticks_min;
-    let max = net.node(1).config.election_timeout_ticks_max;
-    net.tick_all(max);
-    let leader = (1..=3)
-        .find(|&id| net.node(id).role_kind() == RoleKind::Leader)
-        .expect("a leader after one election timeout");
-    let (a, b) = match leader {
-        1 => (2, 3),
-        2 => (1, 3),
-        _ => (1, 2),
-    };
     let index = net.propose(leader, "x").0;
     let heartbeat = net.node(leader).config.heartbeat_interval_ticks;
     net.tick_all(heartbeat);
