@@ -2114,17 +2114,7 @@ fn section_6_4_1_a_lease_read_needs_no_round_while_the_lease_holds() {
 /// a round sent after the stall renews it.
 #[test]
 fn section_6_4_1_a_clock_stall_ends_the_lease() {
-    let lease_config = |id| Config {
-        check_quorum: true,
-        read_lease: true,
-        ..config(id, 3)
-    };
-    let mut net = Network::new((1..=3).map(|id| raft_with(lease_config(id))).collect());
-    let max = net.node(1).config.election_timeout_ticks_max;
-    net.tick_all(max);
-    let leader = (1..=3)
-        .find(|&id| net.node(id).role_kind() == RoleKind::Leader)
-        .expect("a leader after one election timeout");
+    let (mut net, leader, _) = lease_cluster();
     let index = net.propose(leader, "x").0;
     let heartbeat = net.node(leader).config.heartbeat_interval_ticks;
     net.tick_all(heartbeat);
