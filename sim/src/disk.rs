@@ -613,7 +613,7 @@ impl Disk for SimDisk {
     /// page cache at once (unsynced, as a crash or power failure in the wait finds them),
     /// then the write takes the latencies of its writes and its sync, drawn as the separate
     /// calls draw them, before the sync takes effect. A timer, and a wake-up of the node's
-    /// loop, for each of the three parts was a sixth of the simulator's timers.
+    /// loop, for each of the parts was an eighth of the simulator's timers.
     fn append_synced(
         &self,
         name: String,
