@@ -397,11 +397,15 @@ impl<D: Disk> Durable<D> {
 
     /// Records that a write [`Durable::append`] began is synced: `rounds`, in order, are on
     /// disk. Begins a new segment if the active one is full.
-    pub async fn appended(&mut self, rounds: &[Work], bytes: usize) -> io::Result<()> {
+    pub async fn appended(
+        &mut self,
+        rounds: impl IntoIterator<Item = &Work>,
+        bytes: usize,
+    ) -> io::Result<()> {
         let active = self.segments.last_mut().expect("there is always a segment");
         active.size_bytes += bytes as u64;
         let full = active.size_bytes >= self.segment_bytes_max;
-        for work in rounds.iter().filter(|work| work.must_sync()) {
+        for work in rounds.into_iter().filter(|work| work.must_sync()) {
             debug_assert!(work.snapshot_chunks.is_empty() && work.installed().is_none());
             self.synced(work);
         }

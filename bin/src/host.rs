@@ -1193,12 +1193,12 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         result.map_err(NodeError::Disk)?;
         let write = self.writing.take().expect("a group write under way");
         self.last_write_slow = write.started.elapsed() > SYNC_ON_LOOP_SLOW;
-        let rounds: Vec<Work> = self.rounds.drain(..write.rounds).collect();
         self.durable
-            .appended(&rounds, write.bytes)
+            .appended(self.rounds.range(..write.rounds), write.bytes)
             .await
             .map_err(NodeError::Disk)?;
-        for work in rounds {
+        for _ in 0..write.rounds {
+            let work = self.rounds.pop_front().expect("a round of the write");
             self.finish_round(work);
         }
         self.start_write();

@@ -78,6 +78,10 @@ pub struct PeerOutbox {
     directory: PeerDirectory,
     /// Frames being encoded for a write (kept for its capacity).
     scratch: Vec<u8>,
+    /// The peers sent to since the last flush, the only links a flush need look at: the
+    /// others' queues are empty or left to their tasks. (Every turn of the loop flushes, and
+    /// most send to one or two peers, or none.)
+    queued: Vec<NodeId>,
 }
 
 impl PeerOutbox {
@@ -89,6 +93,7 @@ impl PeerOutbox {
             links: BTreeMap::new(),
             directory,
             scratch: Vec::new(),
+            queued: Vec::new(),
         };
         outbox.members_changed(&config.members);
         outbox
@@ -113,13 +118,21 @@ impl Outbox for PeerOutbox {
             }
         }
         if let Some((_, link)) = self.links.get(&message.to) {
+            if !self.queued.contains(&message.to) {
+                self.queued.push(message.to);
+            }
             link.0.queue(message);
         }
     }
 
     fn flush(&mut self) {
-        for (_, link) in self.links.values() {
-            link.0.flush(&mut self.scratch);
+        // In the links' order, as before this list was kept: each write draws its latency
+        // from the simulator's one random stream, so the order is part of a seed's replay.
+        self.queued.sort_unstable();
+        for peer in self.queued.drain(..) {
+            if let Some((_, link)) = self.links.get(&peer) {
+                link.0.flush(&mut self.scratch);
+            }
         }
         if self.scratch.capacity() > SCRATCH_KEPT_BYTES {
             self.scratch = Vec::new();
@@ -151,6 +164,7 @@ impl Clone for PeerOutbox {
             links: self.links.clone(),
             directory: self.directory.clone(),
             scratch: Vec::new(),
+            queued: Vec::new(),
         }
     }
 }
