@@ -93,6 +93,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn frames_read(&self) -> u64 {
         self.frames_read
     }
+
+    /// The stream, to write on when one task both reads and writes it in turn (no split, and
+    /// no lock around every read and write). Bytes read and not yet decoded stay buffered.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.reader
+    }
 }
 
 /// Encodes `frames` into one buffer, writes it and flushes.

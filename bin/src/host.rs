@@ -62,6 +62,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -187,7 +188,46 @@ struct PasswordWork {
     under_way: Arc<tokio::sync::Semaphore>,
     throttle: Arc<Mutex<LoginThrottle>>,
     /// Where a hashed create goes (the loop's background channel).
-    hashed: mpsc::Sender<Background>,
+    hashed: BackgroundJobs,
+}
+
+/// The sending side of the loop's background channel, counting the jobs alive: the loop waits
+/// on the channel only while one is (or a result is left in it), since a receiver polled on
+/// every turn registers its waker on every turn, for results that come a few times a minute.
+#[derive(Clone)]
+struct BackgroundJobs {
+    sender: mpsc::Sender<Background>,
+    alive: Arc<AtomicUsize>,
+}
+
+impl BackgroundJobs {
+    /// A job begins: it holds the returned handle until it has sent its result, or given up.
+    fn start(&self) -> BackgroundJob {
+        self.alive.fetch_add(1, Ordering::Relaxed);
+        BackgroundJob(self.clone())
+    }
+
+    /// Whether the loop must wait on the channel: a job is alive, or has left its result.
+    /// (A job sends before its handle drops, and the drop releases what the send wrote.)
+    fn pending(&self, finished: &mpsc::Receiver<Background>) -> bool {
+        self.alive.load(Ordering::Acquire) > 0 || !finished.is_empty()
+    }
+}
+
+/// A background job's hold on the channel (see `BackgroundJobs`).
+struct BackgroundJob(BackgroundJobs);
+
+impl BackgroundJob {
+    async fn send(&self, done: Background) {
+        // The loop stopped: nobody waits for the result.
+        let _ = self.0.sender.send(done).await;
+    }
+}
+
+impl Drop for BackgroundJob {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// What a background task reports to the loop when it is done.
@@ -222,7 +262,7 @@ struct Host<D, O> {
     reads: BTreeMap<ReadId, ReadWaiter>,
     passwords: PasswordWork,
     last_status: Status,
-    background: mpsc::Sender<Background>,
+    background: BackgroundJobs,
     /// A received snapshot is being checked beside the loop (one at a time: each holds a
     /// whole snapshot in memory).
     checking: bool,
@@ -303,7 +343,11 @@ where
     let last_status = replica.status();
     // One channel for every kind of background work: each channel more is one more waker
     // the loop registers on every turn.
-    let (background, finished) = mpsc::channel(BACKGROUND_MAX);
+    let (sender, finished) = mpsc::channel(BACKGROUND_MAX);
+    let background = BackgroundJobs {
+        sender,
+        alive: Arc::default(),
+    };
     let passwords = PasswordWork {
         hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_MAX)),
         under_way: Arc::new(tokio::sync::Semaphore::new(PASSWORD_WORK_MAX)),
@@ -415,7 +459,9 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     self.idle = inbox.is_empty();
                     self.write_done(result).await?;
                 }
-                Some(done) = finished.recv() => self.finish_background(done).await?,
+                Some(done) = finished.recv(), if self.background.pending(&finished) => {
+                    self.finish_background(done).await?
+                }
                 input = inbox.recv() => match input {
                     Some(input) => self.handle(input),
                     None => return Ok(()),
@@ -469,7 +515,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         };
         let loop_held = started.elapsed();
         let disk = self.durable.disk().clone();
-        let done = self.background.clone();
+        let background = self.background.start();
         tokio::spawn(async move {
             let digest = job.digest();
             let result = take_snapshot(disk, job).await;
@@ -479,7 +525,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 loop_held,
                 started,
             };
-            let _ = done.send(taken).await;
+            background.send(taken).await;
         });
     }
 
@@ -495,10 +541,10 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         }
         self.checking = true;
         let disk = self.durable.disk().clone();
-        let done = self.background.clone();
+        let job = self.background.start();
         tokio::spawn(async move {
             let result = durable::finish_incoming(&disk, incoming).await;
-            let _ = done.send(Background::Received { incoming, result }).await;
+            job.send(Background::Received { incoming, result }).await;
         });
         Ok(())
     }
@@ -915,6 +961,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         };
         let cost = self.config.auth.password_cost;
         let work = self.passwords.clone();
+        let job = self.passwords.hashed.start();
         tokio::spawn(async move {
             let _under_way = under_way;
             let Ok(_hashing) = work.hashing.acquire().await else {
@@ -937,9 +984,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     credential,
                 },
             };
-            let _ = work
-                .hashed
-                .send(Background::Hashed(Hashed { command, reply }))
+            job.send(Background::Hashed(Hashed { command, reply }))
                 .await;
         });
     }

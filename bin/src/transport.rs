@@ -257,8 +257,8 @@ async fn serve_connection(
     directory: PeerDirectory,
 ) {
     let certificate = stream.peer_certificate();
-    let (read_half, write_half) = tokio::io::split(stream);
-    let mut reader = FrameReader::new(read_half);
+    // One task reads and writes the connection in turn: no split.
+    let mut reader = FrameReader::new(stream);
     let first = match timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
         Ok(Ok(Some(frame))) => frame,
         Ok(Err(error)) => return tracing::warn!(%error, "closing a connection"),
@@ -292,7 +292,7 @@ async fn serve_connection(
             }
             directory.learn(from, address);
             slot.peer();
-            serve_peer(&config, from, reader, write_half, &inbox).await
+            serve_peer(&config, from, reader, &inbox).await
         }
         Frame::Request(request) => {
             let limits = config.connection_limits;
@@ -303,18 +303,10 @@ async fn serve_connection(
                     id: request.id,
                     body: ResponseBody::Busy,
                 });
-                let mut write_half = write_half;
-                let _ = write_frames(&mut write_half, [&refusal], &mut Vec::new()).await;
+                let _ = write_frames(reader.get_mut(), [&refusal], &mut Vec::new()).await;
                 return;
             }
-            serve_client(
-                request,
-                reader,
-                write_half,
-                &inbox,
-                limits.client_idle_timeout,
-            )
-            .await
+            serve_client(request, reader, &inbox, limits.client_idle_timeout).await
         }
         _ => return tracing::warn!("closing a connection that opened with an unexpected frame"),
     };
@@ -323,17 +315,12 @@ async fn serve_connection(
     }
 }
 
-async fn serve_peer<R, W>(
+async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin>(
     config: &NodeConfig,
     from: NodeId,
-    mut reader: FrameReader<R>,
-    mut writer: W,
+    mut reader: FrameReader<S>,
     inbox: &mpsc::Sender<Inbound>,
-) -> Result<(), FrameError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+) -> Result<(), FrameError> {
     // The sender declares silence a timeout after its oldest unacknowledged frame, or its
     // last acknowledgement: half of it for the interval leaves the other half for the
     // frame's and the acknowledgement's latency (a quarter, before, cost a fifth as many
@@ -367,7 +354,7 @@ where
             let ack = Frame::PeerAck {
                 received_count: reader.frames_read(),
             };
-            write_frames(&mut writer, [&ack], &mut scratch).await?;
+            write_frames(reader.get_mut(), [&ack], &mut scratch).await?;
             acked_count = reader.frames_read();
             ack_timer.reset(Instant::now() + ack_interval);
         }
@@ -378,17 +365,12 @@ where
 /// multiplexes its callers, such as `SharedLinks`), each answered by id as soon as the node has
 /// its answer; the answers ready together leave in one write. A client with one request at a
 /// time sees the old exchange. Reading stops while `CLIENT_IN_FLIGHT_MAX` wait for answers.
-async fn serve_client<R, W>(
+async fn serve_client<S: AsyncRead + AsyncWrite + Unpin>(
     first: Request,
-    mut reader: FrameReader<R>,
-    mut writer: W,
+    mut reader: FrameReader<S>,
     inbox: &mpsc::Sender<Inbound>,
     idle_timeout: Duration,
-) -> Result<(), FrameError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+) -> Result<(), FrameError> {
     let mut scratch = Vec::new();
     let mut waiting = Waiting::default();
     let mut answers: Vec<Frame> = Vec::new();
@@ -401,7 +383,7 @@ where
     loop {
         // Answers go out before the next wait: a `Busy` answered at submission included.
         if !answers.is_empty() {
-            write_frames(&mut writer, &answers, &mut scratch).await?;
+            write_frames(reader.get_mut(), &answers, &mut scratch).await?;
             answers.clear();
         }
         if waiting.is_empty() {
@@ -514,13 +496,12 @@ mod tests {
         let (server, _) = accepted.unwrap();
         let (inbox, node) = mpsc::channel(16);
         tokio::spawn(async move {
-            let (read_half, write_half) = tokio::io::split(server);
-            let mut reader = FrameReader::new(read_half);
+            let mut reader = FrameReader::new(server);
             let Some(Frame::Request(first)) = reader.next().await.unwrap() else {
                 panic!("the test sends a request first")
             };
             let idle = Duration::from_secs(5);
-            let _ = serve_client(first, reader, write_half, &inbox, idle).await;
+            let _ = serve_client(first, reader, &inbox, idle).await;
         });
         (client.unwrap(), node)
     }

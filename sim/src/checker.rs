@@ -1016,10 +1016,16 @@ impl Checker {
 
     /// After a status report from `node` at `now`: within the quiet window, recovery stays
     /// within its bounds, and a settled cluster stays settled.
-    pub fn check_quiet(&mut self, node: NodeId, now: Duration) -> Result<(), Failure> {
+    /// (`now` is asked only with the window open: a status changes at every entry applied.)
+    pub fn check_quiet(
+        &mut self,
+        node: NodeId,
+        now: impl FnOnce() -> Duration,
+    ) -> Result<(), Failure> {
         let Some(window) = self.quiet.as_ref() else {
             return Ok(());
         };
+        let now = now();
         let current = self.settled_under();
         if let Some((term, leader, since)) = window.settled {
             if current == Some((term, leader)) {
@@ -1425,7 +1431,7 @@ mod tests {
             ..status(role, term, 0)
         };
         checker.status(NodeId(node), status)?;
-        checker.check_quiet(NodeId(node), ms(at_ms))
+        checker.check_quiet(NodeId(node), || ms(at_ms))
     }
 
     /// A three-node cluster that settles under n1 in `term`, 10 ms after `at_ms`.

@@ -83,6 +83,8 @@ pub struct RunReport {
 const NODE_PORT: u16 = 7000;
 /// States the linearizability search may explore when a history lacks log indexes.
 const LINEARIZABILITY_BUDGET: usize = 100_000;
+/// The most history events reserved at a run's start (what is not written is never touched).
+const HISTORY_RESERVED_MAX: usize = 1 << 20;
 const SALT_NEMESIS: u64 = 0x6e65_6d65_7369_7300;
 const SALT_CLIENT: u64 = 0x636c_6965_6e74_0000;
 const SALT_NODE: u64 = 0x6e6f_6465_0000_0000;
@@ -297,7 +299,14 @@ async fn simulate(drawn: Drawn, seed: u64, options: RunOptions) -> RunReport {
         world.tls = Some(Arc::new(authority));
     }
     let world = Arc::new(world);
-    world.with(|s| s.history.limits = drawn.chat_limits());
+    // The history is reserved for the operations the workload will likely invoke and complete
+    // (growing it doubled it some twelve times a run, a copy and fresh pages each time).
+    let expected = f64::from(drawn.clients) * drawn.rate_per_client * drawn.duration_secs as f64;
+    let events = (2.0 * expected).min(HISTORY_RESERVED_MAX as f64) as usize;
+    world.with(|s| {
+        s.history.limits = drawn.chat_limits();
+        s.history.events.reserve(events);
+    });
     let members: BTreeMap<NodeId, SocketAddr> = (1..=u64::from(drawn.nodes))
         .map(|i| (NodeId(i), node_address(NodeId(i))))
         .collect();

@@ -270,11 +270,10 @@ impl Observer for World {
                 });
             }
             Event::Status(status) => {
-                let time = self.now();
                 let result = self.with(|s| {
                     s.checker
                         .status(node, *status)
-                        .and_then(|()| s.checker.check_quiet(node, time))
+                        .and_then(|()| s.checker.check_quiet(node, || self.now()))
                 });
                 self.trace(Some(node), "status", || {
                     json!({
