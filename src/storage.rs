@@ -152,7 +152,9 @@ pub fn encode_batch(
     // One reservation for the batch, not a doubling of `out` every few records: a record is
     // its header, a few varints and tags (a membership's addresses aside) and its payload.
     let estimate = |entry: &Entry| codec::RECORD_HEADER_BYTES + 32 + entry.payload_size_bytes();
-    out.reserve(entries.iter().map(estimate).sum::<usize>() + 2 * (codec::RECORD_HEADER_BYTES + 64));
+    out.reserve(
+        entries.iter().map(estimate).sum::<usize>() + 2 * (codec::RECORD_HEADER_BYTES + 64),
+    );
     let start = out.len();
     let result = (|| {
         if let Some(install) = install {

@@ -1461,3 +1461,40 @@ async fn take_snapshot<D: Disk>(disk: D, job: SnapshotJob) -> io::Result<Snapsho
     durable::write_snapshot_file(&disk, &snapshot).await?;
     Ok(snapshot)
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+
+    fn jobs() -> (BackgroundJobs, mpsc::Receiver<Background>) {
+        let (sender, finished) = mpsc::channel(BACKGROUND_MAX);
+        let alive = Arc::default();
+        (BackgroundJobs { sender, alive }, finished)
+    }
+
+    fn hashed() -> Background {
+        let (reply, _) = oneshot::channel();
+        Background::Hashed(Hashed {
+            command: Command::RegisterClient,
+            reply,
+        })
+    }
+
+    #[tokio::test]
+    async fn the_loop_waits_on_its_background_channel_while_a_job_lives_or_its_result_waits() {
+        let (jobs, mut finished) = jobs();
+        assert!(!jobs.pending(&finished), "no job, nothing to wait for");
+        let job = jobs.start();
+        assert!(jobs.pending(&finished), "a job under way");
+        job.send(hashed()).await;
+        drop(job);
+        assert!(
+            jobs.pending(&finished),
+            "the job is done, its result not yet taken"
+        );
+        assert!(finished.recv().await.is_some());
+        assert!(!jobs.pending(&finished), "result taken, no job left");
+        drop(jobs.start()); // a job that gave up without a result
+        assert!(!jobs.pending(&finished));
+    }
+}
