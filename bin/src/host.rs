@@ -342,7 +342,7 @@ where
     let outbox = wrap_outbox(PeerOutbox::start(&config, directory));
     let last_status = replica.status();
     // One channel for every kind of background work: each channel more is one more waker
-    // the loop registers on every turn.
+    // the loop registers on every turn while jobs are alive (see `BackgroundJobs`).
     let (sender, finished) = mpsc::channel(BACKGROUND_MAX);
     let background = BackgroundJobs {
         sender,
