@@ -622,20 +622,21 @@ impl Disk for SimDisk {
         _on: SyncOn,
     ) -> impl Future<Output = io::Result<()>> + Send + use<> {
         let disk = self.clone();
+        // Nothing to reserve at 0, as `Disk::append_synced` says.
+        let reserve_len =
+            (reserve_to > 0).then(|| usize::try_from(reserve_to).unwrap_or(usize::MAX));
         async move {
             let (mut delay, started_in) = {
                 let mut state = disk.handle.state();
                 let mut delay = Duration::ZERO;
-                if reserve_to > 0 {
-                    let len = usize::try_from(reserve_to).unwrap_or(usize::MAX);
+                if let Some(len) = reserve_len {
                     delay +=
                         state.draw(write_latency) + transfer(state.zeros_to_reserve(&name, len));
                 }
                 delay += state.draw(write_latency) + transfer(bytes.len());
                 (delay, state.power_cycle_count)
             };
-            if reserve_to > 0 {
-                let len = usize::try_from(reserve_to).unwrap_or(usize::MAX);
+            if let Some(len) = reserve_len {
                 disk.apply("reserve", started_in, |state| {
                     state.reserve(&name, len);
                     Ok(())

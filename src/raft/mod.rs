@@ -2083,19 +2083,15 @@ impl Raft {
             self.send(from, self.term, body);
             // The follower serves the read once it has applied through `index`: it is told the
             // commit now, not at the next heartbeat.
-            let (term, commit_index) = (self.term, self.log.commit_index());
-            if let (Ok(index), Role::Leader(leader)) = (index, &mut self.role) {
-                if let Some(progress) = leader.progress.get_mut(&from) {
-                    progress.commit_wanted = progress.commit_wanted.max(index);
-                    let message = CommitNotice {
-                        term,
-                        commit_index,
-                        read_round: leader.reads.round(),
-                        eager: self.config.eager_commit,
-                    }
-                    .due(self.config.id, from, progress);
-                    self.messages.extend(message);
-                }
+            let (Ok(index), Some(notice)) = (index, self.commit_notice()) else {
+                return;
+            };
+            let Role::Leader(leader) = &mut self.role else {
+                unreachable!("a commit notice is a leader's")
+            };
+            if let Some(progress) = leader.progress.get_mut(&from) {
+                progress.commit_wanted = progress.commit_wanted.max(index);
+                self.messages.extend(notice.due(from, progress));
             }
         }
     }
@@ -2104,15 +2100,12 @@ impl Raft {
     /// entries appended since the last Ready; a follower with nothing new to receive but a stale
     /// commit index gets a heartbeat carrying the commit.
     fn send_appends(&mut self) {
-        let Role::Leader(leader) = &mut self.role else {
+        let Some(notice) = self.commit_notice() else {
             return;
         };
         let (term, commit_index) = (self.term, self.log.commit_index());
-        let notice = CommitNotice {
-            term,
-            commit_index,
-            read_round: leader.reads.round(),
-            eager: self.config.eager_commit,
+        let Role::Leader(leader) = &mut self.role else {
+            unreachable!("a commit notice is a leader's")
         };
         for (&peer, progress) in leader.progress.iter_mut() {
             let compacted = self.log.term(progress.next_index.prev()).is_none();
@@ -2163,10 +2156,23 @@ impl Raft {
                 sent_append = true;
             }
             if !sent_append {
-                self.messages
-                    .extend(notice.due(self.config.id, peer, progress));
+                self.messages.extend(notice.due(peer, progress));
             }
         }
+    }
+
+    /// How a leader tells followers its commit as things stand; `None` if not leading.
+    fn commit_notice(&self) -> Option<CommitNotice> {
+        let Role::Leader(leader) = &self.role else {
+            return None;
+        };
+        Some(CommitNotice {
+            from: self.config.id,
+            term: self.term,
+            commit_index: self.log.commit_index(),
+            read_round: leader.reads.round(),
+            eager: self.config.eager_commit,
+        })
     }
 }
 
@@ -2183,6 +2189,7 @@ fn heartbeat_commit(match_index: LogIndex, commit_index: LogIndex) -> LogIndex {
 
 /// A leader's rule for telling a follower the commit index when no append carries it.
 struct CommitNotice {
+    from: NodeId,
     term: Term,
     commit_index: LogIndex,
     read_round: u64,
@@ -2193,7 +2200,7 @@ struct CommitNotice {
 impl CommitNotice {
     /// The heartbeat that tells `peer` the commit, if it is due: eagerly, whenever the follower
     /// has not been told the commit it may learn; lazily, only what one of its reads waits for.
-    fn due(&self, from: NodeId, peer: NodeId, progress: &mut Progress) -> Option<Message> {
+    fn due(&self, peer: NodeId, progress: &mut Progress) -> Option<Message> {
         let leader_commit = heartbeat_commit(progress.match_index, self.commit_index);
         let wanted = match self.eager {
             true => leader_commit,
@@ -2204,7 +2211,7 @@ impl CommitNotice {
         }
         progress.commit_sent = leader_commit;
         Some(Message {
-            from,
+            from: self.from,
             to: peer,
             term: self.term,
             body: MessageBody::Heartbeat {
