@@ -21,6 +21,7 @@ mod links;
 
 pub use links::SharedLinks;
 
+use crate::deadline::Deadline;
 use crate::frame_io::{write_frames, FrameError, FrameReader};
 use crate::tls::{ClientTls, Stream};
 use raftchat::chat::{Command, Operation, Outcome, Reply};
@@ -171,6 +172,9 @@ pub struct Client {
     token: Option<Token>,
     /// Connections shared with other clients, used instead of `connections` when set.
     shared: Option<SharedLinks>,
+    /// The attempt timeout, one timer for every attempt (see `crate::deadline`); made at the
+    /// first attempt, inside the runtime.
+    attempt_timer: Option<Deadline>,
 }
 
 impl Client {
@@ -190,6 +194,7 @@ impl Client {
             scratch: Vec::new(),
             token: None,
             shared: None,
+            attempt_timer: None,
         }
     }
 
@@ -688,14 +693,23 @@ impl Client {
             self.connections.remove(&node);
             return Attempt::Lost(format!("sending to {node}: {error}"));
         }
-        let answer = timeout(attempt_timeout, read_response(&mut connection.reader, id)).await;
+        let until = Instant::now() + attempt_timeout;
+        let timer = self
+            .attempt_timer
+            .get_or_insert_with(|| Deadline::at(until));
+        timer.reset(until);
+        let answer = tokio::select! {
+            biased;
+            answer = read_response(&mut connection.reader, id) => Some(answer),
+            () = timer => None,
+        };
         match answer {
-            Ok(Ok(body)) => Attempt::Answer(body),
-            Ok(Err(error)) => {
+            Some(Ok(body)) => Attempt::Answer(body),
+            Some(Err(error)) => {
                 self.connections.remove(&node);
                 Attempt::Lost(format!("waiting for {node}: {error}"))
             }
-            Err(_) => {
+            None => {
                 // The connection may deliver this answer later; a fresh one avoids confusion.
                 self.connections.remove(&node);
                 Attempt::Lost(format!("{node} did not answer in time"))

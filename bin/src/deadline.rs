@@ -6,9 +6,12 @@
 //! runtime's timer heap on every poll that returns pending, and that entry cannot be cancelled:
 //! it stays until its instant, then wakes its task for nothing. A loop that polls a sleep on
 //! every message (a host's tick, a link's keep-alive) filled the heap with one entry per
-//! message and woke its task again for each. A `Deadline` polls the inner sleep only when its
-//! instant or its task's waker changed since the last pending poll; otherwise the entry already
-//! in the heap will wake the same task at the same instant, and it answers from the clock.
+//! message and woke its task again for each. A `Deadline` polls the inner sleep only when no
+//! entry of its task's is still to fire at or before its instant; otherwise that entry will wake
+//! the same task in time, and it answers from the clock. So a deadline pushed later on every
+//! request (an idle or attempt timeout) keeps its entry: the entry fires early, once, and the
+//! poll it causes registers the instant then in force, instead of one entry per request, each
+//! waking its task for nothing an interval later. Moved earlier, it registers again at once.
 //! With tokio proper it is a pinned `Sleep`, which registers once by itself.
 
 use std::future::Future;
@@ -20,9 +23,12 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug)]
 pub struct Deadline {
     sleep: Pin<Box<Sleep>>,
-    /// The waker the timer entry for the current instant will wake, once one is registered.
+    /// The timer entry still to fire, if one is: the waker it will wake, and a sleep until its
+    /// instant (at or before the deadline's), which tells from its own clock handle whether
+    /// that has passed: `Instant::now()` under madsim goes through its `clock_gettime` hook,
+    /// which looks the runtime up and clones its handle on every call.
     #[cfg(madsim)]
-    armed: Option<std::task::Waker>,
+    armed: Option<(std::task::Waker, Sleep)>,
 }
 
 impl Deadline {
@@ -38,7 +44,12 @@ impl Deadline {
     /// Moves the timer to `instant` (earlier or later); it fires again once that has passed.
     pub fn reset(&mut self, instant: Instant) {
         self.sleep.as_mut().reset(instant);
+        // Later: the entry registered fires first, and the poll it causes registers again.
         #[cfg(madsim)]
+        if self
+            .armed
+            .as_ref()
+            .is_some_and(|(_, at)| at.deadline() > instant)
         {
             self.armed = None;
         }
@@ -55,17 +66,22 @@ impl Future for Deadline {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         #[cfg(madsim)]
-        if self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            return if self.sleep.is_elapsed() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            };
+        if let Some((waker, at)) = &self.armed {
+            if self.sleep.is_elapsed() {
+                return Poll::Ready(());
+            }
+            // An entry at an instant not yet reached is still in the heap.
+            if !at.is_elapsed() && waker.will_wake(cx.waker()) {
+                return Poll::Pending;
+            }
         }
         let poll = self.sleep.as_mut().poll(cx);
         #[cfg(madsim)]
-        if poll.is_pending() {
-            self.armed = Some(cx.waker().clone());
+        {
+            self.armed = poll.is_pending().then(|| {
+                let at = tokio::time::sleep_until(self.sleep.deadline());
+                (cx.waker().clone(), at)
+            });
         }
         poll
     }

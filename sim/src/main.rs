@@ -10,6 +10,8 @@
 #![cfg_attr(not(madsim), allow(dead_code))]
 
 mod checker;
+#[cfg(all(test, madsim))]
+mod deadline_tests;
 mod disk;
 #[cfg(test)]
 mod durable_tests;
