@@ -22,20 +22,27 @@ use tokio::time::{Instant, Sleep};
 /// A timer that fires at an instant and can be moved to another (see the module docs).
 #[derive(Debug)]
 pub struct Deadline {
+    /// The instant it fires at.
+    instant: Instant,
+    /// With tokio, a sleep until `instant`. Under madsim, a sleep until the instant of the
+    /// timer entry still to fire, while one is (`armed`): that instant, at or before
+    /// `instant`, is then the one whose passing matters first, and the sleep tells it from its
+    /// own clock handle (`Instant::now()` under madsim goes through its `clock_gettime` hook,
+    /// which looks the runtime up and clones its handle on every call).
     sleep: Pin<Box<Sleep>>,
-    /// The timer entry still to fire, if one is: the waker it will wake, and a sleep until its
-    /// instant (at or before the deadline's), which tells from its own clock handle whether
-    /// that has passed: `Instant::now()` under madsim goes through its `clock_gettime` hook,
-    /// which looks the runtime up and clones its handle on every call.
+    /// The waker the entry at the sleep's instant will wake, while that entry is to fire.
     #[cfg(madsim)]
-    armed: Option<(std::task::Waker, Sleep)>,
+    armed: Option<std::task::Waker>,
 }
 
 impl Deadline {
     /// A timer firing at `instant`.
     pub fn at(instant: Instant) -> Deadline {
+        let sleep = Box::pin(tokio::time::sleep_until(instant));
         Deadline {
-            sleep: Box::pin(tokio::time::sleep_until(instant)),
+            // madsim's `sleep_until` waits at least a millisecond, as tokio's timer does.
+            instant: sleep.deadline(),
+            sleep,
             #[cfg(madsim)]
             armed: None,
         }
@@ -43,21 +50,23 @@ impl Deadline {
 
     /// Moves the timer to `instant` (earlier or later); it fires again once that has passed.
     pub fn reset(&mut self, instant: Instant) {
-        self.sleep.as_mut().reset(instant);
-        // Later: the entry registered fires first, and the poll it causes registers again.
+        self.instant = instant;
+        // Later than the entry to fire: that entry wakes the task first, and the poll it
+        // causes registers the instant then in force.
         #[cfg(madsim)]
-        if self
-            .armed
-            .as_ref()
-            .is_some_and(|(_, at)| at.deadline() > instant)
+        if self.armed.is_some() && instant >= self.sleep.deadline() {
+            return;
+        }
+        #[cfg(madsim)]
         {
             self.armed = None;
         }
+        self.sleep.as_mut().reset(instant);
     }
 
     /// The instant it fires at.
     pub fn instant(&self) -> Instant {
-        self.sleep.deadline()
+        self.instant
     }
 }
 
@@ -66,22 +75,20 @@ impl Future for Deadline {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         #[cfg(madsim)]
-        if let Some((waker, at)) = &self.armed {
-            if self.sleep.is_elapsed() {
-                return Poll::Ready(());
-            }
-            // An entry at an instant not yet reached is still in the heap.
-            if !at.is_elapsed() && waker.will_wake(cx.waker()) {
+        {
+            // The entry still to fire comes at or before the deadline: while it has not, the
+            // deadline has not passed either, and the entry will wake this task.
+            let armed_for_this_task = self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+            if armed_for_this_task && !self.sleep.is_elapsed() {
                 return Poll::Pending;
             }
+            let instant = self.instant;
+            self.sleep.as_mut().reset(instant);
         }
         let poll = self.sleep.as_mut().poll(cx);
         #[cfg(madsim)]
         {
-            self.armed = poll.is_pending().then(|| {
-                let at = tokio::time::sleep_until(self.sleep.deadline());
-                (cx.waker().clone(), at)
-            });
+            self.armed = poll.is_pending().then(|| cx.waker().clone());
         }
         poll
     }

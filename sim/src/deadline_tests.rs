@@ -67,3 +67,14 @@ async fn pushed_later_on_every_turn_it_keeps_one_entry_instead_of_one_per_push()
     assert!(fired >= 50 * MS && fired < 51 * MS, "fired after {fired:?}");
     assert!(polls <= 3, "polled {polls} times");
 }
+
+#[tokio::test]
+async fn like_a_sleep_it_waits_at_least_a_millisecond() {
+    // madsim's `sleep_until`, as tokio's timer, waits a millisecond at least: a simulated
+    // disk's sync of a few microseconds keeps costing what it always has.
+    let start = Instant::now();
+    let mut deadline = Deadline::at(start + Duration::from_micros(5));
+    assert!(deadline.instant() >= start + MS);
+    polls_until_fired(&mut deadline).await;
+    assert!(start.elapsed() >= MS);
+}
