@@ -94,6 +94,33 @@ impl Future for Deadline {
     }
 }
 
+/// A clock for a loop that reads the time on every turn. With tokio it is `Instant::now()`.
+/// Under madsim `Instant::now()` goes through madsim's `clock_gettime` hook, which looks the
+/// runtime up and clones its time handle on every call; a `Clock` keeps the handle.
+#[derive(Clone)]
+pub struct Clock {
+    #[cfg(madsim)]
+    time: tokio::time::TimeHandle,
+}
+
+impl Clock {
+    /// The running runtime's clock.
+    pub fn current() -> Clock {
+        Clock {
+            #[cfg(madsim)]
+            time: tokio::time::TimeHandle::current(),
+        }
+    }
+
+    /// The time now.
+    pub fn now(&self) -> Instant {
+        #[cfg(madsim)]
+        return self.time.now_instant();
+        #[cfg(not(madsim))]
+        Instant::now()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

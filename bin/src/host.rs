@@ -41,7 +41,7 @@
 
 use crate::auth::{self, LoginSlot, LoginThrottle};
 use crate::config::NodeConfig;
-use crate::deadline::Deadline;
+use crate::deadline::{Clock, Deadline};
 use crate::disk::{Disk, SyncOn};
 use crate::durable::{self, Durable, Incoming, RecoveryError};
 use crate::observer::{Event, Observer};
@@ -252,6 +252,8 @@ enum Background {
 
 /// One node's running state.
 struct Host<D, O> {
+    /// Read on every turn and every write.
+    clock: Clock,
     config: NodeConfig,
     replica: Replica,
     durable: Durable<D>,
@@ -355,6 +357,7 @@ where
         hashed: background.clone(),
     };
     let mut host = Host {
+        clock: Clock::current(),
         config,
         replica,
         durable,
@@ -446,7 +449,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                     // up in a burst: they would count time in which the inbox, holding the
                     // leader's heartbeats, was not read, and call elections against a healthy
                     // leader. Otherwise the cadence stays exact (the instant is now).
-                    let now = Instant::now();
+                    let now = self.clock.now();
                     let interval = self.tick_interval();
                     if now > tick.instant() + interval {
                         // A lease counted in ticks no longer tells real time.
@@ -484,7 +487,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
                 .as_ref()
                 .is_some_and(|w| w.on == SyncOn::Caller);
             let flush = inbox.is_empty() || on_loop || unflushed_turns >= FLUSH_TURNS_MAX || {
-                let now = Instant::now();
+                let now = self.clock.now();
                 now.duration_since(*deferred_since.get_or_insert(now)) >= FLUSH_DEFERRED_MAX
             };
             if flush {
@@ -1225,7 +1228,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
             rounds,
             bytes: len,
             on,
-            started: Instant::now(),
+            started: self.clock.now(),
             synced: Box::pin(self.durable.append(bytes, on)),
         });
     }
@@ -1237,7 +1240,7 @@ impl<D: Disk, O: Outbox> Host<D, O> {
         self.outbox.flush();
         result.map_err(NodeError::Disk)?;
         let write = self.writing.take().expect("a group write under way");
-        self.last_write_slow = write.started.elapsed() > SYNC_ON_LOOP_SLOW;
+        self.last_write_slow = self.clock.now() - write.started > SYNC_ON_LOOP_SLOW;
         self.durable
             .appended(self.rounds.range(..write.rounds), write.bytes)
             .await

@@ -64,6 +64,9 @@ pub struct WorldState {
 /// The shared world of one run.
 pub struct World {
     start: Instant,
+    /// Read for every event recorded (`Instant::now()` would go through madsim's
+    /// `clock_gettime` hook, which looks the runtime up on every call).
+    clock: raftchat_node::deadline::Clock,
     state: Mutex<WorldState>,
     tracing: bool,
     /// Set once the nemesis has healed everything: the message fault layer stands down.
@@ -85,6 +88,7 @@ impl World {
         };
         World {
             start: Instant::now(),
+            clock: raftchat_node::deadline::Clock::current(),
             state: Mutex::new(state),
             tracing,
             healed: AtomicBool::new(false),
@@ -102,7 +106,7 @@ impl World {
 
     /// Simulated time since the start.
     pub fn now(&self) -> Duration {
-        self.start.elapsed()
+        self.clock.now() - self.start
     }
 
     /// Runs `f` on the state.

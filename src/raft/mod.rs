@@ -1148,32 +1148,37 @@ impl Raft {
         };
         #[cfg(not(feature = "mutants"))]
         let committed_entries = self.log.committed_unapplied(self.config.apply_entries_max);
-        let entries = self.log.unhanded_entries().to_vec();
+        let entries = self.log.unhanded_entries();
         // The term and the vote are promises and must be synced before any message that
         // relies on them. The commit index is not: a node that restarts with an older one
         // learns the rest from the leader. So a change of the commit index alone waits for the
         // next write that must happen anyway, and a committed entry is applied (and its client
         // answered) without a sync of its own.
         let handed = self.handed_hard_state;
-        let installed = self.installed.take();
-        let writes_log = !entries.is_empty() || installed.is_some();
+        let writes_log = !entries.is_empty() || self.installed.is_some();
         let must_persist_hard_state = hard_state.term != handed.term
             || hard_state.vote != handed.vote
             || (writes_log && hard_state != handed);
+        // Nothing to do (most turns of a host's loop ask once more and find this): no Ready.
+        if !must_persist_hard_state
+            && !writes_log
+            && self.snapshot_chunks.is_empty()
+            && self.messages.is_empty()
+            && committed_entries.is_empty()
+            && self.read_states.is_empty()
+        {
+            return None;
+        }
         let ready = Ready {
             hard_state: must_persist_hard_state.then_some(hard_state),
-            entries,
+            entries: entries.to_vec(),
             messages: std::mem::take(&mut self.messages),
             committed_entries: committed_entries.to_vec(),
-            snapshot: installed,
+            snapshot: self.installed.take(),
             snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
             read_states: std::mem::take(&mut self.read_states),
             term_persisted: self.persisted_hard_state.term == self.term,
         };
-        let empty = !ready.must_persist() && ready.messages.is_empty();
-        if empty && ready.committed_entries.is_empty() && ready.read_states.is_empty() {
-            return None;
-        }
         let last_entry = ready
             .entries
             .last()
