@@ -74,7 +74,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
         /// Seeds tried per candidate: the one it last failed with, then the next ones.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 4)]
         seeds: u64,
         /// Candidates run at once (default: every core).
         #[arg(long)]

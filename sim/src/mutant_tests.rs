@@ -37,7 +37,7 @@ fn assert_shrinks(mutant: Mutant, scenario: &Scenario, seed: u64) {
     // The other tests share the cores at first, but the longest shrinks (hundreds of faults
     // in figure-8-churn) are the last tests still running, with the cores to themselves.
     let options = ShrinkOptions {
-        seeds_per_candidate: 3,
+        seeds_per_candidate: 4,
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let before = shrink::fault_count(&original.schedule);
