@@ -103,6 +103,12 @@ pub struct Clock {
     time: tokio::time::TimeHandle,
 }
 
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 impl Clock {
     /// The running runtime's clock.
     pub fn current() -> Clock {

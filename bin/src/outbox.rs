@@ -25,7 +25,7 @@
 //! answers Raft still sends it.
 
 use crate::config::NodeConfig;
-use crate::deadline::Deadline;
+use crate::deadline::{Clock, Deadline};
 use crate::frame_io::{write_frames, FrameError, FrameReader};
 use crate::tls::Stream;
 use crate::transport::PeerDirectory;
@@ -433,7 +433,8 @@ async fn run_connection(config: &NodeConfig, link: &Link, stream: Stream) -> Res
     // quarter timeout woke every link 8 times a second on a real server and 80 times in the
     // standard simulation, most of them with nothing to check.
     let silence = config.peer_silence_timeout;
-    let mut check = Deadline::at(Instant::now() + silence);
+    let clock = Clock::current();
+    let mut check = Deadline::at(clock.now() + silence);
     loop {
         // Messages queued while the connection was down, or while the task was writing,
         // leave here, a batch at a time with the acknowledgements read in between; the loop
@@ -450,7 +451,7 @@ async fn run_connection(config: &NodeConfig, link: &Link, stream: Stream) -> Res
                     let mut state = link.lock();
                     if received_count > state.acked_count {
                         state.acked_count = received_count.min(state.sent_count);
-                        state.waiting_since = Some(Instant::now());
+                        state.waiting_since = Some(clock.now());
                     }
                 }
                 Some(_) => return Err(LinkError::Unexpected),
@@ -459,7 +460,7 @@ async fn run_connection(config: &NodeConfig, link: &Link, stream: Stream) -> Res
             () = link.wake.notified() => {}
             () = &mut check => {
                 let state = link.lock();
-                let now = Instant::now();
+                let now = clock.now();
                 let waiting = state.acked_count < state.sent_count;
                 match state.waiting_since.filter(|_| waiting) {
                     Some(since) if now.duration_since(since) >= silence => {

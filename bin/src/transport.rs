@@ -15,7 +15,7 @@
 //! else, and any frame that fails to decode, closes that connection and nothing else.
 
 use crate::config::{ConnectionLimits, NodeConfig};
-use crate::deadline::Deadline;
+use crate::deadline::{Clock, Deadline};
 use crate::frame_io::{write_frames, FrameError, FrameReader};
 use crate::tls::{names_node, Stream};
 use raftchat::raft::Message;
@@ -329,7 +329,8 @@ async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin>(
     let mut acked_count = 0u64;
     let mut scratch = Vec::new();
     // Acknowledges what was read at least every `ack_interval` while frames wait for it.
-    let mut ack_timer = Deadline::at(Instant::now() + ack_interval);
+    let clock = Clock::current();
+    let mut ack_timer = Deadline::at(clock.now() + ack_interval);
     loop {
         let ack_due = reader.frames_read() > acked_count;
         // The timer is polled once no frame is ready, so a steady stream is acknowledged every
@@ -356,7 +357,7 @@ async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin>(
             };
             write_frames(reader.get_mut(), [&ack], &mut scratch).await?;
             acked_count = reader.frames_read();
-            ack_timer.reset(Instant::now() + ack_interval);
+            ack_timer.reset(clock.now() + ack_interval);
         }
     }
 }
@@ -374,9 +375,10 @@ async fn serve_client<S: AsyncRead + AsyncWrite + Unpin>(
     let mut scratch = Vec::new();
     let mut waiting = Waiting::default();
     let mut answers: Vec<Frame> = Vec::new();
-    waiting.submit(first, inbox, &mut answers);
+    let clock = Clock::current();
+    waiting.submit(first, clock.now(), inbox, &mut answers);
     // Set again at each turn.
-    let mut idle = Deadline::at(Instant::now() + idle_timeout);
+    let mut idle = Deadline::at(clock.now() + idle_timeout);
     // Whether the client may send more: once it has closed its side, it still gets the
     // answers it is owed.
     let mut reading = true;
@@ -390,7 +392,7 @@ async fn serve_client<S: AsyncRead + AsyncWrite + Unpin>(
             if !reading {
                 return Ok(());
             }
-            idle.reset(Instant::now() + idle_timeout);
+            idle.reset(clock.now() + idle_timeout);
         }
         tokio::select! {
             biased;
@@ -402,7 +404,9 @@ async fn serve_client<S: AsyncRead + AsyncWrite + Unpin>(
             }
             frame = reader.next(), if reading && waiting.len() < CLIENT_IN_FLIGHT_MAX => {
                 match frame? {
-                    Some(Frame::Request(request)) => waiting.submit(request, inbox, &mut answers),
+                    Some(Frame::Request(request)) => {
+                        waiting.submit(request, clock.now(), inbox, &mut answers)
+                    }
                     Some(_) => return Ok(()),
                     None => reading = false,
                 }
@@ -429,16 +433,17 @@ impl Waiting {
         self.0.is_empty()
     }
 
-    /// Hands `request` to the node, or answers `Busy` at once when its inbox is full.
+    /// Hands `request`, received at `received`, to the node, or answers `Busy` at once when its
+    /// inbox is full.
     fn submit(
         &mut self,
         request: Request,
+        received: Instant,
         inbox: &mpsc::Sender<Inbound>,
         answers: &mut Vec<Frame>,
     ) {
         let id = request.id;
         let (reply, answer) = oneshot::channel();
-        let received = Instant::now();
         match inbox.try_send(Inbound::Request {
             request,
             reply,

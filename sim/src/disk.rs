@@ -38,7 +38,7 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use raftchat_node::deadline::Deadline;
+use raftchat_node::deadline::{Clock, Deadline};
 use raftchat_node::disk::{Disk, SyncOn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -281,6 +281,7 @@ impl SimDiskHandle {
         }
         SimDisk {
             handle: self.clone(),
+            clock: Clock::current(),
         }
     }
 
@@ -469,6 +470,8 @@ fn flip_byte(rng: &mut impl Rng, data: &mut [u8], offset: usize) {
 #[derive(Clone, Debug)]
 pub struct SimDisk {
     handle: SimDiskHandle,
+    /// For the instant each latency ends (see `raftchat_node::deadline::Clock`).
+    clock: Clock,
 }
 
 impl SimDisk {
@@ -487,7 +490,7 @@ impl SimDisk {
         if !delay.is_zero() {
             // A `Deadline`, not a bare sleep: a group write is polled on every turn of its
             // node's loop, and each pending poll of madsim's sleep adds a timer entry.
-            Deadline::at(tokio::time::Instant::now() + delay).await;
+            Deadline::at(self.clock.now() + delay).await;
         }
         power_cycle_count
     }
@@ -653,7 +656,7 @@ impl Disk for SimDisk {
                 target_len
             };
             if !delay.is_zero() {
-                Deadline::at(tokio::time::Instant::now() + delay).await;
+                Deadline::at(disk.clock.now() + delay).await;
             }
             disk.apply("sync", started_in, |state| state.synced(&name, target_len))
         }
