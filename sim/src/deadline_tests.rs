@@ -27,26 +27,27 @@ async fn polls_until_fired(deadline: &mut Deadline) -> usize {
     polls
 }
 
+/// Makes a deadline `first` from now, polls it once, moves it to `then` from the start, and
+/// waits for it: when it fired, and how many times it was polled in the wait.
+async fn moved_while_waited_for(first: Duration, then: Duration) -> (Duration, usize) {
+    let start = Instant::now();
+    let mut deadline = Deadline::at(start + first);
+    assert!(poll_once(&mut deadline).await.is_pending());
+    deadline.reset(start + then);
+    let polls = polls_until_fired(&mut deadline).await;
+    (start.elapsed(), polls)
+}
+
 #[tokio::test]
 async fn moved_earlier_while_waited_for_it_fires_at_the_earlier_instant() {
-    let start = Instant::now();
-    let mut deadline = Deadline::at(start + 100 * MS);
-    assert!(poll_once(&mut deadline).await.is_pending());
-    deadline.reset(start + 10 * MS);
-    polls_until_fired(&mut deadline).await;
-    let fired = start.elapsed();
+    let (fired, _) = moved_while_waited_for(100 * MS, 10 * MS).await;
     assert!(fired >= 10 * MS && fired < 11 * MS, "fired after {fired:?}");
 }
 
 #[tokio::test]
 async fn moved_later_while_waited_for_it_fires_at_the_later_instant_only() {
-    let start = Instant::now();
-    let mut deadline = Deadline::at(start + 10 * MS);
-    assert!(poll_once(&mut deadline).await.is_pending());
-    deadline.reset(start + 30 * MS);
     // The entry for 10 ms wakes the task then; the deadline is not passed.
-    let polls = polls_until_fired(&mut deadline).await;
-    let fired = start.elapsed();
+    let (fired, polls) = moved_while_waited_for(10 * MS, 30 * MS).await;
     assert!(fired >= 30 * MS && fired < 31 * MS, "fired after {fired:?}");
     assert_eq!(polls, 3, "pending at once, again at 10 ms, ready at 30 ms");
 }
