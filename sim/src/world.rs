@@ -7,6 +7,7 @@ use crate::history::History;
 use crate::trace::Trace;
 use raftchat::raft::MessageBody;
 use raftchat::types::NodeId;
+use raftchat_node::deadline::Clock;
 use raftchat_node::observer::{Event, Observer};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,7 +67,7 @@ pub struct World {
     start: Instant,
     /// Read for every event recorded (`Instant::now()` would go through madsim's
     /// `clock_gettime` hook, which looks the runtime up on every call).
-    clock: raftchat_node::deadline::Clock,
+    clock: Clock,
     state: Mutex<WorldState>,
     tracing: bool,
     /// Set once the nemesis has healed everything: the message fault layer stands down.
@@ -86,9 +87,10 @@ impl World {
             checker: Checker::new(voter_count),
             ..WorldState::default()
         };
+        let clock = Clock::current();
         World {
-            start: Instant::now(),
-            clock: raftchat_node::deadline::Clock::current(),
+            start: clock.now(),
+            clock,
             state: Mutex::new(state),
             tracing,
             healed: AtomicBool::new(false),

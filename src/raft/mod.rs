@@ -1160,6 +1160,8 @@ impl Raft {
             || hard_state.vote != handed.vote
             || (writes_log && hard_state != handed);
         // Nothing to do (most turns of a host's loop ask once more and find this): no Ready.
+        // `Ready::must_persist` and the emptiness a Ready is checked for, on the parts before
+        // they are copied into one.
         if !must_persist_hard_state
             && !writes_log
             && self.snapshot_chunks.is_empty()
