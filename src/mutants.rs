@@ -90,11 +90,16 @@ pub enum Mutant {
     /// node's next appends land after them, and its next recovery finds records past a run of
     /// zeros (damage, by the codec's rules).
     KeepReservedZeros,
+    /// Keep a follower's heartbeat-interval marks past the periodic heartbeat that should clear
+    /// them: once it has accepted one append, a follower gets no periodic heartbeat again while
+    /// the leader may send to it, so nothing reaches it while the leader has nothing to append,
+    /// and it campaigns.
+    KeepHeartbeatMarks,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 29] = [
+    pub const ALL: [Mutant; 30] = [
         Mutant::VoteWithoutLogCheck,
         Mutant::CommitPriorTerm,
         Mutant::VoteNotPersisted,
@@ -124,6 +129,7 @@ impl Mutant {
         Mutant::AnswerByOrder,
         Mutant::KeepReservedZeros,
         Mutant::CommitPastMatch,
+        Mutant::KeepHeartbeatMarks,
     ];
 
     /// The name used on the command line.
@@ -158,6 +164,7 @@ impl Mutant {
             Mutant::AnswerByOrder => "answer-by-order",
             Mutant::KeepReservedZeros => "keep-reserved-zeros",
             Mutant::CommitPastMatch => "commit-past-match",
+            Mutant::KeepHeartbeatMarks => "keep-heartbeat-marks",
         }
     }
 

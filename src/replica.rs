@@ -1253,8 +1253,9 @@ mod tests {
             } => assert_eq!(reply.status, ChatStatus::Success),
             other => panic!("{other:?}"),
         }
-        // Followers learn the last commit from the next heartbeat.
-        cluster.run(1);
+        // Followers learn the last commit from the heartbeat of the first interval without an
+        // append: the second.
+        cluster.run(2);
         let digests = cluster.digests();
         assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
     }

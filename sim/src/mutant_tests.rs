@@ -139,6 +139,7 @@ mutant_tests! {
     mutant_answer_by_order_is_caught => AnswerByOrder,
     mutant_keep_reserved_zeros_is_caught => KeepReservedZeros,
     mutant_commit_past_match_is_caught => CommitPastMatch,
+    mutant_keep_heartbeat_marks_is_caught => KeepHeartbeatMarks,
 }
 
 #[test]

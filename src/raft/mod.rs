@@ -1994,18 +1994,44 @@ impl Raft {
         let Role::Leader(leader) = &mut self.role else {
             unreachable!()
         };
+        // Reads in the round about to go out need every answer, as does a lease (only a
+        // round's answers renew it); so does a read whose round went out a whole interval ago
+        // and is still unconfirmed (its heartbeats or their answers were likely lost).
+        let interval_began = self
+            .ticks
+            .saturating_sub(self.config.heartbeat_interval_ticks.into());
+        let skip_confirmed = !self.config.read_lease
+            && !leader.reads.has_unsent()
+            && !leader.reads.waits_since(interval_began);
         let round = leader.reads.broadcast(self.ticks);
-        self.send_heartbeats(round);
+        self.send_heartbeats(round, Heartbeats::Periodic { skip_confirmed });
     }
 
-    fn send_heartbeats(&mut self, read_round: u64) {
+    /// A heartbeat to every follower; with `Periodic { skip_confirmed: true }`, not to one that
+    /// accepted an append sent since the last periodic heartbeat (Raft §5.2 sends heartbeats
+    /// in idle periods only). That append reset the follower's election timer and told it the
+    /// commit of its time, and its answer marked the follower active; the commit since then
+    /// comes with the next append, or with the heartbeat of the first interval without one.
+    /// A follower whose appends of the interval all went unanswered, or one the leader cannot
+    /// send to (a paused probe, a full window), gets its heartbeat, whose answer starts the
+    /// repair (`Progress::heartbeat_answered`).
+    fn send_heartbeats(&mut self, read_round: u64, heartbeats: Heartbeats) {
         let commit_index = self.log.commit_index();
+        let inflight_max = self.config.inflight_appends_max;
         let term = self.term;
         let Role::Leader(leader) = &mut self.role else {
             unreachable!()
         };
+        let (periodic, skip_confirmed) = match heartbeats {
+            Heartbeats::Periodic { skip_confirmed } => (true, skip_confirmed),
+            Heartbeats::ReadRound => (false, false),
+        };
         for (&peer, progress) in leader.progress.iter_mut() {
             let leader_commit = heartbeat_commit(progress.match_index, commit_index);
+            let confirmed = periodic && progress.end_heartbeat_interval();
+            if skip_confirmed && confirmed && progress.can_send(inflight_max) {
+                continue;
+            }
             progress.commit_sent = progress.commit_sent.max(leader_commit);
             self.messages.push(Message {
                 from: self.config.id,
@@ -2039,7 +2065,7 @@ impl Raft {
             leader.reads.committed_in_term(commit);
         }
         if let Some(round) = leader.reads.take_unsent(self.ticks) {
-            self.send_heartbeats(round);
+            self.send_heartbeats(round, Heartbeats::ReadRound);
         }
         let Role::Leader(leader) = &mut self.role else {
             unreachable!()
@@ -2181,6 +2207,16 @@ impl Raft {
             eager: self.config.eager_commit,
         })
     }
+}
+
+/// Which heartbeats a leader sends.
+#[derive(Clone, Copy, Debug)]
+enum Heartbeats {
+    /// A read round's, asked for by reads waiting: to every follower.
+    ReadRound,
+    /// The periodic broadcast, which ends every follower's heartbeat interval;
+    /// `skip_confirmed` leaves out those an append of the interval reached.
+    Periodic { skip_confirmed: bool },
 }
 
 /// The commit a heartbeat tells a follower: never past what the follower is known to hold, or

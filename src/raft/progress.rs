@@ -85,6 +85,11 @@ pub struct Progress {
     pub commit_sent: LogIndex,
     /// Highest read index this follower was answered with: it waits to learn that commit.
     pub commit_wanted: LogIndex,
+    /// The last index of the first append sent since the last periodic heartbeat.
+    interval_append: Option<LogIndex>,
+    /// The follower accepted through `interval_append`: it has heard this leader since the
+    /// last periodic heartbeat.
+    interval_confirmed: bool,
     inflight: VecDeque<LogIndex>,
     /// In replicate mode, send an append even with no new entries: the follower is behind and
     /// something sent may have been lost, so probe the tail and let a rejection tell.
@@ -101,6 +106,8 @@ impl Progress {
             recent_active: false,
             commit_sent: LogIndex(0),
             commit_wanted: LogIndex(0),
+            interval_append: None,
+            interval_confirmed: false,
             inflight: VecDeque::new(),
             tail_probe_pending: false,
         }
@@ -130,6 +137,7 @@ impl Progress {
 
     /// Records an append ending at `last_index` was sent.
     pub fn sent(&mut self, last_index: LogIndex, entry_count: usize) {
+        self.interval_append.get_or_insert(last_index);
         match &mut self.mode {
             ProgressMode::Probe { paused } => *paused = true,
             ProgressMode::Replicate => {
@@ -146,6 +154,12 @@ impl Progress {
 
     /// Handles an acceptance up to `match_index`. Returns false for a stale one.
     pub fn accepted(&mut self, match_index: LogIndex) -> bool {
+        if self
+            .interval_append
+            .is_some_and(|first| first <= match_index)
+        {
+            self.interval_confirmed = true;
+        }
         while self.inflight.front().is_some_and(|&i| i <= match_index) {
             self.inflight.pop_front();
         }
@@ -188,6 +202,18 @@ impl Progress {
                 true
             }
         }
+    }
+
+    /// Ends a heartbeat interval (a periodic heartbeat is due): whether the follower accepted
+    /// an append sent during it. Such a follower has heard this leader since the last
+    /// heartbeat, and its answer showed it alive.
+    pub fn end_heartbeat_interval(&mut self) -> bool {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::is_active(crate::mutants::Mutant::KeepHeartbeatMarks) {
+            return self.interval_confirmed;
+        }
+        self.interval_append = None;
+        std::mem::take(&mut self.interval_confirmed)
     }
 
     /// A heartbeat answer: the follower is alive, so a paused probe may go again, and a full

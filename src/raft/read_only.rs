@@ -113,6 +113,21 @@ impl ReadOnly {
         self.last_round
     }
 
+    /// Whether reads wait for a round whose heartbeats have not gone out.
+    pub fn has_unsent(&self) -> bool {
+        self.unsent
+    }
+
+    /// Whether a read waits for a round that went out before `tick` (or one whose send tick
+    /// is forgotten).
+    pub fn waits_since(&self, tick: u64) -> bool {
+        self.waiting.front().is_some_and(|read| {
+            self.sent_at
+                .get(&read.round)
+                .is_none_or(|&sent| sent < tick)
+        })
+    }
+
     /// The round every heartbeat carries: the newest one opened.
     pub fn round(&self) -> u64 {
         self.last_round

@@ -137,6 +137,8 @@ fn tick_until_campaign(raft: &mut Raft) {
 struct Network {
     nodes: BTreeMap<NodeId, Raft>,
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Messages lost on every link.
+    dropping: Option<fn(&Message) -> bool>,
     delivered: usize,
     /// Read states each node handed out, in order.
     reads: BTreeMap<NodeId, Vec<ReadState>>,
@@ -148,6 +150,7 @@ impl Network {
         Network {
             nodes,
             cut: BTreeSet::new(),
+            dropping: None,
             delivered: 0,
             reads: BTreeMap::new(),
         }
@@ -188,7 +191,8 @@ impl Network {
                 return self.delivered - before;
             }
             for m in queue {
-                if !self.cut.contains(&(m.from, m.to)) {
+                let dropped = self.dropping.is_some_and(|dropping| dropping(&m));
+                if !self.cut.contains(&(m.from, m.to)) && !dropped {
                     self.delivered += 1;
                     self.nodes.get_mut(&m.to).unwrap().step(m);
                 }
@@ -215,6 +219,13 @@ impl Network {
     /// The read states `id` handed out since the last call.
     fn take_reads(&mut self, id: u64) -> Vec<ReadState> {
         self.reads.remove(&NodeId(id)).unwrap_or_default()
+    }
+
+    /// Ticks two heartbeat intervals, so that followers learn the leader's commit: the
+    /// heartbeat of the first, in which the leader appended, skips those that accepted; that
+    /// of the second, with nothing appended, tells them.
+    fn tell_followers_the_commit(&mut self) {
+        self.tick_all(2 * self.nodes[&NodeId(1)].config.heartbeat_interval_ticks);
     }
 
     fn tick_all(&mut self, ticks: u32) {
@@ -422,7 +433,7 @@ fn section_5_2_cluster_elects_one_leader() {
 fn section_5_3_new_leader_replicates_a_noop() {
     let mut net = Network::of(3);
     net.elect(1);
-    net.tick_all(1);
+    net.tell_followers_the_commit();
     for id in 1..=3 {
         let log = net.node(id).log();
         assert_eq!(log.entries()[0].data, EntryData::Noop);
@@ -482,7 +493,7 @@ fn section_5_3_logs_match_after_replication() {
     for k in 0..20 {
         net.propose(1, &format!("m{k}"));
     }
-    net.tick_all(1);
+    net.tell_followers_the_commit();
     let leader_log: Vec<Entry> = net.node(1).log().entries().to_vec();
     assert_eq!(leader_log.len(), 21);
     for id in 2..=5 {
@@ -1021,6 +1032,9 @@ fn fast_backtracking_far_behind_follower_catches_up_in_one_rejection() {
     let mut net = Network::of(3);
     net.elect(1);
     net.isolate(3);
+    // A heartbeat interval passes with the follower cut off, as in any real partition: its
+    // acceptance of the leader's first append no longer excuses it from a heartbeat.
+    net.tick_all(1);
     for k in 0..500 {
         net.node(1).propose(payload(&format!("m{k}"))).unwrap();
         if k % 50 == 0 {
@@ -1101,6 +1115,8 @@ fn thesis_9_6_without_pre_vote_a_rejoining_node_forces_a_new_term() {
     let mut net = cluster(3, false, false);
     net.elect(1);
     net.isolate(3);
+    // A heartbeat interval passes with node 3 cut off.
+    net.tick_all(1);
     tick_until_campaign(net.node(3));
     net.settle();
     net.heal();
@@ -1631,8 +1647,7 @@ fn section_7_a_follower_behind_the_compacted_log_is_sent_the_snapshot() {
         vec![(NodeId(3), snapshot_at(applied.0, term, 100).meta)]
     );
     net.net.propose(1, "after");
-    // The follower learns the commit from the next heartbeat.
-    net.tick_all(1);
+    net.tick_all(2);
     let leader_last = net.net.node(1).log.last_index();
     let follower = net.net.node(3);
     assert_eq!(follower.log.last_index(), leader_last);
@@ -1733,6 +1748,8 @@ fn section_7_compaction_keeps_catch_up_entries_and_what_a_transfer_needs() {
     let mut net = snapshot_cluster();
     net.elect(1);
     net.isolate(3);
+    // A heartbeat interval passes with the follower cut off (see the fast backtracking test).
+    net.tick_all(1);
     for k in 0..4 {
         net.propose(1, &format!("c{k}"));
     }
@@ -1807,6 +1824,8 @@ fn section_7_a_transfer_to_a_dead_follower_does_not_hold_compaction_back() {
     let mut net = snapshot_cluster();
     net.elect(1);
     net.isolate(3);
+    // A heartbeat interval passes with the follower cut off (see the fast backtracking test).
+    net.tick_all(1);
     for k in 0..4 {
         net.propose(1, &format!("c{k}"));
     }
@@ -1888,8 +1907,10 @@ fn section_6_4_a_leader_read_waits_for_a_quorum_round_and_writes_nothing() {
     net.node(1).read_index(ReadId(7));
     net.settle();
     assert!(net.take_reads(1).is_empty(), "no quorum answered");
-    net.heal();
+    // A heartbeat interval passes with the followers cut off.
     let heartbeat = net.node(1).config.heartbeat_interval_ticks;
+    net.tick_all(heartbeat);
+    net.heal();
     net.tick_all(heartbeat);
     assert_eq!(net.take_reads(1), [read_ok(7, index.0)]);
     assert_eq!(net.node(1).log.last_index(), last, "a read writes nothing");
@@ -1955,8 +1976,9 @@ fn section_6_4_a_follower_read_gets_the_leaders_index() {
     );
 }
 
-/// Lazily (the default), a leader's new commit reaches followers with the next heartbeat, and
-/// a replicated write costs an append and its answer per follower; eagerly, a heartbeat
+/// Lazily (the default), a leader's new commit reaches followers with the next append, or the
+/// heartbeat of the first interval without one, and a replicated write costs an append and its
+/// answer per follower; eagerly, a heartbeat
 /// carrying the commit and its answer follow at once.
 #[test]
 fn a_followers_commit_comes_with_the_next_heartbeat_or_at_once_when_eager() {
@@ -1980,6 +2002,9 @@ fn a_followers_commit_comes_with_the_next_heartbeat_or_at_once_when_eager() {
             false => {
                 assert_eq!(delivered, 4, "two appends and their answers");
                 assert!(followers_commit < index);
+                // The append excuses its interval's heartbeat.
+                net.tick_all(1);
+                assert!(net.node(2).log.commit_index() < index);
                 net.tick_all(1);
                 assert_eq!(net.node(2).log.commit_index(), index);
             }
@@ -1989,6 +2014,117 @@ fn a_followers_commit_comes_with_the_next_heartbeat_or_at_once_when_eager() {
             }
         }
     }
+}
+
+/// The followers the leader's next periodic heartbeat goes to (it ticks once, and its Ready is
+/// taken from it, not delivered).
+fn heartbeat_recipients(net: &mut Network, leader: u64) -> Vec<u64> {
+    net.node(leader).tick();
+    let mut to: Vec<u64> = flush(net.node(leader))
+        .into_iter()
+        .filter(|m| matches!(m.body, MessageBody::Heartbeat { .. }))
+        .map(|m| m.to.0)
+        .collect();
+    to.sort_unstable();
+    to
+}
+
+/// Three nodes whose commit reaches followers at once, with an append window of `window`; the
+/// leader's no-op has committed and its heartbeat interval has started again.
+fn eager_cluster(window: usize) -> Network {
+    let nodes = (1..=3)
+        .map(|id| {
+            raft_with(Config {
+                eager_commit: true,
+                inflight_appends_max: window,
+                ..config(id, 3)
+            })
+        })
+        .collect();
+    let mut net = Network::new(nodes);
+    net.elect(1);
+    net.tick_all(1);
+    net
+}
+
+/// Raft §5.2 sends heartbeats in idle periods: a follower that accepted an append sent since
+/// the last periodic heartbeat, and was told the commit, gets none; one whose appends of the
+/// interval went unanswered does.
+#[test]
+fn section_5_2_a_heartbeat_skips_a_follower_that_accepted_an_append_of_its_interval() {
+    let mut net = eager_cluster(8);
+    net.propose(1, "x");
+    assert_eq!(heartbeat_recipients(&mut net, 1), [] as [u64; 0]);
+    // An idle interval: every follower hears a heartbeat.
+    assert_eq!(heartbeat_recipients(&mut net, 1), [2, 3]);
+    net.settle();
+    net.isolate(3);
+    net.propose(1, "y");
+    assert_eq!(heartbeat_recipients(&mut net, 1), [3]);
+    // Its acceptance counts once: the next interval, with no append, sends to both.
+    net.heal();
+    assert_eq!(heartbeat_recipients(&mut net, 1), [2, 3]);
+}
+
+/// A follower the leader cannot send to, its append window full of appends that may be lost,
+/// gets its heartbeat: the answer frees a slot (see `Progress::heartbeat_answered`).
+#[test]
+fn a_heartbeat_goes_to_a_follower_with_a_full_window_despite_an_accepted_append() {
+    for (window, recipients) in [(2, vec![2]), (3, vec![])] {
+        let mut net = eager_cluster(window);
+        net.propose(1, "x");
+        net.cut.insert((NodeId(1), NodeId(2)));
+        net.propose(1, "y");
+        net.propose(1, "z");
+        assert_eq!(
+            heartbeat_recipients(&mut net, 1),
+            recipients,
+            "window {window}"
+        );
+    }
+}
+
+/// Thesis §6.4: a read whose round has gone unconfirmed for a whole heartbeat interval has
+/// every follower hear the next heartbeat, whatever it accepted: its round's heartbeats or
+/// their answers were likely lost, and any answer may be the one that confirms it.
+#[test]
+fn section_6_4_a_heartbeat_skips_no_follower_while_a_read_waits_an_interval() {
+    let mut net = eager_cluster(8);
+    net.dropping = Some(|m| matches!(m.body, MessageBody::HeartbeatResponse { .. }));
+    net.node(1).read_index(ReadId(1));
+    net.settle();
+    net.propose(1, "x");
+    // Sent in this interval, the round's answers may still come.
+    assert_eq!(heartbeat_recipients(&mut net, 1), [] as [u64; 0]);
+    net.propose(1, "y");
+    assert_eq!(heartbeat_recipients(&mut net, 1), [2, 3]);
+    // Once the read is answered, the skipping resumes.
+    net.dropping = None;
+    net.tick_all(1);
+    assert_eq!(net.take_reads(1).len(), 1);
+    net.propose(1, "z");
+    assert_eq!(heartbeat_recipients(&mut net, 1), [] as [u64; 0]);
+}
+
+/// Thesis §6.4: reads asked before a periodic heartbeat join its round, and every follower
+/// hears it, whatever it accepted; a read round's own heartbeats, sent as soon as it is
+/// asked, do not end the heartbeat interval.
+#[test]
+fn section_6_4_a_read_rounds_periodic_heartbeat_skips_no_follower() {
+    let mut net = eager_cluster(8);
+    net.dropping = Some(|m| matches!(m.body, MessageBody::HeartbeatResponse { .. }));
+    net.node(1).read_index(ReadId(1));
+    net.settle();
+    net.propose(1, "x");
+    net.node(1).read_index(ReadId(2));
+    assert_eq!(heartbeat_recipients(&mut net, 1), [2, 3]);
+
+    let mut net = eager_cluster(8);
+    net.propose(1, "x");
+    net.node(1).read_index(ReadId(1));
+    net.settle();
+    assert_eq!(net.take_reads(1).len(), 1);
+    assert_eq!(heartbeat_recipients(&mut net, 1), [] as [u64; 0]);
 }
 
 /// Three nodes with lease reads, past the election timeout in which nodes that just started
@@ -2203,8 +2339,7 @@ fn thesis_4_2_1_a_learner_catches_up_and_is_promoted() {
     }
     net.node(1).propose_change(add_learner(4, true)).unwrap();
     net.settle();
-    // Followers learn the last commit from the next heartbeat.
-    net.tick_all(1);
+    net.tell_followers_the_commit();
     let everyone = [NodeId(1), NodeId(2), NodeId(3), NodeId(4)];
     for id in 1..=4 {
         let membership = net.node(id).membership().clone();
@@ -2278,7 +2413,7 @@ fn thesis_4_2_1_learners_never_count_and_never_campaign() {
     net.node(1).propose_change(add_learner(4, false)).unwrap();
     net.settle();
     let index = net.propose(1, "to everyone");
-    net.tick_all(1);
+    net.tell_followers_the_commit();
     assert_eq!(net.node(4).status().commit_index, index);
     net.isolate(2);
     net.isolate(3);
