@@ -215,21 +215,38 @@ impl LogMirror {
     }
 }
 
+/// The chain hash of `entry` after a log whose chain was `previous`: FxHash's step (rustc's
+/// hasher) over the entry's kind, term, length and bytes, eight at a time. Not a cryptographic
+/// hash, and it need not be: logs here differ by accident, not by design, and two that differ
+/// in one word of one entry always hash differently, as each step is a bijection of the hash
+/// so far and of the word. (FNV-1a, a byte at a time, was 1.5 % of a standard seed.)
 fn chain_hash(previous: u64, entry: &Entry) -> u64 {
+    let mix =
+        |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
     let configuration;
-    let payload: &[u8] = match &entry.data {
-        EntryData::Noop => b"noop",
-        EntryData::Command(payload) => payload.as_bytes(),
+    let (kind, payload): (u64, &[u8]) = match &entry.data {
+        EntryData::Noop => (0, b""),
+        EntryData::Command(payload) => (1, payload.as_bytes()),
         EntryData::Membership(membership) => {
             configuration = format!("{membership:?}");
-            configuration.as_bytes()
+            (2, configuration.as_bytes())
         }
     };
-    let mut bytes = Vec::with_capacity(16 + payload.len());
-    bytes.extend_from_slice(&previous.to_le_bytes());
-    bytes.extend_from_slice(&entry.term.0.to_le_bytes());
-    bytes.extend_from_slice(payload);
-    crate::trace::fnv1a(&bytes)
+    let mut hash = mix(mix(mix(previous, kind), entry.term.0), payload.len() as u64);
+    let mut words = payload.chunks_exact(8);
+    for word in &mut words {
+        hash = mix(
+            hash,
+            u64::from_le_bytes(word.try_into().expect("eight bytes")),
+        );
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        hash = mix(hash, u64::from_le_bytes(word));
+    }
+    hash
 }
 
 /// One applied entry, as first seen.
