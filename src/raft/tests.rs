@@ -160,6 +160,18 @@ impl Network {
         Network::new((1..=n).map(|id| raft(id, n)).collect())
     }
 
+    /// `n` nodes, each with the tests' configuration as `tweak` changes it.
+    fn with(n: u64, tweak: impl Fn(&mut Config)) -> Network {
+        let nodes = (1..=n)
+            .map(|id| {
+                let mut config = config(id, n);
+                tweak(&mut config);
+                raft_with(config)
+            })
+            .collect();
+        Network::new(nodes)
+    }
+
     fn node(&mut self, id: u64) -> &mut Raft {
         self.nodes.get_mut(&NodeId(id)).unwrap()
     }
@@ -1059,16 +1071,10 @@ fn fast_backtracking_far_behind_follower_catches_up_in_one_rejection() {
 // ----- pre-vote (thesis §9.6) and check-quorum (thesis §6.2) ------------------------------------
 
 fn cluster(n: u64, pre_vote: bool, check_quorum: bool) -> Network {
-    let nodes = (1..=n)
-        .map(|id| {
-            raft_with(Config {
-                pre_vote,
-                check_quorum,
-                ..config(id, n)
-            })
-        })
-        .collect();
-    Network::new(nodes)
+    Network::with(n, |c| {
+        c.pre_vote = pre_vote;
+        c.check_quorum = check_quorum;
+    })
 }
 
 /// Thesis §9.6: a pre-candidate does not increment its term; only winning the pre-vote makes it
@@ -1610,16 +1616,11 @@ impl SnapshotNetwork {
 /// A 3-node cluster with small chunks and no catch-up entries, so compaction always forces a
 /// snapshot transfer.
 fn snapshot_cluster() -> Network {
-    let nodes = (1..=3)
-        .map(|id| {
-            let mut c = config(id, 3);
-            c.snapshot_chunk_bytes_max = 16;
-            c.snapshot_inflight_chunks_max = 2;
-            c.snapshot_catch_up_entries = 0;
-            raft_with(c)
-        })
-        .collect();
-    Network::new(nodes)
+    Network::with(3, |c| {
+        c.snapshot_chunk_bytes_max = 16;
+        c.snapshot_inflight_chunks_max = 2;
+        c.snapshot_catch_up_entries = 0;
+    })
 }
 
 /// Raft §7: a leader whose log no longer holds the entries a follower needs sends its snapshot
@@ -1983,15 +1984,7 @@ fn section_6_4_a_follower_read_gets_the_leaders_index() {
 #[test]
 fn a_followers_commit_comes_with_the_next_heartbeat_or_at_once_when_eager() {
     for eager in [false, true] {
-        let nodes = (1..=3)
-            .map(|id| {
-                raft_with(Config {
-                    eager_commit: eager,
-                    ..config(id, 3)
-                })
-            })
-            .collect();
-        let mut net = Network::new(nodes);
+        let mut net = Network::with(3, |c| c.eager_commit = eager);
         net.elect(1);
         net.tick_all(1);
         let (index, _) = net.node(1).propose(payload("x")).unwrap();
@@ -2032,16 +2025,10 @@ fn heartbeat_recipients(net: &mut Network, leader: u64) -> Vec<u64> {
 /// Three nodes whose commit reaches followers at once, with an append window of `window`; the
 /// leader's no-op has committed and its heartbeat interval has started again.
 fn eager_cluster(window: usize) -> Network {
-    let nodes = (1..=3)
-        .map(|id| {
-            raft_with(Config {
-                eager_commit: true,
-                inflight_appends_max: window,
-                ..config(id, 3)
-            })
-        })
-        .collect();
-    let mut net = Network::new(nodes);
+    let mut net = Network::with(3, |c| {
+        c.eager_commit = true;
+        c.inflight_appends_max = window;
+    });
     net.elect(1);
     net.tick_all(1);
     net
@@ -2084,16 +2071,23 @@ fn a_heartbeat_goes_to_a_follower_with_a_full_window_despite_an_accepted_append(
     }
 }
 
-/// Thesis §6.4: a read whose round has gone unconfirmed for a whole heartbeat interval has
-/// every follower hear the next heartbeat, whatever it accepted: its round's heartbeats or
-/// their answers were likely lost, and any answer may be the one that confirms it.
-#[test]
-fn section_6_4_a_heartbeat_skips_no_follower_while_a_read_waits_an_interval() {
+/// An eager cluster (above) whose heartbeat answers are lost, with a read waiting for its round
+/// since before an append both followers accepted.
+fn read_unanswered_after_an_append() -> Network {
     let mut net = eager_cluster(8);
     net.dropping = Some(|m| matches!(m.body, MessageBody::HeartbeatResponse { .. }));
     net.node(1).read_index(ReadId(1));
     net.settle();
     net.propose(1, "x");
+    net
+}
+
+/// Thesis §6.4: a read whose round has gone unconfirmed for a whole heartbeat interval has
+/// every follower hear the next heartbeat, whatever it accepted: its round's heartbeats or
+/// their answers were likely lost, and any answer may be the one that confirms it.
+#[test]
+fn section_6_4_a_heartbeat_skips_no_follower_while_a_read_waits_an_interval() {
+    let mut net = read_unanswered_after_an_append();
     // Sent in this interval, the round's answers may still come.
     assert_eq!(heartbeat_recipients(&mut net, 1), [] as [u64; 0]);
     net.propose(1, "y");
@@ -2111,11 +2105,7 @@ fn section_6_4_a_heartbeat_skips_no_follower_while_a_read_waits_an_interval() {
 /// asked, do not end the heartbeat interval.
 #[test]
 fn section_6_4_a_read_rounds_periodic_heartbeat_skips_no_follower() {
-    let mut net = eager_cluster(8);
-    net.dropping = Some(|m| matches!(m.body, MessageBody::HeartbeatResponse { .. }));
-    net.node(1).read_index(ReadId(1));
-    net.settle();
-    net.propose(1, "x");
+    let mut net = read_unanswered_after_an_append();
     net.node(1).read_index(ReadId(2));
     assert_eq!(heartbeat_recipients(&mut net, 1), [2, 3]);
 
