@@ -2027,11 +2027,11 @@ impl Raft {
             Heartbeats::ReadRound => (false, false),
         };
         for (&peer, progress) in leader.progress.iter_mut() {
-            let leader_commit = heartbeat_commit(progress.match_index, commit_index);
             let confirmed = periodic && progress.end_heartbeat_interval();
             if skip_confirmed && confirmed && progress.can_send(inflight_max) {
                 continue;
             }
+            let leader_commit = heartbeat_commit(progress.match_index, commit_index);
             progress.commit_sent = progress.commit_sent.max(leader_commit);
             self.messages.push(Message {
                 from: self.config.id,
